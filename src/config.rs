@@ -1,0 +1,395 @@
+//! Flags and environment → [`Config`], checked once at start-up.
+//!
+//! Every setting is a clap flag with an environment fallback; `main` reads `.env` first so the
+//! fallback sees it. Tests never touch the process environment: they build a [`Config`] directly.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use reqwest::Url;
+
+/// The instructions the assistant follows when `SYSTEM_PROMPT_FILE` is not set. Written for the
+/// ear: whatever the model writes is spoken on a phone line.
+pub const BUILT_IN_SYSTEM_PROMPT: &str = "\
+You are the front desk assistant of City General Hospital, answering the phone. \
+Everything you write is read aloud to a caller, so speak naturally: one to three short sentences, \
+no lists, no headings, no bold text, no links, no emoji, and write times and numbers the way a \
+person would say them. \
+Facts you may give: the hospital is at 100 Main Street, Springfield, next to the central bus station. \
+Its front desk and outpatient clinics are open Monday to Friday from 8 AM to 6 PM, and closed on \
+Saturdays and Sundays. Visiting hours for patients are every day from 10 AM to 8 PM. Appointments are \
+booked through the front desk during opening hours. \
+If the caller describes a medical emergency, tell them to hang up and dial 911 at once. \
+If you do not know something, say so and offer to take a message for the front desk; never invent \
+phone numbers, prices or medical advice. \
+After answering, ask if there is anything else you can help with. When the caller says goodbye or \
+has nothing else, thank them warmly and say goodbye.";
+
+/// The greeting spoken when a stream starts, unless `GREETING` says otherwise.
+pub const DEFAULT_GREETING: &str =
+    "Welcome to the automated assistant. What can I help you with today?";
+
+/// A credential that never prints: `Debug` and `Display` show `***`, so a key cannot reach a log
+/// line, an error or a panic message by accident. Read it with [`Secret::expose`] at the one
+/// place it goes on the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The credential itself, for the request header that carries it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A setting that could not be used, named by its environment variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required setting has no value.
+    #[error("{var} is not set: put it in the environment or in .env (see .env.example)")]
+    Missing {
+        /// The environment variable.
+        var: &'static str,
+    },
+    /// A URL setting is not a URL of the kind it must be.
+    #[error("{var}={value:?} is not a valid {expected} URL")]
+    BadUrl {
+        /// The environment variable.
+        var: &'static str,
+        /// What was given.
+        value: String,
+        /// The schemes it must use.
+        expected: &'static str,
+    },
+    /// A setting is out of range or empty.
+    #[error("{var} {problem}")]
+    Invalid {
+        /// The environment variable.
+        var: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The system prompt file could not be read.
+    #[error("SYSTEM_PROMPT_FILE={path:?} cannot be read: {source}")]
+    PromptFile {
+        /// The file named.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+}
+
+/// The server's settings as flags with environment fallbacks. Names are part of the public
+/// interface: deployments and test rigs set these variables.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Port to listen on (all interfaces).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Public base URL Twilio reaches this server at, e.g. https://abc.ngrok-free.app.
+    /// Unset: taken from each request's Host and X-Forwarded-Proto headers.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Deepgram API key (speech-to-text and text-to-speech).
+    #[arg(long, env = "DEEPGRAM_API_KEY", hide_env_values = true)]
+    pub deepgram_api_key: Option<String>,
+
+    /// Mistral API key.
+    #[arg(long, env = "MISTRAL_API_KEY", hide_env_values = true)]
+    pub mistral_api_key: Option<String>,
+
+    /// Deepgram live speech-to-text WebSocket URL.
+    #[arg(
+        long,
+        env = "DEEPGRAM_STT_URL",
+        default_value = "wss://api.deepgram.com/v1/listen"
+    )]
+    pub deepgram_stt_url: String,
+
+    /// Deepgram text-to-speech REST URL.
+    #[arg(
+        long,
+        env = "DEEPGRAM_TTS_URL",
+        default_value = "https://api.deepgram.com/v1/speak"
+    )]
+    pub deepgram_tts_url: String,
+
+    /// Mistral chat completions URL.
+    #[arg(
+        long,
+        env = "MISTRAL_API_URL",
+        default_value = "https://api.mistral.ai/v1/chat/completions"
+    )]
+    pub mistral_api_url: String,
+
+    /// Mistral model that writes the replies.
+    #[arg(long, env = "MISTRAL_MODEL", default_value = "mistral-small-latest")]
+    pub mistral_model: String,
+
+    /// Deepgram live model.
+    #[arg(long, env = "STT_MODEL", default_value = "nova-2")]
+    pub stt_model: String,
+
+    /// Deepgram TTS model (voice).
+    #[arg(long, env = "TTS_VOICE", default_value = "aura-asteria-en")]
+    pub tts_voice: String,
+
+    /// Silence, in milliseconds, that ends the caller's turn.
+    #[arg(long, env = "SILENCE_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = parse_millis("SILENCE_TIMEOUT_MS"))]
+    pub silence_timeout_ms: u64,
+
+    /// Spoken when the stream starts.
+    #[arg(long, env = "GREETING", default_value = DEFAULT_GREETING)]
+    pub greeting: String,
+
+    /// File with the assistant's instructions (default: a built-in hospital front desk prompt).
+    #[arg(long, env = "SYSTEM_PROMPT_FILE")]
+    pub system_prompt_file: Option<PathBuf>,
+}
+
+/// A clap value parser for milliseconds whose error names the environment variable.
+fn parse_millis(var: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |raw| match raw.trim().parse::<u64>() {
+        Ok(ms) if (1..=600_000).contains(&ms) => Ok(ms),
+        _ => Err(format!(
+            "{var} must be a whole number of milliseconds from 1 to 600000"
+        )),
+    }
+}
+
+/// Everything the server needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Port to listen on.
+    pub port: u16,
+    /// Public base URL (scheme + host, no trailing slash), when configured.
+    pub public_url: Option<Url>,
+    /// Deepgram credential.
+    pub deepgram_api_key: Secret,
+    /// Mistral credential.
+    pub mistral_api_key: Secret,
+    /// Deepgram live STT endpoint (`ws` or `wss`).
+    pub deepgram_stt_url: Url,
+    /// Deepgram TTS endpoint (`http` or `https`).
+    pub deepgram_tts_url: Url,
+    /// Mistral chat completions endpoint.
+    pub mistral_api_url: Url,
+    /// Mistral model name.
+    pub mistral_model: String,
+    /// Deepgram live model name.
+    pub stt_model: String,
+    /// Deepgram TTS voice.
+    pub tts_voice: String,
+    /// Silence that ends the caller's turn.
+    pub silence_timeout: Duration,
+    /// Spoken when the stream starts.
+    pub greeting: String,
+    /// The assistant's instructions.
+    pub system_prompt: String,
+}
+
+impl Config {
+    /// Validates the parsed flags. Reads `SYSTEM_PROMPT_FILE` if one is named.
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let system_prompt = match &args.system_prompt_file {
+            None => BUILT_IN_SYSTEM_PROMPT.to_owned(),
+            Some(path) => read_prompt(path)?,
+        };
+        if args.greeting.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                var: "GREETING",
+                problem: "must not be empty",
+            });
+        }
+        Ok(Self {
+            port: args.port,
+            public_url: args
+                .public_url
+                .as_deref()
+                .filter(|raw| !raw.trim().is_empty())
+                .map(parse_public_url)
+                .transpose()?,
+            deepgram_api_key: required_secret("DEEPGRAM_API_KEY", args.deepgram_api_key)?,
+            mistral_api_key: required_secret("MISTRAL_API_KEY", args.mistral_api_key)?,
+            deepgram_stt_url: parse_url("DEEPGRAM_STT_URL", &args.deepgram_stt_url, WS)?,
+            deepgram_tts_url: parse_url("DEEPGRAM_TTS_URL", &args.deepgram_tts_url, HTTP)?,
+            mistral_api_url: parse_url("MISTRAL_API_URL", &args.mistral_api_url, HTTP)?,
+            mistral_model: required_text("MISTRAL_MODEL", args.mistral_model)?,
+            stt_model: required_text("STT_MODEL", args.stt_model)?,
+            tts_voice: required_text("TTS_VOICE", args.tts_voice)?,
+            silence_timeout: Duration::from_millis(args.silence_timeout_ms),
+            greeting: args.greeting,
+            system_prompt,
+        })
+    }
+}
+
+/// Schemes of a WebSocket endpoint.
+const WS: (&[&str], &str) = (&["ws", "wss"], "ws:// or wss://");
+/// Schemes of an HTTP endpoint.
+const HTTP: (&[&str], &str) = (&["http", "https"], "http:// or https://");
+
+fn parse_url(
+    var: &'static str,
+    raw: &str,
+    (schemes, expected): (&[&str], &'static str),
+) -> Result<Url, ConfigError> {
+    let bad = || ConfigError::BadUrl {
+        var,
+        value: raw.to_owned(),
+        expected,
+    };
+    let url = Url::parse(raw.trim()).map_err(|_| bad())?;
+    if !schemes.contains(&url.scheme()) || url.host_str().is_none() {
+        return Err(bad());
+    }
+    Ok(url)
+}
+
+/// `PUBLIC_URL` is a base: scheme and authority, optionally a path prefix, no query.
+fn parse_public_url(raw: &str) -> Result<Url, ConfigError> {
+    let mut url = parse_url("PUBLIC_URL", raw, HTTP)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::BadUrl {
+            var: "PUBLIC_URL",
+            value: raw.to_owned(),
+            expected: "http:// or https:// base (no query string)",
+        });
+    }
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+fn required_secret(var: &'static str, value: Option<String>) -> Result<Secret, ConfigError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+        _ => Err(ConfigError::Missing { var }),
+    }
+}
+
+fn required_text(var: &'static str, value: String) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            var,
+            problem: "must not be empty",
+        });
+    }
+    Ok(value.trim().to_owned())
+}
+
+fn read_prompt(path: &PathBuf) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::PromptFile {
+        path: path.clone(),
+        source,
+    })?;
+    if text.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            var: "SYSTEM_PROMPT_FILE",
+            problem: "names an empty file",
+        });
+    }
+    Ok(text.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// Parses flags only; the fields whose env var is set in the test process are overridden by
+    /// flags, so these tests never depend on the environment they run in.
+    fn args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec![
+            "ivr-bridge",
+            "--deepgram-api-key",
+            "dg-secret",
+            "--mistral-api-key",
+            "mi-secret",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|cli| cli.serve)
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("sk-live-123");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert_eq!(format!("{secret}"), "***");
+        let config = Config::from_args(args(&[]).unwrap()).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("dg-secret") && !debug.contains("mi-secret"));
+    }
+
+    #[test]
+    fn missing_key_names_the_variable() {
+        let mut a = args(&[]).unwrap();
+        a.mistral_api_key = None;
+        let err = Config::from_args(a).unwrap_err().to_string();
+        assert!(err.starts_with("MISTRAL_API_KEY is not set"), "{err}");
+    }
+
+    #[test]
+    fn bad_url_names_the_variable() {
+        let err = Config::from_args(args(&["--deepgram-stt-url", "https://x/v1/listen"]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("DEEPGRAM_STT_URL="), "{err}");
+    }
+
+    #[test]
+    fn bad_silence_timeout_names_the_variable() {
+        let err = args(&["--silence-timeout-ms", "soon"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("SILENCE_TIMEOUT_MS"), "{err}");
+    }
+
+    #[test]
+    fn public_url_loses_its_trailing_slash() {
+        let config =
+            Config::from_args(args(&["--public-url", "https://abc.ngrok-free.app/"]).unwrap())
+                .unwrap();
+        assert_eq!(
+            config.public_url.unwrap().as_str(),
+            "https://abc.ngrok-free.app/"
+        );
+    }
+
+    #[test]
+    fn public_url_with_a_query_is_refused() {
+        let err = Config::from_args(args(&["--public-url", "https://a.example/?x=1"]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("PUBLIC_URL="), "{err}");
+    }
+}

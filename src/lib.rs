@@ -1,0 +1,15 @@
+//! ivr-bridge: an AI voice assistant on a Twilio phone line.
+//!
+//! Reading the modules top to bottom is reading a call: a Twilio frame enters in
+//! [`twilio::media`], becomes PCM in [`audio`], words in [`stt`], a turn in [`call::turns`], a
+//! reply in [`llm`], sound in [`tts`], 20 ms frames in [`audio::frames`], and leaves through
+//! [`twilio::media`] again, written by [`call::writer`]. Barge-in is decided in [`call::turns`]
+//! and carried out in [`call::writer`].
+
+pub mod audio;
+pub mod config;
+pub mod server;
+pub mod twilio;
+
+pub use config::{Config, Secret};
+pub use server::{app, serve, AppState};

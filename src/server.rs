@@ -1,0 +1,139 @@
+//! The HTTP surface: the TwiML webhook, the Media Stream upgrade and the health check.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::twilio::twiml::{self, Element};
+
+/// What every request handler shares: configuration and the providers' HTTP clients. Per-call
+/// state is never here; it lives in the call's own task.
+#[derive(Debug)]
+pub struct AppState {
+    /// Validated settings.
+    pub config: Config,
+}
+
+impl AppState {
+    /// State for a server with these settings.
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+}
+
+/// The router, for `serve`, tests and tools that want to mount it themselves.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(incoming_call).post(incoming_call))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Accepting connections failed.
+    #[error("the HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let state = Arc::new(AppState::new(config));
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `POST /`: Twilio's "a call comes in" webhook. Answers with `<Connect><Stream>` to `/media`
+/// and hangs up when the stream ends.
+async fn incoming_call(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(base) = public_base(&state.config, &headers) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "no PUBLIC_URL configured and no Host header to build the stream URL from",
+        )
+            .into_response();
+    };
+    let stream_url = websocket_url(&base, "/media");
+    let body = twiml::response([
+        Element::new("Connect").child(Element::new("Stream").attr("url", stream_url)),
+        Element::new("Hangup"),
+    ]);
+    ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+}
+
+/// The public base URL (`scheme://host[/prefix]`, no trailing slash) Twilio reaches us at:
+/// `PUBLIC_URL` when set, else rebuilt from `X-Forwarded-Proto` / `X-Forwarded-Host` / `Host`.
+pub fn public_base(config: &Config, headers: &HeaderMap) -> Option<String> {
+    if let Some(url) = &config.public_url {
+        return Some(url.as_str().trim_end_matches('/').to_owned());
+    }
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let host = first("x-forwarded-host").or_else(|| first(header::HOST.as_str()))?;
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
+    {
+        return None;
+    }
+    let scheme = match first("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("wss") => "https",
+        _ => "http",
+    };
+    Some(format!("{scheme}://{host}"))
+}
+
+/// `base` with https→wss, http→ws, and `path` appended.
+pub fn websocket_url(base: &str, path: &str) -> String {
+    let rest = base
+        .strip_prefix("https://")
+        .map(|r| format!("wss://{r}"))
+        .or_else(|| base.strip_prefix("http://").map(|r| format!("ws://{r}")))
+        .unwrap_or_else(|| base.to_owned());
+    format!("{rest}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_url_swaps_the_scheme() {
+        assert_eq!(
+            websocket_url("https://a.example", "/media"),
+            "wss://a.example/media"
+        );
+        assert_eq!(
+            websocket_url("http://127.0.0.1:9", "/media"),
+            "ws://127.0.0.1:9/media"
+        );
+        assert_eq!(
+            websocket_url("https://a.example/p", "/media"),
+            "wss://a.example/p/media"
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Twilio Media Stream messages, in and out.
+//!
+//! A caller's frame enters the bridge here: [`Inbound::parse`] turns one WebSocket text message
+//! into a typed value, and [`MediaPayload::decode_into`] turns its base64 into μ-law bytes. The
+//! reply leaves here too: [`Outbound`] renders the only three messages Twilio accepts from us.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// The base64 flavour Twilio uses for media payloads.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A message Twilio sends on the Media Stream, tagged by its `event` field.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Inbound {
+    /// First message of every stream; carries no stream or call identity.
+    Connected,
+    /// The stream began: identity of the stream and the call.
+    Start {
+        /// Details of the stream.
+        start: Start,
+    },
+    /// One chunk of caller audio.
+    Media {
+        /// The audio and its position.
+        media: Media,
+    },
+    /// Twilio echoes a mark we sent: playback reached it, or a `clear` discarded it.
+    Mark {
+        /// Which mark.
+        mark: Mark,
+    },
+    /// The caller pressed a key.
+    Dtmf {
+        /// Which key.
+        dtmf: Dtmf,
+    },
+    /// The stream stopped or the call ended.
+    Stop,
+    /// An event this version does not know; skipped, never fatal.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Body of the `start` message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Start {
+    /// Identifies this stream; every message we send must carry it.
+    pub stream_sid: String,
+    /// Identifies the call, for logs and for anything keyed by call.
+    pub call_sid: String,
+    /// Values the webhook put in `<Parameter>` elements.
+    #[serde(default)]
+    pub custom_parameters: std::collections::HashMap<String, String>,
+    /// Audio format of the inbound track (always 8 kHz μ-law mono today).
+    #[serde(default)]
+    pub media_format: Option<MediaFormat>,
+}
+
+/// Audio format announced in `start`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaFormat {
+    /// MIME-like name, `audio/x-mulaw`.
+    pub encoding: String,
+    /// Samples per second, `8000`.
+    pub sample_rate: u32,
+    /// Channel count, `1`.
+    pub channels: u32,
+}
+
+/// Body of a `media` message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Media {
+    /// Base64 of raw μ-law bytes.
+    pub payload: MediaPayload,
+    /// Milliseconds since the stream started, as a decimal string.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+}
+
+/// The base64 text of one media payload, decoded only where it is used.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct MediaPayload(String);
+
+impl MediaPayload {
+    /// Decodes the payload into `out` (cleared first), reusing its allocation frame after frame.
+    pub fn decode_into(&self, out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
+        out.clear();
+        BASE64.decode_vec(self.0.as_bytes(), out)
+    }
+}
+
+/// Body of a `mark` message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Mark {
+    /// The name we gave the mark.
+    pub name: String,
+}
+
+/// Body of a `dtmf` message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Dtmf {
+    /// The key, e.g. `"1"` or `"#"`.
+    pub digit: String,
+}
+
+/// Why an inbound message could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON, or JSON of the wrong shape for its event.
+    #[error("malformed Twilio message: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+impl Inbound {
+    /// Parses one WebSocket text message.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+/// A message we send to Twilio. Twilio rejects extra fields, so each renders exactly its schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound<'a> {
+    /// Audio for Twilio to queue: raw μ-law bytes (base64-encoded on rendering).
+    Media(&'a [u8]),
+    /// Ask Twilio to echo `name` once everything queued before it has played.
+    Mark(&'a str),
+    /// Drop all queued audio now (barge-in).
+    Clear,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a, B: Serialize> {
+    event: &'static str,
+    stream_sid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<B>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mark: Option<B>,
+}
+
+#[derive(Serialize)]
+struct MediaBody<'a> {
+    payload: &'a str,
+}
+
+#[derive(Serialize)]
+struct MarkBody<'a> {
+    name: &'a str,
+}
+
+impl Outbound<'_> {
+    /// Renders the JSON text frame for the stream `stream_sid`.
+    pub fn to_json(&self, stream_sid: &str) -> String {
+        let rendered = match self {
+            Outbound::Media(audio) => {
+                let payload = BASE64.encode(audio);
+                serde_json::to_string(&Envelope {
+                    event: "media",
+                    stream_sid,
+                    media: Some(MediaBody { payload: &payload }),
+                    mark: None,
+                })
+            }
+            Outbound::Mark(name) => serde_json::to_string(&Envelope {
+                event: "mark",
+                stream_sid,
+                media: None,
+                mark: Some(MarkBody { name }),
+            }),
+            Outbound::Clear => serde_json::to_string(&Envelope::<MarkBody> {
+                event: "clear",
+                stream_sid,
+                media: None,
+                mark: None,
+            }),
+        };
+        // Serializing plain strings into JSON cannot fail.
+        rendered.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn parses_the_documented_messages() {
+        assert_eq!(
+            Inbound::parse(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#).unwrap(),
+            Inbound::Connected
+        );
+        let start = Inbound::parse(
+            r#"{"event":"start","sequenceNumber":"1","start":{"accountSid":"AC1","streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"k":"v"}},"streamSid":"MZ1"}"#,
+        )
+        .unwrap();
+        let Inbound::Start { start } = start else {
+            panic!("not a start: {start:?}")
+        };
+        assert_eq!(
+            (start.stream_sid.as_str(), start.call_sid.as_str()),
+            ("MZ1", "CA1")
+        );
+        assert_eq!(start.custom_parameters["k"], "v");
+        assert_eq!(start.media_format.unwrap().sample_rate, 8000);
+
+        let media = Inbound::parse(
+            r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"/38A"},"streamSid":"MZ1"}"#,
+        )
+        .unwrap();
+        let Inbound::Media { media } = media else {
+            panic!("not media")
+        };
+        let mut bytes = Vec::new();
+        media.payload.decode_into(&mut bytes).unwrap();
+        assert_eq!(bytes, [0xFF, 0x7F, 0x00]);
+
+        assert_eq!(
+            Inbound::parse(r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"reply-1"}}"#).unwrap(),
+            Inbound::Mark { mark: Mark { name: "reply-1".into() } }
+        );
+        assert_eq!(
+            Inbound::parse(r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"1"}}"#).unwrap(),
+            Inbound::Dtmf { dtmf: Dtmf { digit: "1".into() } }
+        );
+        assert_eq!(
+            Inbound::parse(r#"{"event":"stop","sequenceNumber":"5","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#).unwrap(),
+            Inbound::Stop
+        );
+    }
+
+    #[test]
+    fn unknown_events_are_their_own_variant() {
+        assert_eq!(
+            Inbound::parse(r#"{"event":"hologram","streamSid":"MZ1"}"#).unwrap(),
+            Inbound::Unknown
+        );
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        for bad in [
+            "",
+            "not json",
+            "{}",
+            r#"{"event":"start"}"#,
+            r#"{"event":"media","media":{}}"#,
+            r#"{"event":"media","media":{"payload":5}}"#,
+            r#"{"event":7}"#,
+            "[1,2,3]",
+        ] {
+            assert!(Inbound::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn invalid_base64_is_an_error() {
+        let Inbound::Media { media } =
+            Inbound::parse(r#"{"event":"media","media":{"payload":"***"}}"#).unwrap()
+        else {
+            panic!("not media")
+        };
+        assert!(media.payload.decode_into(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn outbound_messages_have_exactly_the_documented_fields() {
+        let media: Value =
+            serde_json::from_str(&Outbound::Media(&[0xFF, 0x7F, 0x00]).to_json("MZ1")).unwrap();
+        assert_eq!(
+            media,
+            json!({"event":"media","streamSid":"MZ1","media":{"payload":"/38A"}})
+        );
+        let mark: Value = serde_json::from_str(&Outbound::Mark("reply-1").to_json("MZ1")).unwrap();
+        assert_eq!(
+            mark,
+            json!({"event":"mark","streamSid":"MZ1","mark":{"name":"reply-1"}})
+        );
+        let clear: Value = serde_json::from_str(&Outbound::Clear.to_json("MZ1")).unwrap();
+        assert_eq!(clear, json!({"event":"clear","streamSid":"MZ1"}));
+    }
+}
