@@ -7,8 +7,12 @@
 //! and carried out in [`call::writer`].
 
 pub mod audio;
+pub mod call;
 pub mod config;
+pub mod llm;
 pub mod server;
+pub mod stt;
+pub mod tts;
 pub mod twilio;
 
 pub use config::{Config, Secret};

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,21 +11,49 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::call::reply::Voice;
+use crate::call::{self, CallServices};
 use crate::config::Config;
+use crate::llm::mistral::Mistral;
+use crate::stt::deepgram::DeepgramStt;
+use crate::tts::deepgram::DeepgramTts;
 use crate::twilio::twiml::{self, Element};
 
-/// What every request handler shares: configuration and the providers' HTTP clients. Per-call
-/// state is never here; it lives in the call's own task.
+/// Largest WebSocket message accepted from Twilio; a media frame is about 300 bytes.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// How long an idle pooled provider connection is kept open.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// What every request handler shares: configuration and the providers' clients. Per-call state
+/// is never here; it lives in the call's own task.
 #[derive(Debug)]
 pub struct AppState {
     /// Validated settings.
     pub config: Config,
+    /// Providers and settings every call uses.
+    pub calls: Arc<CallServices>,
 }
 
 impl AppState {
-    /// State for a server with these settings.
-    pub fn new(config: Config) -> Self {
-        Self { config }
+    /// State for a server with these settings: one pooled HTTP client for all provider requests.
+    pub fn new(config: Config) -> Result<Self, ServeError> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(POOL_IDLE)
+            .tcp_nodelay(true)
+            .user_agent(concat!("ivr-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ServeError::HttpClient)?;
+        let calls = Arc::new(CallServices {
+            stt: DeepgramStt::new(&config),
+            voice: Arc::new(Voice {
+                llm: Mistral::new(http.clone(), &config),
+                tts: DeepgramTts::new(http, &config),
+            }),
+            greeting: config.greeting.clone(),
+            silence_timeout: config.silence_timeout,
+            system_prompt: config.system_prompt.clone(),
+        });
+        Ok(Self { config, calls })
     }
 }
 
@@ -32,6 +61,7 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(incoming_call).post(incoming_call))
+        .route("/media", get(media_stream))
         .route("/healthz", get(healthz))
         .with_state(state)
 }
@@ -42,6 +72,9 @@ pub enum ServeError {
     /// Accepting connections failed.
     #[error("the HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The providers' HTTP client could not be built (TLS set-up).
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
 }
 
 /// Serves on `listener` until `shutdown` resolves.
@@ -50,11 +83,21 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let state = Arc::new(AppState::new(config));
+    let state = Arc::new(AppState::new(config)?);
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// `GET /media`: the Twilio Media Stream. One socket is one call, served by its own task.
+async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+    let services = state.calls.clone();
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_failed_upgrade(|err| tracing::warn!(%err, "media stream upgrade failed"))
+        .on_upgrade(move |socket| call::run(socket, services))
 }
 
 async fn healthz() -> &'static str {

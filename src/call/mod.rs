@@ -1,0 +1,364 @@
+//! The per-call task: one Twilio Media Stream, one owner of the call's state.
+//!
+//! Twilio's socket is read here; caller audio goes to speech recognition; transcripts, the
+//! silence timer and reply progress feed the brain in [`turns`]; its actions start replies
+//! ([`reply`]) or interrupt them through the socket's only writer ([`writer`]).
+
+pub mod reply;
+pub mod turns;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures::stream::SplitStream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::audio::mulaw;
+use crate::stt::deepgram::{DeepgramStt, SttStream};
+use crate::stt::SttEvent;
+use crate::twilio::media::{Inbound, Start};
+use reply::{ReplyEvent, Script, Voice};
+use turns::{Action, ReplyId, Turns};
+
+/// How long Twilio may take to send `start` after the socket opens.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the writer may take to finish when the call ends.
+const WRITER_GRACE: Duration = Duration::from_millis(300);
+/// Malformed messages logged one by one before the log is thinned out.
+const MALFORMED_LOGGED: u64 = 5;
+
+/// What every call needs, shared read-only by all calls.
+#[derive(Debug)]
+pub struct CallServices {
+    /// Speech recognition settings.
+    pub stt: DeepgramStt,
+    /// The model and the voice.
+    pub voice: Arc<Voice>,
+    /// Spoken when the stream starts.
+    pub greeting: String,
+    /// Silence that ends the caller's turn.
+    pub silence_timeout: Duration,
+    /// The assistant's instructions.
+    pub system_prompt: String,
+}
+
+/// Serves one Media Stream from its first message to its end.
+pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
+    let (sink, mut stream) = socket.split();
+    let Some(start) = wait_for_start(&mut stream).await else {
+        return;
+    };
+    let span = tracing::info_span!(
+        "call",
+        call_sid = %start.call_sid,
+        stream_sid = %start.stream_sid
+    );
+    async move {
+        tracing::info!("call connected: media stream started");
+        let call = Call::new(start, services, sink);
+        call.run(stream).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Reads until Twilio's `start`; anything else before it is skipped.
+async fn wait_for_start(stream: &mut SplitStream<WebSocket>) -> Option<Start> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let message = match timeout(deadline - Instant::now(), stream.next()).await {
+            Err(_) => {
+                tracing::warn!(
+                    "media stream sent no start message within {START_TIMEOUT:?}; closing"
+                );
+                return None;
+            }
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(message))) => message,
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        match Inbound::parse(&text) {
+            Ok(Inbound::Start { start }) => return Some(start),
+            Ok(Inbound::Connected) => tracing::debug!("media stream connected"),
+            Ok(other) => tracing::warn!(event = ?kind(&other), "message before start skipped"),
+            Err(err) => tracing::warn!(%err, "malformed message before start skipped"),
+        }
+    }
+}
+
+fn kind(message: &Inbound) -> &'static str {
+    match message {
+        Inbound::Connected => "connected",
+        Inbound::Start { .. } => "start",
+        Inbound::Media { .. } => "media",
+        Inbound::Mark { .. } => "mark",
+        Inbound::Dtmf { .. } => "dtmf",
+        Inbound::Stop => "stop",
+        Inbound::Unknown => "unknown",
+    }
+}
+
+/// One call's state, owned by its task.
+struct Call {
+    /// Shared providers and settings.
+    services: Arc<CallServices>,
+    /// The brain.
+    turns: Turns,
+    /// Caller audio to speech recognition.
+    stt: SttStream,
+    /// Transcripts coming back.
+    stt_events: mpsc::Receiver<SttEvent>,
+    /// The socket's writer.
+    writer: writer::Writer,
+    /// Replies report here; the call keeps a sender so the channel never closes under it.
+    reply_tx: mpsc::Sender<ReplyEvent>,
+    reply_rx: mpsc::Receiver<ReplyEvent>,
+    /// The reply in progress and the token that cancels it.
+    reply: Option<(ReplyId, CancellationToken)>,
+    /// Cancels everything the call started.
+    cancel: CancellationToken,
+    /// When the stream started, for the summary.
+    started: Instant,
+    /// Scratch buffer for one frame's μ-law bytes, reused frame after frame.
+    mulaw: Vec<u8>,
+    /// Inbound messages that could not be used.
+    malformed: u64,
+}
+
+/// Whether the call goes on after a message.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Call {
+    fn new(
+        start: Start,
+        services: Arc<CallServices>,
+        sink: futures::stream::SplitSink<WebSocket, Message>,
+    ) -> Self {
+        let cancel = CancellationToken::new();
+        let (stt_tx, stt_events) = mpsc::channel(64);
+        let stt = services.stt.start(stt_tx, cancel.child_token());
+        let writer = writer::spawn(sink, start.stream_sid, cancel.child_token());
+        let (reply_tx, reply_rx) = mpsc::channel(16);
+        let turns = Turns::new(services.silence_timeout, services.system_prompt.clone());
+        Self {
+            services,
+            turns,
+            stt,
+            stt_events,
+            writer,
+            reply_tx,
+            reply_rx,
+            reply: None,
+            cancel,
+            started: Instant::now(),
+            mulaw: Vec::with_capacity(320),
+            malformed: 0,
+        }
+    }
+
+    async fn run(mut self, mut stream: SplitStream<WebSocket>) {
+        let greeting = self.services.greeting.clone();
+        let actions = self.turns.start(&greeting);
+        self.apply(actions);
+        let reason = loop {
+            let deadline = self.turns.next_deadline();
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if self.on_twilio(&text) == Flow::Stop {
+                            break "Twilio stopped the stream";
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => self.on_malformed("binary frame"),
+                    Some(Ok(Message::Close(_))) | None => break "Twilio closed the socket",
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => break "the Twilio socket failed",
+                },
+                Some(event) = self.stt_events.recv() => self.on_stt(event),
+                Some(event) = self.reply_rx.recv() => self.on_reply(event),
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    let actions = self.turns.on_tick(Instant::now());
+                    self.apply(actions);
+                }
+            }
+        };
+        self.end(reason).await;
+    }
+
+    fn on_twilio(&mut self, text: &str) -> Flow {
+        match Inbound::parse(text) {
+            Ok(Inbound::Media { media }) => {
+                if media.payload.decode_into(&mut self.mulaw).is_err() {
+                    self.on_malformed("media payload is not base64");
+                    return Flow::Continue;
+                }
+                let mut pcm = Vec::with_capacity(self.mulaw.len() * 2);
+                mulaw::decode_to_pcm16le(&self.mulaw, &mut pcm);
+                if !self.stt.send_audio(pcm.into()) && self.stt.dropped_frames() % 50 == 1 {
+                    tracing::warn!(
+                        dropped = self.stt.dropped_frames(),
+                        "speech recognition is behind: caller audio dropped"
+                    );
+                }
+            }
+            Ok(Inbound::Mark { mark }) => {
+                let was_speaking = self.turns.is_speaking();
+                self.turns.on_mark(&mark.name);
+                if was_speaking && !self.turns.is_speaking() {
+                    tracing::debug!(mark = %mark.name, "the caller heard the whole reply");
+                }
+            }
+            Ok(Inbound::Dtmf { dtmf }) => {
+                tracing::info!(digit = %dtmf.digit, "caller pressed a key")
+            }
+            Ok(Inbound::Stop) => return Flow::Stop,
+            Ok(Inbound::Start { .. }) => tracing::warn!("second start message ignored"),
+            Ok(Inbound::Connected) => {}
+            Ok(Inbound::Unknown) => self.on_malformed("unknown event"),
+            Err(err) => self.on_malformed(&err.to_string()),
+        }
+        Flow::Continue
+    }
+
+    fn on_malformed(&mut self, what: &str) {
+        self.malformed += 1;
+        if self.malformed <= MALFORMED_LOGGED || self.malformed % 1000 == 0 {
+            tracing::warn!(
+                count = self.malformed,
+                "unusable message from Twilio skipped: {what}"
+            );
+        }
+    }
+
+    fn on_stt(&mut self, event: SttEvent) {
+        match event {
+            SttEvent::Transcript { text, is_final, .. } => {
+                if is_final && !text.trim().is_empty() {
+                    tracing::debug!(%text, "caller said");
+                }
+                let actions = self.turns.on_transcript(&text, is_final, Instant::now());
+                self.apply(actions);
+            }
+            SttEvent::SpeechStarted | SttEvent::UtteranceEnd => {}
+            SttEvent::Lost(err) => {
+                tracing::error!(%err, "speech recognition unavailable: the caller cannot be heard");
+            }
+        }
+    }
+
+    fn on_reply(&mut self, event: ReplyEvent) {
+        match event {
+            ReplyEvent::Text { id, text } => {
+                tracing::info!(reply = id.0, %text, "assistant replies");
+                self.turns.on_reply_text(id, &text);
+            }
+            ReplyEvent::Queued { id, frames } => {
+                tracing::debug!(reply = id.0, frames, "reply audio queued");
+            }
+            ReplyEvent::Failed { id, error } => {
+                tracing::error!(reply = id.0, %error, "reply failed; listening again");
+                self.turns.on_reply_failed(id);
+                if self
+                    .reply
+                    .as_ref()
+                    .is_some_and(|(current, _)| *current == id)
+                {
+                    self.reply = None;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Say { id, text } => self.start_reply(id, Script::Say(text)),
+                Action::Answer { id, messages } => {
+                    if let Some(turn) = messages.last() {
+                        tracing::info!(turn = self.turns.turns(), text = %turn.content, "caller's turn ended");
+                    }
+                    self.start_reply(id, Script::Answer(messages));
+                }
+                Action::Interrupt { id } => self.interrupt(id),
+            }
+        }
+    }
+
+    fn start_reply(&mut self, id: ReplyId, script: Script) {
+        let token = self.cancel.child_token();
+        reply::spawn(
+            id,
+            script,
+            self.services.voice.clone(),
+            self.writer.speech.clone(),
+            self.reply_tx.clone(),
+            token.clone(),
+        );
+        if let Some((_, old)) = self.reply.replace((id, token)) {
+            old.cancel();
+        }
+    }
+
+    /// Barge-in: the reply stops producing, its queued audio is dropped and Twilio clears.
+    fn interrupt(&mut self, id: ReplyId) {
+        if let Some((current, token)) = self.reply.take() {
+            if current == id {
+                token.cancel();
+            } else {
+                self.reply = Some((current, token));
+            }
+        }
+        if self
+            .writer
+            .control
+            .try_send(writer::Control::Clear { reply: id })
+            .is_err()
+        {
+            tracing::warn!("could not queue clear: writer gone or busy");
+        }
+        tracing::info!(
+            reply = id.0,
+            "caller interrupted the assistant: playback cleared"
+        );
+    }
+
+    async fn end(self, reason: &str) {
+        let Self {
+            turns,
+            stt,
+            writer,
+            cancel,
+            started,
+            reply,
+            malformed,
+            ..
+        } = self;
+        if let Some((_, token)) = reply {
+            token.cancel();
+        }
+        let dropped_audio = stt.dropped_frames();
+        stt.finish().await;
+        cancel.cancel();
+        let _ = timeout(WRITER_GRACE, writer.task).await;
+        tracing::info!(
+            duration_s = format!("{:.1}", started.elapsed().as_secs_f64()),
+            turns = turns.turns(),
+            barge_ins = turns.barge_ins(),
+            malformed,
+            dropped_audio,
+            "call ended: {reason}"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The one task that writes to Twilio's socket, and where barge-in cuts the audio.
+//!
+//! Replies queue [`Speech`] (frames and marks) on a bounded channel; the call task sends
+//! [`Control::Clear`] on a separate channel that the writer always checks first. On a clear the
+//! writer throws away every queued frame of the interrupted reply (and older ones) *before*
+//! sending Twilio's `clear`, so the `clear` never waits behind audio that should not play.
+
+use std::collections::VecDeque;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures::stream::SplitSink;
+use futures::SinkExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::turns::ReplyId;
+use crate::audio::frames::FRAME_BYTES;
+use crate::twilio::media::Outbound;
+
+/// Frames a reply may queue ahead of the socket (2 s of audio); more waits in the reply task,
+/// where cancellation is instant.
+pub const SPEECH_QUEUE_FRAMES: usize = 100;
+
+/// Audio and marks of one reply, in the order Twilio must play them.
+#[derive(Debug)]
+pub enum Speech {
+    /// 20 ms of μ-law.
+    Frame {
+        /// The reply the frame belongs to.
+        reply: ReplyId,
+        /// The audio.
+        audio: [u8; FRAME_BYTES],
+    },
+    /// Ask Twilio to tell us when playback reaches this point.
+    Mark {
+        /// The reply the mark ends.
+        reply: ReplyId,
+    },
+}
+
+impl Speech {
+    fn reply(&self) -> ReplyId {
+        match self {
+            Speech::Frame { reply, .. } | Speech::Mark { reply } => *reply,
+        }
+    }
+}
+
+/// Orders that overtake queued speech.
+#[derive(Debug)]
+pub enum Control {
+    /// Barge-in: drop everything queued for `reply` and older, then send Twilio `clear`.
+    Clear {
+        /// The interrupted reply.
+        reply: ReplyId,
+    },
+}
+
+/// Handles to the writer task.
+#[derive(Debug)]
+pub struct Writer {
+    /// Where replies queue their audio.
+    pub speech: mpsc::Sender<Speech>,
+    /// Where barge-in goes.
+    pub control: mpsc::Sender<Control>,
+    /// The task, awaited when the call ends.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts the writer for the stream `stream_sid`; it stops when `cancel` fires or both channels
+/// close.
+pub fn spawn(
+    sink: SplitSink<WebSocket, Message>,
+    stream_sid: String,
+    cancel: CancellationToken,
+) -> Writer {
+    let (speech, speech_rx) = mpsc::channel(SPEECH_QUEUE_FRAMES);
+    let (control, control_rx) = mpsc::channel(8);
+    let task = tokio::spawn(
+        TwilioWriter {
+            sink,
+            stream_sid,
+            speech: speech_rx,
+            control: control_rx,
+            held: VecDeque::new(),
+            dropped_through: None,
+        }
+        .run(cancel),
+    );
+    Writer {
+        speech,
+        control,
+        task,
+    }
+}
+
+struct TwilioWriter {
+    sink: SplitSink<WebSocket, Message>,
+    stream_sid: String,
+    speech: mpsc::Receiver<Speech>,
+    control: mpsc::Receiver<Control>,
+    /// Speech of newer replies found while draining for a clear; sent before anything else.
+    held: VecDeque<Speech>,
+    /// Replies up to and including this one were interrupted: their speech is dropped.
+    dropped_through: Option<ReplyId>,
+}
+
+impl TwilioWriter {
+    async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            let sent = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                control = self.control.recv() => match control {
+                    Some(Control::Clear { reply }) => self.clear(reply).await,
+                    None => break,
+                },
+                speech = next_speech(&mut self.held, &mut self.speech) => match speech {
+                    Some(speech) => self.play(speech).await,
+                    None => break,
+                },
+            };
+            if sent.is_err() {
+                tracing::debug!("Twilio socket closed; writer stops");
+                break;
+            }
+        }
+        let _ = self.sink.close().await;
+    }
+
+    async fn clear(&mut self, reply: ReplyId) -> Result<(), axum::Error> {
+        self.dropped_through = self.dropped_through.max(Some(reply));
+        let mut dropped = 0usize;
+        self.held.retain(|s| {
+            let keep = s.reply() > reply;
+            dropped += usize::from(!keep);
+            keep
+        });
+        while let Ok(speech) = self.speech.try_recv() {
+            if speech.reply() > reply {
+                self.held.push_back(speech);
+            } else {
+                dropped += 1;
+            }
+        }
+        tracing::debug!(dropped, "barge-in: queued audio dropped, sending clear");
+        self.send(Outbound::Clear).await
+    }
+
+    async fn play(&mut self, speech: Speech) -> Result<(), axum::Error> {
+        if Some(speech.reply()) <= self.dropped_through {
+            return Ok(());
+        }
+        match speech {
+            Speech::Frame { audio, .. } => self.send(Outbound::Media(&audio)).await,
+            Speech::Mark { reply } => self.send(Outbound::Mark(&reply.mark_name())).await,
+        }
+    }
+
+    async fn send(&mut self, message: Outbound<'_>) -> Result<(), axum::Error> {
+        let json = message.to_json(&self.stream_sid);
+        self.sink.send(Message::Text(json.into())).await
+    }
+}
+
+/// Held speech first, then the channel.
+async fn next_speech(
+    held: &mut VecDeque<Speech>,
+    speech: &mut mpsc::Receiver<Speech>,
+) -> Option<Speech> {
+    match held.pop_front() {
+        Some(s) => Some(s),
+        None => speech.recv().await,
+    }
+}

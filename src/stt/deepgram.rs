@@ -1,0 +1,361 @@
+//! Deepgram live speech-to-text: one WebSocket per call.
+//!
+//! The call hands PCM frames to [`SttStream::send_audio`]; a task owns the socket, forwards each
+//! frame at once as a binary message, sends `KeepAlive` while no audio flows, and turns Deepgram's
+//! JSON into [`SttEvent`]s. Audio sent while the socket is still connecting waits in a bounded
+//! queue, so the first words of a call are not lost.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use reqwest::Url;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::SttEvent;
+use crate::config::{Config, Secret};
+
+/// Caller audio that may wait for the socket: 10 s of 20 ms frames.
+pub const AUDIO_QUEUE_FRAMES: usize = 500;
+/// Deepgram closes a socket that hears nothing for about 10 s; speak up well before.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(4);
+/// How long the connection handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After `CloseStream`, how long we wait for the last results.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// Silence Deepgram waits before finalizing a segment (`endpointing`, ms).
+const ENDPOINTING_MS: &str = "300";
+/// Gap after the last word that produces `UtteranceEnd` (ms).
+const UTTERANCE_END_MS: &str = "1000";
+
+/// Why the recogniser is unavailable.
+#[derive(Debug, thiserror::Error)]
+pub enum SttError {
+    /// The handshake failed or timed out.
+    #[error("cannot connect to Deepgram live STT: {0}")]
+    Connect(String),
+    /// The socket failed or closed while the call was still talking to it.
+    #[error("Deepgram live STT connection lost: {0}")]
+    Lost(String),
+}
+
+/// Deepgram live STT settings shared by all calls.
+#[derive(Debug, Clone)]
+pub struct DeepgramStt {
+    /// Endpoint with every query parameter.
+    url: Url,
+    /// `Authorization: Token …`.
+    key: Secret,
+}
+
+impl DeepgramStt {
+    /// The endpoint for linear16 8 kHz mono with interim results and voice-activity events.
+    pub fn new(config: &Config) -> Self {
+        let mut url = config.deepgram_stt_url.clone();
+        url.query_pairs_mut()
+            .append_pair("model", &config.stt_model)
+            .append_pair("encoding", "linear16")
+            .append_pair("sample_rate", "8000")
+            .append_pair("channels", "1")
+            .append_pair("interim_results", "true")
+            .append_pair("punctuate", "true")
+            .append_pair("smart_format", "true")
+            .append_pair("vad_events", "true")
+            .append_pair("endpointing", ENDPOINTING_MS)
+            .append_pair("utterance_end_ms", UTTERANCE_END_MS);
+        Self {
+            url,
+            key: config.deepgram_api_key.clone(),
+        }
+    }
+
+    /// The full URL calls connect to (no credentials in it).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Opens a recognition stream for one call. Returns at once; the socket connects in the
+    /// background and `events` receives what it hears until the stream is finished or `cancel`
+    /// fires.
+    pub fn start(&self, events: mpsc::Sender<SttEvent>, cancel: CancellationToken) -> SttStream {
+        let (audio, audio_rx) = mpsc::channel(AUDIO_QUEUE_FRAMES);
+        let session = Session {
+            url: self.url.clone(),
+            key: self.key.clone(),
+            audio: audio_rx,
+            events,
+            cancel: cancel.clone(),
+        };
+        SttStream {
+            audio,
+            task: tokio::spawn(session.run()),
+            cancel,
+            dropped_frames: 0,
+        }
+    }
+}
+
+/// One call's recognition stream, held by the call task.
+#[derive(Debug)]
+pub struct SttStream {
+    /// Caller PCM on its way to the socket.
+    audio: mpsc::Sender<Bytes>,
+    /// The task that owns the socket.
+    task: JoinHandle<()>,
+    /// Stops the task outright.
+    cancel: CancellationToken,
+    /// Frames dropped because the queue was full.
+    dropped_frames: u64,
+}
+
+impl SttStream {
+    /// Queues one frame of PCM; never waits. Returns false when the frame had to be dropped
+    /// (the recogniser is more than [`AUDIO_QUEUE_FRAMES`] frames behind, or gone).
+    pub fn send_audio(&mut self, pcm: Bytes) -> bool {
+        let sent = self.audio.try_send(pcm).is_ok();
+        if !sent {
+            self.dropped_frames += 1;
+        }
+        sent
+    }
+
+    /// Frames dropped so far.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames
+    }
+
+    /// Ends the stream: sends `CloseStream`, gives Deepgram a moment for the last results, then
+    /// stops the task.
+    pub async fn finish(self) {
+        let Self {
+            audio,
+            mut task,
+            cancel,
+            ..
+        } = self;
+        drop(audio);
+        if timeout(CLOSE_GRACE * 2, &mut task).await.is_err() {
+            cancel.cancel();
+            let _ = task.await;
+        }
+    }
+}
+
+/// The task that owns one Deepgram socket.
+struct Session {
+    url: Url,
+    key: Secret,
+    audio: mpsc::Receiver<Bytes>,
+    events: mpsc::Sender<SttEvent>,
+    cancel: CancellationToken,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Session {
+    async fn run(mut self) {
+        let connected = tokio::select! {
+            () = self.cancel.cancelled() => return,
+            result = connect(&self.url, &self.key) => result,
+        };
+        let socket = match connected {
+            Ok(socket) => socket,
+            Err(err) => {
+                let _ = self.events.send(SttEvent::Lost(err)).await;
+                return;
+            }
+        };
+        tracing::debug!("speech recognition connected");
+        if let Err(err) = self.pump(socket).await {
+            let _ = self.events.send(SttEvent::Lost(err)).await;
+        }
+    }
+
+    /// Moves audio out and events in until the stream is finished, cancelled or broken.
+    async fn pump(&mut self, socket: Socket) -> Result<(), SttError> {
+        let (mut sink, mut stream) = socket.split();
+        let lost = |err: tokio_tungstenite::tungstenite::Error| SttError::Lost(err.to_string());
+        let mut keepalive = interval(KEEPALIVE_EVERY);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        keepalive.reset();
+        let mut closing: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => return Ok(()),
+                pcm = self.audio.recv(), if closing.is_none() => match pcm {
+                    Some(pcm) => {
+                        sink.send(Message::Binary(pcm)).await.map_err(lost)?;
+                        keepalive.reset();
+                    }
+                    None => {
+                        let close = Message::text(r#"{"type":"CloseStream"}"#);
+                        sink.send(close).await.map_err(lost)?;
+                        closing = Some(Instant::now() + CLOSE_GRACE);
+                    }
+                },
+                _ = keepalive.tick(), if closing.is_none() => {
+                    sink.send(Message::text(r#"{"type":"KeepAlive"}"#)).await.map_err(lost)?;
+                }
+                () = sleep_until(closing.unwrap_or_else(Instant::now)), if closing.is_some() => {
+                    return Ok(());
+                }
+                message = stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(event) = parse_event(&text) {
+                            if self.events.send(event).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        return match closing {
+                            Some(_) => Ok(()),
+                            None => Err(SttError::Lost(match frame {
+                                Some(f) => format!("closed by Deepgram: {} {}", f.code, f.reason),
+                                None => "closed by Deepgram".into(),
+                            })),
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => return Err(lost(err)),
+                    None if closing.is_some() => return Ok(()),
+                    None => return Err(SttError::Lost("socket ended".into())),
+                },
+            }
+        }
+    }
+}
+
+async fn connect(url: &Url, key: &Secret) -> Result<Socket, SttError> {
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|err| SttError::Connect(err.to_string()))?;
+    let token = HeaderValue::from_str(&format!("Token {}", key.expose()))
+        .map_err(|_| SttError::Connect("the API key is not a valid header value".into()))?;
+    request.headers_mut().insert("authorization", token);
+    match timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await {
+        Err(_) => Err(SttError::Connect(format!(
+            "no answer within {CONNECT_TIMEOUT:?}"
+        ))),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            let reason = response
+                .headers()
+                .get("dg-error")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            Err(SttError::Connect(format!(
+                "handshake refused with HTTP {} {reason}",
+                response.status()
+            )))
+        }
+        Ok(Err(err)) => Err(SttError::Connect(err.to_string())),
+        Ok(Ok((socket, _))) => Ok(socket),
+    }
+}
+
+/// Deepgram's server messages, discriminated by `type`.
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum ServerMessage {
+    Results {
+        #[serde(default)]
+        is_final: bool,
+        #[serde(default)]
+        speech_final: bool,
+        channel: Channel,
+    },
+    SpeechStarted {},
+    UtteranceEnd {},
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct Channel {
+    #[serde(default)]
+    alternatives: Vec<Alternative>,
+}
+
+#[derive(Deserialize)]
+struct Alternative {
+    #[serde(default)]
+    transcript: String,
+}
+
+/// Turns one text message into an event; metadata, warnings and anything unreadable are `None`.
+fn parse_event(text: &str) -> Option<SttEvent> {
+    let message = match serde_json::from_str::<ServerMessage>(text) {
+        Ok(message) => message,
+        Err(err) => {
+            tracing::debug!(%err, "unreadable message from Deepgram skipped");
+            return None;
+        }
+    };
+    match message {
+        ServerMessage::Results {
+            is_final,
+            speech_final,
+            channel,
+        } => Some(SttEvent::Transcript {
+            text: channel
+                .alternatives
+                .into_iter()
+                .next()
+                .map(|a| a.transcript)
+                .unwrap_or_default(),
+            is_final,
+            speech_final,
+        }),
+        ServerMessage::SpeechStarted {} => Some(SttEvent::SpeechStarted),
+        ServerMessage::UtteranceEnd {} => Some(SttEvent::UtteranceEnd),
+        ServerMessage::Other => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_results() {
+        let event = parse_event(
+            r#"{"type":"Results","channel_index":[0,1],"duration":1.0,"start":0.0,"is_final":true,"speech_final":false,"from_finalize":false,"channel":{"alternatives":[{"transcript":"Hello there.","confidence":0.9,"words":[]}]},"metadata":{"request_id":"r"}}"#,
+        );
+        let Some(SttEvent::Transcript {
+            text,
+            is_final,
+            speech_final,
+        }) = event
+        else {
+            panic!("{event:?}")
+        };
+        assert_eq!(
+            (text.as_str(), is_final, speech_final),
+            ("Hello there.", true, false)
+        );
+    }
+
+    #[test]
+    fn parses_vad_and_utterance_end_and_skips_the_rest() {
+        assert!(matches!(
+            parse_event(r#"{"type":"SpeechStarted","channel":[0,1],"timestamp":1.2}"#),
+            Some(SttEvent::SpeechStarted)
+        ));
+        assert!(matches!(
+            parse_event(r#"{"type":"UtteranceEnd","channel":[0,1],"last_word_end":2.3}"#),
+            Some(SttEvent::UtteranceEnd)
+        ));
+        assert!(parse_event(r#"{"type":"Metadata","request_id":"x","duration":1.0}"#).is_none());
+        assert!(parse_event("garbage").is_none());
+        assert!(parse_event(r#"{"type":"Results"}"#).is_none());
+    }
+}

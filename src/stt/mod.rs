@@ -1,0 +1,23 @@
+//! Speech to text: the caller's PCM in, transcript events out.
+
+pub mod deepgram;
+
+/// What speech recognition tells the call.
+#[derive(Debug)]
+pub enum SttEvent {
+    /// Words heard. Interim results (`is_final == false`) will be revised; finals will not.
+    Transcript {
+        /// The words, possibly empty (silence).
+        text: String,
+        /// The segment is fixed and will not be revised.
+        is_final: bool,
+        /// The recogniser detected the end of an utterance.
+        speech_final: bool,
+    },
+    /// Voice activity began.
+    SpeechStarted,
+    /// A gap after the last finalized word.
+    UtteranceEnd,
+    /// The recogniser cannot be reached or dropped the connection.
+    Lost(deepgram::SttError),
+}

@@ -1,0 +1,174 @@
+//! Reply text made fit to be spoken: Markdown removed, split into pieces the TTS accepts.
+//!
+//! Models write for screens even when told not to. A voice that reads out asterisks, hashes or
+//! URLs in brackets sounds broken, so every reply passes through [`speakable`] before synthesis.
+
+/// Characters Deepgram's REST TTS accepts in one request.
+pub const TTS_MAX_CHARS: usize = 2000;
+
+/// Strips Markdown and layout: emphasis markers, headings, bullets, numbered-list markers, code
+/// ticks, link and image syntax (their text is kept). Lines become sentences on one line.
+pub fn speakable(reply: &str) -> String {
+    let mut sentences: Vec<String> = Vec::new();
+    for line in reply.lines() {
+        let line = strip_inline(strip_line_marker(line.trim()));
+        let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.is_empty() {
+            continue;
+        }
+        sentences.push(line);
+    }
+    let mut out = String::with_capacity(reply.len());
+    for (i, sentence) in sentences.iter().enumerate() {
+        if i > 0 {
+            let previous_ends = out.ends_with(['.', '!', '?', ':', ';', ',']);
+            out.push_str(if previous_ends { " " } else { ". " });
+        }
+        out.push_str(sentence);
+    }
+    out
+}
+
+/// Removes a heading, bullet, quote or list-number marker at the start of a line.
+fn strip_line_marker(line: &str) -> &str {
+    let line = line
+        .trim_start_matches('#')
+        .trim_start_matches('>')
+        .trim_start();
+    for bullet in ["- ", "* ", "+ ", "• "] {
+        if let Some(rest) = line.strip_prefix(bullet) {
+            return rest.trim_start();
+        }
+    }
+    let digits = line.chars().take_while(char::is_ascii_digit).count();
+    if digits > 0 {
+        let rest = &line[digits..];
+        if let Some(rest) = rest.strip_prefix(". ").or_else(|| rest.strip_prefix(") ")) {
+            return rest.trim_start();
+        }
+    }
+    line
+}
+
+/// Removes inline Markdown: `**`, `__`, `*`, `_` used as emphasis, backticks, `[text](url)` and
+/// `![alt](url)` (keeping the text).
+fn strip_inline(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '*' | '`' => {}
+            '_' if is_emphasis_underscore(&chars, i) => {}
+            '!' if chars.get(i + 1) == Some(&'[') => {}
+            '[' => {
+                if let Some((text_end, url_end)) = link_at(&chars, i) {
+                    out.extend(&chars[i + 1..text_end]);
+                    i = url_end + 1;
+                    continue;
+                }
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// An underscore at a word edge (`_word_`, `__word__`) is emphasis; inside a word (`snake_case`)
+/// it is text.
+fn is_emphasis_underscore(chars: &[char], i: usize) -> bool {
+    let before = i.checked_sub(1).map(|j| chars[j]);
+    let after = chars.get(i + 1).copied();
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    !(word(before) && word(after))
+}
+
+/// For `[text](url)` starting at `start`: the index of `]` and of `)`.
+fn link_at(chars: &[char], start: usize) -> Option<(usize, usize)> {
+    let text_end = start + chars[start..].iter().position(|&c| c == ']')?;
+    if chars.get(text_end + 1) != Some(&'(') {
+        return None;
+    }
+    let url_end = text_end + 1 + chars[text_end + 1..].iter().position(|&c| c == ')')?;
+    Some((text_end, url_end))
+}
+
+/// Splits text into pieces of at most `max_chars` characters, at sentence ends where possible,
+/// else at spaces, else anywhere. Pieces are trimmed and never empty.
+pub fn split_for_tts(text: &str, max_chars: usize) -> Vec<&str> {
+    let max_chars = max_chars.max(1);
+    let mut pieces = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        if rest.chars().count() <= max_chars {
+            pieces.push(rest);
+            break;
+        }
+        let limit = rest
+            .char_indices()
+            .nth(max_chars)
+            .map_or(rest.len(), |(i, _)| i);
+        let window = &rest[..limit];
+        let cut = window
+            .rfind(['.', '!', '?'])
+            .map(|i| i + 1)
+            .or_else(|| window.rfind(' '))
+            .filter(|&i| i > 0)
+            .unwrap_or(limit);
+        pieces.push(rest[..cut].trim());
+        rest = rest[cut..].trim_start();
+    }
+    pieces.retain(|p| !p.is_empty());
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_emphasis_headings_bullets_and_links() {
+        let reply = "## Opening hours\n**We are open** Monday to *Friday*.\n- 8 AM to 6 PM\n- closed on weekends\n\nSee [our site](https://example.com) or ![map](m.png).";
+        assert_eq!(
+            speakable(reply),
+            "Opening hours. We are open Monday to Friday. 8 AM to 6 PM. closed on weekends. See our site or map."
+        );
+    }
+
+    #[test]
+    fn keeps_plain_text_and_inner_underscores() {
+        assert_eq!(
+            speakable("Call extension 4_2, it's __fast__."),
+            "Call extension 4_2, it's fast."
+        );
+        assert_eq!(speakable("1. First\n2) Second"), "First. Second");
+        assert_eq!(speakable("Use `code` here"), "Use code here");
+    }
+
+    #[test]
+    fn brackets_that_are_not_links_stay() {
+        assert_eq!(speakable("Room [B] is upstairs"), "Room [B] is upstairs");
+    }
+
+    #[test]
+    fn splits_long_text_at_sentence_ends() {
+        let text = "One two. Three four five. Six.";
+        assert_eq!(
+            split_for_tts(text, 12),
+            vec!["One two.", "Three four", "five. Six."]
+        );
+        assert_eq!(split_for_tts(text, 100), vec![text]);
+        assert!(split_for_tts("  ", 10).is_empty());
+    }
+
+    #[test]
+    fn split_pieces_respect_the_limit_on_unicode() {
+        let text = "é".repeat(4999);
+        let pieces = split_for_tts(&text, TTS_MAX_CHARS);
+        assert!(pieces.iter().all(|p| p.chars().count() <= TTS_MAX_CHARS));
+        assert_eq!(pieces.concat(), text);
+    }
+}
