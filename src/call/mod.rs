@@ -148,7 +148,8 @@ impl Call {
     ) -> Self {
         let cancel = CancellationToken::new();
         let (stt_tx, stt_events) = mpsc::channel(64);
-        let stt = services.stt.start(stt_tx, cancel.child_token());
+        // Not a child of `cancel`: when the call ends, the recogniser still gets its CloseStream.
+        let stt = services.stt.start(stt_tx, CancellationToken::new());
         let writer = writer::spawn(sink, start.stream_sid, cancel.child_token());
         let (reply_tx, reply_rx) = mpsc::channel(16);
         let turns = Turns::new(services.silence_timeout, services.system_prompt.clone());
@@ -348,10 +349,9 @@ impl Call {
         if let Some((_, token)) = reply {
             token.cancel();
         }
-        let dropped_audio = stt.dropped_frames();
-        stt.finish().await;
         cancel.cancel();
-        let _ = timeout(WRITER_GRACE, writer.task).await;
+        let dropped_audio = stt.dropped_frames();
+        let (_, _) = tokio::join!(stt.finish(), timeout(WRITER_GRACE, writer.task));
         tracing::info!(
             duration_s = format!("{:.1}", started.elapsed().as_secs_f64()),
             turns = turns.turns(),

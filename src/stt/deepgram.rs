@@ -141,7 +141,10 @@ impl SttStream {
             ..
         } = self;
         drop(audio);
-        if timeout(CLOSE_GRACE * 2, &mut task).await.is_err() {
+        if timeout(CLOSE_GRACE + Duration::from_millis(100), &mut task)
+            .await
+            .is_err()
+        {
             cancel.cancel();
             let _ = task.await;
         }
@@ -324,6 +327,48 @@ fn parse_event(text: &str) -> Option<SttEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Builds the rustls connector for real (the crypto provider must resolve without a panic)
+    /// and fails cleanly against a peer that speaks no TLS.
+    #[tokio::test]
+    async fn a_wss_peer_without_tls_is_a_connect_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let url = Url::parse(&format!("wss://{address}/v1/listen")).unwrap();
+        let err = connect(&url, &Secret::new("k")).await.err().unwrap();
+        assert!(matches!(err, SttError::Connect(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_handshake_names_the_status() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            if let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0u8; 2048];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ndg-error: Invalid credentials\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let url = Url::parse(&format!("ws://{address}/v1/listen")).unwrap();
+        let err = connect(&url, &Secret::new("k"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("401") && err.contains("Invalid credentials"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn parses_results() {
