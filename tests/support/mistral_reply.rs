@@ -1,0 +1,117 @@
+//! Mistral's response bodies: the whole completion (PROTOCOLS.md §6.2), the SSE stream (§6.3)
+//! and the error bodies of the fault hooks (§6.4).
+
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::wire::request_id;
+
+/// Called once when an SSE body ends: `true` if it reached `[DONE]`, `false` if dropped early.
+pub type OnEnd = Box<dyn FnOnce(bool) + Send>;
+
+/// A message's content as text: a string, or the `text` of each chunk joined.
+pub fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(chunks) => chunks.iter().filter_map(|c| c["text"].as_str()).collect(),
+        _ => String::new(),
+    }
+}
+
+/// The non-streaming completion for `request` answering `reply`.
+pub fn whole(request: &Value, reply: &str) -> Value {
+    json!({
+        "id": format!("cmpl-{}", request_id()), "object": "chat.completion", "created": now_secs(),
+        "model": request["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply,
+            "tool_calls": null, "prefix": false}, "finish_reason": "stop"}],
+        "usage": usage(request, reply),
+    })
+}
+
+/// The body of a 429 or 500 fault.
+pub fn fault_body(status: StatusCode) -> Value {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        json!({"object": "error", "message": "Rate limit exceeded", "type": "rate_limited",
+            "param": null, "code": "1300"})
+    } else {
+        json!({"object": "error", "message": "Internal server error",
+            "type": "internal_server_error", "param": null, "code": null})
+    }
+}
+
+fn usage(request: &Value, reply: &str) -> Value {
+    let prompt: usize = request["messages"].as_array().map_or(0, |ms| {
+        ms.iter()
+            .map(|m| content_text(&m["content"]).split_whitespace().count())
+            .sum()
+    });
+    let completion = reply.split_whitespace().count();
+    json!({"prompt_tokens": prompt, "completion_tokens": completion,
+        "total_tokens": prompt + completion})
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The reply as SSE: a role chunk, word-sized content chunks (the last with `finish_reason`
+/// and `usage`), then `[DONE]`. `[first, total]`: the first chunk waits `first`; the others are
+/// spread so the last lands at `total`.
+pub fn sse(request: &Value, reply: &str, [first, total]: [Duration; 2], on_end: OnEnd) -> Response {
+    let (id, created) = (format!("cmpl-{}", request_id()), now_secs());
+    let chunk = |delta: Value, finish: Option<&str>| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": created,
+            "model": request["model"],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let pieces: Vec<&str> = reply.split_inclusive(' ').collect();
+    let gap = total.saturating_sub(first) / pieces.len().max(1) as u32;
+    let role = chunk(json!({"role": "assistant", "content": ""}), None);
+    let mut events = vec![(first, format!("data: {role}\n\n"))];
+    for (i, piece) in pieces.iter().enumerate() {
+        let last = i + 1 == pieces.len();
+        let mut c = chunk(json!({"content": piece}), last.then_some("stop"));
+        if last {
+            c["usage"] = usage(request, reply);
+        }
+        let wait = if i == 0 { Duration::ZERO } else { gap };
+        events.push((wait, format!("data: {c}\n\n")));
+    }
+    events.push((Duration::ZERO, "data: [DONE]\n\n".to_owned()));
+    let guard = StreamGuard {
+        events: events.into_iter(),
+        on_end: Some(on_end),
+    };
+    let stream = futures::stream::unfold(guard, |mut g| async move {
+        let (wait, event) = g.events.next()?;
+        tokio::time::sleep(wait).await;
+        Some((Ok::<_, Infallible>(Bytes::from(event)), g))
+    });
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    (headers, Body::from_stream(stream)).into_response()
+}
+
+/// The SSE body's state; reports how the stream ended when dropped.
+struct StreamGuard {
+    events: std::vec::IntoIter<(Duration, String)>,
+    on_end: Option<OnEnd>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.events.len() == 0);
+        }
+    }
+}
