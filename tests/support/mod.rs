@@ -180,3 +180,22 @@ fn test_config(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> ivr_bridge::C
         system_prompt: ivr_bridge::config::BUILT_IN_SYSTEM_PROMPT.into(),
     }
 }
+
+/// What Twilio must receive for TTS audio `audio`: the same bytes, padded with μ-law silence
+/// (0xFF) to whole 160-byte frames.
+pub fn framed(audio: &[u8]) -> Vec<u8> {
+    let mut out = audio.to_vec();
+    while out.len() % fixture::FRAME_BYTES != 0 {
+        out.push(0xFF);
+    }
+    out
+}
+
+/// The outbound audio the server must send when TTS was asked for `texts`, in order: each
+/// text's fake audio, framed.
+pub fn spoken(texts: &[String]) -> Vec<u8> {
+    texts
+        .iter()
+        .flat_map(|text| framed(&fake_tts::audio_for(text)))
+        .collect()
+}

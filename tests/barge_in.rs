@@ -1,0 +1,131 @@
+//! The caller talks over the assistant: `clear` at once, the old reply stops, the new words are
+//! the next turn.
+
+mod support;
+
+use std::time::Duration;
+
+use support::fake_stt::transcript;
+use support::faq::{DIRECTIONS, WEEKEND};
+use support::{framed, spoken, Fixture, TestEnv};
+
+const GREETING: &str = ivr_bridge::config::DEFAULT_GREETING;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn talking_over_the_reply_clears_it_at_once_and_starts_the_next_turn() {
+    let env = TestEnv::start().await;
+    let fixture = Fixture::load("barge_in");
+    let question = fixture.meta.utterances[0].text.clone();
+    let interruption = fixture.meta.utterances[1].clone();
+    let log = env.replay("barge_in").await;
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+
+    // The long directions were playing when the caller spoke again.
+    let texts = env.tts.texts();
+    assert_eq!(texts[..2], [GREETING.to_owned(), DIRECTIONS.to_owned()]);
+    assert_eq!(log.clears.len(), 1, "one interruption, one clear");
+    let clear = &log.clears[0];
+    assert!(
+        clear.dropped_bytes > 0,
+        "the clear cut audio that was still queued"
+    );
+
+    // The clear followed the first transcript of the interruption within 100 ms.
+    let stt = &env.stt.connections()[0];
+    let interrupting = stt
+        .sent
+        .iter()
+        .filter(|s| s.msg["type"] == "Results" && !transcript(&s.msg).is_empty())
+        .find(|s| s.at >= log.at(interruption.start_ms))
+        .expect("the recogniser heard the interruption");
+    let reaction = clear.at.saturating_duration_since(interrupting.at);
+    assert!(
+        clear.at >= interrupting.at,
+        "clear before the caller spoke?"
+    );
+    assert!(
+        reaction <= Duration::from_millis(100),
+        "clear came {reaction:?} after the interrupting transcript"
+    );
+
+    // Nothing of the directions was sent after the clear: what follows is exactly the reply
+    // to the interruption.
+    let after: Vec<u8> = log
+        .media
+        .iter()
+        .filter(|f| f.at > clear.at)
+        .flat_map(|f| f.bytes.iter().copied())
+        .collect();
+    assert_eq!(texts.len(), 3);
+    assert_eq!(texts[2], WEEKEND);
+    assert_eq!(after, framed(&support::fake_tts::audio_for(&texts[2])));
+    // The caller heard the greeting, the start of the directions and the whole new reply.
+    let heard = log.heard();
+    let all = spoken(&texts);
+    assert_eq!(
+        heard.len() + clear.dropped_bytes,
+        all.len() + log.unplayed_bytes
+    );
+    assert!(heard.len() < all.len(), "the directions were cut short");
+    assert!(heard.ends_with(&framed(&support::fake_tts::audio_for(&texts[2]))));
+
+    // The interrupted reply's mark came back as discarded; the new reply's as played.
+    let directions_mark = log.marks.iter().find(|m| m.name == "reply-2");
+    assert!(
+        directions_mark.is_none_or(|m| m.discarded),
+        "{directions_mark:?}"
+    );
+    let last = log.marks.last().expect("a mark after the new reply");
+    assert!(last.name != "reply-2" && !last.discarded);
+
+    // The interruption became the next turn, with the whole conversation before it.
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 2);
+    let dialogue: Vec<(&str, &str)> = requests[1]
+        .messages
+        .iter()
+        .skip(1)
+        .map(|(r, c)| (r.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        dialogue,
+        vec![
+            ("user", question.as_str()),
+            ("assistant", DIRECTIONS),
+            ("user", interruption.text.as_str())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_while_the_model_thinks_joins_the_turn_instead_of_answering_twice() {
+    // A slow model: the caller's second sentence arrives while it is still thinking.
+    let env = TestEnv::start().await;
+    env.llm.set_total_delay(Duration::from_secs(4));
+    env.llm.set_first_token_delay(Duration::from_secs(4));
+    let fixture = Fixture::load("barge_in");
+    let said: Vec<&str> = fixture
+        .meta
+        .utterances
+        .iter()
+        .map(|u| u.text.as_str())
+        .collect();
+    let log = env.replay("barge_in").await;
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+
+    // The first request was abandoned; the second carries both sentences as one user turn.
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let last = requests[1].messages.last().expect("a user message");
+    assert_eq!(last.0, "user");
+    assert_eq!(last.1, format!("{} {}", said[0], said[1]));
+    assert_eq!(
+        requests[1].messages.len(),
+        2,
+        "system + the joined turn, nothing orphaned"
+    );
+    // Only the joined turn's answer was spoken after the greeting.
+    let texts = env.tts.texts();
+    assert_eq!(texts[0], GREETING);
+    assert!(!texts.contains(&DIRECTIONS.to_owned()), "{texts:?}");
+}

@@ -1,0 +1,58 @@
+//! Calls at the same time are isolated: each hears only its own conversation.
+
+mod support;
+
+use std::collections::HashSet;
+
+use support::faq::answer_for;
+use support::{framed, spoken, Fixture, TestEnv};
+
+const GREETING: &str = ivr_bridge::config::DEFAULT_GREETING;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_calls_each_get_only_their_own_answers() {
+    let env = TestEnv::start().await;
+    let names = [
+        "one_question",
+        "visiting_hours",
+        "one_question",
+        "visiting_hours",
+    ];
+    let url = env.media_url();
+    let logs = futures::future::join_all(names.iter().map(|name| {
+        let url = url.clone();
+        async move { support::replay(&url, &Fixture::load(name)).await }
+    }))
+    .await;
+
+    // One recogniser socket and one model request per call, each with that call's words.
+    assert_eq!(env.stt.connections().len(), names.len());
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), names.len());
+    for request in &requests {
+        assert_eq!(request.messages.len(), 2, "no history leaked between calls");
+    }
+
+    for (name, log) in names.iter().zip(&logs) {
+        let fixture = Fixture::load(name);
+        let question = &fixture.meta.utterances[0].text;
+        assert!(log.violations.is_empty(), "{name}: {:?}", log.violations);
+        assert!(log
+            .media
+            .iter()
+            .all(|f| f.stream_sid == fixture.meta.stream_sid));
+        // Exactly the greeting and this call's own answer, nothing else.
+        let expected = spoken(&[GREETING.to_owned(), answer_for(question)]);
+        assert_eq!(log.media_bytes(), expected, "{name} heard something else");
+        assert!(log.clears.is_empty(), "{name}");
+    }
+
+    // Sanity: the two kinds of call really got different answers.
+    let answers: HashSet<Vec<u8>> = logs
+        .iter()
+        .map(|log| {
+            log.media_bytes()[framed(&support::fake_tts::audio_for(GREETING)).len()..].to_vec()
+        })
+        .collect();
+    assert_eq!(answers.len(), 2);
+}
