@@ -116,6 +116,10 @@ async fn speech_while_the_model_thinks_joins_the_turn_instead_of_answering_twice
     // The first request was abandoned; the second carries both sentences as one user turn.
     let requests = env.llm.requests();
     assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(
+        !requests[0].completed,
+        "the abandoned request was cancelled, not awaited"
+    );
     let last = requests[1].messages.last().expect("a user message");
     assert_eq!(last.0, "user");
     assert_eq!(last.1, format!("{} {}", said[0], said[1]));
