@@ -45,10 +45,10 @@ impl AppState {
             .map_err(ServeError::HttpClient)?;
         let calls = Arc::new(CallServices {
             stt: DeepgramStt::new(&config),
-            voice: Arc::new(Voice {
-                llm: Mistral::new(http.clone(), &config),
-                tts: DeepgramTts::new(http, &config),
-            }),
+            voice: Arc::new(Voice::new(
+                Mistral::new(http.clone(), &config),
+                DeepgramTts::new(http, &config),
+            )),
             greeting: config.greeting.clone(),
             silence_timeout: config.silence_timeout,
             system_prompt: config.system_prompt.clone(),

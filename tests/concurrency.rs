@@ -4,10 +4,9 @@ mod support;
 
 use std::collections::HashSet;
 
+use support::expect::{call_audio, GREETING};
 use support::faq::answer_for;
-use support::{framed, spoken, Fixture, TestEnv};
-
-const GREETING: &str = ivr_bridge::config::DEFAULT_GREETING;
+use support::{framed, Fixture, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_calls_each_get_only_their_own_answers() {
@@ -42,7 +41,7 @@ async fn simultaneous_calls_each_get_only_their_own_answers() {
             .iter()
             .all(|f| f.stream_sid == fixture.meta.stream_sid));
         // Exactly the greeting and this call's own answer, nothing else.
-        let expected = spoken(&[GREETING.to_owned(), answer_for(question)]);
+        let expected = call_audio(&[&answer_for(question)]);
         assert_eq!(log.media_bytes(), expected, "{name} heard something else");
         assert!(log.clears.is_empty(), "{name}");
     }

@@ -2,11 +2,10 @@
 
 mod support;
 
+use support::expect::{call_audio, call_marks, call_texts, heard, sorted};
 use support::faq::{answer_for, ADDRESS, GOODBYE, HOURS};
 use support::fixture::{pcm16le, FRAME_BYTES};
-use support::{spoken, Fixture, TestEnv, DEEPGRAM_KEY};
-
-const GREETING: &str = ivr_bridge::config::DEFAULT_GREETING;
+use support::{Fixture, TestEnv, DEEPGRAM_KEY};
 
 /// (role, content) pairs of a request, without the system prompt.
 fn dialogue(messages: &[(String, String)]) -> Vec<(&str, &str)> {
@@ -33,33 +32,37 @@ async fn one_question_is_answered_with_the_tts_audio_in_whole_frames() {
     // The model saw exactly what was said, once, after the system prompt.
     let requests = env.llm.requests();
     assert_eq!(requests.len(), 1, "one turn, one request");
+    assert!(requests[0].stream, "the reply is streamed");
     let messages = &requests[0].messages;
     assert_eq!(messages[0].0, "system");
     assert!(messages[0].1.contains("City General Hospital"));
     assert_eq!(dialogue(messages), vec![("user", question.as_str())]);
     assert_eq!(answer_for(question), HOURS);
 
-    // The greeting and the answer were synthesized, in that order.
-    let texts = env.tts.texts();
-    assert_eq!(texts, vec![GREETING.to_owned(), HOURS.to_owned()]);
+    // The greeting and the answer's phrases were synthesized.
+    assert_eq!(sorted(env.tts.texts()), sorted(call_texts(&[HOURS])));
 
-    // Twilio received exactly that audio: 160-byte frames on the call's streamSid, no header,
-    // only the last frame of each reply padded.
+    // Twilio received exactly that audio, in order: 160-byte frames on the call's streamSid,
+    // no header, only the last frame of each phrase padded.
     assert!(log
         .media
         .iter()
         .all(|f| f.bytes.len() == FRAME_BYTES && f.stream_sid == fixture.meta.stream_sid));
-    assert_eq!(log.media_bytes(), spoken(&texts));
+    assert_eq!(log.media_bytes(), call_audio(&[HOURS]));
     assert!(log.clears.is_empty(), "nobody interrupted");
 
-    // Each reply ended with a mark that came back because its audio played.
-    let marks: Vec<_> = log.marks.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(marks, ["reply-1", "reply-2"]);
+    // Each phrase ended with a mark that came back because its audio played.
+    let marks: Vec<String> = log.marks.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(marks, call_marks(&[HOURS]));
     assert!(log
         .marks
         .iter()
         .all(|m| m.echoed_at.is_some() && !m.discarded));
-    assert_eq!(log.heard(), spoken(&texts), "the caller heard all of it");
+    assert_eq!(
+        log.heard(),
+        call_audio(&[HOURS]),
+        "the caller heard all of it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,16 +112,17 @@ async fn three_turns_keep_the_whole_history_and_never_repeat_words() {
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 
     // The fake recogniser sends growing interims and splits finals: the turns must still be
-    // exactly what was said.
+    // exactly what was said. The history keeps the replies as heard (Markdown stripped).
     let requests = env.llm.requests();
     assert_eq!(requests.len(), 3);
     let answers = [HOURS, ADDRESS, GOODBYE];
+    let (first, second) = (heard(answers[0]), heard(answers[1]));
     assert_eq!(dialogue(&requests[0].messages), vec![("user", said[0])]);
     assert_eq!(
         dialogue(&requests[1].messages),
         vec![
             ("user", said[0]),
-            ("assistant", answers[0]),
+            ("assistant", first.as_str()),
             ("user", said[1])
         ]
     );
@@ -126,23 +130,23 @@ async fn three_turns_keep_the_whole_history_and_never_repeat_words() {
         dialogue(&requests[2].messages),
         vec![
             ("user", said[0]),
-            ("assistant", answers[0]),
+            ("assistant", first.as_str()),
             ("user", said[1]),
-            ("assistant", answers[1]),
+            ("assistant", second.as_str()),
             ("user", said[2]),
         ]
     );
 
     // The address answer's Markdown was stripped before it was spoken.
     let texts = env.tts.texts();
-    assert_eq!(texts.len(), 4);
+    assert_eq!(sorted(texts.clone()), sorted(call_texts(&answers)));
     assert!(
-        !texts[2].contains("**") && !texts[2].contains("]("),
-        "{}",
-        texts[2]
+        texts.iter().all(|t| !t.contains("**") && !t.contains("](")),
+        "{texts:?}"
     );
-    assert!(texts[2].contains("100 Main Street") && texts[2].contains("see it on the map"));
-    assert_eq!(log.media_bytes(), spoken(&texts));
-    assert_eq!(log.marks.len(), 4);
+    assert!(second.contains("100 Main Street") && second.contains("see it on the map"));
+    assert_eq!(log.media_bytes(), call_audio(&answers));
+    let marks: Vec<String> = log.marks.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(marks, call_marks(&answers));
     assert!(log.marks.iter().all(|m| !m.discarded));
 }

@@ -261,12 +261,13 @@ impl Call {
 
     fn on_reply(&mut self, event: ReplyEvent) {
         match event {
-            ReplyEvent::Text { id, text } => {
-                tracing::info!(reply = id.0, %text, "assistant replies");
-                self.turns.on_reply_text(id, &text);
+            ReplyEvent::Phrase { id, text } => {
+                tracing::info!(reply = id.0, %text, "assistant says");
+                self.turns.on_phrase(id, &text);
             }
-            ReplyEvent::Queued { id, frames } => {
-                tracing::debug!(reply = id.0, frames, "reply audio queued");
+            ReplyEvent::Queued { id, phrases } => {
+                tracing::debug!(reply = id.0, phrases, "reply fully queued");
+                self.turns.on_reply_queued(id);
             }
             ReplyEvent::Failed { id, error } => {
                 tracing::error!(reply = id.0, %error, "reply failed; listening again");

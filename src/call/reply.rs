@@ -1,9 +1,13 @@
-//! One reply: the model's answer (or fixed text), made speakable, synthesized, cut into 20 ms
-//! frames and queued for the writer — cancellable as a unit by its token.
+//! One reply: the model's answer streamed in, cut into phrases, each phrase synthesized as soon
+//! as it is complete (the next one while the previous plays), cut into 20 ms frames and queued
+//! for the writer in order, a mark after each phrase — cancellable as a unit by its token.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -13,33 +17,42 @@ use crate::audio::frames::{FrameChunker, FRAME_BYTES};
 use crate::llm::mistral::{LlmError, Mistral};
 use crate::llm::ChatMessage;
 use crate::tts::deepgram::{DeepgramTts, TtsError};
-use crate::tts::text::{speakable, split_for_tts, TTS_MAX_CHARS};
+use crate::tts::text::{speakable, split_for_tts, PhraseSplitter, TTS_MAX_CHARS};
+
+/// Phrases synthesized ahead of the one being sent: enough to hide the TTS's first-byte delay,
+/// few enough that a barge-in wastes little.
+const LOOKAHEAD: usize = 2;
+/// Audio chunks one synthesis may buffer before the phrase ahead of it is sent.
+const SYNTHESIS_BUFFER_CHUNKS: usize = 256;
+/// Fixed texts (greeting, fallbacks) whose audio is kept; a bound, not an expected size.
+const CACHE_ENTRIES: usize = 16;
 
 /// What to say.
 #[derive(Debug)]
 pub enum Script {
-    /// Fixed text (the greeting).
+    /// Fixed text (the greeting): synthesized once per process, then served from memory.
     Say(String),
-    /// Ask the model with this conversation and say its answer.
+    /// Ask the model with this conversation and say its answer as it streams in.
     Answer(Vec<ChatMessage>),
 }
 
 /// What a reply reports back to the call task.
 #[derive(Debug)]
 pub enum ReplyEvent {
-    /// The text that is being spoken (the model's answer, before Markdown is stripped).
-    Text {
+    /// The next phrase (as spoken: Markdown stripped) is being synthesized; its mark follows
+    /// its audio.
+    Phrase {
         /// Which reply.
         id: ReplyId,
-        /// The answer.
+        /// The phrase's text.
         text: String,
     },
-    /// All audio and the closing mark are queued for the writer.
+    /// Every phrase and mark is queued for the writer.
     Queued {
         /// Which reply.
         id: ReplyId,
-        /// Frames queued.
-        frames: usize,
+        /// Phrases queued.
+        phrases: usize,
     },
     /// The reply could not be produced.
     Failed {
@@ -62,12 +75,37 @@ pub enum ReplyError {
 }
 
 /// The providers a reply uses, shared by every call.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Voice {
     /// Writes answers.
     pub llm: Mistral,
     /// Speaks them.
     pub tts: DeepgramTts,
+    /// Audio of fixed texts, synthesized once per process.
+    cache: Mutex<HashMap<String, Bytes>>,
+}
+
+impl Voice {
+    /// A voice with an empty cache.
+    pub fn new(llm: Mistral, tts: DeepgramTts) -> Self {
+        Self {
+            llm,
+            tts,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, text: &str) -> Option<Bytes> {
+        self.cache.lock().ok()?.get(text).cloned()
+    }
+
+    fn remember(&self, text: &str, audio: Bytes) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() < CACHE_ENTRIES {
+                cache.insert(text.to_owned(), audio);
+            }
+        }
+    }
 }
 
 /// Starts reply `id` in its own task. Cancelling `cancel` stops it at once: no request result
@@ -81,67 +119,244 @@ pub fn spawn(
     cancel: CancellationToken,
 ) {
     tokio::spawn(async move {
-        let work = produce(id, script, &voice, &speech, &events);
+        let reply = Reply {
+            id,
+            voice,
+            speech,
+            events: events.clone(),
+            cancel: cancel.clone(),
+        };
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
-            outcome = work => outcome,
+            outcome = reply.produce(script) => outcome,
         };
         let event = match outcome {
-            Ok(frames) => ReplyEvent::Queued { id, frames },
+            Ok(phrases) => ReplyEvent::Queued { id, phrases },
             Err(error) => ReplyEvent::Failed { id, error },
         };
         let _ = events.send(event).await;
     });
 }
 
-async fn produce(
+type TextStream = Pin<Box<dyn Stream<Item = Result<String, ReplyError>> + Send>>;
+
+/// One reply in progress.
+struct Reply {
     id: ReplyId,
-    script: Script,
-    voice: &Voice,
-    speech: &mpsc::Sender<Speech>,
-    events: &mpsc::Sender<ReplyEvent>,
-) -> Result<usize, ReplyError> {
-    let text = match script {
-        Script::Say(text) => text,
-        Script::Answer(messages) => {
-            let text = voice.llm.complete(&messages).await?;
-            let _ = events
-                .send(ReplyEvent::Text {
-                    id,
-                    text: text.clone(),
-                })
-                .await;
-            text
-        }
-    };
-    let spoken = speakable(&text);
-    let mut chunker = FrameChunker::new();
-    let mut frames: Vec<[u8; FRAME_BYTES]> = Vec::new();
-    let mut queued = 0;
-    for piece in split_for_tts(&spoken, TTS_MAX_CHARS) {
-        let mut audio = voice.tts.synthesize(piece).await?;
-        while let Some(chunk) = audio.next().await {
-            chunker.push(&chunk?, |frame| frames.push(*frame));
-            queued += queue(id, &mut frames, speech).await;
-        }
-    }
-    frames.extend(chunker.finish());
-    queued += queue(id, &mut frames, speech).await;
-    let _ = speech.send(Speech::Mark { reply: id }).await;
-    Ok(queued)
+    voice: Arc<Voice>,
+    speech: mpsc::Sender<Speech>,
+    events: mpsc::Sender<ReplyEvent>,
+    cancel: CancellationToken,
 }
 
-/// Hands completed frames to the writer, waiting while its queue is full.
-async fn queue(
-    reply: ReplyId,
-    frames: &mut Vec<[u8; FRAME_BYTES]>,
-    speech: &mpsc::Sender<Speech>,
-) -> usize {
-    let count = frames.len();
-    for audio in frames.drain(..) {
-        if speech.send(Speech::Frame { reply, audio }).await.is_err() {
-            break;
+/// A phrase whose audio is being fetched by its own task.
+struct Synthesis {
+    /// Position in the reply, for its mark.
+    index: usize,
+    /// Audio chunks as they arrive.
+    audio: mpsc::Receiver<Result<Bytes, TtsError>>,
+    /// Fixed text whose audio is kept once complete.
+    cache_as: Option<String>,
+}
+
+impl Reply {
+    /// Produces the whole reply; returns the number of phrases queued.
+    async fn produce(&self, script: Script) -> Result<usize, ReplyError> {
+        match script {
+            Script::Say(text) => self.say(&text).await,
+            Script::Answer(messages) => {
+                let deltas = self.voice.llm.stream(&messages).await?;
+                self.speak(phrases_of(deltas), None).await
+            }
         }
     }
-    count
+
+    /// Fixed text: from the cache, or synthesized and then cached.
+    async fn say(&self, text: &str) -> Result<usize, ReplyError> {
+        let spoken = speakable(text);
+        let pieces: Vec<String> = split_for_tts(&spoken, TTS_MAX_CHARS)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if pieces.len() == 1 {
+            if let Some(audio) = self.voice.cached(&pieces[0]) {
+                self.phrase_event(&pieces[0]).await;
+                let mut chunker = FrameChunker::new();
+                self.queue_audio(&mut chunker, &audio).await;
+                self.end_phrase(&mut chunker, 0).await;
+                return Ok(1);
+            }
+        }
+        let cache_as = (pieces.len() == 1).then(|| pieces[0].clone());
+        let phrases = futures::stream::iter(pieces.into_iter().map(Ok));
+        self.speak(Box::pin(phrases), cache_as).await
+    }
+
+    /// Speaks phrases as they arrive, keeping up to [`LOOKAHEAD`] syntheses ahead.
+    async fn speak(
+        &self,
+        mut phrases: TextStream,
+        cache_as: Option<String>,
+    ) -> Result<usize, ReplyError> {
+        let mut pending: VecDeque<Synthesis> = VecDeque::new();
+        let mut splitter_done = false;
+        let mut count = 0;
+        let mut chunker = FrameChunker::new();
+        let mut kept: Vec<u8> = Vec::new();
+        loop {
+            tokio::select! {
+                phrase = phrases.next(), if !splitter_done && pending.len() < LOOKAHEAD => {
+                    match phrase {
+                        Some(Ok(text)) => {
+                            let spoken = speakable(&text);
+                            for piece in split_for_tts(&spoken, TTS_MAX_CHARS) {
+                                self.phrase_event(piece).await;
+                                pending.push_back(self.synthesize(piece, count, cache_as.clone()));
+                                count += 1;
+                            }
+                        }
+                        Some(Err(err)) => return Err(err),
+                        None => splitter_done = true,
+                    }
+                }
+                chunk = next_chunk(&mut pending), if !pending.is_empty() => match chunk {
+                    Some(Ok(audio)) => {
+                        if pending.front().is_some_and(|s| s.cache_as.is_some()) {
+                            kept.extend_from_slice(&audio);
+                        }
+                        self.queue_audio(&mut chunker, &audio).await;
+                    }
+                    Some(Err(err)) => return Err(err.into()),
+                    None => {
+                        if let Some(done) = pending.pop_front() {
+                            self.end_phrase(&mut chunker, done.index).await;
+                            if let Some(text) = done.cache_as {
+                                self.voice.remember(&text, Bytes::from(std::mem::take(&mut kept)));
+                            }
+                        }
+                    }
+                },
+                else => break,
+            }
+        }
+        Ok(count)
+    }
+
+    /// Starts fetching a phrase's audio in its own task, so it downloads while earlier phrases
+    /// are still being sent.
+    fn synthesize(&self, text: &str, index: usize, cache_as: Option<String>) -> Synthesis {
+        let (tx, audio) = mpsc::channel(SYNTHESIS_BUFFER_CHUNKS);
+        let tts = self.voice.tts.clone();
+        let text = text.to_owned();
+        let cancel = self.cancel.child_token();
+        tokio::spawn(async move {
+            let fetch = async {
+                let mut stream = match tts.synthesize(&text).await {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        let _ = tx.send(Err(err)).await;
+                        return;
+                    }
+                };
+                while let Some(chunk) = stream.next().await {
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = fetch => {}
+            }
+        });
+        Synthesis {
+            index,
+            audio,
+            cache_as,
+        }
+    }
+
+    async fn phrase_event(&self, text: &str) {
+        let _ = self
+            .events
+            .send(ReplyEvent::Phrase {
+                id: self.id,
+                text: text.to_owned(),
+            })
+            .await;
+    }
+
+    /// Cuts audio into frames and hands the complete ones to the writer.
+    async fn queue_audio(&self, chunker: &mut FrameChunker, audio: &[u8]) {
+        let mut frames: Vec<[u8; FRAME_BYTES]> = Vec::new();
+        chunker.push(audio, |frame| frames.push(*frame));
+        for audio in frames {
+            let _ = self
+                .speech
+                .send(Speech::Frame {
+                    reply: self.id,
+                    audio,
+                })
+                .await;
+        }
+    }
+
+    /// A phrase's audio is complete: pad its last frame and mark its end.
+    async fn end_phrase(&self, chunker: &mut FrameChunker, index: usize) {
+        if let Some(audio) = chunker.finish() {
+            let _ = self
+                .speech
+                .send(Speech::Frame {
+                    reply: self.id,
+                    audio,
+                })
+                .await;
+        }
+        let _ = self
+            .speech
+            .send(Speech::Mark {
+                reply: self.id,
+                phrase: index,
+            })
+            .await;
+    }
+}
+
+/// The model's streamed text cut into phrases as it arrives; the rest becomes the last phrase.
+fn phrases_of(
+    deltas: impl Stream<Item = Result<String, LlmError>> + Send + Unpin + 'static,
+) -> TextStream {
+    let state = (deltas, PhraseSplitter::new(), VecDeque::new(), false);
+    Box::pin(futures::stream::unfold(
+        state,
+        |(mut deltas, mut splitter, mut ready, mut done)| async move {
+            loop {
+                if let Some(phrase) = ready.pop_front() {
+                    return Some((Ok(phrase), (deltas, splitter, ready, done)));
+                }
+                if done {
+                    return None;
+                }
+                match deltas.next().await {
+                    Some(Ok(text)) => ready.extend(splitter.push(&text)),
+                    Some(Err(err)) => {
+                        done = true;
+                        return Some((Err(err.into()), (deltas, splitter, ready, done)));
+                    }
+                    None => {
+                        done = true;
+                        ready.extend(splitter.finish());
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// The next audio chunk of the phrase being sent; `None` when its audio is complete.
+async fn next_chunk(pending: &mut VecDeque<Synthesis>) -> Option<Result<Bytes, TtsError>> {
+    match pending.front_mut() {
+        Some(synthesis) => synthesis.audio.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -16,9 +16,16 @@ use crate::llm::{ChatMessage, Role};
 pub struct ReplyId(pub u64);
 
 impl ReplyId {
-    /// The name of the mark sent after this reply's audio; its echo means the reply was heard.
-    pub fn mark_name(self) -> String {
-        format!("reply-{}", self.0)
+    /// The name of the mark sent after phrase `index` of this reply; its echo means the caller
+    /// heard that phrase.
+    pub fn mark_name(self, index: usize) -> String {
+        format!("reply-{}.{index}", self.0)
+    }
+
+    /// The (reply, phrase) a mark name stands for, if it is one of ours.
+    pub fn parse_mark(name: &str) -> Option<(ReplyId, usize)> {
+        let (reply, phrase) = name.strip_prefix("reply-")?.split_once('.')?;
+        Some((ReplyId(reply.parse().ok()?), phrase.parse().ok()?))
     }
 }
 
@@ -51,10 +58,43 @@ pub enum Action {
 enum Reply {
     /// Nothing prepared or playing: the caller has the floor.
     Idle,
-    /// The model is writing the answer to `user_text`.
+    /// The model is writing the answer to `user_text`; nothing of it is spoken yet.
     Thinking { id: ReplyId, user_text: String },
-    /// Audio of `id` is being sent or played, until Twilio echoes its mark.
-    Speaking { id: ReplyId },
+    /// Phrases of `id` are being synthesized, sent or played, until Twilio echoes the last mark.
+    Speaking { id: ReplyId, spoken: Spoken },
+}
+
+/// A reply that has begun to speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Spoken {
+    /// The caller's turn it answers; `None` for the greeting.
+    user_text: Option<String>,
+    /// Its phrases so far, in order.
+    phrases: Vec<String>,
+    /// Phrases whose mark came back while no clear was pending: the caller heard them.
+    played: usize,
+    /// Every phrase and mark is queued: once `played` reaches the count, the reply is over.
+    complete: bool,
+}
+
+impl Spoken {
+    fn new(user_text: Option<String>) -> Self {
+        Self {
+            user_text,
+            phrases: Vec::new(),
+            played: 0,
+            complete: false,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.complete && self.played >= self.phrases.len()
+    }
+
+    /// What the caller heard: whole phrases whose marks came back.
+    fn heard(&self) -> String {
+        self.phrases[..self.played.min(self.phrases.len())].join(" ")
+    }
 }
 
 /// The turn-taking state of one call.
@@ -106,7 +146,10 @@ impl Turns {
     /// The stream started: speak the greeting.
     pub fn start(&mut self, greeting: &str) -> Vec<Action> {
         let id = self.new_id();
-        self.reply = Reply::Speaking { id };
+        self.reply = Reply::Speaking {
+            id,
+            spoken: Spoken::new(None),
+        };
         self.system_prompt = format!(
             "{}\n\nThe call opened with this greeting, already spoken to the caller: \"{greeting}\"",
             self.system_prompt
@@ -154,37 +197,75 @@ impl Turns {
         Vec::new()
     }
 
-    /// The model's answer to reply `id` arrived: it joins the history with the caller's turn.
-    pub fn on_reply_text(&mut self, id: ReplyId, text: &str) {
-        let Reply::Thinking {
+    /// Phrase `text` of reply `id` is on its way to the caller (the first one ends "thinking").
+    pub fn on_phrase(&mut self, id: ReplyId, text: &str) {
+        if let Reply::Thinking {
             id: current,
             user_text,
-        } = &self.reply
-        else {
-            return;
-        };
-        if *current != id {
-            return;
+        } = &mut self.reply
+        {
+            if *current == id {
+                let user_text = std::mem::take(user_text);
+                self.reply = Reply::Speaking {
+                    id,
+                    spoken: Spoken::new(Some(user_text)),
+                };
+            }
         }
-        self.history
-            .push(ChatMessage::new(Role::User, user_text.clone()));
-        self.history.push(ChatMessage::new(Role::Assistant, text));
-        self.reply = Reply::Speaking { id };
+        if let Reply::Speaking {
+            id: current,
+            spoken,
+        } = &mut self.reply
+        {
+            if *current == id {
+                spoken.phrases.push(text.to_owned());
+            }
+        }
     }
 
-    /// Reply `id` could not be produced; the caller's turn is dropped rather than left half in
-    /// the history.
+    /// Every phrase of reply `id` and its mark are queued.
+    pub fn on_reply_queued(&mut self, id: ReplyId) {
+        match &mut self.reply {
+            Reply::Speaking {
+                id: current,
+                spoken,
+            } if *current == id => {
+                spoken.complete = true;
+                if spoken.finished() {
+                    self.finish_reply();
+                }
+            }
+            // The model said nothing speakable: the caller's turn stays unanswered.
+            Reply::Thinking { id: current, .. } if *current == id => self.reply = Reply::Idle,
+            _ => {}
+        }
+    }
+
+    /// Reply `id` could not be produced. What the caller already heard stays in the history;
+    /// a turn with nothing heard leaves none (no orphaned user message).
     pub fn on_reply_failed(&mut self, id: ReplyId) {
         if self.current_reply() == Some(id) {
+            self.record_heard();
             self.reply = Reply::Idle;
         }
     }
 
-    /// Twilio echoed a mark: if it is the current reply's, the caller has heard all of it.
+    /// Twilio echoed a mark: the caller heard that phrase (a clear sent before makes the reply
+    /// no longer current, so echoes of discarded audio are ignored).
     pub fn on_mark(&mut self, name: &str) {
-        if let Reply::Speaking { id } = self.reply {
-            if id.mark_name() == name {
-                self.reply = Reply::Idle;
+        let Some((id, index)) = ReplyId::parse_mark(name) else {
+            return;
+        };
+        if let Reply::Speaking {
+            id: current,
+            spoken,
+        } = &mut self.reply
+        {
+            if *current == id && index == spoken.played {
+                spoken.played += 1;
+                if spoken.finished() {
+                    self.finish_reply();
+                }
             }
         }
     }
@@ -198,7 +279,7 @@ impl Turns {
     pub fn current_reply(&self) -> Option<ReplyId> {
         match &self.reply {
             Reply::Idle => None,
-            Reply::Thinking { id, .. } | Reply::Speaking { id } => Some(*id),
+            Reply::Thinking { id, .. } | Reply::Speaking { id, .. } => Some(*id),
         }
     }
 
@@ -222,22 +303,57 @@ impl Turns {
         &self.history
     }
 
-    /// The caller spoke: stop whatever the assistant is preparing or saying.
+    /// The caller spoke: stop whatever the assistant is preparing or saying. If they heard no
+    /// whole phrase of the answer yet, their new words continue the same turn.
     fn barge_in(&mut self) -> Vec<Action> {
+        let id = match &self.reply {
+            Reply::Idle => return Vec::new(),
+            Reply::Thinking { id, .. } | Reply::Speaking { id, .. } => *id,
+        };
+        self.barge_ins += 1;
         match std::mem::replace(&mut self.reply, Reply::Idle) {
-            Reply::Idle => Vec::new(),
-            Reply::Speaking { id } => {
-                self.barge_ins += 1;
-                vec![Action::Interrupt { id }]
+            Reply::Thinking { user_text, .. } => self.rejoin(user_text),
+            Reply::Speaking { spoken, .. } if spoken.played == 0 => {
+                if let Some(user_text) = spoken.user_text {
+                    self.rejoin(user_text);
+                }
             }
-            Reply::Thinking { id, user_text } => {
-                // The caller is still talking: their earlier words and the new ones are one turn.
-                self.heard.insert(0, user_text);
-                self.turns = self.turns.saturating_sub(1);
-                self.barge_ins += 1;
-                vec![Action::Interrupt { id }]
-            }
+            Reply::Speaking { spoken, .. } => self.remember(&spoken),
+            Reply::Idle => {}
         }
+        vec![Action::Interrupt { id }]
+    }
+
+    /// The caller's unanswered words open their next turn.
+    fn rejoin(&mut self, user_text: String) {
+        self.heard.insert(0, user_text);
+        self.turns = self.turns.saturating_sub(1);
+    }
+
+    /// The current reply was heard to the end.
+    fn finish_reply(&mut self) {
+        self.record_heard();
+        self.reply = Reply::Idle;
+    }
+
+    fn record_heard(&mut self) {
+        if let Reply::Speaking { spoken, .. } = &self.reply {
+            let spoken = spoken.clone();
+            self.remember(&spoken);
+        }
+    }
+
+    /// Adds a reply's exchange to the history: the caller's turn and what they heard of it.
+    fn remember(&mut self, spoken: &Spoken) {
+        let (Some(user_text), heard) = (&spoken.user_text, spoken.heard()) else {
+            return;
+        };
+        if heard.is_empty() {
+            return;
+        }
+        self.history
+            .push(ChatMessage::new(Role::User, user_text.clone()));
+        self.history.push(ChatMessage::new(Role::Assistant, heard));
     }
 
     fn end_turn(&mut self) -> Vec<Action> {
@@ -271,16 +387,27 @@ mod tests {
         base + Duration::from_millis(n)
     }
 
-    fn started() -> (Turns, Instant, ReplyId) {
+    /// A call whose greeting is being spoken.
+    fn greeting() -> (Turns, Instant, ReplyId) {
         let mut turns = Turns::new(TIMEOUT, "Be brief.".into());
         let actions = turns.start("Hello.");
         let Action::Say { id, .. } = actions[0] else {
             panic!("{actions:?}")
         };
+        turns.on_phrase(id, "Hello.");
+        turns.on_reply_queued(id);
         (turns, Instant::now(), id)
     }
 
-    /// The caller's user message of an `Answer` action.
+    /// A call whose greeting was heard: the caller has the floor.
+    fn listening() -> (Turns, Instant) {
+        let (mut turns, t0, id) = greeting();
+        turns.on_mark(&id.mark_name(0));
+        assert!(!turns.is_speaking());
+        (turns, t0)
+    }
+
+    /// The reply id and the caller's message of an `Answer` action.
     fn asked(actions: &[Action]) -> (ReplyId, String, usize) {
         match actions {
             [Action::Answer { id, messages }] => (
@@ -295,20 +422,47 @@ mod tests {
         }
     }
 
+    /// Speaks `phrases` as reply `id` and plays the first `played` of them.
+    fn speak(turns: &mut Turns, id: ReplyId, phrases: &[&str], played: usize) {
+        for phrase in phrases {
+            turns.on_phrase(id, phrase);
+        }
+        turns.on_reply_queued(id);
+        for index in 0..played {
+            turns.on_mark(&id.mark_name(index));
+        }
+    }
+
+    fn history(turns: &Turns) -> Vec<&str> {
+        turns.history().iter().map(|m| m.content.as_str()).collect()
+    }
+
     #[test]
-    fn greeting_is_spoken_first_and_heard_when_its_mark_returns() {
-        let (mut turns, _, greeting) = started();
+    fn mark_names_round_trip() {
+        let name = ReplyId(7).mark_name(3);
+        assert_eq!(ReplyId::parse_mark(&name), Some((ReplyId(7), 3)));
+        assert_eq!(ReplyId::parse_mark("reply-x.1"), None);
+        assert_eq!(ReplyId::parse_mark("other"), None);
+    }
+
+    #[test]
+    fn the_greeting_is_spoken_until_its_mark_returns() {
+        let (mut turns, _, greeting) = greeting();
         assert!(turns.is_speaking());
-        turns.on_mark("reply-999");
+        turns.on_mark("reply-999.0");
+        turns.on_mark(&greeting.mark_name(1));
         assert!(turns.is_speaking());
-        turns.on_mark(&greeting.mark_name());
+        turns.on_mark(&greeting.mark_name(0));
         assert!(!turns.is_speaking());
+        assert!(
+            turns.history().is_empty(),
+            "the greeting is in the system prompt, not the history"
+        );
     }
 
     #[test]
     fn interim_results_never_duplicate_words() {
-        let (mut turns, t0, g) = started();
-        turns.on_mark(&g.mark_name());
+        let (mut turns, t0) = listening();
         for (at, text) in [(0, "what"), (300, "what are"), (600, "what are your")] {
             assert!(turns.on_transcript(text, false, ms(t0, at)).is_empty());
         }
@@ -322,8 +476,7 @@ mod tests {
 
     #[test]
     fn every_transcript_restarts_the_silence_timer() {
-        let (mut turns, t0, g) = started();
-        turns.on_mark(&g.mark_name());
+        let (mut turns, t0) = listening();
         turns.on_transcript("Hello", true, ms(t0, 0));
         turns.on_transcript("there", false, ms(t0, 1500));
         assert!(turns.on_tick(ms(t0, 2000)).is_empty());
@@ -332,8 +485,7 @@ mod tests {
 
     #[test]
     fn timer_with_only_interim_text_waits_for_the_final() {
-        let (mut turns, t0, g) = started();
-        turns.on_mark(&g.mark_name());
+        let (mut turns, t0) = listening();
         turns.on_transcript("where is", false, ms(t0, 0));
         assert!(turns.on_tick(ms(t0, 2000)).is_empty());
         let (_, said, _) = asked(&turns.on_transcript("Where is it?", true, ms(t0, 2100)));
@@ -342,52 +494,109 @@ mod tests {
 
     #[test]
     fn empty_transcripts_are_ignored() {
-        let (mut turns, t0, _) = started();
+        let (mut turns, t0, _) = greeting();
         assert!(turns.on_transcript("  ", true, ms(t0, 0)).is_empty());
         assert!(turns.is_speaking());
         assert_eq!(turns.next_deadline(), None);
     }
 
     #[test]
-    fn speech_during_playback_interrupts_the_reply() {
-        let (mut turns, t0, greeting) = started();
+    fn speech_during_the_greeting_interrupts_it() {
+        let (mut turns, t0, greeting) = greeting();
         let actions = turns.on_transcript("wait", false, ms(t0, 100));
         assert_eq!(actions, vec![Action::Interrupt { id: greeting }]);
         assert!(!turns.is_speaking());
-        // The echo of the interrupted reply's mark (Twilio echoes pending marks on clear) is
-        // not mistaken for anything.
-        turns.on_mark(&greeting.mark_name());
+        // Twilio echoes the discarded mark after the clear: it changes nothing.
+        turns.on_mark(&greeting.mark_name(0));
         assert_eq!(turns.barge_ins(), 1);
+        assert!(turns.history().is_empty());
     }
 
     #[test]
-    fn speech_after_the_mark_returned_does_not_interrupt() {
-        let (mut turns, t0, greeting) = started();
-        turns.on_mark(&greeting.mark_name());
+    fn speech_after_the_last_mark_returned_does_not_interrupt() {
+        let (mut turns, t0) = listening();
         assert!(turns.on_transcript("hi", false, ms(t0, 0)).is_empty());
     }
 
     #[test]
     fn speech_while_thinking_cancels_and_joins_the_turn() {
-        let (mut turns, t0, g) = started();
-        turns.on_mark(&g.mark_name());
+        let (mut turns, t0) = listening();
         turns.on_transcript("What are your hours", true, ms(t0, 0));
         let (first, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
         let actions = turns.on_transcript("on Sunday?", true, ms(t0, 2100));
         assert_eq!(actions, vec![Action::Interrupt { id: first }]);
-        // A late answer to the cancelled reply changes nothing.
-        turns.on_reply_text(first, "We open at eight.");
-        assert!(turns.history().is_empty());
+        // A late phrase of the cancelled reply changes nothing.
+        turns.on_phrase(first, "We open at eight.");
+        assert!(!turns.is_speaking());
         let (second, said, _) = asked(&turns.on_tick(ms(t0, 4100)));
         assert!(second > first);
         assert_eq!(said, "What are your hours on Sunday?");
         assert_eq!(turns.turns(), 1);
+        assert!(turns.history().is_empty());
+    }
+
+    #[test]
+    fn interrupting_before_a_whole_phrase_was_heard_joins_the_turn_too() {
+        let (mut turns, t0) = listening();
+        turns.on_transcript("Directions please", true, ms(t0, 0));
+        let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
+        speak(&mut turns, id, &["From the station,", "walk north."], 0);
+        assert!(turns.is_speaking());
+        assert_eq!(
+            turns.on_transcript("by car", true, ms(t0, 2500)),
+            vec![Action::Interrupt { id }]
+        );
+        let (_, said, len) = asked(&turns.on_tick(ms(t0, 4500)));
+        assert_eq!(said, "Directions please by car");
+        assert_eq!(len, 2);
+    }
+
+    #[test]
+    fn an_interrupted_reply_is_remembered_as_far_as_it_was_heard() {
+        let (mut turns, t0) = listening();
+        turns.on_transcript("Directions please", true, ms(t0, 0));
+        let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
+        speak(
+            &mut turns,
+            id,
+            &["From the station,", "walk north.", "Then left."],
+            2,
+        );
+        assert!(turns.is_speaking());
+        turns.on_transcript("Sorry, by car?", true, ms(t0, 5000));
+        // The echo of the discarded third phrase arrives after the clear: ignored.
+        turns.on_mark(&id.mark_name(2));
+        assert_eq!(
+            history(&turns),
+            ["Directions please", "From the station, walk north."]
+        );
+        let (_, said, len) = asked(&turns.on_tick(ms(t0, 7000)));
+        assert_eq!(said, "Sorry, by car?");
+        assert_eq!(len, 4);
+    }
+
+    #[test]
+    fn a_reply_is_over_when_its_last_phrase_was_heard() {
+        let (mut turns, t0) = listening();
+        turns.on_transcript("Hours?", true, ms(t0, 0));
+        let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
+        turns.on_phrase(id, "Eight to six.");
+        turns.on_mark(&id.mark_name(0));
+        assert!(
+            turns.is_speaking(),
+            "more phrases may follow until the reply is queued"
+        );
+        turns.on_phrase(id, "Anything else?");
+        turns.on_reply_queued(id);
+        assert!(turns.is_speaking());
+        turns.on_mark(&id.mark_name(1));
+        assert!(!turns.is_speaking());
+        assert_eq!(history(&turns), ["Hours?", "Eight to six. Anything else?"]);
     }
 
     #[test]
     fn history_grows_by_one_exchange_per_answered_turn() {
-        let (mut turns, t0, g) = started();
-        turns.on_mark(&g.mark_name());
+        let (mut turns, t0) = listening();
         let mut now = 0;
         for (question, answer) in [("Hours?", "Eight to six."), ("Address?", "Main Street.")] {
             turns.on_transcript(question, true, ms(t0, now));
@@ -395,12 +604,10 @@ mod tests {
             let (id, said, len) = asked(&turns.on_tick(ms(t0, now)));
             assert_eq!(said, question);
             assert_eq!(len, turns.history().len() + 2);
-            turns.on_reply_text(id, answer);
-            turns.on_mark(&id.mark_name());
+            speak(&mut turns, id, &[answer], 1);
         }
-        let contents: Vec<_> = turns.history().iter().map(|m| m.content.as_str()).collect();
         assert_eq!(
-            contents,
+            history(&turns),
             ["Hours?", "Eight to six.", "Address?", "Main Street."]
         );
         assert_eq!(turns.turns(), 2);
@@ -408,8 +615,7 @@ mod tests {
 
     #[test]
     fn a_failed_reply_leaves_no_orphaned_turn() {
-        let (mut turns, t0, g) = started();
-        turns.on_mark(&g.mark_name());
+        let (mut turns, t0) = listening();
         turns.on_transcript("Hours?", true, ms(t0, 0));
         let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
         turns.on_reply_failed(id);
@@ -419,8 +625,7 @@ mod tests {
 
     #[test]
     fn system_prompt_leads_and_mentions_the_greeting() {
-        let (mut turns, t0, g) = started();
-        turns.on_mark(&g.mark_name());
+        let (mut turns, t0) = listening();
         turns.on_transcript("Hi", true, ms(t0, 0));
         let actions = turns.on_tick(ms(t0, 2000));
         let Action::Answer { messages, .. } = &actions[0] else {

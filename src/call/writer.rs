@@ -32,17 +32,19 @@ pub enum Speech {
         /// The audio.
         audio: [u8; FRAME_BYTES],
     },
-    /// Ask Twilio to tell us when playback reaches this point.
+    /// Ask Twilio to tell us when playback reaches this point: the end of one phrase.
     Mark {
-        /// The reply the mark ends.
+        /// The reply the mark belongs to.
         reply: ReplyId,
+        /// The phrase it ends.
+        phrase: usize,
     },
 }
 
 impl Speech {
     fn reply(&self) -> ReplyId {
         match self {
-            Speech::Frame { reply, .. } | Speech::Mark { reply } => *reply,
+            Speech::Frame { reply, .. } | Speech::Mark { reply, .. } => *reply,
         }
     }
 }
@@ -154,7 +156,9 @@ impl TwilioWriter {
         }
         match speech {
             Speech::Frame { audio, .. } => self.send(Outbound::Media(&audio)).await,
-            Speech::Mark { reply } => self.send(Outbound::Mark(&reply.mark_name())).await,
+            Speech::Mark { reply, phrase } => {
+                self.send(Outbound::Mark(&reply.mark_name(phrase))).await
+            }
         }
     }
 

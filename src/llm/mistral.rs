@@ -1,11 +1,14 @@
 //! Mistral chat completions: the conversation in, the assistant's reply text out.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::sse::{SseError, SseParser};
 use super::ChatMessage;
 use crate::config::{Config, Secret};
 
@@ -35,6 +38,9 @@ pub enum LlmError {
     /// The answer was not a chat completion with text in it.
     #[error("Mistral's answer had no reply text: {0}")]
     NoText(String),
+    /// The event stream broke its format.
+    #[error("Mistral's event stream is unreadable: {0}")]
+    Stream(#[from] SseError),
 }
 
 /// A Mistral client: one pooled HTTP client, one model.
@@ -89,33 +95,162 @@ impl Mistral {
 
     /// Asks for the assistant's next message given the whole conversation.
     pub async fn complete(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
+        let response = self.send(messages, false).await?;
+        reply_text(&response.bytes().await?)
+    }
+
+    /// Asks for the next message as a stream of text pieces, yielded as Mistral writes them.
+    pub async fn stream(
+        &self,
+        messages: &[ChatMessage],
+    ) -> Result<impl Stream<Item = Result<String, LlmError>> + Send + Unpin + 'static, LlmError>
+    {
+        let response = self.send(messages, true).await?;
+        let state = Deltas {
+            body: Box::pin(response.bytes_stream()),
+            parser: SseParser::new(),
+            ready: VecDeque::new(),
+            done: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, Deltas::next)))
+    }
+
+    /// Sends the request; an error status becomes [`LlmError::Status`].
+    async fn send(
+        &self,
+        messages: &[ChatMessage],
+        stream: bool,
+    ) -> Result<reqwest::Response, LlmError> {
+        let accept = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
         let response = self
             .http
             .post(self.url.clone())
             .bearer_auth(self.key.expose())
-            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::ACCEPT, accept)
             .timeout(REQUEST_TIMEOUT)
             .json(&Request {
                 model: &self.model,
                 messages,
                 temperature: TEMPERATURE,
                 max_tokens: MAX_TOKENS,
-                stream: false,
+                stream,
             })
             .send()
             .await?;
         let status = response.status();
-        let body = response.bytes().await?;
-        if !status.is_success() {
-            return Err(LlmError::Status {
-                status,
-                body: String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(ERROR_BODY_CHARS)
-                    .collect(),
-            });
+        if status.is_success() {
+            return Ok(response);
         }
-        reply_text(&body)
+        let body = response.bytes().await.unwrap_or_default();
+        Err(LlmError::Status {
+            status,
+            body: String::from_utf8_lossy(&body)
+                .chars()
+                .take(ERROR_BODY_CHARS)
+                .collect(),
+        })
+    }
+}
+
+type ByteStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static>>;
+
+/// State of a streamed completion: the body, the SSE parser, text pieces not yet yielded.
+struct Deltas {
+    body: ByteStream,
+    parser: SseParser,
+    ready: VecDeque<String>,
+    done: bool,
+}
+
+impl Deltas {
+    async fn next(mut self) -> Option<(Result<String, LlmError>, Self)> {
+        loop {
+            if let Some(text) = self.ready.pop_front() {
+                return Some((Ok(text), self));
+            }
+            if self.done {
+                return None;
+            }
+            match self.body.next().await {
+                Some(Ok(bytes)) => {
+                    if let Err(err) = self.read(&bytes) {
+                        self.done = true;
+                        return Some((Err(err), self));
+                    }
+                }
+                Some(Err(err)) => {
+                    self.done = true;
+                    return Some((Err(err.into()), self));
+                }
+                None => {
+                    self.done = true;
+                }
+            }
+        }
+    }
+
+    /// Parses bytes into text pieces; `[DONE]` ends the stream.
+    fn read(&mut self, bytes: &[u8]) -> Result<(), LlmError> {
+        let mut events = Vec::new();
+        self.parser.push(bytes, &mut events)?;
+        for data in events {
+            if data.trim() == "[DONE]" {
+                self.done = true;
+                break;
+            }
+            if let Some(text) = delta_text(&data)? {
+                self.ready.push_back(text);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Delta,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta {
+    #[serde(default)]
+    content: Value,
+}
+
+/// The text of one streamed chunk, if it carries any.
+fn delta_text(data: &str) -> Result<Option<String>, LlmError> {
+    let chunk: Chunk =
+        serde_json::from_str(data).map_err(|err| LlmError::NoText(err.to_string()))?;
+    let Some(choice) = chunk.choices.into_iter().next() else {
+        return Ok(None);
+    };
+    let text = content_text(choice.delta.content);
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// Text of a `content` value: a string, or the text chunks of an array (others skipped).
+fn content_text(content: Value) -> String {
+    match content {
+        Value::String(text) => text,
+        Value::Array(chunks) => chunks
+            .iter()
+            .filter(|chunk| chunk.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|chunk| chunk.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
     }
 }
 
@@ -130,16 +265,7 @@ fn reply_text(body: &[u8]) -> Result<String, LlmError> {
         .next()
         .map(|choice| choice.message.content)
         .ok_or_else(|| LlmError::NoText("no choices".into()))?;
-    let text = match content {
-        Value::String(text) => text,
-        Value::Array(chunks) => chunks
-            .iter()
-            .filter(|chunk| chunk.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|chunk| chunk.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    };
+    let text = content_text(content);
     if text.trim().is_empty() {
         return Err(LlmError::NoText("empty content".into()));
     }
@@ -167,6 +293,20 @@ mod tests {
         assert!(reply_text(br#"{"choices":[]}"#).is_err());
         assert!(reply_text(br#"{"choices":[{"message":{"content":"  "}}]}"#).is_err());
         assert!(reply_text(b"not json").is_err());
+    }
+
+    #[test]
+    fn streamed_chunks_yield_their_text() {
+        let role = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+        assert_eq!(delta_text(role).unwrap(), None);
+        let piece = r#"{"choices":[{"index":0,"delta":{"content":"Open "},"finish_reason":null}]}"#;
+        assert_eq!(delta_text(piece).unwrap().as_deref(), Some("Open "));
+        let last = r#"{"choices":[{"index":0,"delta":{"content":"daily."},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
+        assert_eq!(delta_text(last).unwrap().as_deref(), Some("daily."));
+        let chunks = r#"{"choices":[{"delta":{"content":[{"type":"text","text":"Hi"}]}}]}"#;
+        assert_eq!(delta_text(chunks).unwrap().as_deref(), Some("Hi"));
+        assert!(delta_text("{not json").is_err());
+        assert_eq!(delta_text(r#"{"choices":[]}"#).unwrap(), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The language model that writes the assistant's replies.
 
 pub mod mistral;
+pub mod sse;
 
 use serde::Serialize;
 

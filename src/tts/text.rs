@@ -125,9 +125,161 @@ pub fn split_for_tts(text: &str, max_chars: usize) -> Vec<&str> {
     pieces
 }
 
+/// A phrase longer than this is cut at its last clause mark (`,` `;` `:`) rather than waiting
+/// for its sentence to end.
+pub const LONG_PHRASE_CHARS: usize = 200;
+
+/// Words after which the first phrase may end at a clause mark: the first sound of a reply
+/// should not wait for a whole sentence, but a phrase of one word sounds clipped.
+const FIRST_PHRASE_MIN_WORDS: usize = 3;
+
+/// Abbreviations whose period does not end a sentence.
+const ABBREVIATIONS: &[&str] = &[
+    "mr.", "mrs.", "ms.", "dr.", "st.", "no.", "vs.", "e.g.", "i.e.", "approx.", "dept.", "jr.",
+    "sr.", "prof.", "ave.", "mt.",
+];
+
+/// Cuts a reply that arrives in pieces into phrases worth synthesizing on their own: sentences,
+/// lines, and — for the first phrase, so the caller hears something sooner — the first clause.
+///
+/// The cut points depend only on the text, never on how it was split into pieces, so the same
+/// reply always becomes the same phrases.
+#[derive(Debug, Default)]
+pub struct PhraseSplitter {
+    /// Text not yet emitted.
+    buffer: String,
+    /// Phrases emitted so far.
+    emitted: usize,
+}
+
+impl PhraseSplitter {
+    /// A splitter at the start of a reply.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next piece of the reply; returns the phrases it completes, trimmed and non-empty.
+    pub fn push(&mut self, piece: &str) -> Vec<String> {
+        let mut phrases = Vec::new();
+        for c in piece.chars() {
+            self.buffer.push(c);
+            if c.is_whitespace() {
+                if let Some(cut) = self.cut_point() {
+                    let rest = self.buffer.split_off(cut);
+                    let phrase = std::mem::replace(&mut self.buffer, rest);
+                    self.emit(phrase, &mut phrases);
+                }
+            }
+        }
+        phrases
+    }
+
+    /// The reply is complete: returns what is left as the last phrase.
+    pub fn finish(&mut self) -> Option<String> {
+        let mut phrases = Vec::new();
+        let rest = std::mem::take(&mut self.buffer);
+        self.emit(rest, &mut phrases);
+        phrases.pop()
+    }
+
+    fn emit(&mut self, phrase: String, phrases: &mut Vec<String>) {
+        let phrase = phrase.trim();
+        if !phrase.is_empty() {
+            phrases.push(phrase.to_owned());
+            self.emitted += 1;
+        }
+    }
+
+    /// Where the buffer (whose last char is whitespace) should be cut, if anywhere.
+    fn cut_point(&self) -> Option<usize> {
+        let text = self.buffer.as_str();
+        if text.ends_with('\n') && !text.trim().is_empty() {
+            return Some(text.len());
+        }
+        let body = text.trim_end();
+        let last = body.chars().last()?;
+        let words = body.split_whitespace().count();
+        let sentence_end = matches!(last, '.' | '!' | '?') && !ends_with_abbreviation(body);
+        let clause_end = matches!(last, ',' | ';' | ':')
+            && ((self.emitted == 0 && words >= FIRST_PHRASE_MIN_WORDS)
+                || body.chars().count() >= LONG_PHRASE_CHARS);
+        (sentence_end || clause_end).then_some(text.len())
+    }
+}
+
+fn ends_with_abbreviation(text: &str) -> bool {
+    let word = text
+        .rsplit(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or("")
+        .to_lowercase();
+    let initial = word.len() == 2 && word.starts_with(|c: char| c.is_alphabetic());
+    initial || ABBREVIATIONS.contains(&word.as_str())
+}
+
+/// The phrases of a complete reply, as [`PhraseSplitter`] cuts it when it streams in.
+pub fn phrases(reply: &str) -> Vec<String> {
+    let mut splitter = PhraseSplitter::new();
+    let mut out = splitter.push(reply);
+    out.extend(splitter.finish());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phrases_are_sentences_lines_and_a_first_clause() {
+        let reply =
+            "From the station, walk north. Dr. Smith is in room 4, upstairs! Ready?\n- Yes\n- No";
+        assert_eq!(
+            phrases(reply),
+            [
+                "From the station,",
+                "walk north.",
+                "Dr. Smith is in room 4, upstairs!",
+                "Ready?",
+                "- Yes",
+                "- No"
+            ]
+        );
+    }
+
+    #[test]
+    fn phrases_do_not_depend_on_how_the_text_arrives() {
+        let reply =
+            "We open at 8 a.m. on weekdays, and at 9.30 on Saturday. Visiting hours: 10 to 8. \
+                     See **our site** for e.g. parking. Anything else?";
+        let whole = phrases(reply);
+        for size in 1..12 {
+            let mut splitter = PhraseSplitter::new();
+            let mut got = Vec::new();
+            let chars: Vec<char> = reply.chars().collect();
+            for piece in chars.chunks(size) {
+                got.extend(splitter.push(&piece.iter().collect::<String>()));
+            }
+            got.extend(splitter.finish());
+            assert_eq!(got, whole, "pieces of {size}");
+        }
+        assert_eq!(whole.concat().replace(' ', ""), reply.replace(' ', ""));
+    }
+
+    #[test]
+    fn a_long_sentence_is_cut_at_a_clause() {
+        let long = format!(
+            "{}, and then more words follow here.",
+            "word ".repeat(45).trim()
+        );
+        let got = phrases(&format!("Short first. {long}"));
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[1].ends_with(','));
+    }
+
+    #[test]
+    fn one_short_clause_does_not_make_a_phrase() {
+        assert_eq!(phrases("Yes, we do."), ["Yes, we do."]);
+    }
 
     #[test]
     fn strips_emphasis_headings_bullets_and_links() {

@@ -3,6 +3,7 @@
 //! formats, the recorded calls, a Twilio replayer, and [`TestEnv`] wiring them to the real
 //! server. Included by several test binaries with `mod support;`, hence `allow(dead_code)`.
 
+pub mod expect;
 pub mod fake_mistral;
 pub mod fake_stt;
 pub mod fake_tts;
