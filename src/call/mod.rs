@@ -32,6 +32,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITER_GRACE: Duration = Duration::from_millis(300);
 /// Malformed messages logged one by one before the log is thinned out.
 const MALFORMED_LOGGED: u64 = 5;
+/// What the caller hears when speech recognition cannot be reached; then the call ends.
+pub const STT_APOLOGY: &str = "I'm sorry, I can't hear you right now because of a technical \
+problem. Please call again in a few minutes. Goodbye.";
+/// Longest wait for a farewell to play before the call is ended anyway.
+const FAREWELL_LIMIT: Duration = Duration::from_secs(20);
 
 /// What every call needs, shared read-only by all calls.
 #[derive(Debug)]
@@ -131,6 +136,8 @@ struct Call {
     mulaw: Vec<u8>,
     /// Inbound messages that could not be used.
     malformed: u64,
+    /// The call ends once this reply (a farewell) has been heard, or at the deadline.
+    hang_up_after: Option<(ReplyId, Instant)>,
 }
 
 /// Whether the call goes on after a message.
@@ -166,6 +173,7 @@ impl Call {
             started: Instant::now(),
             mulaw: Vec::with_capacity(320),
             malformed: 0,
+            hang_up_after: None,
         }
     }
 
@@ -174,7 +182,15 @@ impl Call {
         let actions = self.turns.start(&greeting);
         self.apply(actions);
         let reason = loop {
-            let deadline = self.turns.next_deadline();
+            if let Some((farewell, by)) = self.hang_up_after {
+                if self.turns.current_reply() != Some(farewell) || Instant::now() >= by {
+                    break "speech recognition unavailable: the caller was told, the call ended";
+                }
+            }
+            let deadline = self
+                .turns
+                .next_deadline()
+                .or(self.hang_up_after.map(|(_, by)| by));
             tokio::select! {
                 message = stream.next() => match message {
                     Some(Ok(Message::Text(text))) => {
@@ -254,7 +270,12 @@ impl Call {
             }
             SttEvent::SpeechStarted | SttEvent::UtteranceEnd => {}
             SttEvent::Lost(err) => {
-                tracing::error!(%err, "speech recognition unavailable: the caller cannot be heard");
+                tracing::error!(%err, "speech recognition unavailable: apologising and ending the call");
+                let actions = self.turns.say(STT_APOLOGY);
+                if let Some(Action::Say { id, .. }) = actions.last() {
+                    self.hang_up_after = Some((*id, Instant::now() + FAREWELL_LIMIT));
+                }
+                self.apply(actions);
             }
         }
     }

@@ -160,6 +160,30 @@ impl Turns {
         }]
     }
 
+    /// The assistant must say `text` now, whatever it was doing (an apology before the call
+    /// ends): the current reply is interrupted and the caller's unfinished words are dropped.
+    pub fn say(&mut self, text: &str) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(id) = self.current_reply() {
+            self.record_heard();
+            actions.push(Action::Interrupt { id });
+        }
+        self.heard.clear();
+        self.interim_pending = false;
+        self.end_on_final = false;
+        self.deadline = None;
+        let id = self.new_id();
+        self.reply = Reply::Speaking {
+            id,
+            spoken: Spoken::new(None),
+        };
+        actions.push(Action::Say {
+            id,
+            text: text.to_owned(),
+        });
+        actions
+    }
+
     /// A transcript from speech recognition, interim (`is_final == false`) or final.
     pub fn on_transcript(&mut self, text: &str, is_final: bool, now: Instant) -> Vec<Action> {
         let text = text.trim();
@@ -621,6 +645,27 @@ mod tests {
         turns.on_reply_failed(id);
         assert!(turns.history().is_empty());
         assert_eq!(turns.current_reply(), None);
+    }
+
+    #[test]
+    fn saying_something_now_interrupts_and_forgets_unfinished_words() {
+        let (mut turns, t0) = listening();
+        turns.on_transcript("What are", true, ms(t0, 0));
+        turns.on_transcript("Directions", true, ms(t0, 0));
+        let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
+        turns.on_transcript("half a sentence", false, ms(t0, 2100));
+        let actions = turns.say("Sorry, goodbye.");
+        let [Action::Say { id: apology, text }] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert!(*apology > id);
+        assert_eq!(text, "Sorry, goodbye.");
+        assert_eq!(turns.next_deadline(), None);
+        assert_eq!(turns.current_reply(), Some(*apology));
+
+        let (mut turns, _, greeting) = greeting();
+        let actions = turns.say("Sorry.");
+        assert_eq!(actions[0], Action::Interrupt { id: greeting });
     }
 
     #[test]

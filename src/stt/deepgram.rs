@@ -3,7 +3,10 @@
 //! The call hands PCM frames to [`SttStream::send_audio`]; a task owns the socket, forwards each
 //! frame at once as a binary message, sends `KeepAlive` while no audio flows, and turns Deepgram's
 //! JSON into [`SttEvent`]s. Audio sent while the socket is still connecting waits in a bounded
-//! queue, so the first words of a call are not lost.
+//! queue, so the first words of a call are not lost. If the socket drops mid-call the task
+//! reconnects with backoff while the queue keeps the caller's audio (up to 10 s), so the call
+//! goes on without losing speech; only when Deepgram stays unreachable does the call hear
+//! [`SttEvent::Lost`].
 
 use std::time::Duration;
 
@@ -27,7 +30,16 @@ pub const AUDIO_QUEUE_FRAMES: usize = 500;
 /// Deepgram closes a socket that hears nothing for about 10 s; speak up well before.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(4);
 /// How long the connection handshake may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause before each reconnection attempt after a failed one; when they are used up, the
+/// recogniser is given up (about 4 s of retrying, within the 10 s the audio queue holds).
+const RECONNECT_BACKOFF: [Duration; 5] = [
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
 /// After `CloseStream`, how long we wait for the last results.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// Silence Deepgram waits before finalizing a segment (`endpointing`, ms).
@@ -164,21 +176,47 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl Session {
+    /// Connects, pumps, and reconnects after a drop, until the stream is finished, cancelled,
+    /// or Deepgram stays unreachable through every backoff step.
     async fn run(mut self) {
-        let connected = tokio::select! {
-            () = self.cancel.cancelled() => return,
-            result = connect(&self.url, &self.key) => result,
-        };
-        let socket = match connected {
-            Ok(socket) => socket,
-            Err(err) => {
-                let _ = self.events.send(SttEvent::Lost(err)).await;
+        let mut failures = 0;
+        let mut connections = 0u32;
+        loop {
+            let connected = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                result = connect(&self.url, &self.key) => result,
+            };
+            match connected {
+                Ok(socket) => {
+                    failures = 0;
+                    connections += 1;
+                    if connections > 1 {
+                        tracing::info!("speech recognition reconnected; buffered audio follows");
+                    }
+                    match self.pump(socket).await {
+                        Ok(()) => return,
+                        Err(err) => tracing::warn!(
+                            %err,
+                            "speech recognition dropped mid-call; reconnecting, caller audio is kept meanwhile"
+                        ),
+                    }
+                }
+                Err(err) => {
+                    let Some(&delay) = RECONNECT_BACKOFF.get(failures) else {
+                        let _ = self.events.send(SttEvent::Lost(err)).await;
+                        return;
+                    };
+                    failures += 1;
+                    tracing::warn!(%err, attempt = failures, "cannot reach speech recognition; retrying");
+                    tokio::select! {
+                        () = self.cancel.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+            if self.audio.is_closed() && self.audio.is_empty() {
                 return;
             }
-        };
-        tracing::debug!("speech recognition connected");
-        if let Err(err) = self.pump(socket).await {
-            let _ = self.events.send(SttEvent::Lost(err)).await;
         }
     }
 

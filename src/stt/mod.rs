@@ -18,6 +18,7 @@ pub enum SttEvent {
     SpeechStarted,
     /// A gap after the last finalized word.
     UtteranceEnd,
-    /// The recogniser cannot be reached or dropped the connection.
+    /// The recogniser cannot be reached, even after reconnecting: the caller can no longer be
+    /// heard.
     Lost(deepgram::SttError),
 }
