@@ -61,6 +61,73 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The Redis URL, which may carry a password (`redis://:pass@host/0`): `Debug` and `Display` show
+/// it with the password (and user name) replaced by `***`, so it is safe in logs and errors. Read
+/// it with [`RedisUrl::expose`] only to connect.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(Url);
+
+impl RedisUrl {
+    /// Parses `redis://[user[:password]@]host[:port][/db]`; the error names `REDIS_URL` and never
+    /// repeats a password.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        if raw.trim().starts_with("rediss://") {
+            return Err(ConfigError::Invalid {
+                var: "REDIS_URL",
+                problem: "uses rediss:// (TLS), which this build does not support: use redis://",
+            });
+        }
+        let url = Url::parse(raw.trim()).ok().filter(|url| {
+            url.scheme() == "redis" && url.host_str().is_some_and(|host| !host.is_empty())
+        });
+        match url {
+            Some(url) => Ok(Self(url)),
+            None => Err(ConfigError::BadUrl {
+                var: "REDIS_URL",
+                value: redact_userinfo(raw.trim()),
+                expected: "redis://",
+            }),
+        }
+    }
+
+    /// The URL itself, password included, for the Redis client.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The URL with any credentials replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_userinfo(self.0.as_str())
+    }
+}
+
+/// `scheme://user:pass@rest` → `scheme://***@rest`; URLs without credentials are unchanged.
+fn redact_userinfo(raw: &str) -> String {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return if raw.contains('@') {
+            "***".to_owned()
+        } else {
+            raw.to_owned()
+        };
+    };
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}"),
+        None => raw.to_owned(),
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 /// A setting that could not be used, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -167,7 +234,38 @@ pub struct ServeArgs {
     /// File with the assistant's instructions (default: a built-in hospital front desk prompt).
     #[arg(long, env = "SYSTEM_PROMPT_FILE")]
     pub system_prompt_file: Option<PathBuf>,
+
+    /// Twilio `<Say>` voice of the Gather flow (`/call`), e.g. Polly.Stephen-Neural.
+    #[arg(long, env = "TWILIO_VOICE", default_value = "Polly.Stephen-Neural")]
+    pub twilio_voice: String,
+
+    /// Twilio `<Gather speechModel>` that recognises the caller in the Gather flow.
+    #[arg(long, env = "GATHER_SPEECH_MODEL", default_value = "deepgram_nova-2")]
+    pub gather_speech_model: String,
+
+    /// Language of the caller's speech in the Gather flow (BCP-47, passed to Twilio unchanged).
+    #[arg(long, env = "LANGUAGE", default_value = "en-US")]
+    pub language: String,
+
+    /// Milliseconds the Gather flow waits for Mistral before answering with a holding phrase and
+    /// a redirect to /speak_response (Twilio gives up on a webhook after 15 s).
+    #[arg(long, env = "LLM_TIMEOUT_MS", default_value_t = 8000,
+          value_parser = parse_millis("LLM_TIMEOUT_MS"))]
+    pub llm_timeout_ms: u64,
+
+    /// Milliseconds /speak_response waits for a reply still being written before apologising.
+    #[arg(long, env = "SPEAK_RESPONSE_WAIT_MS", default_value_t = 10000,
+          value_parser = parse_millis("SPEAK_RESPONSE_WAIT_MS"))]
+    pub speak_response_wait_ms: u64,
+
+    /// Redis holding the Gather flow's conversations, so several instances share calls
+    /// (redis://[:password@]host[:port][/db]). Unset: kept in this process's memory.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
 }
+
+/// Twilio abandons a webhook after 15 s; a wait budget must leave room to answer.
+const WEBHOOK_BUDGET_MS: u64 = 14_000;
 
 /// A clap value parser for milliseconds whose error names the environment variable.
 fn parse_millis(var: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone {
@@ -208,6 +306,18 @@ pub struct Config {
     pub greeting: String,
     /// The assistant's instructions.
     pub system_prompt: String,
+    /// `<Say voice>` of the Gather flow.
+    pub twilio_voice: String,
+    /// `<Gather speechModel>` of the Gather flow.
+    pub gather_speech_model: String,
+    /// `<Gather language>`: what the caller speaks.
+    pub language: String,
+    /// How long /process_speech waits for Mistral before the holding phrase.
+    pub llm_timeout: Duration,
+    /// How long /speak_response waits for a pending reply before apologising.
+    pub speak_response_wait: Duration,
+    /// Shared conversation store; `None` keeps conversations in memory (one instance only).
+    pub redis_url: Option<RedisUrl>,
 }
 
 impl Config {
@@ -242,6 +352,20 @@ impl Config {
             silence_timeout: Duration::from_millis(args.silence_timeout_ms),
             greeting: args.greeting,
             system_prompt,
+            twilio_voice: required_text("TWILIO_VOICE", args.twilio_voice)?,
+            gather_speech_model: required_text("GATHER_SPEECH_MODEL", args.gather_speech_model)?,
+            language: required_text("LANGUAGE", args.language)?,
+            llm_timeout: webhook_budget("LLM_TIMEOUT_MS", args.llm_timeout_ms)?,
+            speak_response_wait: webhook_budget(
+                "SPEAK_RESPONSE_WAIT_MS",
+                args.speak_response_wait_ms,
+            )?,
+            redis_url: args
+                .redis_url
+                .as_deref()
+                .filter(|raw| !raw.trim().is_empty())
+                .map(RedisUrl::parse)
+                .transpose()?,
         })
     }
 }
@@ -298,6 +422,17 @@ fn required_text(var: &'static str, value: String) -> Result<String, ConfigError
         });
     }
     Ok(value.trim().to_owned())
+}
+
+/// A wait inside one Twilio webhook, which must end before Twilio's 15 s limit.
+fn webhook_budget(var: &'static str, ms: u64) -> Result<Duration, ConfigError> {
+    if ms > WEBHOOK_BUDGET_MS {
+        return Err(ConfigError::Invalid {
+            var,
+            problem: "must be at most 14000: Twilio gives up on a webhook after 15 s",
+        });
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 fn read_prompt(path: &PathBuf) -> Result<String, ConfigError> {
@@ -383,6 +518,59 @@ mod tests {
             config.public_url.unwrap().as_str(),
             "https://abc.ngrok-free.app/"
         );
+    }
+
+    #[test]
+    fn gather_settings_have_their_defaults() {
+        let config = Config::from_args(args(&[]).unwrap()).unwrap();
+        assert_eq!(config.twilio_voice, "Polly.Stephen-Neural");
+        assert_eq!(config.gather_speech_model, "deepgram_nova-2");
+        assert_eq!(config.language, "en-US");
+        assert_eq!(config.llm_timeout, Duration::from_secs(8));
+        assert_eq!(config.speak_response_wait, Duration::from_secs(10));
+        assert!(config.redis_url.is_none());
+    }
+
+    #[test]
+    fn llm_timeout_past_twilios_limit_names_the_variable() {
+        let err = Config::from_args(args(&["--llm-timeout-ms", "20000"]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("LLM_TIMEOUT_MS must be at most 14000"),
+            "{err}"
+        );
+        let err = args(&["--llm-timeout-ms", "soon"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("LLM_TIMEOUT_MS"), "{err}");
+    }
+
+    #[test]
+    fn redis_password_never_prints() {
+        let config = Config::from_args(
+            args(&["--redis-url", "redis://:hunter2@cache.internal:6380/2"]).unwrap(),
+        )
+        .unwrap();
+        let url = config.redis_url.clone().unwrap();
+        assert_eq!(url.expose(), "redis://:hunter2@cache.internal:6380/2");
+        assert_eq!(url.to_string(), "redis://***@cache.internal:6380/2");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_redis_url_names_the_variable_without_its_password() {
+        let err = Config::from_args(args(&["--redis-url", "http://:hunter2@cache"]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("REDIS_URL="), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = Config::from_args(args(&["--redis-url", "rediss://:hunter2@cache"]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("REDIS_URL uses rediss://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

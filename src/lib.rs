@@ -9,11 +9,13 @@
 pub mod audio;
 pub mod call;
 pub mod config;
+pub mod gather;
 pub mod llm;
 pub mod server;
+pub mod store;
 pub mod stt;
 pub mod tts;
 pub mod twilio;
 
-pub use config::{Config, Secret};
+pub use config::{Config, RedisUrl, Secret};
 pub use server::{app, serve, AppState};

@@ -1,4 +1,5 @@
-//! The HTTP surface: the TwiML webhook, the Media Stream upgrade and the health check.
+//! The HTTP surface: the TwiML webhook, the Media Stream upgrade, the Gather flow's webhooks
+//! ([`crate::gather`]) and the health check.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use tokio::net::TcpListener;
 use crate::call::reply::Voice;
 use crate::call::{self, CallServices};
 use crate::config::Config;
+use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
+use crate::store::StoreError;
 use crate::stt::deepgram::DeepgramStt;
 use crate::tts::deepgram::DeepgramTts;
 use crate::twilio::twiml::{self, Element};
@@ -32,6 +35,8 @@ pub struct AppState {
     pub config: Config,
     /// Providers and settings every call uses.
     pub calls: Arc<CallServices>,
+    /// The Gather flow's store, model client and page settings.
+    pub gather: Arc<GatherServices>,
 }
 
 impl AppState {
@@ -43,6 +48,15 @@ impl AppState {
             .user_agent(concat!("ivr-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ServeError::HttpClient)?;
+        let gather = GatherServices::new(&config, Mistral::new(http.clone(), &config)).map_err(
+            |source| ServeError::Store {
+                url: config
+                    .redis_url
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+                source,
+            },
+        )?;
         let calls = Arc::new(CallServices {
             stt: DeepgramStt::new(&config),
             voice: Arc::new(Voice::new(
@@ -53,7 +67,11 @@ impl AppState {
             silence_timeout: config.silence_timeout,
             system_prompt: config.system_prompt.clone(),
         });
-        Ok(Self { config, calls })
+        Ok(Self {
+            config,
+            calls,
+            gather: Arc::new(gather),
+        })
     }
 }
 
@@ -63,6 +81,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/", get(incoming_call).post(incoming_call))
         .route("/media", get(media_stream))
         .route("/healthz", get(healthz))
+        .merge(gather::routes())
         .with_state(state)
 }
 
@@ -75,6 +94,14 @@ pub enum ServeError {
     /// The providers' HTTP client could not be built (TLS set-up).
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(reqwest::Error),
+    /// The conversation store could not be set up from `REDIS_URL`.
+    #[error("cannot use REDIS_URL={url}: {source}")]
+    Store {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        source: StoreError,
+    },
 }
 
 /// Serves on `listener` until `shutdown` resolves.
@@ -84,6 +111,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let state = Arc::new(AppState::new(config)?);
+    match &state.config.redis_url {
+        Some(url) => {
+            tracing::info!(%url, "Gather flow conversations kept in Redis, shared by every instance")
+        }
+        None => tracing::info!(
+            "Gather flow conversations kept in memory (set REDIS_URL to run several instances)"
+        ),
+    }
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -28,8 +28,14 @@ else I can help you with?";
 /// The farewell.
 pub const GOODBYE: &str = "Thank you for calling City General Hospital. Goodbye!";
 
+/// XML's special characters and Markdown in one reply, for the TwiML escaping tests.
+pub const SPECIAL: &str = "**Fish & chips** cost <5 dollars> at the \"Café\" & it's \
+[open late](https://example.com/?a=1&b=2).
+- Ask for 'Tom'.";
+
 /// Keywords (lowercase) → answer, checked in this order; the first match wins.
 const RULES: &[(&[&str], &str)] = &[
+    (&["special characters"], SPECIAL),
     (&["goodbye", "that is all"], GOODBYE),
     (&["visiting"], VISITING),
     (&["weekend", "saturday", "sunday"], WEEKEND),

@@ -9,8 +9,10 @@ pub mod fake_stt;
 pub mod fake_tts;
 pub mod faq;
 pub mod fixture;
+pub mod gather_phone;
 pub mod mistral_reply;
 pub mod mistral_rules;
+pub mod redis_server;
 pub mod replay_log;
 pub mod replayer;
 pub mod stt_bank;
@@ -179,6 +181,12 @@ fn test_config(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> ivr_bridge::C
         silence_timeout: Duration::from_millis(600),
         greeting: ivr_bridge::config::DEFAULT_GREETING.into(),
         system_prompt: ivr_bridge::config::BUILT_IN_SYSTEM_PROMPT.into(),
+        twilio_voice: "Polly.Stephen-Neural".into(),
+        gather_speech_model: "deepgram_nova-2".into(),
+        language: "en-US".into(),
+        llm_timeout: Duration::from_millis(8000),
+        speak_response_wait: Duration::from_millis(10_000),
+        redis_url: None,
     }
 }
 
