@@ -20,7 +20,7 @@ async fn talking_over_the_reply_clears_it_at_once_and_starts_the_next_turn() {
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 
     // The long directions were playing when the caller spoke again.
-    let texts = env.tts.texts();
+    let texts = support::expect::requested(&env.tts);
     assert_eq!(texts[0], GREETING);
     assert!(texts.contains(&reply_phrases(DIRECTIONS)[0]));
     assert_eq!(log.clears.len(), 1, "one interruption, one clear");
@@ -139,7 +139,7 @@ async fn speech_while_the_model_thinks_joins_the_turn_instead_of_answering_twice
         "system + the joined turn, nothing orphaned"
     );
     // Only the joined turn's answer was spoken after the greeting.
-    let texts = env.tts.texts();
+    let texts = support::expect::requested(&env.tts);
     assert_eq!(texts[0], GREETING);
     assert!(!texts.contains(&reply_phrases(DIRECTIONS)[0]), "{texts:?}");
 }

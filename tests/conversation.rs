@@ -40,7 +40,10 @@ async fn one_question_is_answered_with_the_tts_audio_in_whole_frames() {
     assert_eq!(answer_for(question), HOURS);
 
     // The greeting and the answer's phrases were synthesized.
-    assert_eq!(sorted(env.tts.texts()), sorted(call_texts(&[HOURS])));
+    assert_eq!(
+        sorted(support::expect::requested(&env.tts)),
+        sorted(call_texts(&[HOURS]))
+    );
 
     // Twilio received exactly that audio, in order: 160-byte frames on the call's streamSid,
     // no header, only the last frame of each phrase padded.
@@ -138,7 +141,7 @@ async fn three_turns_keep_the_whole_history_and_never_repeat_words() {
     );
 
     // The address answer's Markdown was stripped before it was spoken.
-    let texts = env.tts.texts();
+    let texts = support::expect::requested(&env.tts);
     assert_eq!(sorted(texts.clone()), sorted(call_texts(&answers)));
     assert!(
         texts.iter().all(|t| !t.contains("**") && !t.contains("](")),

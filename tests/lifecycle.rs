@@ -142,7 +142,7 @@ async fn a_dropped_socket_cancels_the_thinking_model_and_the_recogniser() {
     assert!(!request.completed, "the model request outlived the call");
     assert!(dropped_at.elapsed() < Duration::from_secs(5));
     assert_eq!(
-        env.tts.texts().len(),
+        support::expect::requested(&env.tts).len(),
         1,
         "only the greeting was ever synthesized"
     );

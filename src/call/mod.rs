@@ -23,7 +23,7 @@ use crate::audio::mulaw;
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
 use crate::twilio::media::{Inbound, Start};
-use reply::{ReplyEvent, Script, Voice};
+use reply::{ReplyError, ReplyEvent, Script, Voice};
 use turns::{Action, ReplyId, Turns};
 
 /// How long Twilio may take to send `start` after the socket opens.
@@ -35,6 +35,9 @@ const MALFORMED_LOGGED: u64 = 5;
 /// What the caller hears when speech recognition cannot be reached; then the call ends.
 pub const STT_APOLOGY: &str = "I'm sorry, I can't hear you right now because of a technical \
 problem. Please call again in a few minutes. Goodbye.";
+/// What the caller hears when a reply could not be produced; then the call listens again.
+pub const REPLY_FALLBACK: &str =
+    "I'm sorry, I didn't manage to answer that. Could you say it again, please?";
 /// Longest wait for a farewell to play before the call is ended anyway.
 const FAREWELL_LIMIT: Duration = Duration::from_secs(20);
 
@@ -138,6 +141,8 @@ struct Call {
     malformed: u64,
     /// The call ends once this reply (a farewell) has been heard, or at the deadline.
     hang_up_after: Option<(ReplyId, Instant)>,
+    /// The fallback phrase being spoken, so its own failure does not start another.
+    fallback: Option<ReplyId>,
 }
 
 /// Whether the call goes on after a message.
@@ -174,6 +179,7 @@ impl Call {
             mulaw: Vec::with_capacity(320),
             malformed: 0,
             hang_up_after: None,
+            fallback: None,
         }
     }
 
@@ -181,6 +187,9 @@ impl Call {
         let greeting = self.services.greeting.clone();
         let actions = self.turns.start(&greeting);
         self.apply(actions);
+        // Have the fallback phrase's audio ready before a provider fails, not after.
+        let voice = self.services.voice.clone();
+        tokio::spawn(async move { voice.prefetch(REPLY_FALLBACK).await });
         let reason = loop {
             if let Some((farewell, by)) = self.hang_up_after {
                 if self.turns.current_reply() != Some(farewell) || Instant::now() >= by {
@@ -291,7 +300,6 @@ impl Call {
                 self.turns.on_reply_queued(id);
             }
             ReplyEvent::Failed { id, error } => {
-                tracing::error!(reply = id.0, %error, "reply failed; listening again");
                 self.turns.on_reply_failed(id);
                 if self
                     .reply
@@ -300,8 +308,29 @@ impl Call {
                 {
                     self.reply = None;
                 }
+                self.on_reply_failed(id, &error);
             }
         }
+    }
+
+    /// A reply failed: the caller hears the fallback phrase (when it can be spoken) and the call
+    /// keeps listening.
+    fn on_reply_failed(&mut self, id: ReplyId, error: &ReplyError) {
+        let speakable = match error {
+            ReplyError::Llm(_) => true,
+            // With the voice itself failing, only audio made earlier can still be played.
+            ReplyError::Tts(_) => self.services.voice.has_cached(REPLY_FALLBACK),
+        };
+        if self.fallback == Some(id) || self.hang_up_after.is_some() || !speakable {
+            tracing::error!(reply = id.0, %error, "reply failed; nothing could be said, listening again");
+            return;
+        }
+        tracing::error!(reply = id.0, %error, "reply failed; telling the caller and listening again");
+        let actions = self.turns.say(REPLY_FALLBACK);
+        if let Some(Action::Say { id, .. }) = actions.last() {
+            self.fallback = Some(*id);
+        }
+        self.apply(actions);
     }
 
     fn apply(&mut self, actions: Vec<Action>) {

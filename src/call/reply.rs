@@ -24,6 +24,8 @@ use crate::tts::text::{speakable, split_for_tts, PhraseSplitter, TTS_MAX_CHARS};
 const LOOKAHEAD: usize = 2;
 /// Audio chunks one synthesis may buffer before the phrase ahead of it is sent.
 const SYNTHESIS_BUFFER_CHUNKS: usize = 256;
+/// Pause before the one retry of a failed synthesis request.
+const TTS_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 /// Fixed texts (greeting, fallbacks) whose audio is kept; a bound, not an expected size.
 const CACHE_ENTRIES: usize = 16;
 
@@ -93,6 +95,31 @@ impl Voice {
             tts,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the audio of fixed text `text` is ready in memory.
+    pub fn has_cached(&self, text: &str) -> bool {
+        self.cached(&speakable(text)).is_some()
+    }
+
+    /// Synthesizes fixed text `text` into the cache unless it is there already; failures are
+    /// left for the next call to retry.
+    pub async fn prefetch(&self, text: &str) {
+        let spoken = speakable(text);
+        if self.cached(&spoken).is_some() || spoken.chars().count() > TTS_MAX_CHARS {
+            return;
+        }
+        let Ok(mut stream) = self.tts.synthesize(&spoken).await else {
+            return;
+        };
+        let mut audio = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => audio.extend_from_slice(&chunk),
+                Err(_) => return,
+            }
+        }
+        self.remember(&spoken, Bytes::from(audio));
     }
 
     fn cached(&self, text: &str) -> Option<Bytes> {
@@ -253,9 +280,16 @@ impl Reply {
             let fetch = async {
                 let mut stream = match tts.synthesize(&text).await {
                     Ok(stream) => stream,
-                    Err(err) => {
-                        let _ = tx.send(Err(err)).await;
-                        return;
+                    Err(first) => {
+                        tracing::warn!(error = %first, "speech synthesis failed; retrying once");
+                        tokio::time::sleep(TTS_RETRY_PAUSE).await;
+                        match tts.synthesize(&text).await {
+                            Ok(stream) => stream,
+                            Err(err) => {
+                                let _ = tx.send(Err(err)).await;
+                                return;
+                            }
+                        }
                     }
                 };
                 while let Some(chunk) = stream.next().await {
