@@ -262,7 +262,31 @@ pub struct ServeArgs {
     /// (redis://[:password@]host[:port][/db]). Unset: kept in this process's memory.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// Twilio auth token: when set, every webhook and Media Stream handshake must carry a valid
+    /// X-Twilio-Signature (403 otherwise). Unset: signatures are not checked (a warning says so).
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+
+    /// Most calls served at once; further calls are refused politely (503).
+    #[arg(long, env = "MAX_CALLS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_calls: u32,
+
+    /// Seconds calls in progress may continue after SIGTERM before the process exits.
+    #[arg(long, env = "DRAIN_TIMEOUT_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_timeout_s: u64,
+
+    /// Said when a streaming reply cannot be produced (model or voice failure); the call then
+    /// listens again.
+    #[arg(long, env = "FALLBACK_PHRASE", default_value = DEFAULT_FALLBACK_PHRASE)]
+    pub fallback_phrase: String,
 }
+
+/// Said when a reply could not be produced, unless `FALLBACK_PHRASE` says otherwise.
+pub const DEFAULT_FALLBACK_PHRASE: &str =
+    "I'm sorry, I didn't manage to answer that. Could you say it again, please?";
 
 /// Twilio abandons a webhook after 15 s; a wait budget must leave room to answer.
 const WEBHOOK_BUDGET_MS: u64 = 14_000;
@@ -318,6 +342,14 @@ pub struct Config {
     pub speak_response_wait: Duration,
     /// Shared conversation store; `None` keeps conversations in memory (one instance only).
     pub redis_url: Option<RedisUrl>,
+    /// Key for checking Twilio's request signatures; `None` turns checking off.
+    pub twilio_auth_token: Option<Secret>,
+    /// Most calls served at once.
+    pub max_calls: usize,
+    /// How long calls may continue after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Said when a streaming reply cannot be produced.
+    pub fallback_phrase: String,
 }
 
 impl Config {
@@ -366,6 +398,13 @@ impl Config {
                 .filter(|raw| !raw.trim().is_empty())
                 .map(RedisUrl::parse)
                 .transpose()?,
+            twilio_auth_token: args
+                .twilio_auth_token
+                .filter(|token| !token.trim().is_empty())
+                .map(|token| Secret::new(token.trim())),
+            max_calls: args.max_calls as usize,
+            drain_timeout: Duration::from_secs(args.drain_timeout_s),
+            fallback_phrase: required_text("FALLBACK_PHRASE", args.fallback_phrase)?,
         })
     }
 }

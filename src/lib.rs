@@ -14,6 +14,7 @@ pub mod llm;
 pub mod server;
 pub mod store;
 pub mod stt;
+pub mod telemetry;
 pub mod tts;
 pub mod twilio;
 

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ivr_bridge::config::{Config, ServeArgs};
-use tracing_subscriber::EnvFilter;
 
 /// Exit code for a bad command line or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -69,8 +68,7 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,reqwest=warn,tungstenite=warn"));
+    let filter = ivr_bridge::telemetry::filter(ivr_bridge::telemetry::DEFAULT_FILTER);
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 

@@ -2,7 +2,10 @@
 //! ([`crate::gather`]) and the health check.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
@@ -11,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::call::reply::Voice;
 use crate::call::{self, CallServices};
@@ -20,6 +25,7 @@ use crate::llm::mistral::Mistral;
 use crate::store::StoreError;
 use crate::stt::deepgram::DeepgramStt;
 use crate::tts::deepgram::DeepgramTts;
+use crate::twilio::signature::{require_signature, Validator};
 use crate::twilio::twiml::{self, Element};
 
 /// Largest WebSocket message accepted from Twilio; a media frame is about 300 bytes.
@@ -37,6 +43,62 @@ pub struct AppState {
     pub calls: Arc<CallServices>,
     /// The Gather flow's store, model client and page settings.
     pub gather: Arc<GatherServices>,
+    /// Checks Twilio's request signatures; `None` when no auth token is configured.
+    pub signatures: Option<Validator>,
+    /// Media Streams in progress.
+    live: Arc<LiveCalls>,
+    /// Cancelled on SIGTERM: health answers 503 and new calls are refused while calls in
+    /// progress finish.
+    draining: CancellationToken,
+}
+
+/// Counts the calls in progress, so a limit can refuse new ones and a drain can wait for the
+/// last one.
+#[derive(Debug, Default)]
+pub struct LiveCalls {
+    /// Calls holding a [`CallSlot`].
+    count: AtomicUsize,
+    /// Woken whenever a call ends.
+    ended: Notify,
+}
+
+/// A call's place in the count; dropping it (when the call task ends) frees it.
+#[derive(Debug)]
+pub struct CallSlot(Arc<LiveCalls>);
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_waiters();
+    }
+}
+
+impl LiveCalls {
+    /// A slot for a new call, unless `max` calls are already in progress.
+    fn enter(self: &Arc<Self>, max: usize) -> Option<CallSlot> {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| CallSlot(self.clone()))
+    }
+
+    /// Calls in progress now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Resolves when no call is in progress.
+    async fn all_ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if self.count() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
 }
 
 impl AppState {
@@ -66,22 +128,71 @@ impl AppState {
             greeting: config.greeting.clone(),
             silence_timeout: config.silence_timeout,
             system_prompt: config.system_prompt.clone(),
+            fallback_phrase: config.fallback_phrase.clone(),
+            shutdown: CancellationToken::new(),
         });
         Ok(Self {
+            signatures: config.twilio_auth_token.clone().map(Validator::new),
             config,
             calls,
             gather: Arc::new(gather),
+            live: Arc::new(LiveCalls::default()),
+            draining: CancellationToken::new(),
         })
+    }
+
+    /// Media Streams in progress.
+    pub fn live_calls(&self) -> usize {
+        self.live.count()
+    }
+
+    /// True once a drain has begun: no new calls are taken.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// Stops taking calls, lets the calls in progress finish for up to `DRAIN_TIMEOUT_S`, then
+    /// ends the rest.
+    pub async fn drain(&self) {
+        self.draining.cancel();
+        let calls = self.live_calls();
+        tracing::info!(
+            calls,
+            "draining: new calls are refused, calls in progress continue"
+        );
+        let limit = self.config.drain_timeout;
+        if tokio::time::timeout(limit, self.live.all_ended())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                calls = self.live_calls(),
+                "drain timeout of {limit:?} reached: ending the calls still in progress"
+            );
+            self.calls.shutdown.cancel();
+            let _ = tokio::time::timeout(CALL_END_GRACE, self.live.all_ended()).await;
+        }
+        tracing::info!("drained: no call in progress");
     }
 }
 
-/// The router, for `serve`, tests and tools that want to mount it themselves.
+/// How long calls get to end after being told to, at the end of a drain.
+const CALL_END_GRACE: Duration = Duration::from_secs(3);
+
+/// The router, for `serve`, tests and tools that want to mount it themselves. Twilio's routes
+/// require a valid signature when an auth token is configured; the health check does not.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let twilio = Router::new()
         .route("/", get(incoming_call).post(incoming_call))
         .route("/media", get(media_stream))
-        .route("/healthz", get(healthz))
         .merge(gather::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_signature,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(twilio)
         .with_state(state)
 }
 
@@ -104,13 +215,27 @@ pub enum ServeError {
     },
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// Serves on `listener` until `shutdown` resolves, then drains (see [`AppState::drain`]).
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let state = Arc::new(AppState::new(config)?);
+    serve_state(listener, Arc::new(AppState::new(config)?), shutdown).await
+}
+
+/// [`serve`] with state the caller keeps a handle on (tests and tools read the live calls).
+pub async fn serve_state(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    if state.signatures.is_none() {
+        tracing::warn!(
+            "TWILIO_AUTH_TOKEN is not set: Twilio request signatures are NOT checked, so anyone \
+             who finds this server's URL can start calls"
+        );
+    }
     match &state.config.redis_url {
         Some(url) => {
             tracing::info!(%url, "Gather flow conversations kept in Redis, shared by every instance")
@@ -119,29 +244,87 @@ pub async fn serve(
             "Gather flow conversations kept in memory (set REDIS_URL to run several instances)"
         ),
     }
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
+    let drained = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state.drain().await;
+        }
+    };
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(drained)
         .await?;
     Ok(())
 }
 
 /// `GET /media`: the Twilio Media Stream. One socket is one call, served by its own task.
+/// Refused with 503 while draining or at `MAX_CALLS` (Twilio then ends the stream and plays
+/// the TwiML after `<Connect>`).
 async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let Some(slot) = state.live.enter(state.config.max_calls) else {
+        tracing::warn!(
+            max = state.config.max_calls,
+            "media stream refused: at MAX_CALLS"
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
+    };
     let services = state.calls.clone();
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_failed_upgrade(|err| tracing::warn!(%err, "media stream upgrade failed"))
-        .on_upgrade(move |socket| call::run(socket, services))
+        .on_upgrade(move |socket| async move {
+            call::run(socket, services).await;
+            drop(slot);
+        })
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// `GET /healthz`: 200 while taking calls, 503 once draining so balancers move on.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    "ok".into_response()
 }
+
+/// Whether a new call can be taken now; `Some(response)` refuses it politely.
+pub fn refuse_new_call(state: &AppState) -> Option<Response> {
+    let why = if state.is_draining() {
+        "draining"
+    } else if state.live_calls() >= state.config.max_calls {
+        "at capacity"
+    } else {
+        return None;
+    };
+    tracing::warn!("new call refused: {why}");
+    let body = twiml::response([
+        Element::new("Say").text(BUSY_APOLOGY),
+        Element::new("Hangup"),
+    ]);
+    Some(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/xml")],
+            body,
+        )
+            .into_response(),
+    )
+}
+
+/// Said to a caller refused because the server is full or shutting down.
+const BUSY_APOLOGY: &str =
+    "Sorry, all our lines are busy right now. Please call again in a few minutes. Goodbye.";
 
 /// `POST /`: Twilio's "a call comes in" webhook. Answers with `<Connect><Stream>` to `/media`
 /// and hangs up when the stream ends.
 async fn incoming_call(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refuse_new_call(&state) {
+        return refusal;
+    }
     let Some(base) = public_base(&state.config, &headers) else {
         return (
             StatusCode::BAD_REQUEST,

@@ -73,3 +73,105 @@ async fn an_unreachable_recogniser_gets_an_apology_and_a_clean_end() {
     );
     assert!(env.llm.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_model_is_retried_once_and_the_caller_never_notices() {
+    let env = TestEnv::start().await;
+    env.llm.fail_next(1, reqwest::StatusCode::TOO_MANY_REQUESTS);
+    let log = env.replay("one_question").await;
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 2, "one 429, one retry");
+    assert_eq!(requests[0].status, 429);
+    assert_eq!(requests[0].messages, requests[1].messages);
+    assert_eq!(log.media_bytes(), call_audio(&[HOURS]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_gets_the_fallback_phrase_and_no_orphaned_turn() {
+    let env = TestEnv::start().await;
+    // The first question fails twice (request and retry); the second works.
+    env.llm
+        .fail_next(2, reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    let fixture = Fixture::load("three_turns");
+    let said: Vec<&str> = fixture
+        .meta
+        .utterances
+        .iter()
+        .map(|u| u.text.as_str())
+        .collect();
+    let log = env.replay("three_turns").await;
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+
+    let fallback = speakable(ivr_bridge::config::DEFAULT_FALLBACK_PHRASE);
+    let fallback_audio = support::framed(&support::fake_tts::audio_for(&fallback));
+    let heard = log.heard();
+    assert!(
+        heard
+            .windows(fallback_audio.len())
+            .any(|w| w == fallback_audio.as_slice()),
+        "the caller heard the fallback phrase"
+    );
+    // The call kept listening: the next question was asked with a history free of the failed
+    // turn (no user message without its answer).
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 4);
+    let second: Vec<(&str, &str)> = requests[2]
+        .messages
+        .iter()
+        .skip(1)
+        .map(|(r, c)| (r.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(second, vec![("user", said[1])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_hangs_is_cut_at_the_budget() {
+    let env = TestEnv::start_with(|config| config.llm_timeout = Duration::from_millis(1_000)).await;
+    env.llm.hang_next(1);
+    let log = env.replay("one_question").await;
+    let fallback = speakable(ivr_bridge::config::DEFAULT_FALLBACK_PHRASE);
+    let texts = support::expect::requested(&env.tts);
+    let requests = env.llm.requests();
+    assert_eq!(
+        requests.len(),
+        1,
+        "a timeout is not retried: the budget is spent"
+    );
+    // The fallback was spoken (from the cache or synthesized), within ~1 s of the turn's end.
+    let fallback_audio = support::framed(&support::fake_tts::audio_for(&fallback));
+    assert!(log.media_bytes().ends_with(&fallback_audio), "{texts:?}");
+    let asked = requests[0].at;
+    let first_fallback_frame = log
+        .media
+        .iter()
+        .rev()
+        .nth(fallback_audio.len() / 160 - 1)
+        .expect("fallback frames");
+    let waited = first_fallback_frame.at.duration_since(asked);
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2_000),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_voice_is_retried_once() {
+    let env = TestEnv::start().await;
+    let log = {
+        // Let the greeting through, then fail the next synthesis once.
+        let url = env.media_url();
+        let call =
+            tokio::spawn(
+                async move { support::replay(&url, &Fixture::load("one_question")).await },
+            );
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        env.tts.fail_next(1);
+        call.await.expect("replay")
+    };
+    assert_eq!(
+        log.media_bytes(),
+        call_audio(&[HOURS]),
+        "the retry produced the same audio"
+    );
+    assert!(env.tts.requests().iter().any(|r| r.status == 500));
+}

@@ -35,9 +35,6 @@ const MALFORMED_LOGGED: u64 = 5;
 /// What the caller hears when speech recognition cannot be reached; then the call ends.
 pub const STT_APOLOGY: &str = "I'm sorry, I can't hear you right now because of a technical \
 problem. Please call again in a few minutes. Goodbye.";
-/// What the caller hears when a reply could not be produced; then the call listens again.
-pub const REPLY_FALLBACK: &str =
-    "I'm sorry, I didn't manage to answer that. Could you say it again, please?";
 /// Longest wait for a farewell to play before the call is ended anyway.
 const FAREWELL_LIMIT: Duration = Duration::from_secs(20);
 
@@ -54,6 +51,10 @@ pub struct CallServices {
     pub silence_timeout: Duration,
     /// The assistant's instructions.
     pub system_prompt: String,
+    /// Said when a reply cannot be produced.
+    pub fallback_phrase: String,
+    /// Cancelled when the server ends the calls still in progress (end of a drain).
+    pub shutdown: CancellationToken,
 }
 
 /// Serves one Media Stream from its first message to its end.
@@ -188,8 +189,11 @@ impl Call {
         let actions = self.turns.start(&greeting);
         self.apply(actions);
         // Have the fallback phrase's audio ready before a provider fails, not after.
-        let voice = self.services.voice.clone();
-        tokio::spawn(async move { voice.prefetch(REPLY_FALLBACK).await });
+        let (voice, fallback) = (
+            self.services.voice.clone(),
+            self.services.fallback_phrase.clone(),
+        );
+        tokio::spawn(async move { voice.prefetch(&fallback).await });
         let reason = loop {
             if let Some((farewell, by)) = self.hang_up_after {
                 if self.turns.current_reply() != Some(farewell) || Instant::now() >= by {
@@ -201,6 +205,7 @@ impl Call {
                 .next_deadline()
                 .or(self.hang_up_after.map(|(_, by)| by));
             tokio::select! {
+                () = self.services.shutdown.cancelled() => break "the server is shutting down",
                 message = stream.next() => match message {
                     Some(Ok(Message::Text(text))) => {
                         if self.on_twilio(&text) == Flow::Stop {
@@ -319,14 +324,18 @@ impl Call {
         let speakable = match error {
             ReplyError::Llm(_) => true,
             // With the voice itself failing, only audio made earlier can still be played.
-            ReplyError::Tts(_) => self.services.voice.has_cached(REPLY_FALLBACK),
+            ReplyError::Tts(_) => self
+                .services
+                .voice
+                .has_cached(&self.services.fallback_phrase),
         };
         if self.fallback == Some(id) || self.hang_up_after.is_some() || !speakable {
             tracing::error!(reply = id.0, %error, "reply failed; nothing could be said, listening again");
             return;
         }
         tracing::error!(reply = id.0, %error, "reply failed; telling the caller and listening again");
-        let actions = self.turns.say(REPLY_FALLBACK);
+        let fallback = self.services.fallback_phrase.clone();
+        let actions = self.turns.say(&fallback);
         if let Some(Action::Say { id, .. }) = actions.last() {
             self.fallback = Some(*id);
         }

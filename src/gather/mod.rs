@@ -125,6 +125,9 @@ async fn call(
     headers: HeaderMap,
     form: FormResult,
 ) -> Response {
+    if let Some(refusal) = crate::server::refuse_new_call(&state) {
+        return refusal;
+    }
     let call = match call_sid(form) {
         Ok((call, _)) => call,
         Err(refused) => return refused.into_response(),

@@ -7,6 +7,7 @@ use futures::{Stream, StreamExt};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::sse::{SseError, SseParser};
 use super::ChatMessage;
@@ -41,6 +42,20 @@ pub enum LlmError {
     /// The event stream broke its format.
     #[error("Mistral's event stream is unreadable: {0}")]
     Stream(#[from] SseError),
+    /// No text within the reply budget (`LLM_TIMEOUT_MS`).
+    #[error("Mistral gave no text within {0:?}")]
+    Timeout(Duration),
+}
+
+impl LlmError {
+    /// Worth one more try: rate limited, a server-side failure, or the connection failed.
+    fn is_retryable(&self) -> bool {
+        match self {
+            LlmError::Status { status, .. } => status.as_u16() == 429 || status.is_server_error(),
+            LlmError::Http(err) => err.is_connect() || err.is_request(),
+            _ => false,
+        }
+    }
 }
 
 /// A Mistral client: one pooled HTTP client, one model.
@@ -54,6 +69,8 @@ pub struct Mistral {
     key: Secret,
     /// Model name sent with every request.
     model: String,
+    /// Time a streamed reply has to produce its first text, retry included.
+    budget: Duration,
 }
 
 /// The request body: only documented fields (Mistral rejects unknown ones with 422).
@@ -90,6 +107,7 @@ impl Mistral {
             url: config.mistral_api_url.clone(),
             key: config.mistral_api_key.clone(),
             model: config.mistral_model.clone(),
+            budget: config.llm_timeout,
         }
     }
 
@@ -100,7 +118,38 @@ impl Mistral {
     }
 
     /// Asks for the next message as a stream of text pieces, yielded as Mistral writes them.
+    ///
+    /// The first piece must come within the budget (`LLM_TIMEOUT_MS`). A rate limit, a server
+    /// error or a failed connection is retried once after a short random pause, if the budget
+    /// leaves room for it.
     pub async fn stream(
+        &self,
+        messages: &[ChatMessage],
+    ) -> Result<impl Stream<Item = Result<String, LlmError>> + Send + Unpin + 'static, LlmError>
+    {
+        let deadline = Instant::now() + self.budget;
+        let mut retried = false;
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.first_piece(messages)).await;
+            match attempt {
+                Err(_) => return Err(LlmError::Timeout(self.budget)),
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(err)) if !retried && err.is_retryable() => {
+                    let pause = jitter();
+                    if Instant::now() + pause >= deadline {
+                        return Err(err);
+                    }
+                    tracing::warn!(error = %err, "the model failed; retrying once");
+                    tokio::time::sleep(pause).await;
+                    retried = true;
+                }
+                Ok(Err(err)) => return Err(err),
+            }
+        }
+    }
+
+    /// Sends a streamed request and waits for its first text piece.
+    async fn first_piece(
         &self,
         messages: &[ChatMessage],
     ) -> Result<impl Stream<Item = Result<String, LlmError>> + Send + Unpin + 'static, LlmError>
@@ -112,7 +161,13 @@ impl Mistral {
             ready: VecDeque::new(),
             done: false,
         };
-        Ok(Box::pin(futures::stream::unfold(state, Deltas::next)))
+        let mut deltas = Box::pin(futures::stream::unfold(state, Deltas::next));
+        let first = match deltas.next().await {
+            Some(Ok(text)) => text,
+            Some(Err(err)) => return Err(err),
+            None => return Err(LlmError::NoText("the stream ended without text".into())),
+        };
+        Ok(futures::stream::iter([Ok(first)]).chain(deltas))
     }
 
     /// Sends the request; an error status becomes [`LlmError::Status`].
@@ -158,6 +213,15 @@ impl Mistral {
 
 type ByteStream =
     std::pin::Pin<Box<dyn Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static>>;
+
+/// A pause of 50–250 ms before a retry, different from call to call so that calls failing
+/// together do not retry together.
+fn jitter() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    Duration::from_millis(50 + u64::from(nanos % 200))
+}
 
 /// State of a streamed completion: the body, the SSE parser, text pieces not yet yielded.
 struct Deltas {

@@ -1,4 +1,5 @@
-//! Everything that speaks Twilio: Media Stream messages and TwiML.
+//! Everything that speaks Twilio: Media Stream messages, TwiML and request signatures.
 
 pub mod media;
+pub mod signature;
 pub mod twiml;

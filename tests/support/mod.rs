@@ -22,6 +22,7 @@ pub mod twilio_model;
 pub mod wire;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -89,6 +90,8 @@ pub struct TestEnv {
     pub llm: FakeMistral,
     /// The configuration the server was started with.
     pub config: ivr_bridge::Config,
+    /// The server's shared state (live calls, drain).
+    pub state: Arc<ivr_bridge::AppState>,
     /// Fires the server's graceful shutdown.
     shutdown: Option<oneshot::Sender<()>>,
     /// The server task, to await its exit.
@@ -114,15 +117,21 @@ impl TestEnv {
             .expect("binding the server's port");
         let server = listener.local_addr().expect("server's local address");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(ivr_bridge::serve(listener, config.clone(), async move {
-            let _ = rx.await;
-        }));
+        let state = Arc::new(ivr_bridge::AppState::new(config.clone()).expect("server state"));
+        let task = tokio::spawn(ivr_bridge::server::serve_state(
+            listener,
+            state.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Self {
             server,
             stt,
             tts,
             llm,
             config,
+            state,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -187,6 +196,10 @@ fn test_config(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> ivr_bridge::C
         llm_timeout: Duration::from_millis(8000),
         speak_response_wait: Duration::from_millis(10_000),
         redis_url: None,
+        twilio_auth_token: None,
+        max_calls: 1000,
+        drain_timeout: Duration::from_secs(60),
+        fallback_phrase: ivr_bridge::config::DEFAULT_FALLBACK_PHRASE.into(),
     }
 }
 
