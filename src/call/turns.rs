@@ -10,6 +10,12 @@ use tokio::time::Instant;
 
 use crate::llm::{ChatMessage, Role};
 
+/// Exchanges (caller turn + reply) kept in the history sent to the model; older ones are
+/// dropped first. The system prompt is always kept.
+pub const MAX_HISTORY_EXCHANGES: usize = 20;
+/// Characters of history kept, for the same reason: a long call must not grow without bound.
+pub const MAX_HISTORY_CHARS: usize = 16_000;
+
 /// Identifies one reply (the greeting included); ids only grow, so "this reply and every older
 /// one" is a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -378,6 +384,19 @@ impl Turns {
         self.history
             .push(ChatMessage::new(Role::User, user_text.clone()));
         self.history.push(ChatMessage::new(Role::Assistant, heard));
+        self.trim_history();
+    }
+
+    /// Drops the oldest exchanges until the history is within its bounds (the newest exchange
+    /// is always kept).
+    fn trim_history(&mut self) {
+        let chars = |h: &[ChatMessage]| h.iter().map(|m| m.content.chars().count()).sum::<usize>();
+        while self.history.len() > 2
+            && (self.history.len() > 2 * MAX_HISTORY_EXCHANGES
+                || chars(&self.history) > MAX_HISTORY_CHARS)
+        {
+            self.history.drain(..2);
+        }
     }
 
     fn end_turn(&mut self) -> Vec<Action> {
@@ -635,6 +654,33 @@ mod tests {
             ["Hours?", "Eight to six.", "Address?", "Main Street."]
         );
         assert_eq!(turns.turns(), 2);
+    }
+
+    #[test]
+    fn history_is_bounded_oldest_first() {
+        let (mut turns, t0) = listening();
+        let long = "x".repeat(MAX_HISTORY_CHARS / 4);
+        for n in 0..(MAX_HISTORY_EXCHANGES + 5) {
+            turns.on_transcript(&format!("question {n}"), true, ms(t0, 0));
+            let (id, _, _) = asked(&turns.on_tick(ms(t0, 5000)));
+            let answer = if n == MAX_HISTORY_EXCHANGES + 4 {
+                long.as_str()
+            } else {
+                "ok"
+            };
+            speak(&mut turns, id, &[answer], 1);
+            assert!(turns.history().len() <= 2 * MAX_HISTORY_EXCHANGES);
+        }
+        let kept = turns.history();
+        assert_eq!(kept.last().map(|m| m.content.as_str()), Some(long.as_str()));
+        assert_eq!(
+            kept[kept.len() - 2].content,
+            format!("question {}", MAX_HISTORY_EXCHANGES + 4)
+        );
+        assert_eq!(kept[0].role, Role::User, "exchanges are dropped whole");
+        assert!(!kept.iter().any(|m| m.content == "question 0"));
+        let chars: usize = kept.iter().map(|m| m.content.chars().count()).sum();
+        assert!(chars <= MAX_HISTORY_CHARS);
     }
 
     #[test]
