@@ -89,12 +89,7 @@ async fn talking_over_the_reply_clears_it_at_once_and_starts_the_next_turn() {
     // The interruption became the next turn, with the whole conversation before it.
     let requests = env.llm.requests();
     assert_eq!(requests.len(), 2);
-    let dialogue: Vec<(&str, &str)> = requests[1]
-        .messages
-        .iter()
-        .skip(1)
-        .map(|(r, c)| (r.as_str(), c.as_str()))
-        .collect();
+    let dialogue = support::expect::dialogue(&requests[1].messages);
     // The history keeps what the caller heard of the directions: the phrases that played.
     let heard_part = reply_phrases(DIRECTIONS)[..played].join(" ");
     assert_eq!(
@@ -114,12 +109,7 @@ async fn speech_while_the_model_thinks_joins_the_turn_instead_of_answering_twice
     env.llm.set_total_delay(Duration::from_secs(4));
     env.llm.set_first_token_delay(Duration::from_secs(4));
     let fixture = Fixture::load("barge_in");
-    let said: Vec<&str> = fixture
-        .meta
-        .utterances
-        .iter()
-        .map(|u| u.text.as_str())
-        .collect();
+    let said = fixture.said();
     let log = env.replay("barge_in").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 

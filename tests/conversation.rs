@@ -2,19 +2,10 @@
 
 mod support;
 
-use support::expect::{call_audio, call_marks, call_texts, heard, sorted};
+use support::expect::{call_audio, call_marks, call_texts, dialogue, heard, sorted};
 use support::faq::{answer_for, ADDRESS, GOODBYE, HOURS};
 use support::fixture::{pcm16le, FRAME_BYTES};
 use support::{Fixture, TestEnv, DEEPGRAM_KEY};
-
-/// (role, content) pairs of a request, without the system prompt.
-fn dialogue(messages: &[(String, String)]) -> Vec<(&str, &str)> {
-    messages
-        .iter()
-        .skip(1)
-        .map(|(role, content)| (role.as_str(), content.as_str()))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_question_is_answered_with_the_tts_audio_in_whole_frames() {
@@ -105,12 +96,7 @@ async fn caller_audio_reaches_deepgram_as_pcm_with_the_documented_parameters() {
 async fn three_turns_keep_the_whole_history_and_never_repeat_words() {
     let env = TestEnv::start().await;
     let fixture = Fixture::load("three_turns");
-    let said: Vec<&str> = fixture
-        .meta
-        .utterances
-        .iter()
-        .map(|u| u.text.as_str())
-        .collect();
+    let said = fixture.said();
     let log = env.replay("three_turns").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 

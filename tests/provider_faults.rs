@@ -93,12 +93,7 @@ async fn a_failing_model_gets_the_fallback_phrase_and_no_orphaned_turn() {
     env.llm
         .fail_next(2, reqwest::StatusCode::INTERNAL_SERVER_ERROR);
     let fixture = Fixture::load("barge_in");
-    let said: Vec<&str> = fixture
-        .meta
-        .utterances
-        .iter()
-        .map(|u| u.text.as_str())
-        .collect();
+    let said = fixture.said();
     let log = env.replay("barge_in").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 
@@ -119,12 +114,7 @@ async fn a_failing_model_gets_the_fallback_phrase_and_no_orphaned_turn() {
         .map(|r| (r.status, r.messages.last().cloned()))
         .collect();
     assert_eq!(requests.len(), 3, "{summary:?}");
-    let second: Vec<(&str, &str)> = requests[2]
-        .messages
-        .iter()
-        .skip(1)
-        .map(|(r, c)| (r.as_str(), c.as_str()))
-        .collect();
+    let second = support::expect::dialogue(&requests[2].messages);
     assert_eq!(second, vec![("user", said[1])]);
 }
 

@@ -57,3 +57,12 @@ pub fn requested(tts: &super::FakeTts) -> Vec<String> {
     let fallback = speakable(ivr_bridge::config::DEFAULT_FALLBACK_PHRASE);
     tts.texts().into_iter().filter(|t| *t != fallback).collect()
 }
+
+/// (role, content) pairs of a model request, without the system prompt.
+pub fn dialogue(messages: &[(String, String)]) -> Vec<(&str, &str)> {
+    messages
+        .iter()
+        .skip(1)
+        .map(|(role, content)| (role.as_str(), content.as_str()))
+        .collect()
+}

@@ -107,7 +107,16 @@ impl Fixture {
         ALL.iter().map(|name| Fixture::load(name)).collect()
     }
 
-    /// The `streamSid` of the call.
+    /// What the caller says in this call, utterance by utterance.
+    pub fn said(&self) -> Vec<&str> {
+        self.meta
+            .utterances
+            .iter()
+            .map(|u| u.text.as_str())
+            .collect()
+    }
+
+    /// The `streamSid` of this call.
     pub fn stream_sid(&self) -> &str {
         &self.meta.stream_sid
     }
