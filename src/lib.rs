@@ -11,6 +11,7 @@ pub mod call;
 pub mod config;
 pub mod gather;
 pub mod llm;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod stt;

@@ -22,6 +22,7 @@ use crate::call::{self, CallServices};
 use crate::config::Config;
 use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
+use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::stt::deepgram::DeepgramStt;
 use crate::tts::deepgram::DeepgramTts;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub gather: Arc<GatherServices>,
     /// Checks Twilio's request signatures; `None` when no auth token is configured.
     pub signatures: Option<Validator>,
+    /// Counters and latencies served at `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Media Streams in progress.
     live: Arc<LiveCalls>,
     /// Cancelled on SIGTERM: health answers 503 and new calls are refused while calls in
@@ -119,17 +122,20 @@ impl AppState {
                 source,
             },
         )?;
+        let metrics = Arc::new(Metrics::new());
         let calls = Arc::new(CallServices {
             stt: DeepgramStt::new(&config),
             voice: Arc::new(Voice::new(
                 Mistral::new(http.clone(), &config),
                 DeepgramTts::new(http, &config),
+                metrics.clone(),
             )),
             greeting: config.greeting.clone(),
             silence_timeout: config.silence_timeout,
             system_prompt: config.system_prompt.clone(),
             fallback_phrase: config.fallback_phrase.clone(),
             shutdown: CancellationToken::new(),
+            metrics: metrics.clone(),
         });
         Ok(Self {
             signatures: config.twilio_auth_token.clone().map(Validator::new),
@@ -137,6 +143,7 @@ impl AppState {
             calls,
             gather: Arc::new(gather),
             live: Arc::new(LiveCalls::default()),
+            metrics,
             draining: CancellationToken::new(),
         })
     }
@@ -192,6 +199,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .merge(twilio)
         .with_state(state)
 }
@@ -273,14 +281,29 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
         return (StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
     };
     let services = state.calls.clone();
+    let active = state.metrics.active_calls.clone();
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_failed_upgrade(|err| tracing::warn!(%err, "media stream upgrade failed"))
         .on_upgrade(move |socket| async move {
+            active.inc();
             call::run(socket, services).await;
+            active.dec();
             drop(slot);
         })
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: 200 while taking calls, 503 once draining so balancers move on.

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audio::mulaw;
+use crate::metrics::Metrics;
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
 use crate::twilio::media::{Inbound, Start};
@@ -55,6 +56,44 @@ pub struct CallServices {
     pub fallback_phrase: String,
     /// Cancelled when the server ends the calls still in progress (end of a drain).
     pub shutdown: CancellationToken,
+    /// Counters and latency histograms shared by every call.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndReason {
+    CallerHungUp,
+    SocketClosed,
+    SocketFailed,
+    SttUnavailable,
+    ServerShutdown,
+}
+
+impl EndReason {
+    /// The `outcome` label of the calls counter.
+    fn label(self) -> &'static str {
+        match self {
+            EndReason::CallerHungUp => "caller_hung_up",
+            EndReason::SocketClosed => "socket_closed",
+            EndReason::SocketFailed => "socket_failed",
+            EndReason::SttUnavailable => "stt_unavailable",
+            EndReason::ServerShutdown => "server_shutdown",
+        }
+    }
+
+    /// The log's words for it.
+    fn describe(self) -> &'static str {
+        match self {
+            EndReason::CallerHungUp => "Twilio stopped the stream (the call ended)",
+            EndReason::SocketClosed => "Twilio closed the socket",
+            EndReason::SocketFailed => "the Twilio socket failed",
+            EndReason::SttUnavailable => {
+                "speech recognition unavailable: the caller was told, the call ended"
+            }
+            EndReason::ServerShutdown => "the server is shutting down",
+        }
+    }
 }
 
 /// Serves one Media Stream from its first message to its end.
@@ -144,6 +183,12 @@ struct Call {
     hang_up_after: Option<(ReplyId, Instant)>,
     /// The fallback phrase being spoken, so its own failure does not start another.
     fallback: Option<ReplyId>,
+    /// When the caller's latest final words ended (their audio, on our clock).
+    speech_end: Option<Instant>,
+    /// The answer being prepared and when the speech it answers ended, for the turn latency.
+    answering: Option<(ReplyId, Instant)>,
+    /// Turn latencies of this call (end of speech → first reply audio), for the summary.
+    turn_latencies: Vec<Duration>,
 }
 
 /// Whether the call goes on after a message.
@@ -181,6 +226,9 @@ impl Call {
             malformed: 0,
             hang_up_after: None,
             fallback: None,
+            speech_end: None,
+            answering: None,
+            turn_latencies: Vec::new(),
         }
     }
 
@@ -197,7 +245,7 @@ impl Call {
         let reason = loop {
             if let Some((farewell, by)) = self.hang_up_after {
                 if self.turns.current_reply() != Some(farewell) || Instant::now() >= by {
-                    break "speech recognition unavailable: the caller was told, the call ended";
+                    break EndReason::SttUnavailable;
                 }
             }
             let deadline = self
@@ -205,17 +253,17 @@ impl Call {
                 .next_deadline()
                 .or(self.hang_up_after.map(|(_, by)| by));
             tokio::select! {
-                () = self.services.shutdown.cancelled() => break "the server is shutting down",
+                () = self.services.shutdown.cancelled() => break EndReason::ServerShutdown,
                 message = stream.next() => match message {
                     Some(Ok(Message::Text(text))) => {
                         if self.on_twilio(&text) == Flow::Stop {
-                            break "Twilio stopped the stream";
+                            break EndReason::CallerHungUp;
                         }
                     }
                     Some(Ok(Message::Binary(_))) => self.on_malformed("binary frame"),
-                    Some(Ok(Message::Close(_))) | None => break "Twilio closed the socket",
+                    Some(Ok(Message::Close(_))) | None => break EndReason::SocketClosed,
                     Some(Ok(_)) => {}
-                    Some(Err(_)) => break "the Twilio socket failed",
+                    Some(Err(_)) => break EndReason::SocketFailed,
                 },
                 Some(event) = self.stt_events.recv() => self.on_stt(event),
                 Some(event) = self.reply_rx.recv() => self.on_reply(event),
@@ -275,15 +323,41 @@ impl Call {
 
     fn on_stt(&mut self, event: SttEvent) {
         match event {
-            SttEvent::Transcript { text, is_final, .. } => {
+            SttEvent::Transcript {
+                text,
+                is_final,
+                audio_end,
+                ..
+            } => {
+                let now = Instant::now();
                 if is_final && !text.trim().is_empty() {
                     tracing::debug!(%text, "caller said");
+                    if let Some(end) = audio_end {
+                        let metrics = &self.services.metrics;
+                        metrics
+                            .stt_final_latency
+                            .observe(now.saturating_duration_since(end).as_secs_f64());
+                        self.speech_end = Some(end.min(now));
+                    }
                 }
-                let actions = self.turns.on_transcript(&text, is_final, Instant::now());
+                let actions = self.turns.on_transcript(&text, is_final, now);
+                let interruptions = actions
+                    .iter()
+                    .filter(|a| matches!(a, Action::Interrupt { .. }))
+                    .count();
+                self.services.metrics.barge_ins.inc_by(interruptions as u64);
                 self.apply(actions);
             }
             SttEvent::SpeechStarted | SttEvent::UtteranceEnd => {}
+            SttEvent::Dropped => {
+                self.services
+                    .metrics
+                    .provider_error("deepgram_stt", "dropped");
+            }
             SttEvent::Lost(err) => {
+                self.services
+                    .metrics
+                    .provider_error("deepgram_stt", "unreachable");
                 tracing::error!(%err, "speech recognition unavailable: apologising and ending the call");
                 let actions = self.turns.say(STT_APOLOGY);
                 if let Some(Action::Say { id, .. }) = actions.last() {
@@ -299,6 +373,19 @@ impl Call {
             ReplyEvent::Phrase { id, text } => {
                 tracing::info!(reply = id.0, %text, "assistant says");
                 self.turns.on_phrase(id, &text);
+            }
+            ReplyEvent::FirstAudio { id } => {
+                if let Some((answering, speech_end)) = self.answering {
+                    if answering == id {
+                        let latency = speech_end.elapsed();
+                        self.services
+                            .metrics
+                            .turn_latency
+                            .observe(latency.as_secs_f64());
+                        self.turn_latencies.push(latency);
+                        self.answering = None;
+                    }
+                }
             }
             ReplyEvent::Queued { id, phrases } => {
                 tracing::debug!(reply = id.0, phrases, "reply fully queued");
@@ -321,6 +408,8 @@ impl Call {
     /// A reply failed: the caller hears the fallback phrase (when it can be spoken) and the call
     /// keeps listening.
     fn on_reply_failed(&mut self, id: ReplyId, error: &ReplyError) {
+        let (provider, kind) = error.kind();
+        self.services.metrics.provider_error(provider, &kind);
         let speakable = match error {
             ReplyError::Llm(_) => true,
             // With the voice itself failing, only audio made earlier can still be played.
@@ -347,6 +436,8 @@ impl Call {
             match action {
                 Action::Say { id, text } => self.start_reply(id, Script::Say(text)),
                 Action::Answer { id, messages } => {
+                    self.services.metrics.turns.inc();
+                    self.answering = Some((id, self.speech_end.unwrap_or_else(Instant::now)));
                     if let Some(turn) = messages.last() {
                         tracing::info!(turn = self.turns.turns(), text = %turn.content, "caller's turn ended");
                     }
@@ -395,8 +486,9 @@ impl Call {
         );
     }
 
-    async fn end(self, reason: &str) {
+    async fn end(self, reason: EndReason) {
         let Self {
+            services,
             turns,
             stt,
             writer,
@@ -404,8 +496,11 @@ impl Call {
             started,
             reply,
             malformed,
+            turn_latencies,
             ..
         } = self;
+        services.metrics.call_ended(reason.label());
+        let latencies_ms: Vec<u128> = turn_latencies.iter().map(Duration::as_millis).collect();
         if let Some((_, token)) = reply {
             token.cancel();
         }
@@ -416,9 +511,11 @@ impl Call {
             duration_s = format!("{:.1}", started.elapsed().as_secs_f64()),
             turns = turns.turns(),
             barge_ins = turns.barge_ins(),
+            turn_latencies_ms = ?latencies_ms,
             malformed,
             dropped_audio,
-            "call ended: {reason}"
+            "call ended: {}",
+            reason.describe()
         );
     }
 }

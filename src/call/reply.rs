@@ -4,11 +4,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::turns::ReplyId;
@@ -16,6 +18,7 @@ use super::writer::Speech;
 use crate::audio::frames::{FrameChunker, FRAME_BYTES};
 use crate::llm::mistral::{LlmError, Mistral};
 use crate::llm::ChatMessage;
+use crate::metrics::Metrics;
 use crate::tts::deepgram::{DeepgramTts, TtsError};
 use crate::tts::text::{speakable, split_for_tts, PhraseSplitter, TTS_MAX_CHARS};
 
@@ -49,6 +52,11 @@ pub enum ReplyEvent {
         /// The phrase's text.
         text: String,
     },
+    /// The reply's first audio frame was handed to the writer.
+    FirstAudio {
+        /// Which reply.
+        id: ReplyId,
+    },
     /// Every phrase and mark is queued for the writer.
     Queued {
         /// Which reply.
@@ -76,6 +84,24 @@ pub enum ReplyError {
     Tts(#[from] TtsError),
 }
 
+impl ReplyError {
+    /// The provider and the kind of failure, as metric labels.
+    pub fn kind(&self) -> (&'static str, String) {
+        match self {
+            ReplyError::Llm(LlmError::Status { status, .. }) => {
+                ("mistral", format!("http_{}", status.as_u16()))
+            }
+            ReplyError::Llm(LlmError::Timeout(_)) => ("mistral", "timeout".into()),
+            ReplyError::Llm(LlmError::Http(_)) => ("mistral", "connection".into()),
+            ReplyError::Llm(_) => ("mistral", "bad_response".into()),
+            ReplyError::Tts(TtsError::Status { status, .. }) => {
+                ("deepgram_tts", format!("http_{}", status.as_u16()))
+            }
+            ReplyError::Tts(TtsError::Http(_)) => ("deepgram_tts", "connection".into()),
+        }
+    }
+}
+
 /// The providers a reply uses, shared by every call.
 #[derive(Debug)]
 pub struct Voice {
@@ -85,15 +111,18 @@ pub struct Voice {
     pub tts: DeepgramTts,
     /// Audio of fixed texts, synthesized once per process.
     cache: Mutex<HashMap<String, Bytes>>,
+    /// Where the model's and the voice's latencies are recorded.
+    metrics: Arc<Metrics>,
 }
 
 impl Voice {
     /// A voice with an empty cache.
-    pub fn new(llm: Mistral, tts: DeepgramTts) -> Self {
+    pub fn new(llm: Mistral, tts: DeepgramTts, metrics: Arc<Metrics>) -> Self {
         Self {
             llm,
             tts,
             cache: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -152,6 +181,7 @@ pub fn spawn(
             speech,
             events: events.clone(),
             cancel: cancel.clone(),
+            audio_started: AtomicBool::new(false),
         };
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
@@ -174,6 +204,8 @@ struct Reply {
     speech: mpsc::Sender<Speech>,
     events: mpsc::Sender<ReplyEvent>,
     cancel: CancellationToken,
+    /// Set once the first frame is queued, so [`ReplyEvent::FirstAudio`] is sent once.
+    audio_started: AtomicBool,
 }
 
 /// A phrase whose audio is being fetched by its own task.
@@ -192,8 +224,14 @@ impl Reply {
         match script {
             Script::Say(text) => self.say(&text).await,
             Script::Answer(messages) => {
+                let asked = Instant::now();
                 let deltas = self.voice.llm.stream(&messages).await?;
-                self.speak(phrases_of(deltas), None).await
+                let metrics = self.voice.metrics.clone();
+                metrics
+                    .llm_first_token
+                    .observe(asked.elapsed().as_secs_f64());
+                let finished = move || metrics.llm_total.observe(asked.elapsed().as_secs_f64());
+                self.speak(phrases_of(deltas, finished), None).await
             }
         }
     }
@@ -274,10 +312,12 @@ impl Reply {
     fn synthesize(&self, text: &str, index: usize, cache_as: Option<String>) -> Synthesis {
         let (tx, audio) = mpsc::channel(SYNTHESIS_BUFFER_CHUNKS);
         let tts = self.voice.tts.clone();
+        let metrics = self.voice.metrics.clone();
         let text = text.to_owned();
         let cancel = self.cancel.child_token();
         tokio::spawn(async move {
             let fetch = async {
+                let asked = Instant::now();
                 let mut stream = match tts.synthesize(&text).await {
                     Ok(stream) => stream,
                     Err(first) => {
@@ -292,7 +332,13 @@ impl Reply {
                         }
                     }
                 };
+                let mut first = true;
                 while let Some(chunk) = stream.next().await {
+                    if std::mem::take(&mut first) {
+                        metrics
+                            .tts_first_byte
+                            .observe(asked.elapsed().as_secs_f64());
+                    }
                     if tx.send(chunk).await.is_err() {
                         return;
                     }
@@ -324,6 +370,12 @@ impl Reply {
     async fn queue_audio(&self, chunker: &mut FrameChunker, audio: &[u8]) {
         let mut frames: Vec<[u8; FRAME_BYTES]> = Vec::new();
         chunker.push(audio, |frame| frames.push(*frame));
+        if !frames.is_empty() && !self.audio_started.swap(true, Ordering::Relaxed) {
+            let _ = self
+                .events
+                .send(ReplyEvent::FirstAudio { id: self.id })
+                .await;
+        }
         for audio in frames {
             let _ = self
                 .speech
@@ -357,16 +409,24 @@ impl Reply {
 }
 
 /// The model's streamed text cut into phrases as it arrives; the rest becomes the last phrase.
+/// `finished` runs once, when the model's last words arrive.
 fn phrases_of(
     deltas: impl Stream<Item = Result<String, LlmError>> + Send + Unpin + 'static,
+    finished: impl FnOnce() + Send + 'static,
 ) -> TextStream {
-    let state = (deltas, PhraseSplitter::new(), VecDeque::new(), false);
+    let state = (
+        deltas,
+        PhraseSplitter::new(),
+        VecDeque::new(),
+        Some(finished),
+    );
     Box::pin(futures::stream::unfold(
         state,
-        |(mut deltas, mut splitter, mut ready, mut done)| async move {
+        |(mut deltas, mut splitter, mut ready, mut finished)| async move {
             loop {
+                let done = finished.is_none();
                 if let Some(phrase) = ready.pop_front() {
-                    return Some((Ok(phrase), (deltas, splitter, ready, done)));
+                    return Some((Ok(phrase), (deltas, splitter, ready, finished)));
                 }
                 if done {
                     return None;
@@ -374,11 +434,13 @@ fn phrases_of(
                 match deltas.next().await {
                     Some(Ok(text)) => ready.extend(splitter.push(&text)),
                     Some(Err(err)) => {
-                        done = true;
-                        return Some((Err(err.into()), (deltas, splitter, ready, done)));
+                        finished = None;
+                        return Some((Err(err.into()), (deltas, splitter, ready, finished)));
                     }
                     None => {
-                        done = true;
+                        if let Some(finished) = finished.take() {
+                            finished();
+                        }
                         ready.extend(splitter.finish());
                     }
                 }

@@ -195,10 +195,13 @@ impl Session {
                     }
                     match self.pump(socket).await {
                         Ok(()) => return,
-                        Err(err) => tracing::warn!(
-                            %err,
-                            "speech recognition dropped mid-call; reconnecting, caller audio is kept meanwhile"
-                        ),
+                        Err(err) => {
+                            tracing::warn!(
+                                %err,
+                                "speech recognition dropped mid-call; reconnecting, caller audio is kept meanwhile"
+                            );
+                            let _ = self.events.send(SttEvent::Dropped).await;
+                        }
                     }
                 }
                 Err(err) => {
@@ -228,11 +231,13 @@ impl Session {
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         keepalive.reset();
         let mut closing: Option<Instant> = None;
+        let mut first_audio: Option<Instant> = None;
         loop {
             tokio::select! {
                 () = self.cancel.cancelled() => return Ok(()),
                 pcm = self.audio.recv(), if closing.is_none() => match pcm {
                     Some(pcm) => {
+                        first_audio.get_or_insert_with(Instant::now);
                         sink.send(Message::Binary(pcm)).await.map_err(lost)?;
                         keepalive.reset();
                     }
@@ -250,7 +255,7 @@ impl Session {
                 }
                 message = stream.next() => match message {
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(event) = parse_event(&text) {
+                        if let Some(event) = parse_event(&text, first_audio) {
                             if self.events.send(event).await.is_err() {
                                 return Ok(());
                             }
@@ -312,6 +317,10 @@ enum ServerMessage {
         is_final: bool,
         #[serde(default)]
         speech_final: bool,
+        #[serde(default)]
+        start: f64,
+        #[serde(default)]
+        duration: f64,
         channel: Channel,
     },
     SpeechStarted {},
@@ -333,7 +342,9 @@ struct Alternative {
 }
 
 /// Turns one text message into an event; metadata, warnings and anything unreadable are `None`.
-fn parse_event(text: &str) -> Option<SttEvent> {
+/// `first_audio` is when this connection's first audio was sent: Deepgram's audio times count
+/// from there (Twilio's audio arrives in real time, so audio time tracks our clock).
+fn parse_event(text: &str, first_audio: Option<Instant>) -> Option<SttEvent> {
     let message = match serde_json::from_str::<ServerMessage>(text) {
         Ok(message) => message,
         Err(err) => {
@@ -345,8 +356,15 @@ fn parse_event(text: &str) -> Option<SttEvent> {
         ServerMessage::Results {
             is_final,
             speech_final,
+            start,
+            duration,
             channel,
         } => Some(SttEvent::Transcript {
+            audio_end: first_audio.and_then(|sent| {
+                let end = start + duration;
+                (end.is_finite() && (0.0..86_400.0).contains(&end))
+                    .then(|| sent + Duration::from_secs_f64(end))
+            }),
             text: channel
                 .alternatives
                 .into_iter()
@@ -408,15 +426,22 @@ mod tests {
         );
     }
 
+    fn parse_event_now(text: &str) -> Option<SttEvent> {
+        parse_event(text, Some(Instant::now()))
+    }
+
     #[test]
     fn parses_results() {
+        let sent = Instant::now();
         let event = parse_event(
-            r#"{"type":"Results","channel_index":[0,1],"duration":1.0,"start":0.0,"is_final":true,"speech_final":false,"from_finalize":false,"channel":{"alternatives":[{"transcript":"Hello there.","confidence":0.9,"words":[]}]},"metadata":{"request_id":"r"}}"#,
+            r#"{"type":"Results","channel_index":[0,1],"duration":1.0,"start":2.5,"is_final":true,"speech_final":false,"from_finalize":false,"channel":{"alternatives":[{"transcript":"Hello there.","confidence":0.9,"words":[]}]},"metadata":{"request_id":"r"}}"#,
+            Some(sent),
         );
         let Some(SttEvent::Transcript {
             text,
             is_final,
             speech_final,
+            audio_end,
         }) = event
         else {
             panic!("{event:?}")
@@ -425,20 +450,23 @@ mod tests {
             (text.as_str(), is_final, speech_final),
             ("Hello there.", true, false)
         );
+        assert_eq!(audio_end, Some(sent + Duration::from_millis(3_500)));
     }
 
     #[test]
     fn parses_vad_and_utterance_end_and_skips_the_rest() {
         assert!(matches!(
-            parse_event(r#"{"type":"SpeechStarted","channel":[0,1],"timestamp":1.2}"#),
+            parse_event_now(r#"{"type":"SpeechStarted","channel":[0,1],"timestamp":1.2}"#),
             Some(SttEvent::SpeechStarted)
         ));
         assert!(matches!(
-            parse_event(r#"{"type":"UtteranceEnd","channel":[0,1],"last_word_end":2.3}"#),
+            parse_event_now(r#"{"type":"UtteranceEnd","channel":[0,1],"last_word_end":2.3}"#),
             Some(SttEvent::UtteranceEnd)
         ));
-        assert!(parse_event(r#"{"type":"Metadata","request_id":"x","duration":1.0}"#).is_none());
-        assert!(parse_event("garbage").is_none());
-        assert!(parse_event(r#"{"type":"Results"}"#).is_none());
+        assert!(
+            parse_event_now(r#"{"type":"Metadata","request_id":"x","duration":1.0}"#).is_none()
+        );
+        assert!(parse_event_now("garbage").is_none());
+        assert!(parse_event_now(r#"{"type":"Results"}"#).is_none());
     }
 }

@@ -13,11 +13,17 @@ pub enum SttEvent {
         is_final: bool,
         /// The recogniser detected the end of an utterance.
         speech_final: bool,
+        /// When the end of this segment's audio was sent to the recogniser (Deepgram's
+        /// `start + duration`, mapped to our clock): the reference for its latency and for the
+        /// end of the caller's speech.
+        audio_end: Option<tokio::time::Instant>,
     },
     /// Voice activity began.
     SpeechStarted,
     /// A gap after the last finalized word.
     UtteranceEnd,
+    /// The connection dropped mid-call; the stream is reconnecting (audio is kept meanwhile).
+    Dropped,
     /// The recogniser cannot be reached, even after reconnecting: the caller can no longer be
     /// heard.
     Lost(deepgram::SttError),

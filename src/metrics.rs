@@ -1,0 +1,190 @@
+//! What operators put on dashboards: `GET /metrics` in the Prometheus (OpenMetrics) text format,
+//! through the official `prometheus-client` crate.
+//!
+//! One [`Metrics`] per process, shared by every call. Counters and histograms are atomics: a
+//! call records without locks, and nothing on the 20 ms frame path records at all.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// How a call ended, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `caller_hung_up`, `socket_closed`, `socket_failed`, `stt_unavailable`, `server_shutdown`.
+    pub outcome: String,
+}
+
+/// A provider failure, as labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderError {
+    /// `deepgram_stt`, `deepgram_tts` or `mistral`.
+    pub provider: String,
+    /// What went wrong, e.g. `dropped`, `unreachable`, `http_429`, `timeout`.
+    pub kind: String,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Where the metrics are registered, for rendering.
+    registry: Registry,
+    /// Media Streams in progress.
+    pub active_calls: Gauge,
+    /// Calls ended, by outcome.
+    pub calls: Family<Outcome, Counter>,
+    /// Caller turns sent to the model.
+    pub turns: Counter,
+    /// Times a caller talked over the assistant.
+    pub barge_ins: Counter,
+    /// Provider failures, by provider and kind.
+    pub provider_errors: Family<ProviderError, Counter>,
+    /// End of a final segment's audio → its transcript arriving (seconds).
+    pub stt_final_latency: Histogram,
+    /// Model request → first words (seconds).
+    pub llm_first_token: Histogram,
+    /// Model request → last words (seconds).
+    pub llm_total: Histogram,
+    /// Synthesis request → first audio bytes (seconds).
+    pub tts_first_byte: Histogram,
+    /// End of the caller's speech → first reply audio sent (seconds).
+    pub turn_latency: Histogram,
+}
+
+/// Buckets from 10 ms to about 20 s.
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 12))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `ivr_bridge` prefix.
+    pub fn new() -> Self {
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("ivr_bridge");
+        let metrics = Self {
+            registry: Registry::default(),
+            active_calls: Gauge::default(),
+            calls: Family::default(),
+            turns: Counter::default(),
+            barge_ins: Counter::default(),
+            provider_errors: Family::default(),
+            stt_final_latency: latency_buckets(),
+            llm_first_token: latency_buckets(),
+            llm_total: latency_buckets(),
+            tts_first_byte: latency_buckets(),
+            turn_latency: latency_buckets(),
+        };
+        registry.register(
+            "active_calls",
+            "Media Streams in progress",
+            metrics.active_calls.clone(),
+        );
+        registry.register("calls", "Calls ended, by outcome", metrics.calls.clone());
+        registry.register(
+            "turns",
+            "Caller turns sent to the model",
+            metrics.turns.clone(),
+        );
+        registry.register(
+            "barge_ins",
+            "Times a caller talked over the assistant",
+            metrics.barge_ins.clone(),
+        );
+        registry.register(
+            "provider_errors",
+            "Provider failures, by provider and kind",
+            metrics.provider_errors.clone(),
+        );
+        registry.register(
+            "stt_final_latency_seconds",
+            "End of a final segment's audio to its transcript",
+            metrics.stt_final_latency.clone(),
+        );
+        registry.register(
+            "llm_first_token_seconds",
+            "Model request to its first words",
+            metrics.llm_first_token.clone(),
+        );
+        registry.register(
+            "llm_total_seconds",
+            "Model request to its last words",
+            metrics.llm_total.clone(),
+        );
+        registry.register(
+            "tts_first_byte_seconds",
+            "Synthesis request to its first audio",
+            metrics.tts_first_byte.clone(),
+        );
+        registry.register(
+            "turn_latency_seconds",
+            "End of the caller's speech to the first reply audio",
+            metrics.turn_latency.clone(),
+        );
+        Self {
+            registry: root,
+            ..metrics
+        }
+    }
+
+    /// Counts a call's end.
+    pub fn call_ended(&self, outcome: &str) {
+        self.calls
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a provider failure.
+    pub fn provider_error(&self, provider: &str, kind: &str) {
+        self.provider_errors
+            .get_or_create(&ProviderError {
+                provider: provider.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let metrics = Metrics::new();
+        metrics.active_calls.inc();
+        metrics.turns.inc();
+        metrics.call_ended("caller_hung_up");
+        metrics.provider_error("mistral", "http_429");
+        metrics.turn_latency.observe(0.35);
+        let text = metrics.render();
+        for line in [
+            "ivr_bridge_active_calls 1",
+            "ivr_bridge_turns_total 1",
+            "ivr_bridge_calls_total{outcome=\"caller_hung_up\"} 1",
+            "ivr_bridge_provider_errors_total{provider=\"mistral\",kind=\"http_429\"} 1",
+            "ivr_bridge_turn_latency_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+}
