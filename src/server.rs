@@ -65,6 +65,7 @@ impl AppState {
             )),
             greeting: config.greeting.clone(),
             silence_timeout: config.silence_timeout,
+            turn_detection: config.turn_detection,
             system_prompt: config.system_prompt.clone(),
         });
         Ok(Self {

@@ -20,11 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audio::mulaw;
+use crate::config::TurnDetection;
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
 use crate::twilio::media::{Inbound, Start};
 use reply::{ReplyError, ReplyEvent, Script, Voice};
-use turns::{Action, ReplyId, Turns};
+use turns::{Action, Heard, ReplyId, Turns};
 
 /// How long Twilio may take to send `start` after the socket opens.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +53,8 @@ pub struct CallServices {
     pub greeting: String,
     /// Silence that ends the caller's turn.
     pub silence_timeout: Duration,
+    /// Whether Deepgram's end of speech ends the turn before the silence timer.
+    pub turn_detection: TurnDetection,
     /// The assistant's instructions.
     pub system_prompt: String,
 }
@@ -164,7 +167,8 @@ impl Call {
         let stt = services.stt.start(stt_tx, CancellationToken::new());
         let writer = writer::spawn(sink, start.stream_sid, cancel.child_token());
         let (reply_tx, reply_rx) = mpsc::channel(16);
-        let turns = Turns::new(services.silence_timeout, services.system_prompt.clone());
+        let turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
+            .with_detection(services.turn_detection);
         Self {
             services,
             turns,
@@ -270,14 +274,23 @@ impl Call {
 
     fn on_stt(&mut self, event: SttEvent) {
         match event {
-            SttEvent::Transcript { text, is_final, .. } => {
+            SttEvent::Transcript {
+                text,
+                is_final,
+                speech_final,
+            } => {
                 if is_final && !text.trim().is_empty() {
-                    tracing::debug!(%text, "caller said");
+                    tracing::debug!(%text, speech_final, "caller said");
                 }
-                let actions = self.turns.on_transcript(&text, is_final, Instant::now());
+                let heard = Heard::from_flags(is_final, speech_final);
+                let actions = self.turns.on_transcript(&text, heard, Instant::now());
                 self.apply(actions);
             }
-            SttEvent::SpeechStarted | SttEvent::UtteranceEnd => {}
+            SttEvent::UtteranceEnd => {
+                let actions = self.turns.on_utterance_end(Instant::now());
+                self.apply(actions);
+            }
+            SttEvent::SpeechStarted => {}
             SttEvent::Lost(err) => {
                 tracing::error!(%err, "speech recognition unavailable: apologising and ending the call");
                 let actions = self.turns.say(STT_APOLOGY);
