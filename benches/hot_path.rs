@@ -12,6 +12,7 @@ use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ivr_bridge::audio::frames::{FrameChunker, FRAME_BYTES};
 use ivr_bridge::audio::mulaw;
+use ivr_bridge::audio::pcm::PcmFrames;
 use ivr_bridge::twilio::media::{Inbound, Outbound};
 
 /// A recorded call whose caller speaks from 2 s on: its frames carry real speech, not silence.
@@ -102,6 +103,29 @@ fn twilio_inbound(c: &mut Criterion) {
             pcm.clear();
             mulaw::decode_to_pcm16le(&mulaw, &mut pcm);
             black_box(&pcm);
+        })
+    });
+    // What the call task does with each frame before queueing it for the recogniser: the PCM
+    // as its own `Bytes` (dropped here at once, as the recogniser's task does once it is sent).
+    group.bench_function("frame_to_stt/vec_per_frame", |b| {
+        b.iter(|| {
+            let Ok(Inbound::Media { media }) = Inbound::parse(black_box(&message)) else {
+                panic!("not a media message");
+            };
+            media.payload.decode_into(&mut mulaw).expect("base64");
+            let mut pcm = Vec::with_capacity(mulaw.len() * 2);
+            mulaw::decode_to_pcm16le(&mulaw, &mut pcm);
+            black_box(bytes::Bytes::from(pcm))
+        })
+    });
+    let mut frames = PcmFrames::new();
+    group.bench_function("frame_to_stt/pooled", |b| {
+        b.iter(|| {
+            let Ok(Inbound::Media { media }) = Inbound::parse(black_box(&message)) else {
+                panic!("not a media message");
+            };
+            media.payload.decode_into(&mut mulaw).expect("base64");
+            black_box(frames.decode(&mulaw))
         })
     });
     group.finish();

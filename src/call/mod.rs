@@ -19,7 +19,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::audio::mulaw;
+use crate::audio::pcm::PcmFrames;
 use crate::config::TurnDetection;
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
@@ -140,6 +140,8 @@ struct Call {
     started: Instant,
     /// Scratch buffer for one frame's μ-law bytes, reused frame after frame.
     mulaw: Vec<u8>,
+    /// Cuts each frame's PCM for the recogniser from shared blocks, not one allocation a frame.
+    pcm: PcmFrames,
     /// Inbound messages that could not be used.
     malformed: u64,
     /// The call ends once this reply (a farewell) has been heard, or at the deadline.
@@ -181,6 +183,7 @@ impl Call {
             cancel,
             started: Instant::now(),
             mulaw: Vec::with_capacity(320),
+            pcm: PcmFrames::new(),
             malformed: 0,
             hang_up_after: None,
             fallback: None,
@@ -234,9 +237,8 @@ impl Call {
                     self.on_malformed("media payload is not base64");
                     return Flow::Continue;
                 }
-                let mut pcm = Vec::with_capacity(self.mulaw.len() * 2);
-                mulaw::decode_to_pcm16le(&self.mulaw, &mut pcm);
-                if !self.stt.send_audio(pcm.into()) && self.stt.dropped_frames() % 50 == 1 {
+                let pcm = self.pcm.decode(&self.mulaw);
+                if !self.stt.send_audio(pcm) && self.stt.dropped_frames() % 50 == 1 {
                     tracing::warn!(
                         dropped = self.stt.dropped_frames(),
                         "speech recognition is behind: caller audio dropped"
