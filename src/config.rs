@@ -31,6 +31,37 @@ has nothing else, thank them warmly and say goodbye.";
 pub const DEFAULT_GREETING: &str =
     "Welcome to the automated assistant. What can I help you with today?";
 
+/// Deepgram sends interim results about once a second, so a shorter `utterance_end_ms` cannot be
+/// detected (PROTOCOLS.md §4.2).
+pub const MIN_UTTERANCE_END_MS: u64 = 1000;
+
+/// What ends the caller's turn on the Media Stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TurnDetection {
+    /// Only the silence timer: the turn ends `SILENCE_TIMEOUT_MS` after the last words heard.
+    #[default]
+    Timer,
+    /// Deepgram's end of speech (`speech_final`, or `UtteranceEnd` when that never comes) ends
+    /// the turn at once; the silence timer stays as a fallback.
+    Deepgram,
+}
+
+impl TurnDetection {
+    /// The value as written in `TURN_DETECTION`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timer => "timer",
+            Self::Deepgram => "deepgram",
+        }
+    }
+}
+
+impl fmt::Display for TurnDetection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A credential that never prints: `Debug` and `Display` show `***`, so a key cannot reach a log
 /// line, an error or a panic message by accident. Read it with [`Secret::expose`] at the one
 /// place it goes on the wire.
@@ -227,6 +258,24 @@ pub struct ServeArgs {
           value_parser = parse_millis("SILENCE_TIMEOUT_MS"))]
     pub silence_timeout_ms: u64,
 
+    /// What ends the caller's turn: `timer` (the silence timer alone) or `deepgram` (Deepgram's
+    /// end of speech, with the silence timer as a fallback).
+    #[arg(long, env = "TURN_DETECTION", default_value_t = TurnDetection::Timer,
+          value_parser = parse_turn_detection)]
+    pub turn_detection: TurnDetection,
+
+    /// Silence, in milliseconds, after which Deepgram finalizes speech with `speech_final`
+    /// (its `endpointing` parameter).
+    #[arg(long, env = "STT_ENDPOINTING_MS", default_value_t = 300,
+          value_parser = parse_millis("STT_ENDPOINTING_MS"))]
+    pub stt_endpointing_ms: u64,
+
+    /// Gap, in milliseconds, after the last word before Deepgram sends `UtteranceEnd` (its
+    /// `utterance_end_ms` parameter; at least 1000).
+    #[arg(long, env = "STT_UTTERANCE_END_MS", default_value_t = 1000,
+          value_parser = parse_millis("STT_UTTERANCE_END_MS"))]
+    pub stt_utterance_end_ms: u64,
+
     /// Spoken when the stream starts.
     #[arg(long, env = "GREETING", default_value = DEFAULT_GREETING)]
     pub greeting: String,
@@ -301,6 +350,15 @@ fn parse_millis(var: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clo
     }
 }
 
+/// A clap value parser for `TURN_DETECTION`; the error names the variable and the choices.
+fn parse_turn_detection(raw: &str) -> Result<TurnDetection, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "timer" => Ok(TurnDetection::Timer),
+        "deepgram" => Ok(TurnDetection::Deepgram),
+        _ => Err("TURN_DETECTION must be timer or deepgram".to_owned()),
+    }
+}
+
 /// Everything the server needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -324,8 +382,15 @@ pub struct Config {
     pub stt_model: String,
     /// Deepgram TTS voice.
     pub tts_voice: String,
-    /// Silence that ends the caller's turn.
+    /// Silence that ends the caller's turn (the only rule with `timer`, the fallback with
+    /// `deepgram`).
     pub silence_timeout: Duration,
+    /// What ends the caller's turn.
+    pub turn_detection: TurnDetection,
+    /// Deepgram's `endpointing`: the pause that makes it send `speech_final`.
+    pub stt_endpointing: Duration,
+    /// Deepgram's `utterance_end_ms`: the gap that makes it send `UtteranceEnd`.
+    pub stt_utterance_end: Duration,
     /// Spoken when the stream starts.
     pub greeting: String,
     /// The assistant's instructions.
@@ -359,6 +424,13 @@ impl Config {
             None => BUILT_IN_SYSTEM_PROMPT.to_owned(),
             Some(path) => read_prompt(path)?,
         };
+        if args.stt_utterance_end_ms < MIN_UTTERANCE_END_MS {
+            return Err(ConfigError::Invalid {
+                var: "STT_UTTERANCE_END_MS",
+                problem: "must be at least 1000: Deepgram sends interim results about once a \
+                          second, so a shorter gap cannot be detected",
+            });
+        }
         if args.greeting.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 var: "GREETING",
@@ -382,6 +454,9 @@ impl Config {
             stt_model: required_text("STT_MODEL", args.stt_model)?,
             tts_voice: required_text("TTS_VOICE", args.tts_voice)?,
             silence_timeout: Duration::from_millis(args.silence_timeout_ms),
+            turn_detection: args.turn_detection,
+            stt_endpointing: Duration::from_millis(args.stt_endpointing_ms),
+            stt_utterance_end: Duration::from_millis(args.stt_utterance_end_ms),
             greeting: args.greeting,
             system_prompt,
             twilio_voice: required_text("TWILIO_VOICE", args.twilio_voice)?,
@@ -610,6 +685,53 @@ mod tests {
             .to_string();
         assert!(err.starts_with("REDIS_URL uses rediss://"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn turn_detection_defaults_to_the_timer_with_deepgrams_settings() {
+        let config = Config::from_args(args(&[]).unwrap()).unwrap();
+        assert_eq!(config.turn_detection, TurnDetection::Timer);
+        assert_eq!(config.stt_endpointing, Duration::from_millis(300));
+        assert_eq!(config.stt_utterance_end, Duration::from_millis(1000));
+        let config = Config::from_args(
+            args(&[
+                "--turn-detection",
+                "deepgram",
+                "--stt-endpointing-ms",
+                "450",
+                "--stt-utterance-end-ms",
+                "1500",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config.turn_detection, TurnDetection::Deepgram);
+        assert_eq!(config.stt_endpointing, Duration::from_millis(450));
+        assert_eq!(config.stt_utterance_end, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn bad_turn_settings_name_their_variable() {
+        let err = args(&["--turn-detection", "vad"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("TURN_DETECTION must be timer or deepgram"),
+            "{err}"
+        );
+        let err = args(&["--stt-endpointing-ms", "soon"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("STT_ENDPOINTING_MS"), "{err}");
+        let err = Config::from_args(args(&["--stt-utterance-end-ms", "500"]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("STT_UTTERANCE_END_MS must be at least 1000"),
+            "{err}"
+        );
     }
 
     #[test]

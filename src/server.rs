@@ -132,6 +132,7 @@ impl AppState {
             )),
             greeting: config.greeting.clone(),
             silence_timeout: config.silence_timeout,
+            turn_detection: config.turn_detection,
             system_prompt: config.system_prompt.clone(),
             fallback_phrase: config.fallback_phrase.clone(),
             shutdown: CancellationToken::new(),

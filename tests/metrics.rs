@@ -56,7 +56,15 @@ fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_and_latencies_move_during_a_call() {
-    let env = TestEnv::start().await;
+    let (env, failing) = tokio::join!(TestEnv::start(), TestEnv::start());
+    // Meanwhile, on another server, a provider failure is counted by provider and kind.
+    failing
+        .llm
+        .fail_next(2, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let failing_call = tokio::spawn({
+        let url = failing.media_url();
+        async move { support::replay(&url, &Fixture::load("visiting_hours")).await }
+    });
     let before = scrape(&env).await;
     assert_eq!(sample(&before, "ivr_bridge_active_calls"), 0.0);
     assert_eq!(sample(&before, "ivr_bridge_turns_total"), 0.0);
@@ -93,11 +101,8 @@ async fn counters_and_latencies_move_during_a_call() {
     let mean = sample(&after, "ivr_bridge_turn_latency_seconds_sum") / turns;
     assert!(mean > 0.6 && mean < 2.0, "mean turn latency {mean} s");
 
-    // A provider failure is counted by provider and kind.
-    env.llm
-        .fail_next(2, reqwest::StatusCode::SERVICE_UNAVAILABLE);
-    env.replay("visiting_hours").await;
-    let failed = scrape(&env).await;
+    failing_call.await.expect("replay");
+    let failed = scrape(&failing).await;
     assert_eq!(
         sample(
             &failed,

@@ -2,3 +2,4 @@
 
 pub mod frames;
 pub mod mulaw;
+pub mod pcm;

@@ -19,13 +19,14 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::audio::mulaw;
+use crate::audio::pcm::PcmFrames;
+use crate::config::TurnDetection;
 use crate::metrics::Metrics;
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
 use crate::twilio::media::{Inbound, Start};
 use reply::{ReplyError, ReplyEvent, Script, Voice};
-use turns::{Action, ReplyId, Turns};
+use turns::{Action, Heard, ReplyId, Turns};
 
 /// How long Twilio may take to send `start` after the socket opens.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +51,8 @@ pub struct CallServices {
     pub greeting: String,
     /// Silence that ends the caller's turn.
     pub silence_timeout: Duration,
+    /// Whether Deepgram's end of speech ends the turn before the silence timer.
+    pub turn_detection: TurnDetection,
     /// The assistant's instructions.
     pub system_prompt: String,
     /// Said when a reply cannot be produced.
@@ -177,6 +180,8 @@ struct Call {
     started: Instant,
     /// Scratch buffer for one frame's μ-law bytes, reused frame after frame.
     mulaw: Vec<u8>,
+    /// Cuts each frame's PCM for the recogniser from shared blocks, not one allocation a frame.
+    pcm: PcmFrames,
     /// Inbound messages that could not be used.
     malformed: u64,
     /// The call ends once this reply (a farewell) has been heard, or at the deadline.
@@ -210,7 +215,8 @@ impl Call {
         let stt = services.stt.start(stt_tx, CancellationToken::new());
         let writer = writer::spawn(sink, start.stream_sid, cancel.child_token());
         let (reply_tx, reply_rx) = mpsc::channel(16);
-        let turns = Turns::new(services.silence_timeout, services.system_prompt.clone());
+        let turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
+            .with_detection(services.turn_detection);
         Self {
             services,
             turns,
@@ -223,6 +229,7 @@ impl Call {
             cancel,
             started: Instant::now(),
             mulaw: Vec::with_capacity(320),
+            pcm: PcmFrames::new(),
             malformed: 0,
             hang_up_after: None,
             fallback: None,
@@ -283,9 +290,8 @@ impl Call {
                     self.on_malformed("media payload is not base64");
                     return Flow::Continue;
                 }
-                let mut pcm = Vec::with_capacity(self.mulaw.len() * 2);
-                mulaw::decode_to_pcm16le(&self.mulaw, &mut pcm);
-                if !self.stt.send_audio(pcm.into()) && self.stt.dropped_frames() % 50 == 1 {
+                let pcm = self.pcm.decode(&self.mulaw);
+                if !self.stt.send_audio(pcm) && self.stt.dropped_frames() % 50 == 1 {
                     tracing::warn!(
                         dropped = self.stt.dropped_frames(),
                         "speech recognition is behind: caller audio dropped"
@@ -326,12 +332,12 @@ impl Call {
             SttEvent::Transcript {
                 text,
                 is_final,
+                speech_final,
                 audio_end,
-                ..
             } => {
                 let now = Instant::now();
                 if is_final && !text.trim().is_empty() {
-                    tracing::debug!(%text, "caller said");
+                    tracing::debug!(%text, speech_final, "caller said");
                     if let Some(end) = audio_end {
                         let metrics = &self.services.metrics;
                         metrics
@@ -340,7 +346,8 @@ impl Call {
                         self.speech_end = Some(end.min(now));
                     }
                 }
-                let actions = self.turns.on_transcript(&text, is_final, now);
+                let heard = Heard::from_flags(is_final, speech_final);
+                let actions = self.turns.on_transcript(&text, heard, now);
                 let interruptions = actions
                     .iter()
                     .filter(|a| matches!(a, Action::Interrupt { .. }))
@@ -348,7 +355,11 @@ impl Call {
                 self.services.metrics.barge_ins.inc_by(interruptions as u64);
                 self.apply(actions);
             }
-            SttEvent::SpeechStarted | SttEvent::UtteranceEnd => {}
+            SttEvent::UtteranceEnd => {
+                let actions = self.turns.on_utterance_end(Instant::now());
+                self.apply(actions);
+            }
+            SttEvent::SpeechStarted => {}
             SttEvent::Dropped => {
                 self.services
                     .metrics

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::TurnDetection;
 use crate::llm::{ChatMessage, Role};
 
 /// Exchanges (caller turn + reply) kept in the history sent to the model; older ones are
@@ -15,6 +16,28 @@ use crate::llm::{ChatMessage, Role};
 pub const MAX_HISTORY_EXCHANGES: usize = 20;
 /// Characters of history kept, for the same reason: a long call must not grow without bound.
 pub const MAX_HISTORY_CHARS: usize = 16_000;
+
+/// How settled a transcript is, as the recogniser marks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// A guess that will be revised (`is_final: false`): it only means "the caller is speaking".
+    Interim,
+    /// A fixed segment; the caller may go on (`is_final: true, speech_final: false`).
+    Final,
+    /// A fixed segment after which the recogniser heard the caller stop (`speech_final: true`).
+    EndOfSpeech,
+}
+
+impl Heard {
+    /// From Deepgram's two flags (`speech_final` implies `is_final`).
+    pub fn from_flags(is_final: bool, speech_final: bool) -> Self {
+        match (is_final, speech_final) {
+            (_, true) => Self::EndOfSpeech,
+            (true, false) => Self::Final,
+            (false, false) => Self::Interim,
+        }
+    }
+}
 
 /// Identifies one reply (the greeting included); ids only grow, so "this reply and every older
 /// one" is a comparison.
@@ -108,6 +131,8 @@ impl Spoken {
 pub struct Turns {
     /// Silence after the caller's last words that ends their turn.
     silence_timeout: Duration,
+    /// Whether the recogniser's end of speech ends the turn before the silence timer does.
+    detection: TurnDetection,
     /// The assistant's instructions, first message of every request.
     system_prompt: String,
     /// Final transcript segments of the caller's current turn, in order. Interim results never
@@ -136,6 +161,7 @@ impl Turns {
     pub fn new(silence_timeout: Duration, system_prompt: String) -> Self {
         Self {
             silence_timeout,
+            detection: TurnDetection::Timer,
             system_prompt,
             heard: Vec::new(),
             interim_pending: false,
@@ -147,6 +173,12 @@ impl Turns {
             turns: 0,
             barge_ins: 0,
         }
+    }
+
+    /// Ends turns by `detection`; a new brain uses [`TurnDetection::Timer`].
+    pub fn with_detection(mut self, detection: TurnDetection) -> Self {
+        self.detection = detection;
+        self
     }
 
     /// The stream started: speak the greeting.
@@ -190,24 +222,56 @@ impl Turns {
         actions
     }
 
-    /// A transcript from speech recognition, interim (`is_final == false`) or final.
-    pub fn on_transcript(&mut self, text: &str, is_final: bool, now: Instant) -> Vec<Action> {
+    /// A transcript from speech recognition. With [`TurnDetection::Deepgram`], an end of speech
+    /// ends a turn that has final text at once, even when its own text is empty (endpointing
+    /// fired in silence after the last final).
+    pub fn on_transcript(&mut self, text: &str, heard: Heard, now: Instant) -> Vec<Action> {
         let text = text.trim();
         if text.is_empty() {
-            return Vec::new();
+            return match heard {
+                Heard::EndOfSpeech => self.on_end_of_speech(),
+                Heard::Interim | Heard::Final => Vec::new(),
+            };
         }
         let mut actions = self.barge_in();
         self.deadline = Some(now + self.silence_timeout);
-        if is_final {
-            self.heard.push(text.to_owned());
-            self.interim_pending = false;
-            if self.end_on_final {
-                actions.extend(self.end_turn());
-            }
-        } else {
+        if heard == Heard::Interim {
             self.interim_pending = true;
+            return actions;
+        }
+        self.heard.push(text.to_owned());
+        self.interim_pending = false;
+        if self.end_on_final {
+            actions.extend(self.end_turn());
+        } else if heard == Heard::EndOfSpeech {
+            actions.extend(self.on_end_of_speech());
         }
         actions
+    }
+
+    /// Deepgram's `UtteranceEnd`: a gap after the last word, sent even when noise kept
+    /// `speech_final` from coming. With [`TurnDetection::Deepgram`] it ends the turn; words still
+    /// only interim are taken as soon as their final arrives.
+    pub fn on_utterance_end(&mut self, _now: Instant) -> Vec<Action> {
+        if self.detection != TurnDetection::Deepgram {
+            return Vec::new();
+        }
+        if self.interim_pending {
+            self.end_on_final = true;
+            return Vec::new();
+        }
+        self.on_end_of_speech()
+    }
+
+    /// The recogniser heard the caller stop: ends a turn with final text when it decides turns.
+    fn on_end_of_speech(&mut self) -> Vec<Action> {
+        if self.detection != TurnDetection::Deepgram
+            || self.heard.is_empty()
+            || self.interim_pending
+        {
+            return Vec::new();
+        }
+        self.end_turn()
     }
 
     /// Time passed; ends the caller's turn when the silence timer has run out.
@@ -424,6 +488,9 @@ impl Turns {
 mod tests {
     use super::*;
 
+    /// The rules of `TURN_DETECTION=deepgram`, in their own file.
+    mod deepgram;
+
     const TIMEOUT: Duration = Duration::from_millis(2000);
 
     fn ms(base: Instant, n: u64) -> Instant {
@@ -507,11 +574,13 @@ mod tests {
     fn interim_results_never_duplicate_words() {
         let (mut turns, t0) = listening();
         for (at, text) in [(0, "what"), (300, "what are"), (600, "what are your")] {
-            assert!(turns.on_transcript(text, false, ms(t0, at)).is_empty());
+            assert!(turns
+                .on_transcript(text, Heard::Interim, ms(t0, at))
+                .is_empty());
         }
-        turns.on_transcript("What are", true, ms(t0, 800));
-        turns.on_transcript("your", false, ms(t0, 900));
-        turns.on_transcript("your hours?", true, ms(t0, 1000));
+        turns.on_transcript("What are", Heard::Final, ms(t0, 800));
+        turns.on_transcript("your", Heard::Interim, ms(t0, 900));
+        turns.on_transcript("your hours?", Heard::Final, ms(t0, 1000));
         assert!(turns.on_tick(ms(t0, 2999)).is_empty());
         let (_, said, _) = asked(&turns.on_tick(ms(t0, 3000)));
         assert_eq!(said, "What are your hours?");
@@ -520,8 +589,8 @@ mod tests {
     #[test]
     fn every_transcript_restarts_the_silence_timer() {
         let (mut turns, t0) = listening();
-        turns.on_transcript("Hello", true, ms(t0, 0));
-        turns.on_transcript("there", false, ms(t0, 1500));
+        turns.on_transcript("Hello", Heard::Final, ms(t0, 0));
+        turns.on_transcript("there", Heard::Interim, ms(t0, 1500));
         assert!(turns.on_tick(ms(t0, 2000)).is_empty());
         assert_eq!(turns.next_deadline(), Some(ms(t0, 3500)));
     }
@@ -529,16 +598,18 @@ mod tests {
     #[test]
     fn timer_with_only_interim_text_waits_for_the_final() {
         let (mut turns, t0) = listening();
-        turns.on_transcript("where is", false, ms(t0, 0));
+        turns.on_transcript("where is", Heard::Interim, ms(t0, 0));
         assert!(turns.on_tick(ms(t0, 2000)).is_empty());
-        let (_, said, _) = asked(&turns.on_transcript("Where is it?", true, ms(t0, 2100)));
+        let (_, said, _) = asked(&turns.on_transcript("Where is it?", Heard::Final, ms(t0, 2100)));
         assert_eq!(said, "Where is it?");
     }
 
     #[test]
     fn empty_transcripts_are_ignored() {
         let (mut turns, t0, _) = greeting();
-        assert!(turns.on_transcript("  ", true, ms(t0, 0)).is_empty());
+        assert!(turns
+            .on_transcript("  ", Heard::Final, ms(t0, 0))
+            .is_empty());
         assert!(turns.is_speaking());
         assert_eq!(turns.next_deadline(), None);
     }
@@ -546,7 +617,7 @@ mod tests {
     #[test]
     fn speech_during_the_greeting_interrupts_it() {
         let (mut turns, t0, greeting) = greeting();
-        let actions = turns.on_transcript("wait", false, ms(t0, 100));
+        let actions = turns.on_transcript("wait", Heard::Interim, ms(t0, 100));
         assert_eq!(actions, vec![Action::Interrupt { id: greeting }]);
         assert!(!turns.is_speaking());
         // Twilio echoes the discarded mark after the clear: it changes nothing.
@@ -558,15 +629,17 @@ mod tests {
     #[test]
     fn speech_after_the_last_mark_returned_does_not_interrupt() {
         let (mut turns, t0) = listening();
-        assert!(turns.on_transcript("hi", false, ms(t0, 0)).is_empty());
+        assert!(turns
+            .on_transcript("hi", Heard::Interim, ms(t0, 0))
+            .is_empty());
     }
 
     #[test]
     fn speech_while_thinking_cancels_and_joins_the_turn() {
         let (mut turns, t0) = listening();
-        turns.on_transcript("What are your hours", true, ms(t0, 0));
+        turns.on_transcript("What are your hours", Heard::Final, ms(t0, 0));
         let (first, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
-        let actions = turns.on_transcript("on Sunday?", true, ms(t0, 2100));
+        let actions = turns.on_transcript("on Sunday?", Heard::Final, ms(t0, 2100));
         assert_eq!(actions, vec![Action::Interrupt { id: first }]);
         // A late phrase of the cancelled reply changes nothing.
         turns.on_phrase(first, "We open at eight.");
@@ -581,12 +654,12 @@ mod tests {
     #[test]
     fn interrupting_before_a_whole_phrase_was_heard_joins_the_turn_too() {
         let (mut turns, t0) = listening();
-        turns.on_transcript("Directions please", true, ms(t0, 0));
+        turns.on_transcript("Directions please", Heard::Final, ms(t0, 0));
         let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
         speak(&mut turns, id, &["From the station,", "walk north."], 0);
         assert!(turns.is_speaking());
         assert_eq!(
-            turns.on_transcript("by car", true, ms(t0, 2500)),
+            turns.on_transcript("by car", Heard::Final, ms(t0, 2500)),
             vec![Action::Interrupt { id }]
         );
         let (_, said, len) = asked(&turns.on_tick(ms(t0, 4500)));
@@ -597,7 +670,7 @@ mod tests {
     #[test]
     fn an_interrupted_reply_is_remembered_as_far_as_it_was_heard() {
         let (mut turns, t0) = listening();
-        turns.on_transcript("Directions please", true, ms(t0, 0));
+        turns.on_transcript("Directions please", Heard::Final, ms(t0, 0));
         let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
         speak(
             &mut turns,
@@ -606,7 +679,7 @@ mod tests {
             2,
         );
         assert!(turns.is_speaking());
-        turns.on_transcript("Sorry, by car?", true, ms(t0, 5000));
+        turns.on_transcript("Sorry, by car?", Heard::Final, ms(t0, 5000));
         // The echo of the discarded third phrase arrives after the clear: ignored.
         turns.on_mark(&id.mark_name(2));
         assert_eq!(
@@ -621,7 +694,7 @@ mod tests {
     #[test]
     fn a_reply_is_over_when_its_last_phrase_was_heard() {
         let (mut turns, t0) = listening();
-        turns.on_transcript("Hours?", true, ms(t0, 0));
+        turns.on_transcript("Hours?", Heard::Final, ms(t0, 0));
         let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
         turns.on_phrase(id, "Eight to six.");
         turns.on_mark(&id.mark_name(0));
@@ -642,7 +715,7 @@ mod tests {
         let (mut turns, t0) = listening();
         let mut now = 0;
         for (question, answer) in [("Hours?", "Eight to six."), ("Address?", "Main Street.")] {
-            turns.on_transcript(question, true, ms(t0, now));
+            turns.on_transcript(question, Heard::Final, ms(t0, now));
             now += 2000;
             let (id, said, len) = asked(&turns.on_tick(ms(t0, now)));
             assert_eq!(said, question);
@@ -661,7 +734,7 @@ mod tests {
         let (mut turns, t0) = listening();
         let long = "x".repeat(MAX_HISTORY_CHARS / 4);
         for n in 0..(MAX_HISTORY_EXCHANGES + 5) {
-            turns.on_transcript(&format!("question {n}"), true, ms(t0, 0));
+            turns.on_transcript(&format!("question {n}"), Heard::Final, ms(t0, 0));
             let (id, _, _) = asked(&turns.on_tick(ms(t0, 5000)));
             let answer = if n == MAX_HISTORY_EXCHANGES + 4 {
                 long.as_str()
@@ -686,7 +759,7 @@ mod tests {
     #[test]
     fn a_failed_reply_leaves_no_orphaned_turn() {
         let (mut turns, t0) = listening();
-        turns.on_transcript("Hours?", true, ms(t0, 0));
+        turns.on_transcript("Hours?", Heard::Final, ms(t0, 0));
         let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
         turns.on_reply_failed(id);
         assert!(turns.history().is_empty());
@@ -696,10 +769,10 @@ mod tests {
     #[test]
     fn saying_something_now_interrupts_and_forgets_unfinished_words() {
         let (mut turns, t0) = listening();
-        turns.on_transcript("What are", true, ms(t0, 0));
-        turns.on_transcript("Directions", true, ms(t0, 0));
+        turns.on_transcript("What are", Heard::Final, ms(t0, 0));
+        turns.on_transcript("Directions", Heard::Final, ms(t0, 0));
         let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
-        turns.on_transcript("half a sentence", false, ms(t0, 2100));
+        turns.on_transcript("half a sentence", Heard::Interim, ms(t0, 2100));
         let actions = turns.say("Sorry, goodbye.");
         let [Action::Say { id: apology, text }] = actions.as_slice() else {
             panic!("{actions:?}")
@@ -717,7 +790,7 @@ mod tests {
     #[test]
     fn system_prompt_leads_and_mentions_the_greeting() {
         let (mut turns, t0) = listening();
-        turns.on_transcript("Hi", true, ms(t0, 0));
+        turns.on_transcript("Hi", Heard::Final, ms(t0, 0));
         let actions = turns.on_tick(ms(t0, 2000));
         let Action::Answer { messages, .. } = &actions[0] else {
             panic!()

@@ -42,10 +42,6 @@ const RECONNECT_BACKOFF: [Duration; 5] = [
 ];
 /// After `CloseStream`, how long we wait for the last results.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
-/// Silence Deepgram waits before finalizing a segment (`endpointing`, ms).
-const ENDPOINTING_MS: &str = "300";
-/// Gap after the last word that produces `UtteranceEnd` (ms).
-const UTTERANCE_END_MS: &str = "1000";
 
 /// Why the recogniser is unavailable.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +64,9 @@ pub struct DeepgramStt {
 }
 
 impl DeepgramStt {
-    /// The endpoint for linear16 8 kHz mono with interim results and voice-activity events.
+    /// The endpoint for linear16 8 kHz mono with interim results and voice-activity events;
+    /// `endpointing` and `utterance_end_ms` come from the settings (`STT_ENDPOINTING_MS`,
+    /// `STT_UTTERANCE_END_MS`), since they decide how soon `TURN_DETECTION=deepgram` ends a turn.
     pub fn new(config: &Config) -> Self {
         let mut url = config.deepgram_stt_url.clone();
         url.query_pairs_mut()
@@ -80,8 +78,14 @@ impl DeepgramStt {
             .append_pair("punctuate", "true")
             .append_pair("smart_format", "true")
             .append_pair("vad_events", "true")
-            .append_pair("endpointing", ENDPOINTING_MS)
-            .append_pair("utterance_end_ms", UTTERANCE_END_MS);
+            .append_pair(
+                "endpointing",
+                &config.stt_endpointing.as_millis().to_string(),
+            )
+            .append_pair(
+                "utterance_end_ms",
+                &config.stt_utterance_end.as_millis().to_string(),
+            );
         Self {
             url,
             key: config.deepgram_api_key.clone(),

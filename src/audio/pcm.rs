@@ -1,0 +1,68 @@
+//! Caller audio as PCM frames for Deepgram, cut from shared blocks instead of one allocation a
+//! frame.
+//!
+//! Each 20 ms frame travels to the recogniser's task as its own [`Bytes`]. A fresh `Vec` per
+//! frame costs an allocation and a free 50 times a second per call; here frames are split off a
+//! block that holds [`FRAMES_PER_BLOCK`] of them, so a call allocates about once every 640 ms,
+//! and a block whose frames have all been sent and dropped is reused as it is.
+
+use bytes::{Bytes, BytesMut};
+
+use super::mulaw;
+
+/// PCM bytes of one 20 ms frame: 160 samples of 16 bits.
+pub const PCM_FRAME_BYTES: usize = 320;
+/// Frames cut from one allocation (640 ms of audio, 10 KiB).
+const FRAMES_PER_BLOCK: usize = 32;
+
+/// Turns μ-law frames into PCM16LE [`Bytes`], one call's worth, reusing memory.
+#[derive(Debug, Default)]
+pub struct PcmFrames {
+    /// The unused rest of the current block; frames are split off its front.
+    block: BytesMut,
+}
+
+impl PcmFrames {
+    /// No block yet: the first frame allocates one.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one frame of μ-law to PCM16LE, ready to queue for the recogniser.
+    pub fn decode(&mut self, mulaw: &[u8]) -> Bytes {
+        let len = mulaw.len() * 2;
+        if self.block.capacity() < len {
+            // Reclaims the whole block when every frame cut from it is gone, else allocates.
+            self.block
+                .reserve(len.max(PCM_FRAME_BYTES * FRAMES_PER_BLOCK));
+        }
+        self.block.resize(len, 0);
+        mulaw::decode_into(mulaw, &mut self.block);
+        self.block.split().freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_the_decoded_audio_and_survive_later_frames() {
+        let mut frames = PcmFrames::new();
+        let inputs: Vec<Vec<u8>> = (0..100u8)
+            .map(|n| {
+                (0..160)
+                    .map(|i| n.wrapping_mul(31).wrapping_add(i))
+                    .collect()
+            })
+            .collect();
+        let decoded: Vec<Bytes> = inputs.iter().map(|m| frames.decode(m)).collect();
+        for (mulaw, pcm) in inputs.iter().zip(&decoded) {
+            let mut expected = Vec::new();
+            mulaw::decode_to_pcm16le(mulaw, &mut expected);
+            assert_eq!(pcm.as_ref(), expected.as_slice());
+        }
+        assert!(frames.decode(&[]).is_empty());
+        assert_eq!(frames.decode(&[0xFF, 0x00]).as_ref(), [0, 0, 0x84, 0x82]);
+    }
+}
