@@ -83,6 +83,8 @@ fn main() -> ExitCode {
         }
         None => cli.serve,
     };
+    let mut args = args;
+    ask_for_missing_keys(&mut args);
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(err) => {
@@ -96,6 +98,32 @@ fn main() -> ExitCode {
         Err(err) => {
             tracing::error!("{err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// When a required key is missing and a person is at the terminal, asks for it once without
+/// echoing it, for this run only (the prototype's convenience, kept safe). Without a terminal
+/// (services, CI) nothing is asked and configuration fails with its usual one-line error.
+fn ask_for_missing_keys(args: &mut ServeArgs) {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return;
+    }
+    for (var, key) in [
+        ("DEEPGRAM_API_KEY", &mut args.deepgram_api_key),
+        ("MISTRAL_API_KEY", &mut args.mistral_api_key),
+    ] {
+        if key.as_deref().is_some_and(|k| !k.trim().is_empty()) {
+            continue;
+        }
+        let prompt = format!("{var} is not set. Paste it (not shown, used for this run only): ");
+        match rpassword::prompt_password(prompt) {
+            Ok(value) if !value.trim().is_empty() => {
+                eprintln!("To keep it, put {var}=... in .env (see .env.example).");
+                *key = Some(value.trim().to_owned());
+            }
+            _ => return,
         }
     }
 }
