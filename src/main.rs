@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use ivr_bridge::config::{Config, ServeArgs};
+use ivr_bridge::config::{Config, LogFormat, ServeArgs};
 use ivr_bridge::demo::{self, DemoOptions, Providers};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -85,6 +85,7 @@ fn main() -> ExitCode {
     };
     let mut args = args;
     ask_for_missing_keys(&mut args);
+    let log_format = args.log_format;
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(err) => {
@@ -92,7 +93,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_tracing();
+    init_tracing(log_format);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -207,10 +208,14 @@ fn init_demo_tracing() -> demo::ServerEvents {
     events
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,reqwest=warn,tungstenite=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[tokio::main]
