@@ -35,6 +35,8 @@ pub const DEFAULT_OUT: &str = "demo-call.wav";
 pub const DEMO_SILENCE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The demo's greeting: short enough to finish before the recorded caller speaks at 2 s.
 pub const DEMO_GREETING: &str = "Hello, how can I help?";
+/// How long the server and the stand-ins get to stop once the call is over.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(3);
 /// Sample rate of the line and of the WAV.
 const SAMPLE_RATE: u32 = 8000;
 
@@ -128,11 +130,12 @@ pub async fn run(
     header(&mut story, &options, &fixture, addr);
     let played = player::play(&format!("ws://{addr}/media"), &fixture, events, &mut story).await;
     let _ = stop.send(());
-    if let Ok(Ok(Err(err))) = tokio::time::timeout(Duration::from_secs(3), server).await {
+    if let Ok(Ok(Err(err))) = tokio::time::timeout(SHUTDOWN_LIMIT, server).await {
         return Err(DemoError::Server(err.to_string()));
     }
     if let Some(s) = stand_ins {
-        s.shutdown().await;
+        // Bounded: a stuck stand-in must not keep the demo from writing its recording.
+        let _ = tokio::time::timeout(SHUTDOWN_LIMIT, s.shutdown()).await;
     }
     let recording = played?;
     let turns = story.turns().to_vec();
