@@ -307,6 +307,11 @@ pub struct ServeArgs {
           value_parser = parse_millis("SPEAK_RESPONSE_WAIT_MS"))]
     pub speak_response_wait_ms: u64,
 
+    /// Log lines as human-readable text (`text`) or one JSON object a line (`json`) for log
+    /// collectors; every line of a call carries its call_sid either way.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Redis holding the Gather flow's conversations, so several instances share calls
     /// (redis://[:password@]host[:port][/db]). Unset: kept in this process's memory.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -336,6 +341,15 @@ pub struct ServeArgs {
 /// Said when a reply could not be produced, unless `FALLBACK_PHRASE` says otherwise.
 pub const DEFAULT_FALLBACK_PHRASE: &str =
     "I'm sorry, I didn't manage to answer that. Could you say it again, please?";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
 
 /// Twilio abandons a webhook after 15 s; a wait budget must leave room to answer.
 const WEBHOOK_BUDGET_MS: u64 = 14_000;
@@ -732,6 +746,15 @@ mod tests {
             err.starts_with("STT_UTTERANCE_END_MS must be at least 1000"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn log_format_is_text_json_or_an_error_naming_the_variable() {
+        assert_eq!(args(&[]).unwrap().log_format, LogFormat::Text);
+        let json = args(&["--log-format", "json"]).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        let err = args(&["--log-format", "xml"]).err().unwrap().to_string();
+        assert!(err.contains("LOG_FORMAT"), "{err}");
     }
 
     #[test]

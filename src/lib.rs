@@ -9,10 +9,12 @@
 pub mod audio;
 pub mod call;
 pub mod config;
+pub mod demo;
 pub mod gather;
 pub mod llm;
 pub mod metrics;
 pub mod server;
+pub mod standin;
 pub mod store;
 pub mod stt;
 pub mod telemetry;

@@ -1,9 +1,14 @@
 //! The `ivr-bridge` binary: reads `.env`, parses flags, and runs the server.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use ivr_bridge::config::{Config, ServeArgs};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use ivr_bridge::config::{Config, LogFormat, ServeArgs};
+use ivr_bridge::demo::{self, DemoOptions, Providers};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Exit code for a bad command line or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -27,6 +32,22 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Play a recorded phone call through the real server on this machine and write a WAV of
+    /// it. Uses local stand-ins for Deepgram and Mistral unless both API keys are set.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Recorded call to play: a .jsonl with its .json sidecar beside it.
+    #[arg(long, default_value = demo::DEFAULT_FIXTURE)]
+    fixture: PathBuf,
+    /// Where to write the two-channel WAV of the call.
+    #[arg(long, default_value = demo::DEFAULT_OUT)]
+    out: PathBuf,
+    /// The server's settings, as for `serve`.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 fn main() -> ExitCode {
@@ -36,8 +57,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(err) if !err.use_stderr() => err.exit(),
         Err(err) => {
             let rendered = err.to_string();
@@ -48,8 +72,20 @@ fn main() -> ExitCode {
     };
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Demo(args)) => {
+            let user_set = |id: &str| {
+                matches
+                    .subcommand_matches("demo")
+                    .and_then(|m| m.value_source(id))
+                    .is_some_and(|source| source != clap::parser::ValueSource::DefaultValue)
+            };
+            return run_demo(args, user_set("silence_timeout_ms"), user_set("greeting"));
+        }
         None => cli.serve,
     };
+    let mut args = args;
+    ask_for_missing_keys(&mut args);
+    let log_format = args.log_format;
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(err) => {
@@ -57,7 +93,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_tracing();
+    init_tracing(log_format);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -67,9 +103,118 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// When a required key is missing and a person is at the terminal, asks for it once without
+/// echoing it, for this run only (the prototype's convenience, kept safe). Without a terminal
+/// (services, CI) nothing is asked and configuration fails with its usual one-line error.
+fn ask_for_missing_keys(args: &mut ServeArgs) {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return;
+    }
+    for (var, key) in [
+        ("DEEPGRAM_API_KEY", &mut args.deepgram_api_key),
+        ("MISTRAL_API_KEY", &mut args.mistral_api_key),
+    ] {
+        if key.as_deref().is_some_and(|k| !k.trim().is_empty()) {
+            continue;
+        }
+        let prompt = format!("{var} is not set. Paste it (not shown, used for this run only): ");
+        match rpassword::prompt_password(prompt) {
+            Ok(value) if !value.trim().is_empty() => {
+                eprintln!("To keep it, put {var}=... in .env (see .env.example).");
+                *key = Some(value.trim().to_owned());
+            }
+            _ => return,
+        }
+    }
+}
+
+/// `ivr-bridge demo`: stand-ins unless both keys are set; the demo's own silence timeout and
+/// greeting unless the user set them.
+fn run_demo(mut args: DemoArgs, silence_set: bool, greeting_set: bool) -> ExitCode {
+    let has = |key: &Option<String>| key.as_deref().is_some_and(|k| !k.trim().is_empty());
+    let providers = if has(&args.serve.deepgram_api_key) && has(&args.serve.mistral_api_key) {
+        Providers::Real
+    } else {
+        let stand_in = Some(ivr_bridge::standin::STAND_IN_KEY.to_owned());
+        args.serve.deepgram_api_key = stand_in.clone();
+        args.serve.mistral_api_key = stand_in;
+        Providers::StandIns
+    };
+    let silence_note = if silence_set {
+        format!(
+            "after {} ms of silence (SILENCE_TIMEOUT_MS)",
+            args.serve.silence_timeout_ms
+        )
+    } else {
+        args.serve.silence_timeout_ms = demo::DEMO_SILENCE_TIMEOUT.as_millis() as u64;
+        format!(
+            "after {} ms of silence: the demo's default, shorter than the server's 2000 ms so \
+replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
+            args.serve.silence_timeout_ms
+        )
+    };
+    if !greeting_set {
+        args.serve.greeting = demo::DEMO_GREETING.to_owned();
+    }
+    let config = match Config::from_args(args.serve) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let events = init_demo_tracing();
+    let options = DemoOptions {
+        fixture: args.fixture,
+        out: args.out,
+        config,
+        providers,
+        silence_note,
+    };
+    match demo_main(options, events) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn demo_main(
+    options: DemoOptions,
+    mut events: demo::ServerEvents,
+) -> Result<(), demo::DemoError> {
+    let mut stdout = std::io::stdout();
+    demo::run(options, &mut events, &mut stdout)
+        .await
+        .map(|_| ())
+}
+
+/// The demo tells the call itself on stdout; the server's own log shows only warnings (on
+/// stderr) unless `RUST_LOG` asks for more.
+fn init_demo_tracing() -> demo::ServerEvents {
+    let (capture, events) = demo::layer();
+    let log_filter = ivr_bridge::telemetry::filter("error");
+    tracing_subscriber::registry()
+        .with(capture.with_filter(EnvFilter::new("ivr_bridge=info")))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(log_filter),
+        )
+        .init();
+    events
+}
+
+fn init_tracing(format: LogFormat) {
     let filter = ivr_bridge::telemetry::filter(ivr_bridge::telemetry::DEFAULT_FILTER);
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[tokio::main]

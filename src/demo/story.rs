@@ -1,0 +1,191 @@
+//! The call told as it happens: who speaks, what was heard, what is answered, and how long each
+//! stage took. Sans-IO apart from the writer it prints to: times are arguments (offsets from the
+//! start of the call).
+
+use std::io::Write;
+use std::time::Duration;
+
+use super::capture::ServerEventKind;
+
+/// The latencies of one answered turn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TurnLatency {
+    /// End of the caller's speech → the server ends the turn (recognition + silence timeout).
+    pub turn_end: Duration,
+    /// Turn end → first phrase of the reply written by the model.
+    pub first_phrase: Option<Duration>,
+    /// End of the caller's speech → first reply audio reaching the line.
+    pub first_audio: Option<Duration>,
+}
+
+/// A turn waiting for its reply.
+#[derive(Debug)]
+struct Pending {
+    /// When the caller stopped speaking, if the fixture says.
+    speech_end: Option<Duration>,
+    /// When the server ended the turn.
+    turn_end: Duration,
+    /// When the first phrase was written.
+    first_phrase: Option<Duration>,
+}
+
+/// The printer and its memory of the call.
+pub struct Story<'w> {
+    /// Where the story goes (stdout in the binary).
+    out: &'w mut (dyn Write + Send),
+    /// When the caller last stopped speaking.
+    speech_end: Option<Duration>,
+    /// The turn whose reply has not reached the line yet.
+    pending: Option<Pending>,
+    /// The assistant's audio is on the line.
+    speaking: bool,
+    /// Every answered turn, for the summary.
+    turns: Vec<TurnLatency>,
+}
+
+impl<'w> Story<'w> {
+    /// A story printed to `out`.
+    pub fn new(out: &'w mut (dyn Write + Send)) -> Self {
+        Self {
+            out,
+            speech_end: None,
+            pending: None,
+            speaking: false,
+            turns: Vec::new(),
+        }
+    }
+
+    /// Prints a line without a time.
+    pub fn note(&mut self, text: &str) {
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn line(&mut self, at: Duration, who: &str, what: &str) {
+        let _ = writeln!(self.out, "{:>7.2}s  {who:<10} {what}", at.as_secs_f64());
+    }
+
+    /// The recording's caller starts an utterance.
+    pub fn caller_starts(&mut self, at: Duration, text: &str) {
+        self.line(
+            at,
+            "caller",
+            &format!("starts speaking (the recording says {text:?})"),
+        );
+    }
+
+    /// The recording's caller stops speaking.
+    pub fn caller_stops(&mut self, at: Duration) {
+        self.speech_end = Some(at);
+        self.line(at, "caller", "stops speaking");
+    }
+
+    /// The server logged something the story tells.
+    pub fn server(&mut self, at: Duration, event: ServerEventKind) {
+        match event {
+            ServerEventKind::TurnEnded(text) => self.turn_ended(at, &text),
+            ServerEventKind::Phrase(text) => self.phrase(at, &text),
+            ServerEventKind::BargeIn => self.line(
+                at,
+                "server",
+                "barge-in: the caller spoke over the assistant",
+            ),
+            ServerEventKind::Problem(text) => self.line(at, "server", &format!("warning: {text}")),
+        }
+    }
+
+    fn turn_ended(&mut self, at: Duration, text: &str) {
+        let speech_end = self.speech_end.take();
+        let after = speech_end.map_or(String::new(), |end| {
+            format!(
+                "  [{} after the caller stopped: recognition + silence timeout]",
+                ms(at.saturating_sub(end))
+            )
+        });
+        self.line(at, "heard", &format!("{text:?}{after}"));
+        self.pending = Some(Pending {
+            speech_end,
+            turn_end: at,
+            first_phrase: None,
+        });
+    }
+
+    fn phrase(&mut self, at: Duration, text: &str) {
+        let mut timing = String::new();
+        if let Some(p) = self.pending.as_mut().filter(|p| p.first_phrase.is_none()) {
+            p.first_phrase = Some(at);
+            timing = format!(
+                "  [model: {} after the turn ended]",
+                ms(at.saturating_sub(p.turn_end))
+            );
+        }
+        self.line(at, "assistant", &format!("says {text:?}{timing}"));
+    }
+
+    /// Assistant audio reached the line while it was quiet.
+    pub fn audio_starts(&mut self, at: Duration) {
+        if self.speaking {
+            return;
+        }
+        self.speaking = true;
+        let mut timing = String::new();
+        if let Some(p) = self.pending.take() {
+            let from_phrase = p.first_phrase.map(|f| at.saturating_sub(f));
+            let first_audio = p.speech_end.map(|end| at.saturating_sub(end));
+            if let Some(d) = from_phrase {
+                timing.push_str(&format!("  [voice: {} after the text", ms(d)));
+                if let Some(total) = first_audio {
+                    timing.push_str(&format!("; {} after the caller stopped", ms(total)));
+                }
+                timing.push(']');
+            }
+            self.turns.push(TurnLatency {
+                turn_end: p
+                    .speech_end
+                    .map_or(Duration::ZERO, |end| p.turn_end.saturating_sub(end)),
+                first_phrase: p.first_phrase.map(|f| f.saturating_sub(p.turn_end)),
+                first_audio,
+            });
+        }
+        self.line(
+            at,
+            "line",
+            &format!("assistant audio starts playing{timing}"),
+        );
+    }
+
+    /// The assistant's audio finished playing.
+    pub fn audio_ends(&mut self, at: Duration) {
+        if std::mem::take(&mut self.speaking) {
+            self.line(at, "line", "assistant audio ends");
+        }
+    }
+
+    /// Twilio applied a `clear`.
+    pub fn cleared(&mut self, at: Duration, dropped: Duration) {
+        self.speaking = false;
+        self.line(
+            at,
+            "line",
+            &format!("clear: {} of unplayed assistant audio dropped", ms(dropped)),
+        );
+    }
+
+    /// The recording's caller hangs up (Twilio's `stop`).
+    pub fn hang_up(&mut self, at: Duration) {
+        self.line(at, "caller", "hangs up");
+    }
+
+    /// The answered turns so far.
+    pub fn turns(&self) -> &[TurnLatency] {
+        &self.turns
+    }
+}
+
+/// `1234 ms` or `1.23 s`, whichever reads better.
+pub fn ms(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}

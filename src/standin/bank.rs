@@ -1,0 +1,98 @@
+//! What the STT stand-in can recognise: known utterances, indexed by a hash of each 20 ms speech
+//! frame of their PCM. The server decodes Twilio's μ-law with the same codec the bank uses, so a
+//! frame that travelled through the real server hashes equal to the bank's copy.
+
+use std::collections::HashMap;
+
+use crate::audio::mulaw;
+
+/// μ-law samples in one analysis frame: 20 ms at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+/// PCM16LE bytes in one analysis frame.
+pub const PCM_FRAME_BYTES: usize = FRAME_SAMPLES * 2;
+/// RMS above which a frame counts as speech (line noise in the fixtures stays far below).
+pub const SPEECH_RMS: f64 = 500.0;
+
+/// One utterance the bank knows.
+#[derive(Debug, Clone)]
+pub struct KnownUtterance {
+    /// Its words, as the stand-in reports them (punctuation kept).
+    pub words: Vec<String>,
+    /// Frames from its first to its last speech frame.
+    pub span: u32,
+}
+
+/// Known utterances, indexed for recognition.
+#[derive(Debug, Default, Clone)]
+pub struct Bank {
+    /// Every utterance, by id (its position).
+    utterances: Vec<KnownUtterance>,
+    /// Frame hash → (utterance id, frame position from the utterance's first speech frame).
+    index: HashMap<u64, Vec<(usize, u32)>>,
+}
+
+impl Bank {
+    /// An empty bank: every segment of speech comes back with an empty transcript.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Teaches the bank `text`, spoken as the μ-law `audio` (leading and trailing silence is
+    /// ignored). The audio must be framed as the caller will send it: 160-byte frames from the
+    /// start of the call.
+    pub fn add(&mut self, text: &str, audio: &[u8]) {
+        let id = self.utterances.len();
+        let mut pcm = Vec::with_capacity(PCM_FRAME_BYTES);
+        let mut speech = Vec::new();
+        for (i, frame) in audio.chunks_exact(FRAME_SAMPLES).enumerate() {
+            pcm.clear();
+            mulaw::decode_to_pcm16le(frame, &mut pcm);
+            if is_speech(&pcm) {
+                speech.push((i as u32, frame_hash(&pcm)));
+            }
+        }
+        let first = speech.first().map_or(0, |s| s.0);
+        let span = speech.last().map_or(0, |s| s.0 + 1 - first);
+        for (pos, hash) in speech {
+            self.index.entry(hash).or_default().push((id, pos - first));
+        }
+        let words = text.split_whitespace().map(str::to_owned).collect();
+        self.utterances.push(KnownUtterance { words, span });
+    }
+
+    /// How many utterances the bank knows.
+    pub fn len(&self) -> usize {
+        self.utterances.len()
+    }
+
+    /// Whether the bank knows nothing.
+    pub fn is_empty(&self) -> bool {
+        self.utterances.is_empty()
+    }
+
+    /// Utterance `id`.
+    pub fn utterance(&self, id: usize) -> Option<&KnownUtterance> {
+        self.utterances.get(id)
+    }
+
+    /// The (utterance, position) pairs a speech frame with this hash belongs to.
+    pub fn lookup(&self, hash: u64) -> &[(usize, u32)] {
+        self.index.get(&hash).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Whether a 20 ms PCM16LE frame is louder than [`SPEECH_RMS`].
+pub fn is_speech(frame: &[u8]) -> bool {
+    let sum: f64 = frame
+        .chunks_exact(2)
+        .map(|p| f64::from(i16::from_le_bytes([p[0], p[1]])).powi(2))
+        .sum();
+    (sum / (frame.len() / 2).max(1) as f64).sqrt() > SPEECH_RMS
+}
+
+/// FNV-1a over the frame's bytes: stable across runs and processes.
+pub fn frame_hash(frame: &[u8]) -> u64 {
+    frame.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
