@@ -327,6 +327,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_calls: u32,
 
+    /// Largest WebSocket message accepted from Twilio, in bytes; a larger one closes that
+    /// socket only (a 20 ms media message is about 300 bytes).
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1_024..=16_777_216))]
+    pub max_message_bytes: u32,
+
     /// Seconds calls in progress may continue after SIGTERM before the process exits.
     #[arg(long, env = "DRAIN_TIMEOUT_S", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -425,6 +431,8 @@ pub struct Config {
     pub twilio_auth_token: Option<Secret>,
     /// Most calls served at once.
     pub max_calls: usize,
+    /// Largest WebSocket message accepted from Twilio.
+    pub max_message_bytes: usize,
     /// How long calls may continue after SIGTERM.
     pub drain_timeout: Duration,
     /// Said when a streaming reply cannot be produced.
@@ -492,6 +500,7 @@ impl Config {
                 .filter(|token| !token.trim().is_empty())
                 .map(|token| Secret::new(token.trim())),
             max_calls: args.max_calls as usize,
+            max_message_bytes: args.max_message_bytes as usize,
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
             fallback_phrase: required_text("FALLBACK_PHRASE", args.fallback_phrase)?,
         })

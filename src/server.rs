@@ -29,8 +29,6 @@ use crate::tts::deepgram::DeepgramTts;
 use crate::twilio::signature::{require_signature, Validator};
 use crate::twilio::twiml::{self, Element};
 
-/// Largest WebSocket message accepted from Twilio; a media frame is about 300 bytes.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// How long an idle pooled provider connection is kept open.
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
 
@@ -284,8 +282,8 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
     let services = state.calls.clone();
     let active = state.metrics.active_calls.clone();
     upgrade
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
+        .max_message_size(state.config.max_message_bytes)
+        .max_frame_size(state.config.max_message_bytes)
         .on_failed_upgrade(|err| tracing::warn!(%err, "media stream upgrade failed"))
         .on_upgrade(move |socket| async move {
             active.inc();

@@ -139,3 +139,32 @@ async fn three_turns_keep_the_whole_history_and_never_repeat_words() {
     assert_eq!(marks, call_marks(&answers));
     assert!(log.marks.iter().all(|m| !m.discarded));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keypad_digits_then_hash_reach_the_model_as_a_turn() {
+    use serde_json::json;
+    use support::replayer::{replay_with, Inject, ReplayOptions};
+    let env = TestEnv::start().await;
+    let fixture = Fixture::load("visiting_hours");
+    let sid = fixture.meta.stream_sid.clone();
+    let key = |at: u64, digit: &str| {
+        let message = json!({"event":"dtmf","streamSid":sid,"sequenceNumber":"1",
+            "dtmf":{"track":"inbound_track","digit":digit}});
+        (at, Inject::Message(message))
+    };
+    let inject = vec![key(7_000, "4"), key(7_100, "2"), key(7_200, "#")];
+    let options = ReplayOptions {
+        inject,
+        ..ReplayOptions::default()
+    };
+    let log = replay_with(&env.media_url(), &fixture, options).await;
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 2);
+    let last = requests[1].messages.last().expect("a user message");
+    assert_eq!(
+        last,
+        &("user".to_owned(), "The caller pressed: 4 2".to_owned())
+    );
+    assert_eq!(requests[1].messages.len(), 4, "the spoken turn came first");
+}

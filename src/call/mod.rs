@@ -306,7 +306,9 @@ impl Call {
                 }
             }
             Ok(Inbound::Dtmf { dtmf }) => {
-                tracing::info!(digit = %dtmf.digit, "caller pressed a key")
+                tracing::info!(digit = %dtmf.digit, "caller pressed a key");
+                let actions = self.turns.on_dtmf(&dtmf.digit);
+                self.apply(actions);
             }
             Ok(Inbound::Stop) => return Flow::Stop,
             Ok(Inbound::Start { .. }) => tracing::warn!("second start message ignored"),
@@ -523,6 +525,7 @@ impl Call {
             turns = turns.turns(),
             barge_ins = turns.barge_ins(),
             turn_latencies_ms = ?latencies_ms,
+            keys = turns.keyed(),
             malformed,
             dropped_audio,
             "call ended: {}",

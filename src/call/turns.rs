@@ -154,7 +154,14 @@ pub struct Turns {
     turns: u32,
     /// Times the caller talked over the assistant.
     barge_ins: u32,
+    /// Keypad digits pressed since the last `#`.
+    digits: Vec<String>,
+    /// Every digit pressed in this call, for the call's record.
+    keyed: String,
 }
+
+/// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
+const MAX_DIGITS: usize = 32;
 
 impl Turns {
     /// A call that has not started.
@@ -172,6 +179,8 @@ impl Turns {
             history: Vec::new(),
             turns: 0,
             barge_ins: 0,
+            digits: Vec::new(),
+            keyed: String::new(),
         }
     }
 
@@ -272,6 +281,42 @@ impl Turns {
             return Vec::new();
         }
         self.end_turn()
+    }
+
+    /// The caller pressed a key. Digits collect until `#`, which sends them to the model as
+    /// "The caller pressed: 1 2 3" (interrupting the assistant), so a prompt can use keypad
+    /// input; `*` clears them.
+    pub fn on_dtmf(&mut self, key: &str) -> Vec<Action> {
+        if self.keyed.len() < 4 * MAX_DIGITS {
+            self.keyed.push_str(key);
+        }
+        match key {
+            "#" if !self.digits.is_empty() => {
+                let pressed = format!("The caller pressed: {}", self.digits.join(" "));
+                self.digits.clear();
+                let mut actions = self.barge_in();
+                self.heard.push(pressed);
+                self.interim_pending = false;
+                actions.extend(self.end_turn());
+                actions
+            }
+            "*" => {
+                self.digits.clear();
+                Vec::new()
+            }
+            digit if digit.len() == 1 && digit.chars().all(|c| c.is_ascii_digit()) => {
+                if self.digits.len() < MAX_DIGITS {
+                    self.digits.push(digit.to_owned());
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every key the caller pressed, in order.
+    pub fn keyed(&self) -> &str {
+        &self.keyed
     }
 
     /// Time passed; ends the caller's turn when the silence timer has run out.
@@ -727,6 +772,20 @@ mod tests {
             ["Hours?", "Eight to six.", "Address?", "Main Street."]
         );
         assert_eq!(turns.turns(), 2);
+    }
+
+    #[test]
+    fn digits_then_hash_become_a_turn_for_the_model() {
+        let (mut turns, _, greeting) = greeting();
+        for key in ["1", "2", "*", "4", "5", "6"] {
+            assert!(turns.on_dtmf(key).is_empty());
+        }
+        let actions = turns.on_dtmf("#");
+        assert_eq!(actions[0], Action::Interrupt { id: greeting });
+        let (_, said, _) = asked(&actions[1..]);
+        assert_eq!(said, "The caller pressed: 4 5 6");
+        assert_eq!(turns.keyed(), "12*456#");
+        assert!(turns.on_dtmf("#").is_empty(), "# alone sends nothing");
     }
 
     #[test]
