@@ -370,33 +370,32 @@ impl Reply {
     async fn queue_audio(&self, chunker: &mut FrameChunker, audio: &[u8]) {
         let mut frames: Vec<[u8; FRAME_BYTES]> = Vec::new();
         chunker.push(audio, |frame| frames.push(*frame));
-        if !frames.is_empty() && !self.audio_started.swap(true, Ordering::Relaxed) {
+        for audio in frames {
+            self.send_frame(audio).await;
+        }
+    }
+
+    /// Queues one frame for the writer; the reply's first one is reported to the call.
+    async fn send_frame(&self, audio: [u8; FRAME_BYTES]) {
+        if !self.audio_started.swap(true, Ordering::Relaxed) {
             let _ = self
                 .events
                 .send(ReplyEvent::FirstAudio { id: self.id })
                 .await;
         }
-        for audio in frames {
-            let _ = self
-                .speech
-                .send(Speech::Frame {
-                    reply: self.id,
-                    audio,
-                })
-                .await;
-        }
+        let _ = self
+            .speech
+            .send(Speech::Frame {
+                reply: self.id,
+                audio,
+            })
+            .await;
     }
 
     /// A phrase's audio is complete: pad its last frame and mark its end.
     async fn end_phrase(&self, chunker: &mut FrameChunker, index: usize) {
         if let Some(audio) = chunker.finish() {
-            let _ = self
-                .speech
-                .send(Speech::Frame {
-                    reply: self.id,
-                    audio,
-                })
-                .await;
+            self.send_frame(audio).await;
         }
         let _ = self
             .speech
