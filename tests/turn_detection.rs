@@ -107,12 +107,7 @@ async fn split_finals_make_the_same_three_turns_as_the_timer() {
     }
 
     // The same history as the timer gives (tests/conversation.rs).
-    let said: Vec<&str> = fixture
-        .meta
-        .utterances
-        .iter()
-        .map(|u| u.text.as_str())
-        .collect();
+    let said = fixture.said();
     let (first, second) = (heard(HOURS), heard(ADDRESS));
     assert_eq!(
         dialogue(&requests[2].messages),

@@ -9,8 +9,9 @@ use super::fixture::{self, Fixture, FRAME_BYTES};
 
 /// PCM bytes per analysis frame: 160 samples (20 ms at 8 kHz) of 16-bit audio.
 pub const PCM_FRAME_BYTES: usize = FRAME_BYTES * 2;
-/// RMS above which a frame counts as speech.
-pub const SPEECH_RMS: f64 = 500.0;
+/// The speech detector and frame hash are the stand-ins' own: the fake and the demo must agree
+/// on what counts as speech and which frames match.
+pub use ivr_bridge::standin::bank::{frame_hash, is_speech};
 
 /// Known utterances, indexed by the hash of each speech frame's PCM.
 #[derive(Debug, Default)]
@@ -58,20 +59,4 @@ impl SttBank {
         BANK.get_or_init(|| Arc::new(Self::from_fixtures(&Fixture::all())))
             .clone()
     }
-}
-
-/// Whether a 20 ms PCM16LE frame is louder than [`SPEECH_RMS`].
-pub fn is_speech(frame: &[u8]) -> bool {
-    let sum: f64 = frame
-        .chunks_exact(2)
-        .map(|p| f64::from(i16::from_le_bytes([p[0], p[1]])).powi(2))
-        .sum();
-    (sum / (frame.len() / 2).max(1) as f64).sqrt() > SPEECH_RMS
-}
-
-/// FNV-1a over the frame's bytes: stable across runs and processes.
-pub fn frame_hash(frame: &[u8]) -> u64 {
-    frame.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
