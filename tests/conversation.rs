@@ -64,6 +64,16 @@ async fn caller_audio_reaches_deepgram_as_pcm_with_the_documented_parameters() {
     let env = TestEnv::start().await;
     let fixture = Fixture::load("one_question");
     let _log = env.replay("one_question").await;
+    // The Twilio socket may close a moment before the recogniser's own close handshake ends
+    // (the call closes both at once); wait for it, within the 1 s the call has to clean up.
+    let closed = support::eventually(std::time::Duration::from_secs(1), || {
+        env.stt
+            .connections()
+            .first()
+            .is_some_and(|c| c.ended_at.is_some())
+    })
+    .await;
+    assert!(closed, "the recogniser socket was not closed within 1 s");
 
     let connections = env.stt.connections();
     assert_eq!(connections.len(), 1, "one Deepgram socket per call");
