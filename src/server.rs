@@ -19,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::call::reply::Voice;
 use crate::call::{self, CallServices};
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::stt::deepgram::DeepgramStt;
+use crate::transcribe::webhook::TranscriptWebhook;
+use crate::transcribe::{self, TranscribeServices};
 use crate::tts::deepgram::DeepgramTts;
 use crate::twilio::signature::{require_signature, Validator};
 use crate::twilio::twiml::{self, Element};
@@ -46,6 +48,8 @@ pub struct AppState {
     pub signatures: Option<Validator>,
     /// Counters and latencies served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Transcription mode's services; `None` in the assistant mode.
+    pub transcribe: Option<Arc<TranscribeServices>>,
     /// Media Streams in progress.
     live: Arc<LiveCalls>,
     /// Cancelled on SIGTERM: health answers 503 and new calls are refused while calls in
@@ -121,6 +125,17 @@ impl AppState {
             },
         )?;
         let metrics = Arc::new(Metrics::new());
+        let transcribe = (config.mode == Mode::Transcribe).then(|| {
+            Arc::new(TranscribeServices {
+                stt: DeepgramStt::new(&config),
+                webhook: config
+                    .transcript_webhook_url
+                    .clone()
+                    .map(|url| TranscriptWebhook::new(http.clone(), url, metrics.clone())),
+                shutdown: CancellationToken::new(),
+                metrics: metrics.clone(),
+            })
+        });
         let calls = Arc::new(CallServices {
             stt: DeepgramStt::new(&config),
             voice: Arc::new(Voice::new(
@@ -133,7 +148,9 @@ impl AppState {
             turn_detection: config.turn_detection,
             system_prompt: config.system_prompt.clone(),
             fallback_phrase: config.fallback_phrase.clone(),
-            shutdown: CancellationToken::new(),
+            shutdown: transcribe
+                .as_ref()
+                .map_or_else(CancellationToken::new, |t| t.shutdown.clone()),
             metrics: metrics.clone(),
         });
         Ok(Self {
@@ -143,6 +160,7 @@ impl AppState {
             gather: Arc::new(gather),
             live: Arc::new(LiveCalls::default()),
             metrics,
+            transcribe,
             draining: CancellationToken::new(),
         })
     }
@@ -188,14 +206,16 @@ const CALL_END_GRACE: Duration = Duration::from_secs(3);
 /// The router, for `serve`, tests and tools that want to mount it themselves. Twilio's routes
 /// require a valid signature when an auth token is configured; the health check does not.
 pub fn app(state: Arc<AppState>) -> Router {
-    let twilio = Router::new()
+    let mut twilio = Router::new()
         .route("/", get(incoming_call).post(incoming_call))
-        .route("/media", get(media_stream))
-        .merge(gather::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_signature,
-        ));
+        .route("/media", get(media_stream));
+    if state.transcribe.is_none() {
+        twilio = twilio.merge(gather::routes());
+    }
+    let twilio = twilio.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_signature,
+    ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -243,6 +263,18 @@ pub async fn serve_state(
              who finds this server's URL can start calls"
         );
     }
+    if let Some(services) = &state.transcribe {
+        match &services.webhook {
+            Some(_) => tracing::info!(
+                "transcription mode: no assistant; transcripts are logged and sent to TRANSCRIPT_WEBHOOK_URL"
+            ),
+            None => tracing::info!(
+                "transcription mode: no assistant; transcripts are logged (set TRANSCRIPT_WEBHOOK_URL to receive them)"
+            ),
+        }
+    } else if state.config.transcript_webhook_url.is_some() {
+        tracing::warn!("TRANSCRIPT_WEBHOOK_URL is ignored: it is used only with MODE=transcribe");
+    }
     match &state.config.redis_url {
         Some(url) => {
             tracing::info!(%url, "Gather flow conversations kept in Redis, shared by every instance")
@@ -280,6 +312,7 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
         return (StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
     };
     let services = state.calls.clone();
+    let transcribe = state.transcribe.clone();
     let active = state.metrics.active_calls.clone();
     upgrade
         .max_message_size(state.config.max_message_bytes)
@@ -287,7 +320,10 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
         .on_failed_upgrade(|err| tracing::warn!(%err, "media stream upgrade failed"))
         .on_upgrade(move |socket| async move {
             active.inc();
-            call::run(socket, services).await;
+            match transcribe {
+                Some(transcribe) => transcribe::run(socket, transcribe).await,
+                None => call::run(socket, services).await,
+            }
             active.dec();
             drop(slot);
         })
