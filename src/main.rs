@@ -160,6 +160,9 @@ replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
     if !greeting_set {
         args.serve.greeting = demo::DEMO_GREETING.to_owned();
     }
+    // The demo is a conversation with the assistant, whatever MODE the environment sets.
+    args.serve.mode = ivr_bridge::config::Mode::Converse;
+    args.serve.transcribe = false;
     let config = match Config::from_args(args.serve) {
         Ok(config) => config,
         Err(err) => {

@@ -309,20 +309,92 @@ mod tests {
         assert_eq!(retry_after(&headers), None);
     }
 
-    #[test]
-    fn messages_have_the_documented_shape() {
-        let segment = TranscriptMessage::Segment {
+    fn segment(sequence: u64) -> TranscriptMessage<'static> {
+        TranscriptMessage::Segment {
             call_sid: "CA1",
             stream_sid: "MZ1",
-            sequence: 1,
+            sequence,
             track: "inbound",
             text: "Hello.",
             start: 2.0,
             end: 3.5,
             confidence: 0.9,
-        };
+        }
+    }
+
+    fn counted(metrics: &Metrics, outcome: &str) -> u64 {
+        metrics
+            .transcript_webhooks
+            .get_or_create(&crate::metrics::WebhookOutcome {
+                outcome: outcome.to_owned(),
+            })
+            .get()
+    }
+
+    /// A receiver on 127.0.0.1 that answers every POST with `status` and counts them.
+    async fn receiver(status: StatusCode) -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move { status }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Url::parse(&format!("http://{addr}/hook")).unwrap(), hits)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_final_and_counted_as_failed() {
+        let (url, hits) = receiver(StatusCode::BAD_REQUEST).await;
+        let metrics = Arc::new(Metrics::new());
+        let webhook = TranscriptWebhook::new(reqwest::Client::new(), url, metrics.clone());
+        let mut delivery = webhook.open(CancellationToken::new());
+        assert!(delivery.send(&segment(1)) && delivery.send(&segment(2)));
+        assert!(delivery.finish(Duration::from_secs(5)).await);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(counted(&metrics, "failed"), 2);
+        assert_eq!(counted(&metrics, "delivered"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        // A receiver that accepts connections and never answers: the first message hangs.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/hook", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let metrics = Arc::new(Metrics::new());
+        let webhook = TranscriptWebhook::new(reqwest::Client::new(), url, metrics.clone());
+        let cancel = CancellationToken::new();
+        let mut delivery = webhook.open(cancel.clone());
+        let sent = (1..=QUEUE_MESSAGES as u64 + 50)
+            .filter(|&n| delivery.send(&segment(n)))
+            .count();
+        assert!(
+            (QUEUE_MESSAGES..=QUEUE_MESSAGES + 1).contains(&sent),
+            "{sent}"
+        );
+        let dropped = QUEUE_MESSAGES as u64 + 50 - sent as u64;
+        assert_eq!(delivery.dropped(), dropped);
+        assert_eq!(counted(&metrics, "dropped"), dropped);
+        cancel.cancel();
+        assert!(delivery.finish(Duration::from_secs(1)).await);
+    }
+
+    #[test]
+    fn messages_have_the_documented_shape() {
         assert_eq!(
-            serde_json::to_value(&segment).unwrap(),
+            serde_json::to_value(segment(1)).unwrap(),
             json!({"type":"segment","call_sid":"CA1","stream_sid":"MZ1","sequence":1,
                    "track":"inbound","text":"Hello.","start":2.0,"end":3.5,"confidence":0.9})
         );
