@@ -323,3 +323,26 @@ fn a_bad_mode_or_webhook_url_is_one_line_naming_it() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_speech_recognition_the_call_goes_on_and_is_reported_incomplete() {
+    let (receiver, hook) = Receiver::start(0).await;
+    let env = transcribing_env(&hook).await;
+    env.stt.set_refuse_all(true);
+    let log = env.replay("one_question").await;
+    let stop = log.stop_sent_at.expect("the replay sent stop");
+    assert!(
+        log.server_closed_at.is_none_or(|closed| closed >= stop),
+        "the server ended the stream before Twilio did"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.call_ended()).await,
+        "no call_ended message"
+    );
+    let messages = receiver.delivered();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["segments"], 0);
+    assert_eq!(messages[0]["complete"], false);
+    let lost = r#"ivr_bridge_provider_errors_total{provider="deepgram_stt",kind="unreachable"}"#;
+    assert_eq!(metric(&env, lost).await, 1.0);
+}

@@ -170,10 +170,7 @@ impl Transcription {
             self.on_malformed("media payload is not base64");
             return;
         }
-        let offset_s = media.timestamp_ms().map_or_else(
-            || self.started.elapsed().as_secs_f64(),
-            |ms| ms as f64 / 1000.0,
-        );
+        let started = self.started;
         let slot = match media.track {
             Track::Inbound => &mut self.inbound,
             Track::Outbound => &mut self.outbound,
@@ -183,6 +180,9 @@ impl Transcription {
         let track = slot.get_or_insert_with(|| {
             tracing::info!(track = media.track.as_str(), "transcribing a new track");
             let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+            let offset_s = media
+                .timestamp_ms()
+                .map_or_else(|| started.elapsed().as_secs_f64(), |ms| ms as f64 / 1000.0);
             TrackStt {
                 // Not tied to the call's end: the recogniser still gets its CloseStream.
                 stt: Some(services.stt.start(events_tx, CancellationToken::new())),
@@ -191,9 +191,10 @@ impl Transcription {
                 pcm: PcmFrames::new(),
             }
         });
-        let pcm = track.pcm.decode(&self.mulaw);
-        let sent = track.stt.as_mut().is_some_and(|stt| stt.send_audio(pcm));
-        if !sent {
+        let Some(stt) = track.stt.as_mut() else {
+            return; // recognition of this track was lost; already reported
+        };
+        if !stt.send_audio(track.pcm.decode(&self.mulaw)) {
             self.dropped_audio += 1;
             if self.dropped_audio % 50 == 1 {
                 tracing::warn!(
@@ -243,17 +244,23 @@ impl Transcription {
                     .provider_error("deepgram_stt", "unreachable");
                 tracing::error!(%err, track = track.as_str(), "speech recognition unavailable: this track is no longer transcribed");
                 self.stt_lost = true;
+                if let Some(lost) = self.slot(track) {
+                    lost.stt = None;
+                }
             }
             _ => {}
         }
     }
 
-    fn offset_of(&self, track: Track) -> f64 {
-        let slot = match track {
-            Track::Outbound => &self.outbound,
-            _ => &self.inbound,
-        };
-        slot.as_ref().map_or(0.0, |t| t.offset_s)
+    fn slot(&mut self, track: Track) -> Option<&mut TrackStt> {
+        match track {
+            Track::Outbound => self.outbound.as_mut(),
+            _ => self.inbound.as_mut(),
+        }
+    }
+
+    fn offset_of(&mut self, track: Track) -> f64 {
+        self.slot(track).map_or(0.0, |t| t.offset_s)
     }
 
     fn on_segment(&mut self, track: Track, text: &str, start: f64, duration: f64, confidence: f64) {
