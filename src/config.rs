@@ -518,6 +518,7 @@ impl Config {
         } else {
             args.mode
         };
+        let deepgram_api_key = required_secret("DEEPGRAM_API_KEY", args.deepgram_api_key)?;
         let mistral_api_key = match mode {
             Mode::Converse => required_secret("MISTRAL_API_KEY", args.mistral_api_key)?,
             Mode::Transcribe => args
@@ -533,7 +534,7 @@ impl Config {
                 .filter(|raw| !raw.trim().is_empty())
                 .map(parse_public_url)
                 .transpose()?,
-            deepgram_api_key: required_secret("DEEPGRAM_API_KEY", args.deepgram_api_key)?,
+            deepgram_api_key,
             mistral_api_key,
             deepgram_stt_url: parse_url("DEEPGRAM_STT_URL", &args.deepgram_stt_url, WS)?,
             deepgram_tts_url: parse_url("DEEPGRAM_TTS_URL", &args.deepgram_tts_url, HTTP)?,

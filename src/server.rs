@@ -25,7 +25,6 @@ use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::stt::deepgram::DeepgramStt;
-use crate::transcribe::webhook::TranscriptWebhook;
 use crate::transcribe::{self, TranscribeServices};
 use crate::tts::deepgram::DeepgramTts;
 use crate::twilio::signature::{require_signature, Validator};
@@ -125,17 +124,8 @@ impl AppState {
             },
         )?;
         let metrics = Arc::new(Metrics::new());
-        let transcribe = (config.mode == Mode::Transcribe).then(|| {
-            Arc::new(TranscribeServices {
-                stt: DeepgramStt::new(&config),
-                webhook: config
-                    .transcript_webhook_url
-                    .clone()
-                    .map(|url| TranscriptWebhook::new(http.clone(), url, metrics.clone())),
-                shutdown: CancellationToken::new(),
-                metrics: metrics.clone(),
-            })
-        });
+        let transcribe = (config.mode == Mode::Transcribe)
+            .then(|| Arc::new(TranscribeServices::new(&config, &http, &metrics)));
         let calls = Arc::new(CallServices {
             stt: DeepgramStt::new(&config),
             voice: Arc::new(Voice::new(
@@ -206,16 +196,17 @@ const CALL_END_GRACE: Duration = Duration::from_secs(3);
 /// The router, for `serve`, tests and tools that want to mount it themselves. Twilio's routes
 /// require a valid signature when an auth token is configured; the health check does not.
 pub fn app(state: Arc<AppState>) -> Router {
-    let mut twilio = Router::new()
+    let twilio = Router::new()
         .route("/", get(incoming_call).post(incoming_call))
-        .route("/media", get(media_stream));
-    if state.transcribe.is_none() {
-        twilio = twilio.merge(gather::routes());
-    }
-    let twilio = twilio.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        require_signature,
-    ));
+        .route("/media", get(media_stream))
+        .merge(match state.transcribe {
+            None => gather::routes(),
+            Some(_) => Router::new(), // transcription mode: no assistant, no Gather flow
+        })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_signature,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -263,18 +254,7 @@ pub async fn serve_state(
              who finds this server's URL can start calls"
         );
     }
-    if let Some(services) = &state.transcribe {
-        match &services.webhook {
-            Some(_) => tracing::info!(
-                "transcription mode: no assistant; transcripts are logged and sent to TRANSCRIPT_WEBHOOK_URL"
-            ),
-            None => tracing::info!(
-                "transcription mode: no assistant; transcripts are logged (set TRANSCRIPT_WEBHOOK_URL to receive them)"
-            ),
-        }
-    } else if state.config.transcript_webhook_url.is_some() {
-        tracing::warn!("TRANSCRIPT_WEBHOOK_URL is ignored: it is used only with MODE=transcribe");
-    }
+    transcribe::announce(&state.config);
     match &state.config.redis_url {
         Some(url) => {
             tracing::info!(%url, "Gather flow conversations kept in Redis, shared by every instance")

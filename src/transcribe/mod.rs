@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub use call::run;
 use webhook::TranscriptWebhook;
 
+use crate::config::{Config, Mode};
 use crate::metrics::Metrics;
 use crate::stt::deepgram::DeepgramStt;
 
@@ -31,4 +32,35 @@ pub struct TranscribeServices {
     pub shutdown: CancellationToken,
     /// Calls, provider errors and webhook outcomes.
     pub metrics: Arc<Metrics>,
+}
+
+impl TranscribeServices {
+    /// The services for `config`, POSTing through the server's pooled `http` client.
+    pub fn new(config: &Config, http: &reqwest::Client, metrics: &Arc<Metrics>) -> Self {
+        Self {
+            stt: DeepgramStt::new(config),
+            webhook: config
+                .transcript_webhook_url
+                .clone()
+                .map(|url| TranscriptWebhook::new(http.clone(), url, metrics.clone())),
+            shutdown: CancellationToken::new(),
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+/// Says at start-up what the mode does with transcripts, or that the webhook URL is unused.
+pub fn announce(config: &Config) {
+    match (config.mode, &config.transcript_webhook_url) {
+        (Mode::Transcribe, Some(_)) => tracing::info!(
+            "transcription mode: no assistant; transcripts are logged and sent to TRANSCRIPT_WEBHOOK_URL"
+        ),
+        (Mode::Transcribe, None) => tracing::info!(
+            "transcription mode: no assistant; transcripts are logged (set TRANSCRIPT_WEBHOOK_URL to receive them)"
+        ),
+        (Mode::Converse, Some(_)) => tracing::warn!(
+            "TRANSCRIPT_WEBHOOK_URL is ignored: it is used only with MODE=transcribe"
+        ),
+        (Mode::Converse, None) => {}
+    }
 }
