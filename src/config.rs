@@ -575,7 +575,15 @@ impl Config {
                 .transcript_webhook_url
                 .as_deref()
                 .filter(|raw| !raw.trim().is_empty())
-                .map(|raw| parse_url("TRANSCRIPT_WEBHOOK_URL", raw, HTTP))
+                .map(|raw| {
+                    // Not echoed: a webhook URL often carries a token.
+                    parse_url("TRANSCRIPT_WEBHOOK_URL", raw, HTTP).map_err(|_| {
+                        ConfigError::Invalid {
+                            var: "TRANSCRIPT_WEBHOOK_URL",
+                            problem: "must be an http:// or https:// URL",
+                        }
+                    })
+                })
                 .transpose()?,
         })
     }
@@ -862,11 +870,17 @@ mod tests {
         let err = args(&["--mode", "bogus"]).err().unwrap().to_string();
         assert!(err.contains("MODE must be converse or transcribe"), "{err}");
         let err = Config::from_args(
-            args(&["--transcribe", "--transcript-webhook-url", "ftp://x/hook"]).unwrap(),
+            args(&[
+                "--transcribe",
+                "--transcript-webhook-url",
+                "ftp://x/hook?token=s3cret",
+            ])
+            .unwrap(),
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("TRANSCRIPT_WEBHOOK_URL="), "{err}");
+        assert!(err.starts_with("TRANSCRIPT_WEBHOOK_URL must be"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
         let config = Config::from_args(
             args(&[
                 "--transcribe",
