@@ -346,3 +346,30 @@ async fn without_speech_recognition_the_call_goes_on_and_is_reported_incomplete(
     let lost = r#"ivr_bridge_provider_errors_total{provider="deepgram_stt",kind="unreachable"}"#;
     assert_eq!(metric(&env, lost).await, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_times_stay_in_the_call_across_a_recogniser_reconnection() {
+    let (receiver, hook) = Receiver::start(0).await;
+    let env = transcribing_env(&hook).await;
+    let call = Fixture::load("one_question");
+    let stt = env.stt.clone();
+    // Deepgram drops the socket 1 s in, before the caller speaks (2.0–4.06 s): the new
+    // connection's clock restarts at zero, the transcript's must not.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stt.disconnect_all();
+    });
+    env.replay("one_question").await;
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.call_ended()).await,
+        "no call_ended message"
+    );
+    assert_eq!(env.stt.connections().len(), 2, "one reconnection");
+    let messages = receiver.delivered();
+    let said = segments(&messages, "inbound");
+    assert_eq!(text_of(&said), call.said().join(" "));
+    let start = seconds(&said[0]["start"]);
+    let end = seconds(&said[said.len() - 1]["end"]);
+    assert!((start - 2.0).abs() < 0.25, "start {start}");
+    assert!((end - 4.06).abs() < 0.25, "end {end}");
+}
