@@ -56,6 +56,33 @@ impl TurnDetection {
     }
 }
 
+/// What the server does with a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The voice assistant: speech recognition, the model and the voice.
+    #[default]
+    Converse,
+    /// Transcription only: each call's audio goes to Deepgram and the transcript is logged and
+    /// sent to `TRANSCRIPT_WEBHOOK_URL`; no model, no voice.
+    Transcribe,
+}
+
+impl Mode {
+    /// The value as written in `MODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Converse => "converse",
+            Self::Transcribe => "transcribe",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl fmt::Display for TurnDetection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -342,6 +369,20 @@ pub struct ServeArgs {
     /// listens again.
     #[arg(long, env = "FALLBACK_PHRASE", default_value = DEFAULT_FALLBACK_PHRASE)]
     pub fallback_phrase: String,
+
+    /// What the server does with calls: `converse` (the voice assistant) or `transcribe`
+    /// (transcription only: no model, no voice, MISTRAL_API_KEY not needed).
+    #[arg(long, env = "MODE", default_value_t = Mode::Converse, value_parser = parse_mode)]
+    pub mode: Mode,
+
+    /// Same as MODE=transcribe.
+    #[arg(long)]
+    pub transcribe: bool,
+
+    /// In transcription mode, where each call's final transcript segments are POSTed as JSON
+    /// (http:// or https://). Unset: transcripts are only logged.
+    #[arg(long, env = "TRANSCRIPT_WEBHOOK_URL")]
+    pub transcript_webhook_url: Option<String>,
 }
 
 /// Said when a reply could not be produced, unless `FALLBACK_PHRASE` says otherwise.
@@ -379,6 +420,15 @@ fn parse_turn_detection(raw: &str) -> Result<TurnDetection, String> {
     }
 }
 
+/// A clap value parser for `MODE`; the error names the variable and the choices.
+fn parse_mode(raw: &str) -> Result<Mode, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "converse" => Ok(Mode::Converse),
+        "transcribe" => Ok(Mode::Transcribe),
+        _ => Err("MODE must be converse or transcribe".to_owned()),
+    }
+}
+
 /// Everything the server needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -388,7 +438,7 @@ pub struct Config {
     pub public_url: Option<Url>,
     /// Deepgram credential.
     pub deepgram_api_key: Secret,
-    /// Mistral credential.
+    /// Mistral credential. Empty in transcription mode, where no route reaches the model.
     pub mistral_api_key: Secret,
     /// Deepgram live STT endpoint (`ws` or `wss`).
     pub deepgram_stt_url: Url,
@@ -437,6 +487,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Said when a streaming reply cannot be produced.
     pub fallback_phrase: String,
+    /// The voice assistant, or transcription only.
+    pub mode: Mode,
+    /// Where transcription mode POSTs transcripts; `None` logs them only.
+    pub transcript_webhook_url: Option<Url>,
 }
 
 impl Config {
@@ -459,6 +513,19 @@ impl Config {
                 problem: "must not be empty",
             });
         }
+        let mode = if args.transcribe {
+            Mode::Transcribe
+        } else {
+            args.mode
+        };
+        let deepgram_api_key = required_secret("DEEPGRAM_API_KEY", args.deepgram_api_key)?;
+        let mistral_api_key = match mode {
+            Mode::Converse => required_secret("MISTRAL_API_KEY", args.mistral_api_key)?,
+            Mode::Transcribe => args
+                .mistral_api_key
+                .map(|key| Secret::new(key.trim()))
+                .unwrap_or_else(|| Secret::new("")),
+        };
         Ok(Self {
             port: args.port,
             public_url: args
@@ -467,8 +534,8 @@ impl Config {
                 .filter(|raw| !raw.trim().is_empty())
                 .map(parse_public_url)
                 .transpose()?,
-            deepgram_api_key: required_secret("DEEPGRAM_API_KEY", args.deepgram_api_key)?,
-            mistral_api_key: required_secret("MISTRAL_API_KEY", args.mistral_api_key)?,
+            deepgram_api_key,
+            mistral_api_key,
             deepgram_stt_url: parse_url("DEEPGRAM_STT_URL", &args.deepgram_stt_url, WS)?,
             deepgram_tts_url: parse_url("DEEPGRAM_TTS_URL", &args.deepgram_tts_url, HTTP)?,
             mistral_api_url: parse_url("MISTRAL_API_URL", &args.mistral_api_url, HTTP)?,
@@ -503,6 +570,21 @@ impl Config {
             max_message_bytes: args.max_message_bytes as usize,
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
             fallback_phrase: required_text("FALLBACK_PHRASE", args.fallback_phrase)?,
+            mode,
+            transcript_webhook_url: args
+                .transcript_webhook_url
+                .as_deref()
+                .filter(|raw| !raw.trim().is_empty())
+                .map(|raw| {
+                    // Not echoed: a webhook URL often carries a token.
+                    parse_url("TRANSCRIPT_WEBHOOK_URL", raw, HTTP).map_err(|_| {
+                        ConfigError::Invalid {
+                            var: "TRANSCRIPT_WEBHOOK_URL",
+                            problem: "must be an http:// or https:// URL",
+                        }
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -764,6 +846,54 @@ mod tests {
         assert_eq!(json.log_format, LogFormat::Json);
         let err = args(&["--log-format", "xml"]).err().unwrap().to_string();
         assert!(err.contains("LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn transcribe_mode_needs_no_mistral_key() {
+        let mut a = args(&["--transcribe"]).unwrap();
+        a.mistral_api_key = None;
+        let config = Config::from_args(a).unwrap();
+        assert_eq!(config.mode, Mode::Transcribe);
+        assert!(config.transcript_webhook_url.is_none());
+        let mut a = args(&["--mode", "transcribe"]).unwrap();
+        a.deepgram_api_key = None;
+        let err = Config::from_args(a).unwrap_err().to_string();
+        assert!(err.starts_with("DEEPGRAM_API_KEY is not set"), "{err}");
+        assert_eq!(
+            Config::from_args(args(&[]).unwrap()).unwrap().mode,
+            Mode::Converse
+        );
+    }
+
+    #[test]
+    fn bad_mode_and_webhook_url_name_their_variable() {
+        let err = args(&["--mode", "bogus"]).err().unwrap().to_string();
+        assert!(err.contains("MODE must be converse or transcribe"), "{err}");
+        let err = Config::from_args(
+            args(&[
+                "--transcribe",
+                "--transcript-webhook-url",
+                "ftp://x/hook?token=s3cret",
+            ])
+            .unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("TRANSCRIPT_WEBHOOK_URL must be"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let config = Config::from_args(
+            args(&[
+                "--transcribe",
+                "--transcript-webhook-url",
+                "https://x.example/hook",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.transcript_webhook_url.unwrap().as_str(),
+            "https://x.example/hook"
+        );
     }
 
     #[test]

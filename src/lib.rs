@@ -18,6 +18,7 @@ pub mod standin;
 pub mod store;
 pub mod stt;
 pub mod telemetry;
+pub mod transcribe;
 pub mod tts;
 pub mod twilio;
 

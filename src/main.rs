@@ -111,11 +111,14 @@ fn ask_for_missing_keys(args: &mut ServeArgs) {
     if !std::io::stdin().is_terminal() {
         return;
     }
+    let transcribing = args.transcribe || args.mode == ivr_bridge::config::Mode::Transcribe;
     for (var, key) in [
         ("DEEPGRAM_API_KEY", &mut args.deepgram_api_key),
         ("MISTRAL_API_KEY", &mut args.mistral_api_key),
     ] {
-        if key.as_deref().is_some_and(|k| !k.trim().is_empty()) {
+        if key.as_deref().is_some_and(|k| !k.trim().is_empty())
+            || (transcribing && var == "MISTRAL_API_KEY")
+        {
             continue;
         }
         let prompt = format!("{var} is not set. Paste it (not shown, used for this run only): ");
@@ -157,6 +160,9 @@ replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
     if !greeting_set {
         args.serve.greeting = demo::DEMO_GREETING.to_owned();
     }
+    // The demo is a conversation with the assistant, whatever MODE the environment sets.
+    args.serve.mode = ivr_bridge::config::Mode::Converse;
+    args.serve.transcribe = false;
     let config = match Config::from_args(args.serve) {
         Ok(config) => config,
         Err(err) => {

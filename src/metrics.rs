@@ -27,6 +27,14 @@ pub struct ProviderError {
     pub kind: String,
 }
 
+/// What became of a transcript webhook message, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookOutcome {
+    /// `delivered` (2xx), `failed` (4xx, or retries used up) or `dropped` (the call's delivery
+    /// queue was full).
+    pub outcome: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -52,6 +60,8 @@ pub struct Metrics {
     pub tts_first_byte: Histogram,
     /// End of the caller's speech → first reply audio sent (seconds).
     pub turn_latency: Histogram,
+    /// Transcript webhook messages, by outcome (transcription mode).
+    pub transcript_webhooks: Family<WebhookOutcome, Counter>,
 }
 
 /// Buckets from 10 ms to about 20 s.
@@ -82,6 +92,7 @@ impl Metrics {
             llm_total: latency_buckets(),
             tts_first_byte: latency_buckets(),
             turn_latency: latency_buckets(),
+            transcript_webhooks: Family::default(),
         };
         registry.register(
             "active_calls",
@@ -129,10 +140,24 @@ impl Metrics {
             "End of the caller's speech to the first reply audio",
             metrics.turn_latency.clone(),
         );
+        registry.register(
+            "transcript_webhooks",
+            "Transcript webhook messages, by outcome: delivered, failed or dropped",
+            metrics.transcript_webhooks.clone(),
+        );
         Self {
             registry: root,
             ..metrics
         }
+    }
+
+    /// Counts a transcript webhook message's fate: `delivered`, `failed` or `dropped`.
+    pub fn transcript_webhook(&self, outcome: &str) {
+        self.transcript_webhooks
+            .get_or_create(&WebhookOutcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a call's end.
@@ -175,6 +200,7 @@ mod tests {
         metrics.call_ended("caller_hung_up");
         metrics.provider_error("mistral", "http_429");
         metrics.turn_latency.observe(0.35);
+        metrics.transcript_webhook("dropped");
         let text = metrics.render();
         for line in [
             "ivr_bridge_active_calls 1",
@@ -182,6 +208,7 @@ mod tests {
             "ivr_bridge_calls_total{outcome=\"caller_hung_up\"} 1",
             "ivr_bridge_provider_errors_total{provider=\"mistral\",kind=\"http_429\"} 1",
             "ivr_bridge_turn_latency_seconds_count 1",
+            "ivr_bridge_transcript_webhooks_total{outcome=\"dropped\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

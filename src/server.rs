@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::call::reply::Voice;
 use crate::call::{self, CallServices};
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::stt::deepgram::DeepgramStt;
+use crate::transcribe::{self, TranscribeServices};
 use crate::tts::deepgram::DeepgramTts;
 use crate::twilio::signature::{require_signature, Validator};
 use crate::twilio::twiml::{self, Element};
@@ -46,6 +47,8 @@ pub struct AppState {
     pub signatures: Option<Validator>,
     /// Counters and latencies served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Transcription mode's services; `None` in the assistant mode.
+    pub transcribe: Option<Arc<TranscribeServices>>,
     /// Media Streams in progress.
     live: Arc<LiveCalls>,
     /// Cancelled on SIGTERM: health answers 503 and new calls are refused while calls in
@@ -121,6 +124,8 @@ impl AppState {
             },
         )?;
         let metrics = Arc::new(Metrics::new());
+        let transcribe = (config.mode == Mode::Transcribe)
+            .then(|| Arc::new(TranscribeServices::new(&config, &http, &metrics)));
         let calls = Arc::new(CallServices {
             stt: DeepgramStt::new(&config),
             voice: Arc::new(Voice::new(
@@ -133,7 +138,9 @@ impl AppState {
             turn_detection: config.turn_detection,
             system_prompt: config.system_prompt.clone(),
             fallback_phrase: config.fallback_phrase.clone(),
-            shutdown: CancellationToken::new(),
+            shutdown: transcribe
+                .as_ref()
+                .map_or_else(CancellationToken::new, |t| t.shutdown.clone()),
             metrics: metrics.clone(),
         });
         Ok(Self {
@@ -143,6 +150,7 @@ impl AppState {
             gather: Arc::new(gather),
             live: Arc::new(LiveCalls::default()),
             metrics,
+            transcribe,
             draining: CancellationToken::new(),
         })
     }
@@ -191,7 +199,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     let twilio = Router::new()
         .route("/", get(incoming_call).post(incoming_call))
         .route("/media", get(media_stream))
-        .merge(gather::routes())
+        .merge(match state.transcribe {
+            None => gather::routes(),
+            Some(_) => Router::new(), // transcription mode: no assistant, no Gather flow
+        })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_signature,
@@ -243,6 +254,7 @@ pub async fn serve_state(
              who finds this server's URL can start calls"
         );
     }
+    transcribe::announce(&state.config);
     match &state.config.redis_url {
         Some(url) => {
             tracing::info!(%url, "Gather flow conversations kept in Redis, shared by every instance")
@@ -280,6 +292,7 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
         return (StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
     };
     let services = state.calls.clone();
+    let transcribe = state.transcribe.clone();
     let active = state.metrics.active_calls.clone();
     upgrade
         .max_message_size(state.config.max_message_bytes)
@@ -287,7 +300,10 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
         .on_failed_upgrade(|err| tracing::warn!(%err, "media stream upgrade failed"))
         .on_upgrade(move |socket| async move {
             active.inc();
-            call::run(socket, services).await;
+            match transcribe {
+                Some(transcribe) => transcribe::run(socket, transcribe).await,
+                None => call::run(socket, services).await,
+            }
             active.dec();
             drop(slot);
         })

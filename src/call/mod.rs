@@ -120,7 +120,7 @@ pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
 }
 
 /// Reads until Twilio's `start`; anything else before it is skipped.
-async fn wait_for_start(stream: &mut SplitStream<WebSocket>) -> Option<Start> {
+pub(crate) async fn wait_for_start(stream: &mut SplitStream<WebSocket>) -> Option<Start> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let message = match timeout(deadline - Instant::now(), stream.next()).await {
@@ -336,6 +336,7 @@ impl Call {
                 is_final,
                 speech_final,
                 audio_end,
+                ..
             } => {
                 let now = Instant::now();
                 if is_final && !text.trim().is_empty() {

@@ -42,6 +42,8 @@ const RECONNECT_BACKOFF: [Duration; 5] = [
 ];
 /// After `CloseStream`, how long we wait for the last results.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// PCM bytes in one second of the audio we send: 8000 samples of 16 bits.
+const PCM_BYTES_PER_SECOND: f64 = 16_000.0;
 
 /// Why the recogniser is unavailable.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,8 @@ impl DeepgramStt {
             audio: audio_rx,
             events,
             cancel: cancel.clone(),
+            earlier_audio_s: 0.0,
+            connection_audio_bytes: 0,
         };
         SttStream {
             audio,
@@ -174,6 +178,11 @@ struct Session {
     audio: mpsc::Receiver<Bytes>,
     events: mpsc::Sender<SttEvent>,
     cancel: CancellationToken,
+    /// Seconds of audio sent on earlier connections: Deepgram's times restart at zero on each
+    /// connection, so this maps them back onto the stream's audio.
+    earlier_audio_s: f64,
+    /// Bytes of audio sent on the current connection.
+    connection_audio_bytes: u64,
 }
 
 type Socket =
@@ -197,7 +206,11 @@ impl Session {
                     if connections > 1 {
                         tracing::info!("speech recognition reconnected; buffered audio follows");
                     }
-                    match self.pump(socket).await {
+                    let result = self.pump(socket).await;
+                    self.earlier_audio_s +=
+                        self.connection_audio_bytes as f64 / PCM_BYTES_PER_SECOND;
+                    self.connection_audio_bytes = 0;
+                    match result {
                         Ok(()) => return,
                         Err(err) => {
                             tracing::warn!(
@@ -242,7 +255,9 @@ impl Session {
                 pcm = self.audio.recv(), if closing.is_none() => match pcm {
                     Some(pcm) => {
                         first_audio.get_or_insert_with(Instant::now);
+                        let len = pcm.len() as u64;
                         sink.send(Message::Binary(pcm)).await.map_err(lost)?;
+                        self.connection_audio_bytes += len;
                         keepalive.reset();
                     }
                     None => {
@@ -259,7 +274,7 @@ impl Session {
                 }
                 message = stream.next() => match message {
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(event) = parse_event(&text, first_audio) {
+                        if let Some(event) = parse_event(&text, first_audio, self.earlier_audio_s) {
                             if self.events.send(event).await.is_err() {
                                 return Ok(());
                             }
@@ -343,12 +358,15 @@ struct Channel {
 struct Alternative {
     #[serde(default)]
     transcript: String,
+    #[serde(default)]
+    confidence: f64,
 }
 
 /// Turns one text message into an event; metadata, warnings and anything unreadable are `None`.
 /// `first_audio` is when this connection's first audio was sent: Deepgram's audio times count
 /// from there (Twilio's audio arrives in real time, so audio time tracks our clock).
-fn parse_event(text: &str, first_audio: Option<Instant>) -> Option<SttEvent> {
+/// `earlier_audio_s` is the audio sent on earlier connections, added to Deepgram's times.
+fn parse_event(text: &str, first_audio: Option<Instant>, earlier_audio_s: f64) -> Option<SttEvent> {
     let message = match serde_json::from_str::<ServerMessage>(text) {
         Ok(message) => message,
         Err(err) => {
@@ -363,24 +381,39 @@ fn parse_event(text: &str, first_audio: Option<Instant>) -> Option<SttEvent> {
             start,
             duration,
             channel,
-        } => Some(SttEvent::Transcript {
-            audio_end: first_audio.and_then(|sent| {
-                let end = start + duration;
-                (end.is_finite() && (0.0..86_400.0).contains(&end))
-                    .then(|| sent + Duration::from_secs_f64(end))
-            }),
-            text: channel
+        } => {
+            let (text, confidence) = channel
                 .alternatives
                 .into_iter()
                 .next()
-                .map(|a| a.transcript)
-                .unwrap_or_default(),
-            is_final,
-            speech_final,
-        }),
+                .map(|a| (a.transcript, a.confidence))
+                .unwrap_or_default();
+            Some(SttEvent::Transcript {
+                audio_end: first_audio.and_then(|sent| {
+                    let end = start + duration;
+                    (end.is_finite() && (0.0..86_400.0).contains(&end))
+                        .then(|| sent + Duration::from_secs_f64(end))
+                }),
+                text,
+                is_final,
+                speech_final,
+                start: earlier_audio_s + finite_or_zero(start),
+                duration: finite_or_zero(duration),
+                confidence: finite_or_zero(confidence),
+            })
+        }
         ServerMessage::SpeechStarted {} => Some(SttEvent::SpeechStarted),
         ServerMessage::UtteranceEnd {} => Some(SttEvent::UtteranceEnd),
         ServerMessage::Other => None,
+    }
+}
+
+/// Deepgram's number, or 0 when it sent NaN or infinity (never passed on).
+fn finite_or_zero(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
     }
 }
 
@@ -431,7 +464,7 @@ mod tests {
     }
 
     fn parse_event_now(text: &str) -> Option<SttEvent> {
-        parse_event(text, Some(Instant::now()))
+        parse_event(text, Some(Instant::now()), 0.0)
     }
 
     #[test]
@@ -440,12 +473,16 @@ mod tests {
         let event = parse_event(
             r#"{"type":"Results","channel_index":[0,1],"duration":1.0,"start":2.5,"is_final":true,"speech_final":false,"from_finalize":false,"channel":{"alternatives":[{"transcript":"Hello there.","confidence":0.9,"words":[]}]},"metadata":{"request_id":"r"}}"#,
             Some(sent),
+            10.0,
         );
         let Some(SttEvent::Transcript {
             text,
             is_final,
             speech_final,
             audio_end,
+            start,
+            duration,
+            confidence,
         }) = event
         else {
             panic!("{event:?}")
@@ -455,6 +492,7 @@ mod tests {
             ("Hello there.", true, false)
         );
         assert_eq!(audio_end, Some(sent + Duration::from_millis(3_500)));
+        assert_eq!((start, duration, confidence), (12.5, 1.0, 0.9));
     }
 
     #[test]

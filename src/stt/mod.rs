@@ -17,6 +17,14 @@ pub enum SttEvent {
         /// `start + duration`, mapped to our clock): the reference for its latency and for the
         /// end of the caller's speech.
         audio_end: Option<tokio::time::Instant>,
+        /// Where the segment sits in the stream's audio: seconds from the first frame handed
+        /// to [`deepgram::SttStream::send_audio`], across reconnections (Deepgram's own clock
+        /// restarts on each connection).
+        start: f64,
+        /// Seconds of audio the segment covers.
+        duration: f64,
+        /// Deepgram's confidence in the transcript, 0 to 1.
+        confidence: f64,
     },
     /// Voice activity began.
     SpeechStarted,

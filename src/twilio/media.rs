@@ -79,6 +79,45 @@ pub struct Media {
     /// Milliseconds since the stream started, as a decimal string.
     #[serde(default)]
     pub timestamp: Option<String>,
+    /// Whose audio this is. `<Connect><Stream>` only ever sends `inbound`; `<Start><Stream
+    /// track="both_tracks">` interleaves both.
+    #[serde(default)]
+    pub track: Track,
+}
+
+/// Which side of the call a media frame carries, in Twilio's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Track {
+    /// Audio Twilio receives from the call leg that ran the TwiML: the caller, on an incoming
+    /// call.
+    #[default]
+    Inbound,
+    /// Audio Twilio sends to that leg: the other party of a `<Dial>`, or what Twilio plays.
+    Outbound,
+    /// A track name this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Track {
+    /// The name as Twilio writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Track::Inbound => "inbound",
+            Track::Outbound => "outbound",
+            Track::Unknown => "unknown",
+        }
+    }
+}
+
+impl Media {
+    /// Milliseconds since the stream started, when Twilio gave a readable timestamp.
+    pub fn timestamp_ms(&self) -> Option<u64> {
+        self.timestamp
+            .as_deref()
+            .and_then(|t| t.trim().parse().ok())
+    }
 }
 
 /// The base64 text of one media payload, decoded only where it is used.
@@ -221,6 +260,15 @@ mod tests {
         let mut bytes = Vec::new();
         media.payload.decode_into(&mut bytes).unwrap();
         assert_eq!(bytes, [0xFF, 0x7F, 0x00]);
+        assert_eq!(
+            (media.track, media.timestamp_ms()),
+            (Track::Inbound, Some(5))
+        );
+        let outbound = Inbound::parse(
+            r#"{"event":"media","sequenceNumber":"5","media":{"track":"outbound","chunk":"2","timestamp":"25","payload":"/38A"},"streamSid":"MZ1"}"#,
+        )
+        .unwrap();
+        assert!(matches!(outbound, Inbound::Media { media } if media.track == Track::Outbound));
 
         assert_eq!(
             Inbound::parse(r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"reply-1"}}"#).unwrap(),

@@ -1,0 +1,357 @@
+//! One transcribed call: its task reads the Media Stream, hands each track's audio to that
+//! track's own recogniser, and turns final results into segments that are logged and queued
+//! for the webhook. Nothing is ever written to Twilio.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures::stream::SplitStream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::webhook::{CallDelivery, TranscriptMessage};
+use super::TranscribeServices;
+use crate::audio::pcm::PcmFrames;
+use crate::stt::deepgram::SttStream;
+use crate::stt::SttEvent;
+use crate::twilio::media::{Inbound, Media, Start, Track};
+
+/// Longest the call's task waits, after the stream ends, for its transcript to be delivered;
+/// delivery then goes on in the background.
+const DELIVERY_WAIT: Duration = Duration::from_secs(10);
+/// Recogniser events that may wait for the call's task, per track.
+const EVENT_QUEUE: usize = 64;
+/// Malformed messages logged one by one before the log is thinned out.
+const MALFORMED_LOGGED: u64 = 5;
+
+/// Why a transcribed call ended; the labels match the assistant's calls counter.
+#[derive(Debug, Clone, Copy)]
+enum EndReason {
+    CallerHungUp,
+    SocketClosed,
+    SocketFailed,
+    ServerShutdown,
+}
+
+impl EndReason {
+    fn label(self) -> &'static str {
+        match self {
+            EndReason::CallerHungUp => "caller_hung_up",
+            EndReason::SocketClosed => "socket_closed",
+            EndReason::SocketFailed => "socket_failed",
+            EndReason::ServerShutdown => "server_shutdown",
+        }
+    }
+}
+
+/// Transcribes one Media Stream from its `start` to its end.
+pub async fn run(socket: WebSocket, services: Arc<TranscribeServices>) {
+    let (_sink, mut stream) = socket.split();
+    let Some(start) = crate::call::wait_for_start(&mut stream).await else {
+        return;
+    };
+    let span = tracing::info_span!(
+        "call",
+        call_sid = %start.call_sid,
+        stream_sid = %start.stream_sid
+    );
+    async move {
+        tracing::info!("call connected: transcribing the media stream");
+        Transcription::new(start, services).run(stream).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// One track's recogniser and where its times start.
+struct TrackStt {
+    /// The socket's audio side; taken when the call ends.
+    stt: Option<SttStream>,
+    /// What the recogniser heard.
+    events: mpsc::Receiver<SttEvent>,
+    /// Seconds into the stream of this track's first frame: the recogniser counts from there.
+    offset_s: f64,
+    /// Cuts this track's PCM from shared blocks.
+    pcm: PcmFrames,
+}
+
+/// One call's state, owned by its task.
+struct Transcription {
+    services: Arc<TranscribeServices>,
+    call_sid: String,
+    stream_sid: String,
+    /// The caller's track, once its first frame arrived.
+    inbound: Option<TrackStt>,
+    /// The other party's track, once its first frame arrived (`both_tracks` streams only).
+    outbound: Option<TrackStt>,
+    /// The webhook's queue for this call, when one is configured.
+    delivery: Option<CallDelivery>,
+    /// Scratch buffer for one frame's μ-law bytes, reused frame after frame.
+    mulaw: Vec<u8>,
+    /// When the stream started.
+    started: Instant,
+    /// Sequence number of the last message queued for the webhook.
+    sequence: u64,
+    /// Final segments heard.
+    segments: u64,
+    /// Inbound messages that could not be used.
+    malformed: u64,
+    /// Audio frames the recognisers could not take.
+    dropped_audio: u64,
+    /// A recogniser was lost for good: part of the call is missing from the transcript.
+    stt_lost: bool,
+}
+
+impl Transcription {
+    fn new(start: Start, services: Arc<TranscribeServices>) -> Self {
+        let delivery = services
+            .webhook
+            .as_ref()
+            .map(|webhook| webhook.open(services.shutdown.child_token()));
+        Self {
+            services,
+            call_sid: start.call_sid,
+            stream_sid: start.stream_sid,
+            inbound: None,
+            outbound: None,
+            delivery,
+            mulaw: Vec::with_capacity(320),
+            started: Instant::now(),
+            sequence: 0,
+            segments: 0,
+            malformed: 0,
+            dropped_audio: 0,
+            stt_lost: false,
+        }
+    }
+
+    async fn run(mut self, mut stream: SplitStream<WebSocket>) {
+        let shutdown = self.services.shutdown.clone();
+        let reason = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break EndReason::ServerShutdown,
+                message = stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if !self.on_twilio(&text) {
+                            break EndReason::CallerHungUp;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => self.on_malformed("binary frame"),
+                    Some(Ok(Message::Close(_))) | None => break EndReason::SocketClosed,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => break EndReason::SocketFailed,
+                },
+                Some(event) = next_event(&mut self.inbound) => self.on_stt(Track::Inbound, event),
+                Some(event) = next_event(&mut self.outbound) => self.on_stt(Track::Outbound, event),
+            }
+        };
+        self.end(reason).await;
+    }
+
+    /// Handles one message from Twilio; false once the stream has stopped.
+    fn on_twilio(&mut self, text: &str) -> bool {
+        match Inbound::parse(text) {
+            Ok(Inbound::Media { media }) => self.on_media(&media),
+            Ok(Inbound::Stop) => return false,
+            Ok(Inbound::Start { .. }) => tracing::warn!("second start message ignored"),
+            Ok(Inbound::Connected | Inbound::Mark { .. } | Inbound::Dtmf { .. }) => {}
+            Ok(Inbound::Unknown) => self.on_malformed("unknown event"),
+            Err(err) => self.on_malformed(&err.to_string()),
+        }
+        true
+    }
+
+    fn on_media(&mut self, media: &Media) {
+        if media.payload.decode_into(&mut self.mulaw).is_err() {
+            self.on_malformed("media payload is not base64");
+            return;
+        }
+        let started = self.started;
+        let slot = match media.track {
+            Track::Inbound => &mut self.inbound,
+            Track::Outbound => &mut self.outbound,
+            Track::Unknown => return self.on_malformed("media of an unknown track"),
+        };
+        let services = &self.services;
+        let track = slot.get_or_insert_with(|| {
+            tracing::info!(track = media.track.as_str(), "transcribing a new track");
+            let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+            let offset_s = media
+                .timestamp_ms()
+                .map_or_else(|| started.elapsed().as_secs_f64(), |ms| ms as f64 / 1000.0);
+            TrackStt {
+                // Not tied to the call's end: the recogniser still gets its CloseStream.
+                stt: Some(services.stt.start(events_tx, CancellationToken::new())),
+                events,
+                offset_s,
+                pcm: PcmFrames::new(),
+            }
+        });
+        let Some(stt) = track.stt.as_mut() else {
+            return; // recognition of this track was lost; already reported
+        };
+        if !stt.send_audio(track.pcm.decode(&self.mulaw)) {
+            self.dropped_audio += 1;
+            if self.dropped_audio % 50 == 1 {
+                tracing::warn!(
+                    dropped = self.dropped_audio,
+                    "speech recognition is behind: call audio dropped"
+                );
+            }
+        }
+    }
+
+    fn on_malformed(&mut self, what: &str) {
+        self.malformed += 1;
+        if self.malformed <= MALFORMED_LOGGED || self.malformed % 1000 == 0 {
+            tracing::warn!(
+                count = self.malformed,
+                "unusable message from Twilio skipped: {what}"
+            );
+        }
+    }
+
+    fn on_stt(&mut self, track: Track, event: SttEvent) {
+        match event {
+            SttEvent::Transcript {
+                text,
+                is_final: true,
+                audio_end,
+                start,
+                duration,
+                confidence,
+                ..
+            } if !text.trim().is_empty() => {
+                if let Some(end) = audio_end {
+                    let latency = Instant::now().saturating_duration_since(end);
+                    let metrics = &self.services.metrics;
+                    metrics.stt_final_latency.observe(latency.as_secs_f64());
+                }
+                let offset = self.offset_of(track);
+                self.on_segment(track, &text, offset + start, duration, confidence);
+            }
+            SttEvent::Dropped => self
+                .services
+                .metrics
+                .provider_error("deepgram_stt", "dropped"),
+            SttEvent::Lost(err) => {
+                self.services
+                    .metrics
+                    .provider_error("deepgram_stt", "unreachable");
+                tracing::error!(%err, track = track.as_str(), "speech recognition unavailable: this track is no longer transcribed");
+                self.stt_lost = true;
+                if let Some(lost) = self.slot(track) {
+                    lost.stt = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn slot(&mut self, track: Track) -> Option<&mut TrackStt> {
+        match track {
+            Track::Outbound => self.outbound.as_mut(),
+            _ => self.inbound.as_mut(),
+        }
+    }
+
+    fn offset_of(&mut self, track: Track) -> f64 {
+        self.slot(track).map_or(0.0, |t| t.offset_s)
+    }
+
+    fn on_segment(&mut self, track: Track, text: &str, start: f64, duration: f64, confidence: f64) {
+        let (start, end) = (millis(start), millis(start + duration));
+        self.segments += 1;
+        tracing::info!(
+            track = track.as_str(),
+            start,
+            end,
+            confidence,
+            text,
+            "transcript segment"
+        );
+        self.sequence += 1;
+        let message = TranscriptMessage::Segment {
+            call_sid: &self.call_sid,
+            stream_sid: &self.stream_sid,
+            sequence: self.sequence,
+            track: track.as_str(),
+            text,
+            start,
+            end,
+            confidence,
+        };
+        if let Some(delivery) = &mut self.delivery {
+            delivery.send(&message);
+        }
+    }
+
+    /// Closes the recognisers while still taking their last results (Deepgram sends the final
+    /// words after `CloseStream`), then sends the closing message and waits for delivery.
+    async fn end(mut self, reason: EndReason) {
+        self.services.metrics.call_ended(reason.label());
+        let streams: Vec<SttStream> = [&mut self.inbound, &mut self.outbound]
+            .into_iter()
+            .flatten()
+            .filter_map(|track| track.stt.take())
+            .collect();
+        let closing = futures::future::join_all(streams.into_iter().map(SttStream::finish));
+        tokio::join!(closing, self.last_results());
+        let dropped_messages = self.delivery.as_ref().map_or(0, CallDelivery::dropped);
+        let complete = !self.stt_lost && self.dropped_audio == 0 && dropped_messages == 0;
+        let duration = millis(self.started.elapsed().as_secs_f64());
+        tracing::info!(
+            duration_s = duration,
+            segments = self.segments,
+            complete,
+            malformed = self.malformed,
+            dropped_audio = self.dropped_audio,
+            "transcribed call ended: {}",
+            reason.label()
+        );
+        let Some(mut delivery) = self.delivery.take() else {
+            return;
+        };
+        delivery.send(&TranscriptMessage::CallEnded {
+            call_sid: &self.call_sid,
+            stream_sid: &self.stream_sid,
+            sequence: self.sequence + 1,
+            segments: self.segments,
+            duration,
+            reason: reason.label(),
+            complete,
+        });
+        if !delivery.finish(DELIVERY_WAIT).await {
+            tracing::warn!("transcript still being delivered {DELIVERY_WAIT:?} after the call ended; continuing in the background");
+        }
+    }
+
+    /// Takes recogniser events until every recogniser has closed.
+    async fn last_results(&mut self) {
+        loop {
+            tokio::select! {
+                Some(event) = next_event(&mut self.inbound) => self.on_stt(Track::Inbound, event),
+                Some(event) = next_event(&mut self.outbound) => self.on_stt(Track::Outbound, event),
+                else => return,
+            }
+        }
+    }
+}
+
+/// The next event of a track's recogniser; `None` at once when the track has none (yet) or its
+/// recogniser has closed, which disables the `select!` branch for that round.
+async fn next_event(track: &mut Option<TrackStt>) -> Option<SttEvent> {
+    match track {
+        Some(track) => track.events.recv().await,
+        None => None,
+    }
+}
+
+/// Seconds rounded to the millisecond.
+fn millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
