@@ -186,6 +186,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// `RECORD_DIR` is not a writable directory.
+    #[error(transparent)]
+    RecordDir(#[from] crate::record::RecordDirError),
     /// The system prompt file could not be read.
     #[error("SYSTEM_PROMPT_FILE={path:?} cannot be read: {source}")]
     PromptFile {
@@ -342,6 +345,12 @@ pub struct ServeArgs {
     /// listens again.
     #[arg(long, env = "FALLBACK_PHRASE", default_value = DEFAULT_FALLBACK_PHRASE)]
     pub fallback_phrase: String,
+
+    /// Directory where every Media Stream call is saved when it ends (Twilio messages both ways
+    /// as a replayable fixture, a sidecar with transcripts and replies, a two-channel WAV).
+    /// Unset: nothing is recorded.
+    #[arg(long, env = "RECORD_DIR")]
+    pub record_dir: Option<PathBuf>,
 }
 
 /// Said when a reply could not be produced, unless `FALLBACK_PHRASE` says otherwise.
@@ -437,6 +446,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Said when a streaming reply cannot be produced.
     pub fallback_phrase: String,
+    /// Where calls are recorded; `None` records nothing.
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -503,6 +514,7 @@ impl Config {
             max_message_bytes: args.max_message_bytes as usize,
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
             fallback_phrase: required_text("FALLBACK_PHRASE", args.fallback_phrase)?,
+            record_dir: record_dir(args.record_dir)?,
         })
     }
 }
@@ -570,6 +582,15 @@ fn webhook_budget(var: &'static str, ms: u64) -> Result<Duration, ConfigError> {
         });
     }
     Ok(Duration::from_millis(ms))
+}
+
+/// `RECORD_DIR`, created if needed and proven writable; empty means unset.
+fn record_dir(dir: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    crate::record::check_dir(&dir)?;
+    Ok(Some(dir))
 }
 
 fn read_prompt(path: &PathBuf) -> Result<String, ConfigError> {

@@ -364,11 +364,8 @@ fn parse_event(text: &str, first_audio: Option<Instant>) -> Option<SttEvent> {
             duration,
             channel,
         } => Some(SttEvent::Transcript {
-            audio_end: first_audio.and_then(|sent| {
-                let end = start + duration;
-                (end.is_finite() && (0.0..86_400.0).contains(&end))
-                    .then(|| sent + Duration::from_secs_f64(end))
-            }),
+            audio_end: audio_time(first_audio, start + duration),
+            audio_start: audio_time(first_audio, start),
             text: channel
                 .alternatives
                 .into_iter()
@@ -382,6 +379,14 @@ fn parse_event(text: &str, first_audio: Option<Instant>) -> Option<SttEvent> {
         ServerMessage::UtteranceEnd {} => Some(SttEvent::UtteranceEnd),
         ServerMessage::Other => None,
     }
+}
+
+/// Deepgram's audio time `secs` (counted from the connection's first audio, sent at
+/// `first_audio`) on our clock; `None` when unknown or absurd.
+fn audio_time(first_audio: Option<Instant>, secs: f64) -> Option<Instant> {
+    let sent = first_audio?;
+    (secs.is_finite() && (0.0..86_400.0).contains(&secs))
+        .then(|| sent + Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -446,6 +451,7 @@ mod tests {
             is_final,
             speech_final,
             audio_end,
+            audio_start,
         }) = event
         else {
             panic!("{event:?}")
@@ -455,6 +461,7 @@ mod tests {
             ("Hello there.", true, false)
         );
         assert_eq!(audio_end, Some(sent + Duration::from_millis(3_500)));
+        assert_eq!(audio_start, Some(sent + Duration::from_millis(2_500)));
     }
 
     #[test]

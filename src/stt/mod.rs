@@ -17,6 +17,9 @@ pub enum SttEvent {
         /// `start + duration`, mapped to our clock): the reference for its latency and for the
         /// end of the caller's speech.
         audio_end: Option<tokio::time::Instant>,
+        /// When the start of this segment's audio was sent (Deepgram's `start`, on our clock):
+        /// where the caller's words begin, for recordings.
+        audio_start: Option<tokio::time::Instant>,
     },
     /// Voice activity began.
     SpeechStarted,

@@ -204,6 +204,7 @@ fn test_config(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> ivr_bridge::C
         max_message_bytes: 65_536,
         drain_timeout: Duration::from_secs(60),
         fallback_phrase: ivr_bridge::config::DEFAULT_FALLBACK_PHRASE.into(),
+        record_dir: None,
     }
 }
 
