@@ -616,14 +616,18 @@ impl Call {
 
 /// Hands `event` to the call's recording and to the observer, never waiting for either.
 fn emit(services: &CallServices, tap: Option<&Tap>, call_sid: &Arc<str>, event: CallEvent) {
+    let Some(observer) = &services.observer else {
+        if let Some(tap) = tap {
+            tap.event(event);
+        }
+        return;
+    };
     if let Some(tap) = tap {
         tap.event(event.clone());
     }
-    if let Some(observer) = &services.observer {
-        observer.publish(ObservedEvent {
-            at: Instant::now(),
-            call_sid: call_sid.clone(),
-            event,
-        });
-    }
+    observer.publish(ObservedEvent {
+        at: Instant::now(),
+        call_sid: call_sid.clone(),
+        event,
+    });
 }

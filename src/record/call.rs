@@ -335,6 +335,83 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_tells_turns_replies_and_barge_ins() {
+        let t0 = Instant::now();
+        let mut rec = CallRecording::new(t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let events = [
+            (
+                0,
+                CallEvent::Started {
+                    call_sid: "CA1".into(),
+                    stream_sid: "MZ1".into(),
+                },
+            ),
+            (
+                10,
+                CallEvent::Phrase {
+                    reply: 1,
+                    text: "Hello.".into(),
+                },
+            ),
+            (
+                3000,
+                CallEvent::Transcript {
+                    text: "Where are you?".into(),
+                    audio_start: Some(at(2000)),
+                    audio_end: Some(at(2900)),
+                },
+            ),
+            (
+                3600,
+                CallEvent::TurnEnded {
+                    turn: 1,
+                    text: "Where are you?".into(),
+                },
+            ),
+            (
+                4000,
+                CallEvent::Phrase {
+                    reply: 2,
+                    text: "At 100 Main Street,".into(),
+                },
+            ),
+            (
+                4100,
+                CallEvent::Phrase {
+                    reply: 2,
+                    text: "next to the station.".into(),
+                },
+            ),
+            (5000, CallEvent::BargeIn { reply: 2 }),
+        ];
+        for (ms, event) in events {
+            rec.event(at(ms), event);
+        }
+        let _ = rec.message(at(6000), Dir::In, r#"{"event":"stop"}"#);
+        let settings = RecordedSettings {
+            greeting: "Hello.".into(),
+            silence_timeout_ms: 600,
+            turn_detection: "timer".into(),
+        };
+        let s = rec.sidecar("CA1_x", "2026-11-25T14:32:41Z", &settings);
+        assert_eq!((s.call_sid.as_str(), s.stream_sid.as_str()), ("CA1", "MZ1"));
+        let replies = s.replies.unwrap();
+        assert_eq!(replies.len(), 2);
+        assert_eq!(
+            replies[1].text(),
+            "At 100 Main Street, next to the station."
+        );
+        assert!(replies[1].interrupted && !replies[0].interrupted);
+        assert_eq!(s.barge_ins.map(|b| b.len()), Some(1));
+        assert_eq!(s.utterances.len(), 1);
+        assert_eq!(
+            (s.utterances[0].start_ms, s.utterances[0].end_ms),
+            (1400, 3100)
+        );
+    }
+
+    #[test]
     fn lines_are_compact_fixture_lines_that_never_go_back_in_time() {
         let t0 = Instant::now();
         let mut rec = CallRecording::new(t0);

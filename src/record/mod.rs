@@ -212,6 +212,7 @@ impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Entry>) {
         let result = self.collect(&mut rx).await;
         drop(rx);
+        let call_sid = self.recording.started().map_or("", |(c, _)| c).to_owned();
         let kept = match result {
             Ok(()) if self.dropped.load(Ordering::Relaxed) => Ok(None),
             Ok(()) if self.recording.started().is_none() => Ok(None),
@@ -219,11 +220,11 @@ impl Task {
             Err(err) => Err(err),
         };
         match kept {
-            Ok(Some(path)) => tracing::info!(path = %path.display(), "call recorded"),
+            Ok(Some(path)) => tracing::info!(%call_sid, path = %path.display(), "call recorded"),
             Ok(None) => {}
             Err(err) => {
                 self.dropped.store(true, Ordering::Relaxed);
-                tracing::warn!(%err, "call recording dropped");
+                tracing::warn!(%call_sid, %err, "call recording dropped");
             }
         }
         if !matches!(tokio::fs::try_exists(&self.temp).await, Ok(false)) {
