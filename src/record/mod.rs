@@ -99,6 +99,7 @@ impl Recorder {
             dropped: dropped.clone(),
             recording: CallRecording::new(opened),
             wall: SystemTime::now(),
+            number: n,
         };
         self.tasks.spawn(task.run(rx));
         Tap { tx, dropped }
@@ -198,6 +199,8 @@ struct Task {
     recording: CallRecording,
     /// When the socket opened, for the file name and the sidecar.
     wall: SystemTime,
+    /// This recording's number in this process, to tell apart recordings of the same call.
+    number: u64,
 }
 
 /// Why a recording could not be written.
@@ -271,7 +274,14 @@ impl Task {
             .take(64)
             .collect();
         let stamp = utc::compact(self.wall);
-        let name = format!("{call_sid}_{stamp}");
+        let mut name = format!("{call_sid}_{stamp}");
+        if matches!(
+            tokio::fs::try_exists(self.dir.join(format!("{name}.jsonl"))).await,
+            Ok(true)
+        ) {
+            // The same call sid in the same second: a replayed fixture, not a real call.
+            name.push_str(&format!("-{}", self.number));
+        }
         let jsonl = self.dir.join(format!("{name}.jsonl"));
         let sidecar = self
             .recording
