@@ -213,6 +213,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// `RECORD_DIR` is not a writable directory.
+    #[error(transparent)]
+    RecordDir(#[from] crate::record::RecordDirError),
     /// The system prompt file could not be read.
     #[error("SYSTEM_PROMPT_FILE={path:?} cannot be read: {source}")]
     PromptFile {
@@ -383,6 +386,11 @@ pub struct ServeArgs {
     /// (http:// or https://). Unset: transcripts are only logged.
     #[arg(long, env = "TRANSCRIPT_WEBHOOK_URL")]
     pub transcript_webhook_url: Option<String>,
+    /// Directory where every Media Stream call is saved when it ends (Twilio messages both ways
+    /// as a replayable fixture, a sidecar with transcripts and replies, a two-channel WAV).
+    /// Unset: nothing is recorded.
+    #[arg(long, env = "RECORD_DIR")]
+    pub record_dir: Option<PathBuf>,
 }
 
 /// Said when a reply could not be produced, unless `FALLBACK_PHRASE` says otherwise.
@@ -491,6 +499,8 @@ pub struct Config {
     pub mode: Mode,
     /// Where transcription mode POSTs transcripts; `None` logs them only.
     pub transcript_webhook_url: Option<Url>,
+    /// Where calls are recorded; `None` records nothing.
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -585,6 +595,7 @@ impl Config {
                     })
                 })
                 .transpose()?,
+            record_dir: record_dir(args.record_dir)?,
         })
     }
 }
@@ -652,6 +663,15 @@ fn webhook_budget(var: &'static str, ms: u64) -> Result<Duration, ConfigError> {
         });
     }
     Ok(Duration::from_millis(ms))
+}
+
+/// `RECORD_DIR`, created if needed and proven writable; empty means unset.
+fn record_dir(dir: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    crate::record::check_dir(&dir)?;
+    Ok(Some(dir))
 }
 
 fn read_prompt(path: &PathBuf) -> Result<String, ConfigError> {

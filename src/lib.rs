@@ -13,6 +13,8 @@ pub mod demo;
 pub mod gather;
 pub mod llm;
 pub mod metrics;
+pub mod record;
+pub mod replay;
 pub mod server;
 pub mod standin;
 pub mod store;

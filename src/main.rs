@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ivr_bridge::config::{Config, LogFormat, ServeArgs};
 use ivr_bridge::demo::{self, DemoOptions, Providers};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use ivr_bridge::replay::{self, ReplayOptions, UserSet};
 
 /// Exit code for a bad command line or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -35,6 +33,25 @@ enum Command {
     /// Play a recorded phone call through the real server on this machine and write a WAV of
     /// it. Uses local stand-ins for Deepgram and Mistral unless both API keys are set.
     Demo(DemoArgs),
+    /// Play a recorded call (e.g. one saved with RECORD_DIR) against a server and compare the
+    /// new conversation with the recorded one.
+    #[command(after_help = replay::RULES)]
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The recording: a .jsonl with its .json sidecar beside it.
+    file: PathBuf,
+    /// A running server's Media Stream URL (ws://host:port/media). Default: start ivr-bridge in
+    /// this process (local stand-ins unless both API keys are set) and compare what it heard and
+    /// said; with --url only the wire is compared.
+    #[arg(long)]
+    url: Option<String>,
+    /// The in-process server's settings, as for `serve`. SILENCE_TIMEOUT_MS, TURN_DETECTION and
+    /// GREETING default to the recording's own when it has them.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Args)]
@@ -80,6 +97,20 @@ fn main() -> ExitCode {
                     .is_some_and(|source| source != clap::parser::ValueSource::DefaultValue)
             };
             return run_demo(args, user_set("silence_timeout_ms"), user_set("greeting"));
+        }
+        Some(Command::Replay(args)) => {
+            let user_set = |id: &str| {
+                matches
+                    .subcommand_matches("replay")
+                    .and_then(|m| m.value_source(id))
+                    .is_some_and(|source| source != clap::parser::ValueSource::DefaultValue)
+            };
+            let set = UserSet {
+                silence_timeout: user_set("silence_timeout_ms"),
+                turn_detection: user_set("turn_detection"),
+                greeting: user_set("greeting"),
+            };
+            return run_replay(args, set);
         }
         None => cli.serve,
     };
@@ -135,15 +166,7 @@ fn ask_for_missing_keys(args: &mut ServeArgs) {
 /// `ivr-bridge demo`: stand-ins unless both keys are set; the demo's own silence timeout and
 /// greeting unless the user set them.
 fn run_demo(mut args: DemoArgs, silence_set: bool, greeting_set: bool) -> ExitCode {
-    let has = |key: &Option<String>| key.as_deref().is_some_and(|k| !k.trim().is_empty());
-    let providers = if has(&args.serve.deepgram_api_key) && has(&args.serve.mistral_api_key) {
-        Providers::Real
-    } else {
-        let stand_in = Some(ivr_bridge::standin::STAND_IN_KEY.to_owned());
-        args.serve.deepgram_api_key = stand_in.clone();
-        args.serve.mistral_api_key = stand_in;
-        Providers::StandIns
-    };
+    let providers = choose_providers(&mut args.serve);
     let silence_note = if silence_set {
         format!(
             "after {} ms of silence (SILENCE_TIMEOUT_MS)",
@@ -170,7 +193,7 @@ replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let events = init_demo_tracing();
+    init_tool_tracing();
     let options = DemoOptions {
         fixture: args.fixture,
         out: args.out,
@@ -178,7 +201,7 @@ replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
         providers,
         silence_note,
     };
-    match demo_main(options, events) {
+    match demo_main(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
@@ -187,31 +210,69 @@ replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
     }
 }
 
-#[tokio::main]
-async fn demo_main(
-    options: DemoOptions,
-    mut events: demo::ServerEvents,
-) -> Result<(), demo::DemoError> {
-    let mut stdout = std::io::stdout();
-    demo::run(options, &mut events, &mut stdout)
-        .await
-        .map(|_| ())
+/// Stand-ins unless both keys are set (then the real providers).
+fn choose_providers(args: &mut ServeArgs) -> Providers {
+    let has = |key: &Option<String>| key.as_deref().is_some_and(|k| !k.trim().is_empty());
+    if has(&args.deepgram_api_key) && has(&args.mistral_api_key) {
+        return Providers::Real;
+    }
+    let stand_in = Some(ivr_bridge::standin::STAND_IN_KEY.to_owned());
+    args.deepgram_api_key = stand_in.clone();
+    args.mistral_api_key = stand_in;
+    Providers::StandIns
 }
 
-/// The demo tells the call itself on stdout; the server's own log shows only warnings (on
-/// stderr) unless `RUST_LOG` asks for more.
-fn init_demo_tracing() -> demo::ServerEvents {
-    let (capture, events) = demo::layer();
-    let log_filter = ivr_bridge::telemetry::filter("error");
-    tracing_subscriber::registry()
-        .with(capture.with_filter(EnvFilter::new("ivr_bridge=info")))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(log_filter),
-        )
+#[tokio::main]
+async fn demo_main(options: DemoOptions) -> Result<(), demo::DemoError> {
+    let mut stdout = std::io::stdout();
+    demo::run(options, &mut stdout).await.map(|_| ())
+}
+
+/// Exit code of a replay that could not run (1 means it ran and differed).
+const EXIT_REPLAY_FAILED: u8 = 3;
+
+/// `ivr-bridge replay`: exit 0 when the call goes as recorded, 1 when it differs.
+fn run_replay(mut args: ReplayArgs, user_set: UserSet) -> ExitCode {
+    let providers = choose_providers(&mut args.serve);
+    args.serve.record_dir = None;
+    let config = match Config::from_args(args.serve) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_tool_tracing();
+    let options = ReplayOptions {
+        file: args.file,
+        url: args.url,
+        config,
+        providers,
+        user_set,
+    };
+    match replay_main(options) {
+        Ok(verdict) if verdict.differences == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(EXIT_REPLAY_FAILED)
+        }
+    }
+}
+
+#[tokio::main]
+async fn replay_main(options: ReplayOptions) -> Result<replay::Verdict, replay::ReplayError> {
+    let mut stdout = std::io::stdout();
+    replay::run(options, &mut stdout).await
+}
+
+/// `demo` and `replay` tell the call themselves on stdout; the server's own log shows only
+/// errors (on stderr) unless `RUST_LOG` asks for more.
+fn init_tool_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(ivr_bridge::telemetry::filter("error"))
         .init();
-    events
 }
 
 fn init_tracing(format: LogFormat) {

@@ -17,12 +17,15 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::call::events::CallObserver;
 use crate::call::reply::Voice;
 use crate::call::{self, CallServices};
 use crate::config::{Config, Mode};
+use crate::demo::fixture::RecordedSettings;
 use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
+use crate::record::Recorder;
 use crate::store::StoreError;
 use crate::stt::deepgram::DeepgramStt;
 use crate::transcribe::{self, TranscribeServices};
@@ -108,6 +111,11 @@ impl LiveCalls {
 impl AppState {
     /// State for a server with these settings: one pooled HTTP client for all provider requests.
     pub fn new(config: Config) -> Result<Self, ServeError> {
+        Self::observed(config, None)
+    }
+
+    /// Like [`AppState::new`], with every call publishing its events to `observer`.
+    pub fn observed(config: Config, observer: Option<CallObserver>) -> Result<Self, ServeError> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(POOL_IDLE)
             .tcp_nodelay(true)
@@ -142,6 +150,15 @@ impl AppState {
                 .as_ref()
                 .map_or_else(CancellationToken::new, |t| t.shutdown.clone()),
             metrics: metrics.clone(),
+            observer,
+            recorder: config.record_dir.clone().map(|dir| {
+                let settings = RecordedSettings {
+                    greeting: config.greeting.clone(),
+                    silence_timeout_ms: config.silence_timeout.as_millis() as u64,
+                    turn_detection: config.turn_detection.to_string(),
+                };
+                Recorder::new(dir, settings)
+            }),
         });
         Ok(Self {
             signatures: config.twilio_auth_token.clone().map(Validator::new),
@@ -189,6 +206,9 @@ impl AppState {
         tracing::info!("drained: no call in progress");
     }
 }
+
+/// How long the recordings of the last calls get to be written when the server stops.
+const RECORDINGS_GRACE: Duration = Duration::from_secs(10);
 
 /// How long calls get to end after being told to, at the end of a drain.
 const CALL_END_GRACE: Duration = Duration::from_secs(3);
@@ -270,10 +290,13 @@ pub async fn serve_state(
             state.drain().await;
         }
     };
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(drained)
         .await?;
+    if let Some(recorder) = &state.calls.recorder {
+        recorder.finish(RECORDINGS_GRACE).await;
+    }
     Ok(())
 }
 

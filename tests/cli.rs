@@ -57,6 +57,7 @@ fn an_invalid_value_is_named_in_one_line_without_the_keys() {
         ("DEEPGRAM_STT_URL", "https://api.deepgram.com/v1/listen"),
         ("MISTRAL_API_URL", "not a url"),
         ("PUBLIC_URL", "ftp://example.com"),
+        ("RECORD_DIR", "/dev/null/recordings"),
     ] {
         let mut vars = KEYS.to_vec();
         vars.push((var, value));

@@ -4,6 +4,7 @@
 //! silence timer and reply progress feed the brain in [`turns`]; its actions start replies
 //! ([`reply`]) or interrupt them through the socket's only writer ([`writer`]).
 
+pub mod events;
 pub mod reply;
 pub mod turns;
 pub mod writer;
@@ -11,7 +12,7 @@ pub mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures::stream::SplitStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -22,9 +23,11 @@ use tracing::Instrument;
 use crate::audio::pcm::PcmFrames;
 use crate::config::TurnDetection;
 use crate::metrics::Metrics;
+use crate::record::{Recorder, Tap};
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
 use crate::twilio::media::{Inbound, Start};
+use events::{CallEvent, CallObserver, CallSummary, ObservedEvent};
 use reply::{ReplyError, ReplyEvent, Script, Voice};
 use turns::{Action, Heard, ReplyId, Turns};
 
@@ -61,6 +64,10 @@ pub struct CallServices {
     pub shutdown: CancellationToken,
     /// Counters and latency histograms shared by every call.
     pub metrics: Arc<Metrics>,
+    /// Who watches calls as they happen (the demo, `replay`); `None` when nobody does.
+    pub observer: Option<CallObserver>,
+    /// Saves every call into `RECORD_DIR`; `None` when it is not set.
+    pub recorder: Option<Recorder>,
 }
 
 /// Why a call ended.
@@ -102,7 +109,8 @@ impl EndReason {
 /// Serves one Media Stream from its first message to its end.
 pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     let (sink, mut stream) = socket.split();
-    let Some(start) = wait_for_start(&mut stream).await else {
+    let tap = services.recorder.as_ref().map(|r| r.open(Instant::now()));
+    let Some(start) = wait_for_start(&mut stream, tap.as_ref()).await else {
         return;
     };
     let span = tracing::info_span!(
@@ -112,7 +120,7 @@ pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     );
     async move {
         tracing::info!("call connected: media stream started");
-        let call = Call::new(start, services, sink);
+        let call = Call::new(start, services, sink, tap);
         call.run(stream).await;
     }
     .instrument(span)
@@ -120,7 +128,10 @@ pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
 }
 
 /// Reads until Twilio's `start`; anything else before it is skipped.
-pub(crate) async fn wait_for_start(stream: &mut SplitStream<WebSocket>) -> Option<Start> {
+pub(crate) async fn wait_for_start(
+    stream: &mut SplitStream<WebSocket>,
+    tap: Option<&Tap>,
+) -> Option<Start> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let message = match timeout(deadline - Instant::now(), stream.next()).await {
@@ -136,6 +147,9 @@ pub(crate) async fn wait_for_start(stream: &mut SplitStream<WebSocket>) -> Optio
         let Message::Text(text) = message else {
             continue;
         };
+        if let Some(tap) = tap {
+            tap.inbound(&text);
+        }
         match Inbound::parse(&text) {
             Ok(Inbound::Start { start }) => return Some(start),
             Ok(Inbound::Connected) => tracing::debug!("media stream connected"),
@@ -194,6 +208,10 @@ struct Call {
     answering: Option<(ReplyId, Instant)>,
     /// Turn latencies of this call (end of speech → first reply audio), for the summary.
     turn_latencies: Vec<Duration>,
+    /// The call's id, on every event it publishes.
+    call_sid: Arc<str>,
+    /// This call's recording, when `RECORD_DIR` is set.
+    tap: Option<Tap>,
 }
 
 /// Whether the call goes on after a message.
@@ -208,16 +226,22 @@ impl Call {
         start: Start,
         services: Arc<CallServices>,
         sink: futures::stream::SplitSink<WebSocket, Message>,
+        tap: Option<Tap>,
     ) -> Self {
         let cancel = CancellationToken::new();
+        let call_sid = Arc::from(start.call_sid.as_str());
+        let started = CallEvent::Started {
+            call_sid: start.call_sid.clone(),
+            stream_sid: start.stream_sid.clone(),
+        };
         let (stt_tx, stt_events) = mpsc::channel(64);
         // Not a child of `cancel`: when the call ends, the recogniser still gets its CloseStream.
         let stt = services.stt.start(stt_tx, CancellationToken::new());
-        let writer = writer::spawn(sink, start.stream_sid, cancel.child_token());
+        let writer = writer::spawn(sink, start.stream_sid, cancel.child_token(), tap.clone());
         let (reply_tx, reply_rx) = mpsc::channel(16);
         let turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
             .with_detection(services.turn_detection);
-        Self {
+        let call = Self {
             services,
             turns,
             stt,
@@ -236,7 +260,16 @@ impl Call {
             speech_end: None,
             answering: None,
             turn_latencies: Vec::new(),
-        }
+            call_sid,
+            tap,
+        };
+        call.publish(started);
+        call
+    }
+
+    /// Tells the observer and the recording, without ever waiting for either.
+    fn publish(&self, event: CallEvent) {
+        emit(&self.services, self.tap.as_ref(), &self.call_sid, event);
     }
 
     async fn run(mut self, mut stream: SplitStream<WebSocket>) {
@@ -263,6 +296,7 @@ impl Call {
                 () = self.services.shutdown.cancelled() => break EndReason::ServerShutdown,
                 message = stream.next() => match message {
                     Some(Ok(Message::Text(text))) => {
+                        self.record_inbound(&text);
                         if self.on_twilio(&text) == Flow::Stop {
                             break EndReason::CallerHungUp;
                         }
@@ -281,6 +315,12 @@ impl Call {
             }
         };
         self.end(reason).await;
+    }
+
+    fn record_inbound(&self, text: &Utf8Bytes) {
+        if let Some(tap) = &self.tap {
+            tap.inbound(text);
+        }
     }
 
     fn on_twilio(&mut self, text: &str) -> Flow {
@@ -307,6 +347,9 @@ impl Call {
             }
             Ok(Inbound::Dtmf { dtmf }) => {
                 tracing::info!(digit = %dtmf.digit, "caller pressed a key");
+                self.publish(CallEvent::Dtmf {
+                    digit: dtmf.digit.clone(),
+                });
                 let actions = self.turns.on_dtmf(&dtmf.digit);
                 self.apply(actions);
             }
@@ -336,11 +379,17 @@ impl Call {
                 is_final,
                 speech_final,
                 audio_end,
+                audio_start,
                 ..
             } => {
                 let now = Instant::now();
                 if is_final && !text.trim().is_empty() {
                     tracing::debug!(%text, speech_final, "caller said");
+                    self.publish(CallEvent::Transcript {
+                        text: text.clone(),
+                        audio_start,
+                        audio_end,
+                    });
                     if let Some(end) = audio_end {
                         let metrics = &self.services.metrics;
                         metrics
@@ -373,6 +422,9 @@ impl Call {
                     .metrics
                     .provider_error("deepgram_stt", "unreachable");
                 tracing::error!(%err, "speech recognition unavailable: apologising and ending the call");
+                self.publish(CallEvent::Problem {
+                    what: format!("speech recognition unavailable: {err}"),
+                });
                 let actions = self.turns.say(STT_APOLOGY);
                 if let Some(Action::Say { id, .. }) = actions.last() {
                     self.hang_up_after = Some((*id, Instant::now() + FAREWELL_LIMIT));
@@ -387,8 +439,10 @@ impl Call {
             ReplyEvent::Phrase { id, text } => {
                 tracing::info!(reply = id.0, %text, "assistant says");
                 self.turns.on_phrase(id, &text);
+                self.publish(CallEvent::Phrase { reply: id.0, text });
             }
             ReplyEvent::FirstAudio { id } => {
+                let mut turn_latency = None;
                 if let Some((answering, speech_end)) = self.answering {
                     if answering == id {
                         let latency = speech_end.elapsed();
@@ -398,8 +452,13 @@ impl Call {
                             .observe(latency.as_secs_f64());
                         self.turn_latencies.push(latency);
                         self.answering = None;
+                        turn_latency = Some(latency);
                     }
                 }
+                self.publish(CallEvent::FirstAudio {
+                    reply: id.0,
+                    turn_latency,
+                });
             }
             ReplyEvent::Queued { id, phrases } => {
                 tracing::debug!(reply = id.0, phrases, "reply fully queued");
@@ -424,6 +483,9 @@ impl Call {
     fn on_reply_failed(&mut self, id: ReplyId, error: &ReplyError) {
         let (provider, kind) = error.kind();
         self.services.metrics.provider_error(provider, &kind);
+        self.publish(CallEvent::Problem {
+            what: format!("reply {} failed: {error}", id.0),
+        });
         let speakable = match error {
             ReplyError::Llm(_) => true,
             // With the voice itself failing, only audio made earlier can still be played.
@@ -454,6 +516,10 @@ impl Call {
                     self.answering = Some((id, self.speech_end.unwrap_or_else(Instant::now)));
                     if let Some(turn) = messages.last() {
                         tracing::info!(turn = self.turns.turns(), text = %turn.content, "caller's turn ended");
+                        self.publish(CallEvent::TurnEnded {
+                            turn: self.turns.turns(),
+                            text: turn.content.clone(),
+                        });
                     }
                     self.start_reply(id, Script::Answer(messages));
                 }
@@ -498,6 +564,7 @@ impl Call {
             reply = id.0,
             "caller interrupted the assistant: playback cleared"
         );
+        self.publish(CallEvent::BargeIn { reply: id.0 });
     }
 
     async fn end(self, reason: EndReason) {
@@ -511,6 +578,8 @@ impl Call {
             reply,
             malformed,
             turn_latencies,
+            call_sid,
+            tap,
             ..
         } = self;
         services.metrics.call_ended(reason.label());
@@ -532,5 +601,37 @@ impl Call {
             "call ended: {}",
             reason.describe()
         );
+        let summary = CallSummary {
+            duration: started.elapsed(),
+            turns: turns.turns(),
+            barge_ins: turns.barge_ins(),
+            turn_latencies,
+            malformed,
+        };
+        let reason = reason.label();
+        emit(
+            &services,
+            tap.as_ref(),
+            &call_sid,
+            CallEvent::Ended { reason, summary },
+        );
     }
+}
+
+/// Hands `event` to the call's recording and to the observer, never waiting for either.
+fn emit(services: &CallServices, tap: Option<&Tap>, call_sid: &Arc<str>, event: CallEvent) {
+    let Some(observer) = &services.observer else {
+        if let Some(tap) = tap {
+            tap.event(event);
+        }
+        return;
+    };
+    if let Some(tap) = tap {
+        tap.event(event.clone());
+    }
+    observer.publish(ObservedEvent {
+        at: Instant::now(),
+        call_sid: call_sid.clone(),
+        event,
+    });
 }

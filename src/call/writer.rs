@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures::stream::SplitSink;
 use futures::SinkExt;
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::turns::ReplyId;
 use crate::audio::frames::FRAME_BYTES;
+use crate::record::Tap;
 use crate::twilio::media::Outbound;
 
 /// Frames a reply may queue ahead of the socket (2 s of audio); more waits in the reply task,
@@ -71,11 +72,12 @@ pub struct Writer {
 }
 
 /// Starts the writer for the stream `stream_sid`; it stops when `cancel` fires or both channels
-/// close.
+/// close. With a `tap`, every message sent is also handed to the call's recording.
 pub fn spawn(
     sink: SplitSink<WebSocket, Message>,
     stream_sid: String,
     cancel: CancellationToken,
+    tap: Option<Tap>,
 ) -> Writer {
     let (speech, speech_rx) = mpsc::channel(SPEECH_QUEUE_FRAMES);
     let (control, control_rx) = mpsc::channel(8);
@@ -87,6 +89,7 @@ pub fn spawn(
             control: control_rx,
             held: VecDeque::new(),
             dropped_through: None,
+            tap,
         }
         .run(cancel),
     );
@@ -106,6 +109,8 @@ struct TwilioWriter {
     held: VecDeque<Speech>,
     /// Replies up to and including this one were interrupted: their speech is dropped.
     dropped_through: Option<ReplyId>,
+    /// The call's recording, when `RECORD_DIR` is set.
+    tap: Option<Tap>,
 }
 
 impl TwilioWriter {
@@ -163,8 +168,11 @@ impl TwilioWriter {
     }
 
     async fn send(&mut self, message: Outbound<'_>) -> Result<(), axum::Error> {
-        let json = message.to_json(&self.stream_sid);
-        self.sink.send(Message::Text(json.into())).await
+        let json = Utf8Bytes::from(message.to_json(&self.stream_sid));
+        if let Some(tap) = &self.tap {
+            tap.outbound(&json);
+        }
+        self.sink.send(Message::Text(json)).await
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::standin::Bank;
@@ -50,7 +50,7 @@ struct Line {
 }
 
 /// One thing the caller says, from the sidecar.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct Utterance {
     /// The words.
     pub text: String,
@@ -60,19 +60,122 @@ pub struct Utterance {
     pub end_ms: u64,
 }
 
-/// The sidecar: what the recording is and what the caller says in it.
-#[derive(Clone, Debug, Deserialize)]
+/// The sidecar: what the recording is and what the caller says in it. Recordings made with
+/// `RECORD_DIR` also say what the server heard and answered (the `Option` fields; hand-made
+/// fixtures leave them out).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct Sidecar {
     /// Fixture name.
     pub name: String,
     /// What the call does, for humans.
     pub description: String,
+    /// The `callSid` of the `start` message.
+    #[serde(default)]
+    pub call_sid: String,
     /// The `streamSid` of every message.
     pub stream_sid: String,
     /// Offset of the last line, ms.
     pub duration_ms: u64,
     /// What the caller says, in order.
     pub utterances: Vec<Utterance>,
+    /// When the call was recorded (UTC, RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_at: Option<String>,
+    /// Why the call ended (the calls counter's `outcome` label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    /// The server settings that shape turn taking, so a replay can use the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<RecordedSettings>,
+    /// Every final segment the recogniser heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcripts: Option<Vec<Transcript>>,
+    /// The caller's turns as the model got them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turns: Option<Vec<Turn>>,
+    /// What the assistant said, reply by reply (the greeting is the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replies: Option<Vec<Reply>>,
+    /// When the caller spoke over the assistant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barge_ins: Option<Vec<BargeIn>>,
+    /// Keys the caller pressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtmf: Option<Vec<Key>>,
+    /// End of the caller's speech → first reply audio, per answered turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_latencies_ms: Option<Vec<u64>>,
+}
+
+/// Server settings a recording was made with.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct RecordedSettings {
+    /// `GREETING`.
+    pub greeting: String,
+    /// `SILENCE_TIMEOUT_MS`.
+    pub silence_timeout_ms: u64,
+    /// `TURN_DETECTION`.
+    pub turn_detection: String,
+}
+
+/// A final segment of the caller's speech.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Transcript {
+    /// The words.
+    pub text: String,
+    /// When the server got it, ms since the socket opened.
+    pub at_ms: u64,
+    /// Where its audio starts, ms (from the recogniser's timing), when known.
+    pub start_ms: Option<u64>,
+    /// Where its audio ends, ms, when known.
+    pub end_ms: Option<u64>,
+}
+
+/// A caller turn.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Turn {
+    /// When the turn ended, ms since the socket opened.
+    pub at_ms: u64,
+    /// The words the model was asked to answer.
+    pub text: String,
+}
+
+/// One reply of the assistant.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Reply {
+    /// The server's reply number (its marks are `reply-<n>.<phrase>`).
+    pub reply: u64,
+    /// When its first phrase was written, ms since the socket opened.
+    pub at_ms: u64,
+    /// Its phrases, in order, as spoken.
+    pub phrases: Vec<String>,
+    /// The caller spoke over it.
+    pub interrupted: bool,
+}
+
+impl Reply {
+    /// The whole reply.
+    pub fn text(&self) -> String {
+        self.phrases.join(" ")
+    }
+}
+
+/// A barge-in.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct BargeIn {
+    /// When, ms since the socket opened.
+    pub at_ms: u64,
+    /// The interrupted reply.
+    pub reply: u64,
+}
+
+/// A key press.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Key {
+    /// When, ms since the socket opened.
+    pub at_ms: u64,
+    /// The key.
+    pub digit: String,
 }
 
 /// A message to send at an offset.
@@ -95,6 +198,8 @@ pub struct CallFixture {
     pub sidecar: Sidecar,
     /// The inbound messages, in order.
     pub inbound: Vec<Scheduled>,
+    /// The server's messages, when the call was recorded by ivr-bridge: (ms, message).
+    pub outbound: Vec<(u64, Value)>,
 }
 
 impl CallFixture {
@@ -110,6 +215,7 @@ impl CallFixture {
             })?;
         let text = read(path)?;
         let mut inbound = Vec::new();
+        let mut outbound = Vec::new();
         for (i, raw) in text
             .lines()
             .enumerate()
@@ -122,6 +228,7 @@ impl CallFixture {
             };
             let line: Line = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
             if line.dir == Dir::Out {
+                outbound.push((line.at_ms, line.msg));
                 continue;
             }
             let audio = match line.msg["event"].as_str() {
@@ -139,6 +246,7 @@ impl CallFixture {
             path: path.to_owned(),
             sidecar,
             inbound,
+            outbound,
         })
     }
 

@@ -5,7 +5,6 @@
 //! as Twilio would, tells the call as it happens, and writes a two-channel WAV of it: the caller
 //! on the left as sent, the assistant on the right as heard on the line.
 
-pub mod capture;
 pub mod fixture;
 pub mod line;
 pub mod player;
@@ -13,16 +12,20 @@ pub mod story;
 pub mod wav;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::audio::mulaw;
+use crate::call::events::{CallEvents, CallObserver};
 use crate::config::Config;
+use crate::server::{AppState, ServeError};
 use crate::standin::{Delays, StandInError, StandIns};
 
-pub use capture::{layer, ServerEvents};
 pub use story::TurnLatency;
 
 /// The fixture played when none is named.
@@ -39,6 +42,8 @@ pub const DEMO_GREETING: &str = "Hello, how can I help?";
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(3);
 /// Sample rate of the line and of the WAV.
 const SAMPLE_RATE: u32 = 8000;
+/// Call events buffered between the in-process server and whoever tells the call.
+const EVENT_QUEUE: usize = 256;
 
 /// Which providers the call uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,43 +105,18 @@ pub enum DemoError {
     },
 }
 
-/// Runs the demo call, printing its story to `out`. `events` come from the [`layer`] installed
-/// in the process's `tracing` subscriber.
+/// Runs the demo call, printing its story to `out`.
 pub async fn run(
     mut options: DemoOptions,
-    events: &mut ServerEvents,
     out: &mut (dyn Write + Send),
 ) -> Result<DemoReport, DemoError> {
     let fixture = fixture::CallFixture::load(&options.fixture)?;
-    let stand_ins = match options.providers {
-        Providers::StandIns => {
-            let s = StandIns::start(fixture.bank(), Delays::default()).await?;
-            s.configure(&mut options.config);
-            Some(s)
-        }
-        Providers::Real => None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| DemoError::Server(format!("cannot listen on 127.0.0.1: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| DemoError::Server(e.to_string()))?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve(listener, options.config.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let mut local = LocalServer::start(&fixture, options.providers, &mut options.config).await?;
     let mut story = story::Story::new(out);
-    header(&mut story, &options, &fixture, addr);
-    let played = player::play(&format!("ws://{addr}/media"), &fixture, events, &mut story).await;
-    let _ = stop.send(());
-    if let Ok(Ok(Err(err))) = tokio::time::timeout(SHUTDOWN_LIMIT, server).await {
-        return Err(DemoError::Server(err.to_string()));
-    }
-    if let Some(s) = stand_ins {
-        // Bounded: a stuck stand-in must not keep the demo from writing its recording.
-        let _ = tokio::time::timeout(SHUTDOWN_LIMIT, s.shutdown()).await;
-    }
+    header(&mut story, &options, &fixture, local.addr);
+    let url = format!("ws://{}/media", local.addr);
+    let played = player::play(&url, &fixture, Some(&mut local.events), &mut story).await;
+    local.stop().await?;
     let recording = played?;
     let turns = story.turns().to_vec();
     let duration = write_wav(&options.out, &recording.caller, &recording.assistant)?;
@@ -146,6 +126,78 @@ pub async fn run(
         duration,
         turns,
     })
+}
+
+/// The real server on `127.0.0.1:0` in this process, its stand-ins, and its call events: what
+/// `demo` and `replay` play a recording into.
+pub struct LocalServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What its calls publish.
+    pub events: CallEvents,
+    /// Ends the server.
+    stop: oneshot::Sender<()>,
+    /// The server task.
+    server: JoinHandle<Result<(), ServeError>>,
+    /// The stand-ins, when used.
+    stand_ins: Option<StandIns>,
+}
+
+impl LocalServer {
+    /// Starts the stand-ins (recognising `fixture`'s utterances) unless `providers` says the
+    /// real ones, points `config` at them, and starts the server.
+    pub async fn start(
+        fixture: &fixture::CallFixture,
+        providers: Providers,
+        config: &mut Config,
+    ) -> Result<Self, DemoError> {
+        let stand_ins = match providers {
+            Providers::StandIns => {
+                let s = StandIns::start(fixture.bank(), Delays::default()).await?;
+                s.configure(config);
+                Some(s)
+            }
+            Providers::Real => None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| DemoError::Server(format!("cannot listen on 127.0.0.1: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| DemoError::Server(e.to_string()))?;
+        let (observer, events) = CallObserver::channel(EVENT_QUEUE);
+        let state = AppState::observed(config.clone(), Some(observer))
+            .map_err(|e| DemoError::Server(e.to_string()))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(crate::server::serve_state(
+            listener,
+            Arc::new(state),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Self {
+            addr,
+            events,
+            stop,
+            server,
+            stand_ins,
+        })
+    }
+
+    /// Stops the server and the stand-ins, each within a bounded time.
+    pub async fn stop(self) -> Result<(), DemoError> {
+        let _ = self.stop.send(());
+        let served = tokio::time::timeout(SHUTDOWN_LIMIT, self.server).await;
+        if let Some(s) = self.stand_ins {
+            // Bounded: a stuck stand-in must not keep the caller from finishing.
+            let _ = tokio::time::timeout(SHUTDOWN_LIMIT, s.shutdown()).await;
+        }
+        match served {
+            Ok(Ok(Err(err))) => Err(DemoError::Server(err.to_string())),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn header(

@@ -1,6 +1,8 @@
 //! Plays a recorded call into the server over a real WebSocket, in real time, as Twilio would:
 //! inbound messages at their recorded offsets, outbound audio played through a [`Line`] (marks
-//! echoed when played, `clear` applied), and the story told as it happens.
+//! echoed when played, `clear` applied), and what happens told to a [`Listener`] as it happens:
+//! the caller's script, the line, and the server's typed [`CallEvent`]s when it runs in this
+//! process.
 
 use std::time::Duration;
 
@@ -10,10 +12,9 @@ use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::capture::ServerEvents;
 use super::fixture::CallFixture;
 use super::line::Line;
-use super::story::Story;
+use crate::call::events::{CallEvent, CallEvents};
 
 /// How long to wait for the server to close after the recording's last message.
 const LINGER: Duration = Duration::from_secs(2);
@@ -33,13 +34,36 @@ pub enum PlayError {
     },
 }
 
-/// Both sides of the call as μ-law, one byte per sample from the start of the call.
+/// Both sides of the call as μ-law, one byte per sample from the start of the call, and what
+/// the server sent.
 #[derive(Debug)]
 pub struct Recording {
     /// What the caller sent.
     pub caller: Vec<u8>,
     /// What the caller heard of the assistant.
     pub assistant: Vec<u8>,
+    /// Every message the server sent, with its offset in ms.
+    pub outbound: Vec<(u64, Value)>,
+}
+
+/// Who hears about the call as it is played. Every method has a default that ignores it.
+pub trait Listener {
+    /// The recording's caller starts an utterance.
+    fn caller_starts(&mut self, _at: Duration, _text: &str) {}
+    /// The recording's caller stops speaking.
+    fn caller_stops(&mut self, _at: Duration) {}
+    /// The server published an event (only when it runs in this process).
+    fn server(&mut self, _at: Duration, _event: &CallEvent) {}
+    /// Assistant audio reached the line while it was quiet.
+    fn audio_starts(&mut self, _at: Duration) {}
+    /// The assistant's audio finished playing.
+    fn audio_ends(&mut self, _at: Duration) {}
+    /// Twilio applied a `clear`, dropping this much unplayed audio.
+    fn cleared(&mut self, _at: Duration, _dropped: Duration) {}
+    /// The recording's caller hangs up (Twilio's `stop`).
+    fn hang_up(&mut self, _at: Duration) {}
+    /// The server sent something that is not a Twilio message.
+    fn unreadable(&mut self, _at: Duration, _text: &str) {}
 }
 
 /// A moment in the caller's script, told when it passes.
@@ -48,12 +72,13 @@ enum Cue {
     Stops,
 }
 
-/// Plays `fixture` into `url`, telling `story` what happens. Returns the recording.
+/// Plays `fixture` into `url`, telling `story` what happens, with the server's `events` when it
+/// runs in this process. Returns the recording.
 pub async fn play(
     url: &str,
     fixture: &CallFixture,
-    events: &mut ServerEvents,
-    story: &mut Story<'_>,
+    mut events: Option<&mut CallEvents>,
+    story: &mut dyn Listener,
 ) -> Result<Recording, PlayError> {
     let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
@@ -80,8 +105,8 @@ pub async fn play(
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => Vec::new(),
             },
-            Some(event) = events.recv() => {
-                story.server(event.at.saturating_duration_since(started), event.kind);
+            Some(event) = next_event(&mut events) => {
+                story.server(event.at.saturating_duration_since(started), &event.event);
                 Vec::new()
             }
             () = sleep_until(wake.unwrap_or(give_up)), if wake.is_some() => call.on_wake(story),
@@ -103,10 +128,27 @@ pub async fn play(
         }
     }
     let _ = sink.send(Message::Close(None)).await;
-    while let Ok(event) = events.try_recv() {
-        story.server(event.at.saturating_duration_since(started), event.kind);
+    if let Some(events) = events {
+        // The server tells the end of the call after its socket closed.
+        let until = Instant::now() + LINGER;
+        while let Ok(Some(event)) = tokio::time::timeout_at(until, events.recv()).await {
+            story.server(event.at.saturating_duration_since(started), &event.event);
+            if matches!(event.event, CallEvent::Ended { .. }) {
+                break;
+            }
+        }
     }
     Ok(call.finish(fixture))
+}
+
+/// The next server event, or never when there are none to read.
+async fn next_event(
+    events: &mut Option<&mut CallEvents>,
+) -> Option<crate::call::events::ObservedEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The state of the call between socket events.
@@ -119,6 +161,8 @@ struct Call {
     /// The caller's script as (ms, cue), in order, and how many were told.
     cues: Vec<(u64, Cue)>,
     told: usize,
+    /// What the server sent, with offsets.
+    outbound: Vec<(u64, Value)>,
 }
 
 impl Call {
@@ -136,6 +180,7 @@ impl Call {
             seq: 0,
             cues,
             told: 0,
+            outbound: Vec::new(),
         }
     }
 
@@ -164,7 +209,7 @@ impl Call {
         [mark, end, cue].into_iter().flatten().min()
     }
 
-    fn on_wake(&mut self, story: &mut Story<'_>) -> Vec<Message> {
+    fn on_wake(&mut self, story: &mut dyn Listener) -> Vec<Message> {
         let (since, now) = self.now();
         while let Some((ms, cue)) = self.cues.get(self.told) {
             if Duration::from_millis(*ms) > since {
@@ -199,17 +244,24 @@ impl Call {
         Message::text(msg.to_string())
     }
 
-    fn on_server(&mut self, text: &str, story: &mut Story<'_>) -> Vec<Message> {
+    fn on_server(&mut self, text: &str, story: &mut dyn Listener) -> Vec<Message> {
         let (since, now) = self.now();
         let Ok(msg) = serde_json::from_str::<Value>(text) else {
-            story.server(
-                since,
-                super::capture::ServerEventKind::Problem(format!(
-                    "unreadable message from the server: {text:.120}"
-                )),
-            );
+            story.unreadable(since, text);
             return Vec::new();
         };
+        let echoes = self.apply(&msg, since, now, story);
+        self.outbound.push((since.as_millis() as u64, msg));
+        echoes
+    }
+
+    fn apply(
+        &mut self,
+        msg: &Value,
+        since: Duration,
+        now: u64,
+        story: &mut dyn Listener,
+    ) -> Vec<Message> {
         match msg["event"].as_str() {
             Some("media") => {
                 let payload = msg["media"]["payload"].as_str().unwrap_or_default();
@@ -254,6 +306,7 @@ impl Call {
         Recording {
             caller,
             assistant: self.line.hang_up(now),
+            outbound: self.outbound,
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use super::capture::ServerEventKind;
+use super::player::Listener;
+use crate::call::events::CallEvent;
 
 /// The latencies of one answered turn.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,35 +65,6 @@ impl<'w> Story<'w> {
         let _ = writeln!(self.out, "{:>7.2}s  {who:<10} {what}", at.as_secs_f64());
     }
 
-    /// The recording's caller starts an utterance.
-    pub fn caller_starts(&mut self, at: Duration, text: &str) {
-        self.line(
-            at,
-            "caller",
-            &format!("starts speaking (the recording says {text:?})"),
-        );
-    }
-
-    /// The recording's caller stops speaking.
-    pub fn caller_stops(&mut self, at: Duration) {
-        self.speech_end = Some(at);
-        self.line(at, "caller", "stops speaking");
-    }
-
-    /// The server logged something the story tells.
-    pub fn server(&mut self, at: Duration, event: ServerEventKind) {
-        match event {
-            ServerEventKind::TurnEnded(text) => self.turn_ended(at, &text),
-            ServerEventKind::Phrase(text) => self.phrase(at, &text),
-            ServerEventKind::BargeIn => self.line(
-                at,
-                "server",
-                "barge-in: the caller spoke over the assistant",
-            ),
-            ServerEventKind::Problem(text) => self.line(at, "server", &format!("warning: {text}")),
-        }
-    }
-
     fn turn_ended(&mut self, at: Duration, text: &str) {
         let speech_end = self.speech_end.take();
         let after = speech_end.map_or(String::new(), |end| {
@@ -121,8 +93,50 @@ impl<'w> Story<'w> {
         self.line(at, "assistant", &format!("says {text:?}{timing}"));
     }
 
+    /// The answered turns so far.
+    pub fn turns(&self) -> &[TurnLatency] {
+        &self.turns
+    }
+}
+
+impl Listener for Story<'_> {
+    fn caller_starts(&mut self, at: Duration, text: &str) {
+        self.line(
+            at,
+            "caller",
+            &format!("starts speaking (the recording says {text:?})"),
+        );
+    }
+
+    fn caller_stops(&mut self, at: Duration) {
+        self.speech_end = Some(at);
+        self.line(at, "caller", "stops speaking");
+    }
+
+    fn server(&mut self, at: Duration, event: &CallEvent) {
+        match event {
+            CallEvent::TurnEnded { text, .. } => self.turn_ended(at, text),
+            CallEvent::Phrase { text, .. } => self.phrase(at, text),
+            CallEvent::BargeIn { .. } => self.line(
+                at,
+                "server",
+                "barge-in: the caller spoke over the assistant",
+            ),
+            CallEvent::Problem { what } => self.line(at, "server", &format!("warning: {what}")),
+            _ => {}
+        }
+    }
+
+    fn unreadable(&mut self, at: Duration, text: &str) {
+        self.line(
+            at,
+            "server",
+            &format!("warning: unreadable message from the server: {text:.120}"),
+        );
+    }
+
     /// Assistant audio reached the line while it was quiet.
-    pub fn audio_starts(&mut self, at: Duration) {
+    fn audio_starts(&mut self, at: Duration) {
         if self.speaking {
             return;
         }
@@ -154,14 +168,14 @@ impl<'w> Story<'w> {
     }
 
     /// The assistant's audio finished playing.
-    pub fn audio_ends(&mut self, at: Duration) {
+    fn audio_ends(&mut self, at: Duration) {
         if std::mem::take(&mut self.speaking) {
             self.line(at, "line", "assistant audio ends");
         }
     }
 
     /// Twilio applied a `clear`.
-    pub fn cleared(&mut self, at: Duration, dropped: Duration) {
+    fn cleared(&mut self, at: Duration, dropped: Duration) {
         self.speaking = false;
         self.line(
             at,
@@ -171,13 +185,8 @@ impl<'w> Story<'w> {
     }
 
     /// The recording's caller hangs up (Twilio's `stop`).
-    pub fn hang_up(&mut self, at: Duration) {
+    fn hang_up(&mut self, at: Duration) {
         self.line(at, "caller", "hangs up");
-    }
-
-    /// The answered turns so far.
-    pub fn turns(&self) -> &[TurnLatency] {
-        &self.turns
     }
 }
 

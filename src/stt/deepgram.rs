@@ -389,11 +389,8 @@ fn parse_event(text: &str, first_audio: Option<Instant>, earlier_audio_s: f64) -
                 .map(|a| (a.transcript, a.confidence))
                 .unwrap_or_default();
             Some(SttEvent::Transcript {
-                audio_end: first_audio.and_then(|sent| {
-                    let end = start + duration;
-                    (end.is_finite() && (0.0..86_400.0).contains(&end))
-                        .then(|| sent + Duration::from_secs_f64(end))
-                }),
+                audio_end: audio_time(first_audio, start + duration),
+                audio_start: audio_time(first_audio, start),
                 text,
                 is_final,
                 speech_final,
@@ -415,6 +412,14 @@ fn finite_or_zero(x: f64) -> f64 {
     } else {
         0.0
     }
+}
+
+/// Deepgram's audio time `secs` (counted from the connection's first audio, sent at
+/// `first_audio`) on our clock; `None` when unknown or absurd.
+fn audio_time(first_audio: Option<Instant>, secs: f64) -> Option<Instant> {
+    let sent = first_audio?;
+    (secs.is_finite() && (0.0..86_400.0).contains(&secs))
+        .then(|| sent + Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -483,6 +488,7 @@ mod tests {
             start,
             duration,
             confidence,
+            audio_start,
         }) = event
         else {
             panic!("{event:?}")
@@ -493,6 +499,7 @@ mod tests {
         );
         assert_eq!(audio_end, Some(sent + Duration::from_millis(3_500)));
         assert_eq!((start, duration, confidence), (12.5, 1.0, 0.9));
+        assert_eq!(audio_start, Some(sent + Duration::from_millis(2_500)));
     }
 
     #[test]

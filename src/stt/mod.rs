@@ -25,6 +25,9 @@ pub enum SttEvent {
         duration: f64,
         /// Deepgram's confidence in the transcript, 0 to 1.
         confidence: f64,
+        /// When the start of this segment's audio was sent (Deepgram's `start`, on our clock):
+        /// where the caller's words begin, for recordings.
+        audio_start: Option<tokio::time::Instant>,
     },
     /// Voice activity began.
     SpeechStarted,

@@ -51,7 +51,7 @@ impl EndReason {
 /// Transcribes one Media Stream from its `start` to its end.
 pub async fn run(socket: WebSocket, services: Arc<TranscribeServices>) {
     let (_sink, mut stream) = socket.split();
-    let Some(start) = crate::call::wait_for_start(&mut stream).await else {
+    let Some(start) = crate::call::wait_for_start(&mut stream, None).await else {
         return;
     };
     let span = tracing::info_span!(

@@ -206,6 +206,7 @@ fn test_config(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> ivr_bridge::C
         fallback_phrase: ivr_bridge::config::DEFAULT_FALLBACK_PHRASE.into(),
         mode: ivr_bridge::config::Mode::Converse,
         transcript_webhook_url: None,
+        record_dir: None,
     }
 }
 
