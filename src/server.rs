@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use crate::stt::deepgram::DeepgramStt;
 use crate::tts::deepgram::DeepgramTts;
 use crate::twilio::signature::{require_signature, Validator};
@@ -135,6 +135,7 @@ impl AppState {
             fallback_phrase: config.fallback_phrase.clone(),
             shutdown: CancellationToken::new(),
             metrics: metrics.clone(),
+            mirror: matches!(gather.store, Store::Redis(_)).then(|| gather.store.clone()),
         });
         Ok(Self {
             signatures: config.twilio_auth_token.clone().map(Validator::new),
@@ -158,27 +159,47 @@ impl AppState {
     }
 
     /// Stops taking calls, lets the calls in progress finish for up to `DRAIN_TIMEOUT_S`, then
-    /// ends the rest.
+    /// ends the rest. Webhooks of calls in progress are still served meanwhile (they may belong
+    /// to a call another instance started), and Gather answers still being written are waited
+    /// for, since another instance may be about to speak them.
     pub async fn drain(&self) {
         self.draining.cancel();
-        let calls = self.live_calls();
+        let replies = &self.gather.replies;
+        replies.close();
         tracing::info!(
-            calls,
+            calls = self.live_calls(),
+            gather_replies = replies.len(),
             "draining: new calls are refused, calls in progress continue"
         );
         let limit = self.config.drain_timeout;
-        if tokio::time::timeout(limit, self.live.all_ended())
-            .await
-            .is_err()
-        {
+        let ended = async { tokio::join!(self.live.all_ended(), replies.wait()) };
+        if tokio::time::timeout(limit, ended).await.is_err() {
             tracing::warn!(
                 calls = self.live_calls(),
+                gather_replies = replies.len(),
                 "drain timeout of {limit:?} reached: ending the calls still in progress"
             );
             self.calls.shutdown.cancel();
             let _ = tokio::time::timeout(CALL_END_GRACE, self.live.all_ended()).await;
         }
         tracing::info!("drained: no call in progress");
+    }
+
+    /// After the last request: waits (up to `DRAIN_TIMEOUT_S`) for Gather answers started by
+    /// webhooks that came in during the drain, so none is lost with the process.
+    async fn finish_replies(&self) {
+        let replies = &self.gather.replies;
+        replies.close();
+        if replies.is_empty() {
+            return;
+        }
+        let limit = self.config.drain_timeout;
+        if tokio::time::timeout(limit, replies.wait()).await.is_err() {
+            tracing::warn!(
+                gather_replies = replies.len(),
+                "exiting with Gather answers still being written"
+            );
+        }
     }
 }
 
@@ -258,10 +279,11 @@ pub async fn serve_state(
             state.drain().await;
         }
     };
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(drained)
         .await?;
+    state.finish_replies().await;
     Ok(())
 }
 

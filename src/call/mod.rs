@@ -4,6 +4,7 @@
 //! silence timer and reply progress feed the brain in [`turns`]; its actions start replies
 //! ([`reply`]) or interrupt them through the socket's only writer ([`writer`]).
 
+pub mod mirror;
 pub mod reply;
 pub mod turns;
 pub mod writer;
@@ -22,6 +23,7 @@ use tracing::Instrument;
 use crate::audio::pcm::PcmFrames;
 use crate::config::TurnDetection;
 use crate::metrics::Metrics;
+use crate::store::{CallSid, Store};
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
 use crate::twilio::media::{Inbound, Start};
@@ -61,6 +63,9 @@ pub struct CallServices {
     pub shutdown: CancellationToken,
     /// Counters and latency histograms shared by every call.
     pub metrics: Arc<Metrics>,
+    /// Where each call's conversation is copied when `REDIS_URL` is set, so its record outlives
+    /// this instance ([`mirror`]); `None` keeps it in the call's task only.
+    pub mirror: Option<Store>,
 }
 
 /// Why a call ended.
@@ -194,6 +199,10 @@ struct Call {
     answering: Option<(ReplyId, Instant)>,
     /// Turn latencies of this call (end of speech → first reply audio), for the summary.
     turn_latencies: Vec<Duration>,
+    /// Copies the conversation to the shared store, when there is one.
+    mirror: Option<mirror::Mirror>,
+    /// Exchanges of the history already handed to `mirror` (see [`Turns::remembered`]).
+    mirrored: u64,
 }
 
 /// Whether the call goes on after a message.
@@ -217,6 +226,13 @@ impl Call {
         let (reply_tx, reply_rx) = mpsc::channel(16);
         let turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
             .with_detection(services.turn_detection);
+        let mirror = services.mirror.clone().and_then(|store| {
+            let call = CallSid::parse(&start.call_sid);
+            if call.is_none() {
+                tracing::warn!("callSid unusable as a store key: the conversation is not copied");
+            }
+            call.map(|call| mirror::Mirror::start(store, call))
+        });
         Self {
             services,
             turns,
@@ -236,6 +252,8 @@ impl Call {
             speech_end: None,
             answering: None,
             turn_latencies: Vec::new(),
+            mirror,
+            mirrored: 0,
         }
     }
 
@@ -279,6 +297,7 @@ impl Call {
                     self.apply(actions);
                 }
             }
+            self.mirror_new_exchanges();
         };
         self.end(reason).await;
     }
@@ -499,7 +518,22 @@ impl Call {
         );
     }
 
-    async fn end(self, reason: EndReason) {
+    /// Hands exchanges the brain added to its history since last time to the mirror. One
+    /// comparison when nothing is new (every frame).
+    fn mirror_new_exchanges(&mut self) {
+        let total = self.turns.remembered();
+        if total == self.mirrored {
+            return;
+        }
+        let new = usize::try_from(total - self.mirrored).unwrap_or(usize::MAX);
+        self.mirrored = total;
+        if let Some(mirror) = &self.mirror {
+            mirror.record_newest(self.turns.history(), new);
+        }
+    }
+
+    async fn end(mut self, reason: EndReason) {
+        self.mirror_new_exchanges();
         let Self {
             services,
             turns,
@@ -510,6 +544,7 @@ impl Call {
             reply,
             malformed,
             turn_latencies,
+            mirror,
             ..
         } = self;
         services.metrics.call_ended(reason.label());
@@ -519,7 +554,12 @@ impl Call {
         }
         cancel.cancel();
         let dropped_audio = stt.dropped_frames();
-        let (_, _) = tokio::join!(stt.finish(), timeout(WRITER_GRACE, writer.task));
+        let mirrored = async {
+            if let Some(mirror) = mirror {
+                mirror.finish().await;
+            }
+        };
+        let (_, _, ()) = tokio::join!(stt.finish(), timeout(WRITER_GRACE, writer.task), mirrored);
         tracing::info!(
             duration_s = format!("{:.1}", started.elapsed().as_secs_f64()),
             turns = turns.turns(),
