@@ -266,7 +266,8 @@ pub async fn serve_state(
     }
     match &state.config.redis_url {
         Some(url) => {
-            tracing::info!(%url, "Gather flow conversations kept in Redis, shared by every instance")
+            tracing::info!(%url, "conversations kept in Redis, shared by every instance");
+            tokio::spawn(connect_store(state.gather.store.clone()));
         }
         None => tracing::info!(
             "Gather flow conversations kept in memory (set REDIS_URL to run several instances)"
@@ -285,6 +286,18 @@ pub async fn serve_state(
         .await?;
     state.finish_replies().await;
     Ok(())
+}
+
+/// Opens the Redis connection at start, so the first call does not wait for it, and says in
+/// the log whether Redis answers. Either way the client reconnects by itself later.
+async fn connect_store(store: Store) {
+    match store.ping().await {
+        Ok(()) => tracing::info!("Redis answers"),
+        Err(err) => tracing::warn!(
+            %err,
+            "Redis does not answer yet: Gather turns apologise until it does, streaming calls are unaffected"
+        ),
+    }
 }
 
 /// `GET /media`: the Twilio Media Stream. One socket is one call, served by its own task.

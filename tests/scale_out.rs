@@ -33,7 +33,7 @@ const LATE_CALLS: usize = 3;
 const SLOW_QUESTION: &str = "Where is the hospital?";
 /// How slow: past `LLM_TIMEOUT_MS` by more than 5 s, so `/speak_response` on another instance
 /// waits longer than any Redis client default would allow.
-const SLOW_REPLY: Duration = Duration::from_millis(7_500);
+const SLOW_REPLY: Duration = Duration::from_millis(8_500);
 /// Added to each call's closing silence: the recorded calls leave 6 s for the answer, which a
 /// machine busy with other builds can take longer than to deliver.
 const EXTRA_SILENCE: Duration = Duration::from_secs(6);
@@ -107,7 +107,22 @@ async fn three_instances_behind_nginx_survive_a_rolling_restart_and_a_redis_outa
     );
     assert!(a.exited().is_none(), "exited with its calls in progress");
 
-    // New calls through nginx reach the other instances.
+    // New calls through nginx reach the other instances: nginx's round robin offers one of
+    // three in a row to the drained instance, whose 503 nginx retries on the next one (these
+    // are POSTs: `non_idempotent`).
+    for n in 0..3 {
+        let greeting = Phone::at(&front, &format!("CAnewgather{n}"))
+            .post("/call", &[])
+            .await;
+        assert!(!greeting.says().is_empty());
+    }
+    let retried = format!("POST /call HTTP/1.1 200 upstream=127.0.0.1:{}, ", a.port);
+    assert!(
+        nginx.access_log().contains(&retried),
+        "nginx did not retry the drained instance's 503 elsewhere:\n{}",
+        nginx.access_log()
+    );
+    // Streaming calls too.
     let late: Vec<_> = (CALLS..CALLS + LATE_CALLS)
         .map(|n| tokio::spawn(streaming_call(front.clone(), n)))
         .collect();
@@ -163,7 +178,12 @@ async fn three_instances_behind_nginx_survive_a_rolling_restart_and_a_redis_outa
             .map(|s| Exchange::decode(s).unwrap())
             .collect();
         let answer = heard(&answer_for(question));
-        assert_eq!(stored, [Exchange::new(question.as_str(), answer)], "{sid}");
+        assert_eq!(
+            stored,
+            [Exchange::new(question.as_str(), answer)],
+            "{sid}: {}",
+            story(sid, &[&a, &b, &c])
+        );
     }
     let (first, _, _) = &logs[0];
     let freed = Phone::at(&front, first)
@@ -179,6 +199,16 @@ async fn three_instances_behind_nginx_survive_a_rolling_restart_and_a_redis_outa
 
     eprintln!("rolling restart checked after {:?}", started.elapsed());
     redis_outage(&mut redis, &front, &llm).await;
+    let access = nginx.access_log();
+    let failed: Vec<&str> = access
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(3)
+                .is_some_and(|status| status.starts_with('5'))
+        })
+        .collect();
+    assert!(failed.is_empty(), "nginx answered 5xx: {failed:?}");
     eprintln!("scale-out test took {:?}", started.elapsed());
 }
 
@@ -275,9 +305,15 @@ async fn gather_across(
     let llm = llm.clone();
     tokio::spawn(async move {
         // Another instance follows the redirect and waits for the answer A's task writes.
+        let asked = Instant::now();
         assert_eq!(
             on_b.post("/speak_response", &[]).await.says(),
             for_say(ADDRESS)
+        );
+        assert!(
+            asked.elapsed() > Duration::from_secs(5),
+            "the wait was {:?}: too short to show that a wait on Redis outlasts its client's timeouts",
+            asked.elapsed()
         );
         let slow = llm
             .requests()
@@ -322,7 +358,7 @@ async fn redis_outage(redis: &mut RedisServer, front: &str, llm: &FakeMistral) {
     let sorry = phone.post("/speak_response", &[]).await.says();
     assert!(sorry.contains("technical problem"), "{sorry}");
     let status = phone
-        .post("/call_status", &[("CallStatus", "in-progress")])
+        .post("/call_status", &[("CallStatus", "completed")])
         .await
         .status;
     assert_eq!(status, 204);
@@ -347,19 +383,7 @@ async fn redis_outage(redis: &mut RedisServer, front: &str, llm: &FakeMistral) {
 /// caller may start speaking before the greeting has finished playing, which cuts the
 /// greeting short: a barge-in, as designed, so only the answer is checked whole.)
 fn assert_heard_its_answer(sid: &str, question: &str, log: &ReplayLog, instances: &[&Instance]) {
-    let story = || {
-        instances
-            .iter()
-            .flat_map(|i| {
-                i.log()
-                    .lines()
-                    .filter(|l| l.contains(sid))
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let story = || story(sid, instances);
     assert!(
         log.violations.is_empty(),
         "{sid}: {:?}\n{}",
@@ -377,6 +401,21 @@ fn assert_heard_its_answer(sid: &str, question: &str, log: &ReplayLog, instances
         log.server_closed_at.map(|at| log.ms(at)),
         story()
     );
+}
+
+/// What the instances logged about call `sid`, for failure messages.
+fn story(sid: &str, instances: &[&Instance]) -> String {
+    let mut lines = Vec::new();
+    for instance in instances {
+        let log = instance.log();
+        let port = instance.port;
+        lines.extend(
+            log.lines()
+                .filter(|l| l.contains(sid))
+                .map(|l| format!("[{port}] {l}")),
+        );
+    }
+    lines.join("\n")
 }
 
 fn history_key(sid: &str) -> String {

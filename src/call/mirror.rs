@@ -14,13 +14,18 @@ use tokio::time::timeout;
 use tracing::Instrument;
 
 use crate::llm::{ChatMessage, Role};
-use crate::store::{CallSid, Exchange, Store};
+use crate::store::{CallSid, Exchange, Store, StoreError};
 
 /// Exchanges waiting to be written; a call makes one every few seconds at most.
 const QUEUE: usize = 8;
 /// How long the end of a call waits for the last exchanges to be written (each store
 /// operation has its own deadline too).
-const FINISH_GRACE: Duration = Duration::from_secs(2);
+const FINISH_GRACE: Duration = Duration::from_secs(3);
+/// Tries per exchange: nobody waits for the copy, so a slow first connection or a Redis
+/// failover gets another chance.
+const ATTEMPTS: u32 = 2;
+/// Pause before trying again.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// The writer of one call's copy.
 #[derive(Debug)]
@@ -75,7 +80,7 @@ impl Mirror {
 async fn write_all(store: Store, call: CallSid, mut rx: mpsc::Receiver<Exchange>) {
     let mut failures = 0u32;
     while let Some(exchange) = rx.recv().await {
-        match store.append(&call, &exchange).await {
+        match append(&store, &call, &exchange).await {
             Ok(()) => tracing::debug!("exchange copied to the conversation store"),
             Err(err) => {
                 failures += 1;
@@ -85,6 +90,21 @@ async fn write_all(store: Store, call: CallSid, mut rx: mpsc::Receiver<Exchange>
                     tracing::debug!(%err, failures, "exchange not copied to the store");
                 }
             }
+        }
+    }
+}
+
+/// One exchange, tried [`ATTEMPTS`] times.
+async fn append(store: &Store, call: &CallSid, exchange: &Exchange) -> Result<(), StoreError> {
+    let mut attempt = 1;
+    loop {
+        match store.append(call, exchange).await {
+            Err(err) if attempt < ATTEMPTS => {
+                tracing::debug!(%err, attempt, "copying an exchange to the store failed; trying again");
+                attempt += 1;
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            result => return result,
         }
     }
 }
