@@ -1,7 +1,7 @@
 //! A real nginx in front of test instances, running the shipped `deploy/nginx/ivr-bridge.conf`
 //! with only its `listen` line and its upstream's `server` lines rewritten: what is tested is
-//! what users get. Runs in the foreground (`daemon off`) with its own prefix in a scratch
-//! directory, and is stopped on drop.
+//! what users get. Runs in the foreground (`daemon off`) as a single process with its own prefix
+//! in a scratch directory, and is stopped on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -150,11 +150,12 @@ pub fn site_config(shipped: &str, port: u16, upstreams: &[u16]) -> String {
     out.join("\n")
 }
 
-/// A minimal main configuration around the site: foreground, everything under `dir`.
+/// A minimal main configuration around the site: foreground, everything under `dir`, and one
+/// process (no master and workers), so that killing it can never leave a worker behind.
 fn main_config(dir: &Path) -> String {
     let d = dir.display();
     format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n\
            log_format upstreams '$request $status upstream=$upstream_addr statuses=$upstream_status';\n\
