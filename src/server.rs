@@ -26,7 +26,7 @@ use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
 use crate::record::Recorder;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use crate::stt::deepgram::DeepgramStt;
 use crate::transcribe::{self, TranscribeServices};
 use crate::tts::deepgram::DeepgramTts;
@@ -159,6 +159,7 @@ impl AppState {
                 };
                 Recorder::new(dir, settings)
             }),
+            mirror: matches!(gather.store, Store::Redis(_)).then(|| gather.store.clone()),
         });
         Ok(Self {
             signatures: config.twilio_auth_token.clone().map(Validator::new),
@@ -183,27 +184,47 @@ impl AppState {
     }
 
     /// Stops taking calls, lets the calls in progress finish for up to `DRAIN_TIMEOUT_S`, then
-    /// ends the rest.
+    /// ends the rest. Webhooks of calls in progress are still served meanwhile (they may belong
+    /// to a call another instance started), and Gather answers still being written are waited
+    /// for, since another instance may be about to speak them.
     pub async fn drain(&self) {
         self.draining.cancel();
-        let calls = self.live_calls();
+        let replies = &self.gather.replies;
+        replies.close();
         tracing::info!(
-            calls,
+            calls = self.live_calls(),
+            gather_replies = replies.len(),
             "draining: new calls are refused, calls in progress continue"
         );
         let limit = self.config.drain_timeout;
-        if tokio::time::timeout(limit, self.live.all_ended())
-            .await
-            .is_err()
-        {
+        let ended = async { tokio::join!(self.live.all_ended(), replies.wait()) };
+        if tokio::time::timeout(limit, ended).await.is_err() {
             tracing::warn!(
                 calls = self.live_calls(),
+                gather_replies = replies.len(),
                 "drain timeout of {limit:?} reached: ending the calls still in progress"
             );
             self.calls.shutdown.cancel();
             let _ = tokio::time::timeout(CALL_END_GRACE, self.live.all_ended()).await;
         }
         tracing::info!("drained: no call in progress");
+    }
+
+    /// After the last request: waits (up to `DRAIN_TIMEOUT_S`) for Gather answers started by
+    /// webhooks that came in during the drain, so none is lost with the process.
+    async fn finish_replies(&self) {
+        let replies = &self.gather.replies;
+        replies.close();
+        if replies.is_empty() {
+            return;
+        }
+        let limit = self.config.drain_timeout;
+        if tokio::time::timeout(limit, replies.wait()).await.is_err() {
+            tracing::warn!(
+                gather_replies = replies.len(),
+                "exiting with Gather answers still being written"
+            );
+        }
     }
 }
 
@@ -277,7 +298,8 @@ pub async fn serve_state(
     transcribe::announce(&state.config);
     match &state.config.redis_url {
         Some(url) => {
-            tracing::info!(%url, "Gather flow conversations kept in Redis, shared by every instance")
+            tracing::info!(%url, "conversations kept in Redis, shared by every instance");
+            tokio::spawn(connect_store(state.gather.store.clone()));
         }
         None => tracing::info!(
             "Gather flow conversations kept in memory (set REDIS_URL to run several instances)"
@@ -297,7 +319,20 @@ pub async fn serve_state(
     if let Some(recorder) = &state.calls.recorder {
         recorder.finish(RECORDINGS_GRACE).await;
     }
+    state.finish_replies().await;
     Ok(())
+}
+
+/// Opens the Redis connection at start, so the first call does not wait for it, and says in
+/// the log whether Redis answers. Either way the client reconnects by itself later.
+async fn connect_store(store: Store) {
+    match store.ping().await {
+        Ok(()) => tracing::info!("Redis answers"),
+        Err(err) => tracing::warn!(
+            %err,
+            "Redis does not answer yet: Gather turns apologise until it does, streaming calls are unaffected"
+        ),
+    }
 }
 
 /// `GET /media`: the Twilio Media Stream. One socket is one call, served by its own task.

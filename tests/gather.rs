@@ -430,3 +430,44 @@ async fn a_redis_outage_gets_an_apology_then_the_call_goes_on() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_drain_waits_for_a_slow_answer_that_another_instance_will_speak() {
+    let redis = RedisServer::start().await;
+    let a = TestEnv::start_with(|config| {
+        with_redis(&redis)(config);
+        config.llm_timeout = Duration::from_millis(300);
+    })
+    .await;
+    a.llm.set_total_delay(Duration::from_millis(1500));
+    let holding = Phone::new(&a, "CAdraining")
+        .say("What are your opening hours?")
+        .await
+        .twiml();
+    assert_eq!(holding[1].name, "Redirect");
+
+    // SIGTERM now, with no stream in progress: the server still finishes the answer first.
+    assert!(
+        a.shutdown(Duration::from_secs(10)).await,
+        "the drain never ended"
+    );
+    let mut con = redis.connection().await;
+    let pending: i64 = ::redis::cmd("EXISTS")
+        .arg("ivr-bridge:call:{CAdraining}:pending")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending, 0,
+        "the server stopped with the answer still pending"
+    );
+    let stored: Vec<String> = ::redis::cmd("LRANGE")
+        .arg("ivr-bridge:call:{CAdraining}:history")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(stored[0].contains("Monday to Friday"), "{stored:?}");
+}

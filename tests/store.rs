@@ -444,3 +444,27 @@ async fn a_redis_that_hangs_is_cut_off_by_our_deadline() {
     );
     assert_eq!(s.store.history(&call).await.unwrap(), [exchange(1)]);
 }
+
+#[tokio::test]
+async fn a_slow_redis_is_waited_for_up_to_our_deadline_not_the_clients_default() {
+    // The redis crate's ConnectionManager gives up on a response after 0.5 s by default; our
+    // own deadline is what must count.
+    let s = Backend::Redis
+        .open(StoreOptions {
+            op_timeout: Duration::from_millis(3000),
+            ..StoreOptions::default()
+        })
+        .await;
+    let call = sid("CA1");
+    s.store.append(&call, &exchange(1)).await.unwrap();
+    let redis = s.redis.as_ref().unwrap();
+    redis.pause();
+    let read = tokio::spawn({
+        let store = s.store.clone();
+        let call = call.clone();
+        async move { store.history(&call).await }
+    });
+    sleep(Duration::from_millis(1200)).await;
+    redis.resume();
+    assert_eq!(read.await.unwrap().unwrap(), [exchange(1)]);
+}

@@ -5,6 +5,7 @@
 //! ([`reply`]) or interrupt them through the socket's only writer ([`writer`]).
 
 pub mod events;
+pub mod mirror;
 pub mod reply;
 pub mod turns;
 pub mod writer;
@@ -24,6 +25,7 @@ use crate::audio::pcm::PcmFrames;
 use crate::config::TurnDetection;
 use crate::metrics::Metrics;
 use crate::record::{Recorder, Tap};
+use crate::store::{CallSid, Store};
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
 use crate::twilio::media::{Inbound, Start};
@@ -68,6 +70,9 @@ pub struct CallServices {
     pub observer: Option<CallObserver>,
     /// Saves every call into `RECORD_DIR`; `None` when it is not set.
     pub recorder: Option<Recorder>,
+    /// Where each call's conversation is copied when `REDIS_URL` is set, so its record outlives
+    /// this instance ([`mirror`]); `None` keeps it in the call's task only.
+    pub mirror: Option<Store>,
 }
 
 /// Why a call ended.
@@ -212,6 +217,10 @@ struct Call {
     call_sid: Arc<str>,
     /// This call's recording, when `RECORD_DIR` is set.
     tap: Option<Tap>,
+    /// Copies the conversation to the shared store, when there is one.
+    mirror: Option<mirror::Mirror>,
+    /// Exchanges of the history already handed to `mirror` (see [`Turns::remembered`]).
+    mirrored: u64,
 }
 
 /// Whether the call goes on after a message.
@@ -241,6 +250,13 @@ impl Call {
         let (reply_tx, reply_rx) = mpsc::channel(16);
         let turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
             .with_detection(services.turn_detection);
+        let mirror = services.mirror.clone().and_then(|store| {
+            let call = CallSid::parse(&start.call_sid);
+            if call.is_none() {
+                tracing::warn!("callSid unusable as a store key: the conversation is not copied");
+            }
+            call.map(|call| mirror::Mirror::start(store, call))
+        });
         let call = Self {
             services,
             turns,
@@ -262,6 +278,8 @@ impl Call {
             turn_latencies: Vec::new(),
             call_sid,
             tap,
+            mirror,
+            mirrored: 0,
         };
         call.publish(started);
         call
@@ -313,6 +331,7 @@ impl Call {
                     self.apply(actions);
                 }
             }
+            self.mirror_new_exchanges();
         };
         self.end(reason).await;
     }
@@ -567,7 +586,22 @@ impl Call {
         self.publish(CallEvent::BargeIn { reply: id.0 });
     }
 
-    async fn end(self, reason: EndReason) {
+    /// Hands exchanges the brain added to its history since last time to the mirror. One
+    /// comparison when nothing is new (every frame).
+    fn mirror_new_exchanges(&mut self) {
+        let total = self.turns.remembered();
+        if total == self.mirrored {
+            return;
+        }
+        let new = usize::try_from(total - self.mirrored).unwrap_or(usize::MAX);
+        self.mirrored = total;
+        if let Some(mirror) = &self.mirror {
+            mirror.record_newest(self.turns.history(), new);
+        }
+    }
+
+    async fn end(mut self, reason: EndReason) {
+        self.mirror_new_exchanges();
         let Self {
             services,
             turns,
@@ -580,6 +614,7 @@ impl Call {
             turn_latencies,
             call_sid,
             tap,
+            mirror,
             ..
         } = self;
         services.metrics.call_ended(reason.label());
@@ -589,7 +624,12 @@ impl Call {
         }
         cancel.cancel();
         let dropped_audio = stt.dropped_frames();
-        let (_, _) = tokio::join!(stt.finish(), timeout(WRITER_GRACE, writer.task));
+        let mirrored = async {
+            if let Some(mirror) = mirror {
+                mirror.finish().await;
+            }
+        };
+        let (_, _, ()) = tokio::join!(stt.finish(), timeout(WRITER_GRACE, writer.task), mirrored);
         tracing::info!(
             duration_s = format!("{:.1}", started.elapsed().as_secs_f64()),
             turns = turns.turns(),

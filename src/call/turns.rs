@@ -150,6 +150,9 @@ pub struct Turns {
     next_id: u64,
     /// Everything said so far, without the system prompt.
     history: Vec<ChatMessage>,
+    /// Exchanges ever added to `history` (trimming does not lower it), so the call task can
+    /// tell which ones are new.
+    remembered: u64,
     /// Caller turns that were answered (or are being answered).
     turns: u32,
     /// Times the caller talked over the assistant.
@@ -177,6 +180,7 @@ impl Turns {
             reply: Reply::Idle,
             next_id: 0,
             history: Vec::new(),
+            remembered: 0,
             turns: 0,
             barge_ins: 0,
             digits: Vec::new(),
@@ -442,6 +446,11 @@ impl Turns {
         &self.history
     }
 
+    /// Exchanges added to the history since the call began, including any trimmed since.
+    pub fn remembered(&self) -> u64 {
+        self.remembered
+    }
+
     /// The caller spoke: stop whatever the assistant is preparing or saying. If they heard no
     /// whole phrase of the answer yet, their new words continue the same turn.
     fn barge_in(&mut self) -> Vec<Action> {
@@ -493,6 +502,7 @@ impl Turns {
         self.history
             .push(ChatMessage::new(Role::User, user_text.clone()));
         self.history.push(ChatMessage::new(Role::Assistant, heard));
+        self.remembered += 1;
         self.trim_history();
     }
 

@@ -26,6 +26,7 @@ use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 use tokio::time::{sleep, timeout, Instant};
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::llm::mistral::Mistral;
@@ -69,6 +70,10 @@ pub struct GatherServices {
     pub llm_timeout: Duration,
     /// How long `/speak_response` waits for a pending reply.
     pub speak_response_wait: Duration,
+    /// Answers still being written. A drain waits for them: once the holding phrase has gone
+    /// out, another instance will speak the answer, so it must reach the store before this
+    /// process exits.
+    pub replies: TaskTracker,
 }
 
 impl GatherServices {
@@ -91,6 +96,7 @@ impl GatherServices {
             },
             llm_timeout: config.llm_timeout,
             speak_response_wait: config.speak_response_wait,
+            replies: TaskTracker::new(),
         })
     }
 }

@@ -18,7 +18,8 @@ pub struct NoReply;
 
 /// Asks the model for the answer to `user` after `history`, in a spawned task. The task stores
 /// the exchange (or marks the reply failed) whether or not anyone still waits, then reports on
-/// the returned channel. It ends by itself: the model request has its own time limit.
+/// the returned channel. It ends by itself: the model request has its own time limit. The task
+/// is tracked in [`GatherServices::replies`], so a drain waits for it.
 pub fn spawn(
     services: Arc<GatherServices>,
     call: CallSid,
@@ -28,6 +29,7 @@ pub fn spawn(
 ) -> oneshot::Receiver<Outcome> {
     let messages = conversation(&services.system_prompt, history, &user);
     let (tx, rx) = oneshot::channel();
+    let replies = services.replies.clone();
     let task = async move {
         let started = tokio::time::Instant::now();
         let outcome = match services.llm.complete(&messages).await {
@@ -46,7 +48,7 @@ pub fn spawn(
         };
         let _ = tx.send(outcome);
     };
-    tokio::spawn(task.in_current_span());
+    replies.spawn(task.in_current_span());
     rx
 }
 

@@ -287,6 +287,15 @@ impl Store {
         dispatch!(self.reply_state(call))
     }
 
+    /// Checks that the store answers; for Redis this also opens the shared connection, so the
+    /// first caller after a start does not pay for it.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(store) => store.ping().await,
+        }
+    }
+
     /// Forgets the call: its history and any pending reply.
     pub async fn delete(&self, call: &CallSid) -> Result<(), StoreError> {
         dispatch!(self.delete(call))

@@ -220,6 +220,15 @@ impl RedisStore {
         })
     }
 
+    /// See [`super::Store::ping`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut con = self.connection.clone();
+        let _: String = self
+            .bounded(redis::cmd("PING").query_async(&mut con))
+            .await?;
+        Ok(())
+    }
+
     /// See [`super::Store::delete`].
     pub async fn delete(&self, call: &CallSid) -> Result<(), StoreError> {
         let mut con = self.connection.clone();

@@ -57,6 +57,8 @@ struct Shared {
     first_token_delay: Mutex<Duration>,
     /// Time to the whole reply (non-streaming) or to the last chunk (streaming).
     total_delay: Mutex<Duration>,
+    /// Questions containing these words take this long to answer (first token and whole).
+    slow_questions: Mutex<Vec<(String, Duration)>>,
 }
 
 /// The running fake. Cheap to clone; all clones see the same record.
@@ -81,6 +83,7 @@ impl FakeMistral {
             hang: Mutex::new(0),
             first_token_delay: Mutex::new(Duration::from_millis(50)),
             total_delay: Mutex::new(Duration::from_millis(50)),
+            slow_questions: Mutex::default(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
@@ -122,6 +125,16 @@ impl FakeMistral {
     pub fn set_total_delay(&self, delay: Duration) {
         *self.shared.total_delay.lock().unwrap() = delay;
     }
+
+    /// Requests whose last user message contains `words` take `delay` to answer (first token
+    /// and whole), the others keep the usual delays: one slow turn among many calls.
+    pub fn slow_when_asked(&self, words: &str, delay: Duration) {
+        self.shared
+            .slow_questions
+            .lock()
+            .unwrap()
+            .push((words.to_owned(), delay));
+    }
 }
 
 async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -160,8 +173,15 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         r.status = 200;
         r.reply = Some(reply.clone());
     });
-    let first = *shared.first_token_delay.lock().unwrap();
-    let total = *shared.total_delay.lock().unwrap();
+    let slow = shared
+        .slow_questions
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(words, _)| last_user.contains(words.as_str()))
+        .map(|(_, delay)| *delay);
+    let first = slow.unwrap_or(*shared.first_token_delay.lock().unwrap());
+    let total = slow.unwrap_or(*shared.total_delay.lock().unwrap());
     if parsed["stream"] == true {
         let on_end = move |completed| {
             set(&shared, index, |r| {

@@ -111,8 +111,14 @@ pub struct Phone {
 
 impl Phone {
     pub fn new(env: &TestEnv, call: &str) -> Self {
+        Self::at(&env.http_url(), call)
+    }
+
+    /// Call `call` reaching the server at `base` (`http://host:port`): a separate process, a
+    /// load balancer.
+    pub fn at(base: &str, call: &str) -> Self {
         Self {
-            base: env.http_url(),
+            base: base.to_owned(),
             call: call.to_owned(),
             http: reqwest::Client::new(),
         }

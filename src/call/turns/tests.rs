@@ -244,6 +244,22 @@ fn history_grows_by_one_exchange_per_answered_turn() {
 }
 
 #[test]
+fn remembered_counts_exchanges_even_once_trimmed() {
+    let (mut turns, t0) = listening();
+    let mut now = 0;
+    let total = MAX_HISTORY_EXCHANGES + 3;
+    for n in 0..total {
+        turns.on_transcript(&format!("Question {n}?"), Heard::Final, ms(t0, now));
+        now += 2000;
+        let (id, _, _) = asked(&turns.on_tick(ms(t0, now)));
+        speak(&mut turns, id, &["Answer."], 1);
+        assert_eq!(turns.remembered(), n as u64 + 1);
+    }
+    assert_eq!(turns.history().len(), 2 * MAX_HISTORY_EXCHANGES);
+    assert_eq!(turns.remembered(), total as u64);
+}
+
+#[test]
 fn digits_then_hash_become_a_turn_for_the_model() {
     let (mut turns, _, greeting) = greeting();
     for key in ["1", "2", "*", "4", "5", "6"] {
