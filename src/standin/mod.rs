@@ -9,6 +9,7 @@
 pub mod bank;
 pub mod faq;
 pub mod llm;
+pub mod probe;
 pub mod recognizer;
 pub mod stt;
 pub mod tts;
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use bank::Bank;
+pub use probe::Probe;
 
 use crate::config::{Config, Secret};
 
@@ -85,14 +87,44 @@ pub struct StandIns {
 impl StandIns {
     /// Starts all three; the STT stand-in recognises the utterances of `bank`.
     pub async fn start(bank: Bank, delays: Delays) -> Result<Self, StandInError> {
+        Self::start_probed(bank, delays, None, 0).await
+    }
+
+    /// Starts all three, reporting what they see to `probe` when there is one (the load
+    /// generator's timestamps). With `base_port` 0 each takes a free port; otherwise STT, TTS
+    /// and LLM listen on `base_port`, `base_port + 1` and `base_port + 2`, so a server started
+    /// beforehand can be pointed at them.
+    pub async fn start_probed(
+        bank: Bank,
+        delays: Delays,
+        probe: Option<Probe>,
+        base_port: u16,
+    ) -> Result<Self, StandInError> {
+        let port = |offset: u16| {
+            if base_port == 0 {
+                0
+            } else {
+                base_port.saturating_add(offset)
+            }
+        };
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::with_capacity(3);
-        let stt_app = stt::router(STAND_IN_KEY, Arc::new(bank), shutdown.clone());
-        let tts_app = tts::router(STAND_IN_KEY, delays.tts_first_byte);
-        let llm_app = llm::router(STAND_IN_KEY, delays.llm_first_token, delays.llm_total);
-        let stt = spawn("STT", stt_app, &shutdown, &mut tasks).await?;
-        let tts = spawn("TTS", tts_app, &shutdown, &mut tasks).await?;
-        let llm = spawn("LLM", llm_app, &shutdown, &mut tasks).await?;
+        let stt_app = stt::router(
+            STAND_IN_KEY,
+            Arc::new(bank),
+            shutdown.clone(),
+            probe.clone(),
+        );
+        let tts_app = tts::router(STAND_IN_KEY, delays.tts_first_byte, probe.clone());
+        let llm_app = llm::router(
+            STAND_IN_KEY,
+            delays.llm_first_token,
+            delays.llm_total,
+            probe,
+        );
+        let stt = spawn("STT", stt_app, port(0), &shutdown, &mut tasks).await?;
+        let tts = spawn("TTS", tts_app, port(1), &shutdown, &mut tasks).await?;
+        let llm = spawn("LLM", llm_app, port(2), &shutdown, &mut tasks).await?;
         Ok(Self {
             stt,
             tts,
@@ -127,15 +159,16 @@ impl StandIns {
     }
 }
 
-/// Binds `127.0.0.1:0` and serves `app` until `shutdown` fires.
+/// Binds `127.0.0.1:port` (0: any free port) and serves `app` until `shutdown` fires.
 async fn spawn(
     which: &'static str,
     app: Router,
+    port: u16,
     shutdown: &CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<SocketAddr, StandInError> {
     let bind = |source| StandInError::Bind { which, source };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
