@@ -53,7 +53,12 @@ fn a_short_load_test_reports_every_measure() {
         assert_eq!(report[measure]["count"], 4, "{measure}: {report:#}");
     }
     assert!(report["barge_in_ms"]["count"].as_u64().unwrap() >= 1);
-    for measure in ["forwarding_ms", "turn_latency_ms", "bridge_share_ms", "barge_in_ms"] {
+    for measure in [
+        "forwarding_ms",
+        "turn_latency_ms",
+        "bridge_share_ms",
+        "barge_in_ms",
+    ] {
         let s = &report[measure];
         let (p50, p99, max) = (s["p50"].as_f64(), s["p99"].as_f64(), s["max"].as_f64());
         let (p50, p99, max) = (p50.unwrap(), p99.unwrap(), max.unwrap());

@@ -12,6 +12,7 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -132,7 +133,10 @@ async fn converse(
     events: &mpsc::Sender<CallEvent>,
     hang_up: &CancellationToken,
 ) -> Result<(), String> {
-    let connect = tokio_tungstenite::connect_async(plan.url.as_str());
+    // Twilio's side: TCP_NODELAY, so the frame's send time is when it leaves.
+    let config = WebSocketConfig::default().read_buffer_size(crate::server::SOCKET_READ_BUFFER);
+    let url = plan.url.as_str();
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (ws, _) = tokio::time::timeout(CONNECT_LIMIT, connect)
         .await
         .map_err(|_| "the server did not accept the socket within 10 s".to_owned())?

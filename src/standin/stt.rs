@@ -78,7 +78,9 @@ async fn handshake(
     let raw = raw.unwrap_or_default();
     let pairs = form_urlencoded_pairs(&raw);
     let settings = Settings::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    upgrade.on_upgrade(move |socket| serve_connection(shared, settings, socket))
+    upgrade
+        .read_buffer_size(crate::server::SOCKET_READ_BUFFER)
+        .on_upgrade(move |socket| serve_connection(shared, settings, socket))
 }
 
 /// `key=value&…` → decoded pairs; anything undecodable is skipped, like an unknown flag.
