@@ -3,7 +3,6 @@
 //! when their audio has played, `clear` applied. What matters for the measures is reported to
 //! the collector as it happens.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::playback::Playback;
 use super::script::{pcm_hash, tag, Script};
 use crate::audio::mulaw;
 use crate::standin::bank::FRAME_SAMPLES;
@@ -448,55 +448,4 @@ impl CallState {
 fn decoded_len(payload: &str) -> usize {
     let padding = payload.bytes().rev().take_while(|&b| b == b'=').count();
     (payload.len() / 4 * 3).saturating_sub(padding)
-}
-
-/// Twilio's playback, reduced to a clock: audio queues behind audio at 8 kHz, marks fall due
-/// when the audio before them has played, `clear` drops the rest and releases every mark.
-#[derive(Debug, Default)]
-struct Playback {
-    /// When the queued audio will have played.
-    until: Option<Instant>,
-    /// Marks not yet echoed, with when they fall due.
-    marks: VecDeque<(String, Instant)>,
-}
-
-impl Playback {
-    fn end(&self, now: Instant) -> Instant {
-        self.until.map_or(now, |u| u.max(now))
-    }
-
-    fn playing(&self, now: Instant) -> bool {
-        self.end(now) > now
-    }
-
-    fn media(&mut self, now: Instant, bytes: usize) {
-        let length = Duration::from_micros(bytes as u64 * 125);
-        self.until = Some(self.end(now) + length);
-    }
-
-    fn mark(&mut self, now: Instant, name: String) -> Option<String> {
-        let due = self.end(now);
-        if due <= now && self.marks.is_empty() {
-            return Some(name);
-        }
-        self.marks.push_back((name, due));
-        None
-    }
-
-    fn clear(&mut self, now: Instant) -> Vec<String> {
-        self.until = Some(now);
-        self.marks.drain(..).map(|(name, _)| name).collect()
-    }
-
-    fn next_mark(&self) -> Option<Instant> {
-        self.marks.front().map(|(_, at)| *at)
-    }
-
-    fn due_marks(&mut self, now: Instant) -> Vec<String> {
-        let mut due = Vec::new();
-        while self.marks.front().is_some_and(|(_, at)| *at <= now) {
-            due.extend(self.marks.pop_front().map(|(name, _)| name));
-        }
-        due
-    }
 }

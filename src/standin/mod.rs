@@ -3,8 +3,9 @@
 //!
 //! They let the real server run a whole call with no account and no network: `ivr-bridge demo`
 //! uses them, and a load generator can too (the artificial [`Delays`] are plain fields for that).
-//! They are not test fakes: they record nothing, have no fault hooks, keep memory bounded per
-//! connection, and stop cleanly with [`StandIns::shutdown`].
+//! They are not test fakes: they record nothing (unless the load generator attaches a
+//! [`probe::Probe`], which only timestamps what they do), have no fault hooks, keep memory bounded
+//! per connection, and stop cleanly with [`StandIns::shutdown`].
 
 pub mod bank;
 pub mod faq;
