@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod gather;
 pub mod llm;
+pub mod loadtest;
 pub mod metrics;
 pub mod record;
 pub mod replay;

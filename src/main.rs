@@ -37,6 +37,10 @@ enum Command {
     /// new conversation with the recorded one.
     #[command(after_help = replay::RULES)]
     Replay(ReplayArgs),
+    /// Run many simulated Twilio calls against the server, in real time, with the local
+    /// stand-ins as providers, and report forwarding delay, turn latency and the bridge's own
+    /// share of it, barge-in reaction, and the server's CPU and memory per call.
+    Loadtest(LoadtestArgs),
 }
 
 #[derive(Args)]
@@ -52,6 +56,62 @@ struct ReplayArgs {
     /// GREETING default to the recording's own when it has them.
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct LoadtestArgs {
+    /// Simultaneous calls.
+    #[arg(long, default_value_t = 100)]
+    calls: u32,
+    /// Seconds over which the calls start, evenly spread.
+    #[arg(long, default_value_t = 10.0)]
+    ramp_s: f64,
+    /// Times each call plays its recording back to back in one stream (turns per call =
+    /// utterances × plays).
+    #[arg(long, default_value_t = 1)]
+    plays: u32,
+    /// Recording most calls play (a .jsonl with its .json sidecar).
+    #[arg(long, default_value = ivr_bridge::loadtest::DEFAULT_FIXTURE)]
+    fixture: PathBuf,
+    /// Recording the barge-in share of calls play.
+    #[arg(long, default_value = ivr_bridge::loadtest::DEFAULT_BARGE_IN_FIXTURE)]
+    barge_in_fixture: PathBuf,
+    /// Share of calls (0 to 1) that play the barge-in recording.
+    #[arg(long, default_value_t = 0.2)]
+    barge_in_share: f64,
+    /// LLM stand-in: ms to the first streamed token.
+    #[arg(long, default_value_t = 200)]
+    llm_first_token_ms: u64,
+    /// LLM stand-in: ms to the whole reply.
+    #[arg(long, default_value_t = 1500)]
+    llm_total_ms: u64,
+    /// TTS stand-in: ms to the first audio byte.
+    #[arg(long, default_value_t = 150)]
+    tts_first_byte_ms: u64,
+    /// The server's SILENCE_TIMEOUT_MS (the child server's; say what a --url server uses).
+    /// 1000 like the demo, so the barge-in recording interrupts a reply that is playing.
+    #[arg(long, default_value_t = 1000)]
+    silence_timeout_ms: u64,
+    /// The server's TURN_DETECTION: timer or deepgram.
+    #[arg(long, default_value = "timer", value_parser = ["timer", "deepgram"])]
+    turn_detection: String,
+    /// Test a server already running at this /media URL (ws://host:port/media) instead of
+    /// starting one. Start it with the stand-in URLs this command prints (use --stand-ins-port
+    /// so they are known in advance).
+    #[arg(long)]
+    url: Option<String>,
+    /// The --url server's process id, to measure its CPU and memory.
+    #[arg(long, requires = "url")]
+    server_pid: Option<u32>,
+    /// Ports of the stand-ins: STT on this one, TTS on +1, LLM on +2 (0: any free ports).
+    #[arg(long, default_value_t = 0)]
+    stand_ins_port: u16,
+    /// Skip the memory-per-idle-call phase (N silent calls before the active ones).
+    #[arg(long)]
+    no_idle: bool,
+    /// Print the report as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -112,6 +172,7 @@ fn main() -> ExitCode {
             };
             return run_replay(args, set);
         }
+        Some(Command::Loadtest(args)) => return run_loadtest(args),
         None => cli.serve,
     };
     let mut args = args;
@@ -159,6 +220,68 @@ fn ask_for_missing_keys(args: &mut ServeArgs) {
                 *key = Some(value.trim().to_owned());
             }
             _ => return,
+        }
+    }
+}
+
+/// `ivr-bridge loadtest`: runs the calls, prints the table (or JSON).
+fn run_loadtest(args: LoadtestArgs) -> ExitCode {
+    use ivr_bridge::loadtest::{self, Options};
+    use ivr_bridge::standin::Delays;
+    use std::time::Duration;
+    if args.calls == 0 || !(0.0..=1.0).contains(&args.barge_in_share) || args.ramp_s < 0.0 {
+        eprintln!("error: --calls must be at least 1, --barge-in-share within 0..1, --ramp-s >= 0");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let options = Options {
+        calls: args.calls,
+        ramp: Duration::from_secs_f64(args.ramp_s),
+        plays: args.plays.max(1),
+        fixture: args.fixture,
+        barge_in_fixture: args.barge_in_fixture,
+        barge_in_share: args.barge_in_share,
+        delays: Delays {
+            llm_first_token: Duration::from_millis(args.llm_first_token_ms),
+            llm_total: Duration::from_millis(args.llm_total_ms),
+            tts_first_byte: Duration::from_millis(args.tts_first_byte_ms),
+        },
+        silence_timeout: Duration::from_millis(args.silence_timeout_ms),
+        turn_detection: args.turn_detection,
+        url: args.url,
+        server_pid: args.server_pid,
+        stand_ins_port: args.stand_ins_port,
+        idle: !args.no_idle,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(ivr_bridge::telemetry::filter("error"))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut note = |line: &str| eprintln!("loadtest: {line}");
+    match runtime.block_on(loadtest::run(options, &mut note)) {
+        Ok(report) if args.json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.table());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
         }
     }
 }

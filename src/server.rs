@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -34,6 +35,10 @@ use crate::twilio::signature::{require_signature, Validator};
 use crate::twilio::twiml::{self, Element};
 
 /// How long an idle pooled provider connection is kept open.
+/// Bytes a WebSocket reads at once. tungstenite's default (128 KiB, zero-filled before each
+/// read) made every call hold 128 KiB per socket; a Twilio message is under 1 KiB, and a larger
+/// one still grows the buffer as needed.
+pub const SOCKET_READ_BUFFER: usize = 4096;
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// What every request handler shares: configuration and the providers' clients. Per-call state
@@ -313,6 +318,13 @@ pub async fn serve_state(
         }
     };
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Without TCP_NODELAY a media frame or a `clear` written while the previous write is not
+    // yet acknowledged waits for that ACK (Nagle), up to tens of milliseconds.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, service)
         .with_graceful_shutdown(drained)
         .await?;
@@ -355,6 +367,7 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
     upgrade
         .max_message_size(state.config.max_message_bytes)
         .max_frame_size(state.config.max_message_bytes)
+        .read_buffer_size(SOCKET_READ_BUFFER)
         .on_failed_upgrade(|err| tracing::warn!(%err, "media stream upgrade failed"))
         .on_upgrade(move |socket| async move {
             active.inc();

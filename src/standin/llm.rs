@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::probe::{Probe, Seen};
 use super::{authorized, faq, request_id};
 
 /// What every request shares.
@@ -24,14 +25,22 @@ struct Shared {
     first_token_delay: Duration,
     /// Time to the whole reply (non-streaming) or to the last chunk (streaming).
     total_delay: Duration,
+    /// The load generator's observer, when it runs one.
+    probe: Option<Probe>,
 }
 
 /// The router serving `/v1/chat/completions`.
-pub fn router(key: &str, first_token_delay: Duration, total_delay: Duration) -> Router {
+pub fn router(
+    key: &str,
+    first_token_delay: Duration,
+    total_delay: Duration,
+    probe: Option<Probe>,
+) -> Router {
     let shared = Arc::new(Shared {
         expected_auth: format!("Bearer {key}"),
         first_token_delay,
         total_delay: total_delay.max(first_token_delay),
+        probe,
     });
     Router::new()
         .route("/v1/chat/completions", post(complete))
@@ -75,15 +84,20 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         .map(|m| content_text(&m.content))
         .unwrap_or_default();
     let reply = faq::answer(&last_user);
+    let probe = shared.probe.as_ref().map(|probe| {
+        let req = probe.next_id();
+        probe.record(Seen::LlmRequest { req, last_user });
+        (probe.clone(), req)
+    });
     if request.stream {
-        return sse(
-            &request.model,
-            reply,
-            shared.first_token_delay,
-            shared.total_delay,
-        );
+        let delays = (shared.first_token_delay, shared.total_delay);
+        return sse(&request.model, reply, delays, probe);
     }
     tokio::time::sleep(shared.total_delay).await;
+    if let Some((probe, req)) = probe {
+        let text = reply.to_owned();
+        probe.record(Seen::LlmText { req, text });
+    }
     Json(whole(&request.model, reply)).into_response()
 }
 
@@ -109,7 +123,12 @@ fn whole(model: &str, reply: &str) -> Value {
 
 /// The reply as SSE (§6.3): a role chunk after `first`, word chunks spread so the last lands at
 /// `total` (with `finish_reason` and `usage`), then `[DONE]`.
-fn sse(model: &str, reply: &'static str, first: Duration, total: Duration) -> Response {
+fn sse(
+    model: &str,
+    reply: &'static str,
+    (first, total): (Duration, Duration),
+    probe: Option<(Probe, u64)>,
+) -> Response {
     let (id, created) = (format!("cmpl-{}", request_id()), now_secs());
     let chunk = |delta: Value, finish: Option<&str>| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -118,7 +137,7 @@ fn sse(model: &str, reply: &'static str, first: Duration, total: Duration) -> Re
     let pieces: Vec<&str> = reply.split_inclusive(' ').collect();
     let gap = total.saturating_sub(first) / pieces.len().max(1) as u32;
     let role = chunk(json!({"role": "assistant", "content": ""}), None);
-    let mut events = vec![(first, format!("data: {role}\n\n"))];
+    let mut events = vec![(first, format!("data: {role}\n\n"), "")];
     for (i, piece) in pieces.iter().enumerate() {
         let last = i + 1 == pieces.len();
         let mut c = chunk(json!({"content": piece}), last.then_some("stop"));
@@ -128,13 +147,21 @@ fn sse(model: &str, reply: &'static str, first: Duration, total: Duration) -> Re
         events.push((
             if i == 0 { Duration::ZERO } else { gap },
             format!("data: {c}\n\n"),
+            *piece,
         ));
     }
-    events.push((Duration::ZERO, "data: [DONE]\n\n".to_owned()));
-    let stream = futures::stream::unfold(events.into_iter(), |mut events| async move {
-        let (wait, event) = events.next()?;
-        tokio::time::sleep(wait).await;
-        Some((Ok::<_, Infallible>(Bytes::from(event)), events))
+    events.push((Duration::ZERO, "data: [DONE]\n\n".to_owned(), ""));
+    let stream = futures::stream::unfold(events.into_iter(), move |mut events| {
+        let probe = probe.clone();
+        async move {
+            let (wait, event, text) = events.next()?;
+            tokio::time::sleep(wait).await;
+            if let Some((probe, req)) = probe.filter(|_| !text.is_empty()) {
+                let text = text.to_owned();
+                probe.record(Seen::LlmText { req, text });
+            }
+            Some((Ok::<_, Infallible>(Bytes::from(event)), events))
+        }
     });
     let headers = [
         (header::CONTENT_TYPE, "text/event-stream"),

@@ -3,12 +3,14 @@
 //!
 //! They let the real server run a whole call with no account and no network: `ivr-bridge demo`
 //! uses them, and a load generator can too (the artificial [`Delays`] are plain fields for that).
-//! They are not test fakes: they record nothing, have no fault hooks, keep memory bounded per
-//! connection, and stop cleanly with [`StandIns::shutdown`].
+//! They are not test fakes: they record nothing (unless the load generator attaches a
+//! [`probe::Probe`], which only timestamps what they do), have no fault hooks, keep memory bounded
+//! per connection, and stop cleanly with [`StandIns::shutdown`].
 
 pub mod bank;
 pub mod faq;
 pub mod llm;
+pub mod probe;
 pub mod recognizer;
 pub mod stt;
 pub mod tts;
@@ -20,11 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use bank::Bank;
+pub use probe::Probe;
 
 use crate::config::{Config, Secret};
 
@@ -85,14 +89,44 @@ pub struct StandIns {
 impl StandIns {
     /// Starts all three; the STT stand-in recognises the utterances of `bank`.
     pub async fn start(bank: Bank, delays: Delays) -> Result<Self, StandInError> {
+        Self::start_probed(bank, delays, None, 0).await
+    }
+
+    /// Starts all three, reporting what they see to `probe` when there is one (the load
+    /// generator's timestamps). With `base_port` 0 each takes a free port; otherwise STT, TTS
+    /// and LLM listen on `base_port`, `base_port + 1` and `base_port + 2`, so a server started
+    /// beforehand can be pointed at them.
+    pub async fn start_probed(
+        bank: Bank,
+        delays: Delays,
+        probe: Option<Probe>,
+        base_port: u16,
+    ) -> Result<Self, StandInError> {
+        let port = |offset: u16| {
+            if base_port == 0 {
+                0
+            } else {
+                base_port.saturating_add(offset)
+            }
+        };
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::with_capacity(3);
-        let stt_app = stt::router(STAND_IN_KEY, Arc::new(bank), shutdown.clone());
-        let tts_app = tts::router(STAND_IN_KEY, delays.tts_first_byte);
-        let llm_app = llm::router(STAND_IN_KEY, delays.llm_first_token, delays.llm_total);
-        let stt = spawn("STT", stt_app, &shutdown, &mut tasks).await?;
-        let tts = spawn("TTS", tts_app, &shutdown, &mut tasks).await?;
-        let llm = spawn("LLM", llm_app, &shutdown, &mut tasks).await?;
+        let stt_app = stt::router(
+            STAND_IN_KEY,
+            Arc::new(bank),
+            shutdown.clone(),
+            probe.clone(),
+        );
+        let tts_app = tts::router(STAND_IN_KEY, delays.tts_first_byte, probe.clone());
+        let llm_app = llm::router(
+            STAND_IN_KEY,
+            delays.llm_first_token,
+            delays.llm_total,
+            probe,
+        );
+        let stt = spawn("STT", stt_app, port(0), &shutdown, &mut tasks).await?;
+        let tts = spawn("TTS", tts_app, port(1), &shutdown, &mut tasks).await?;
+        let llm = spawn("LLM", llm_app, port(2), &shutdown, &mut tasks).await?;
         Ok(Self {
             stt,
             tts,
@@ -127,20 +161,24 @@ impl StandIns {
     }
 }
 
-/// Binds `127.0.0.1:0` and serves `app` until `shutdown` fires.
+/// Binds `127.0.0.1:port` (0: any free port) and serves `app` until `shutdown` fires.
 async fn spawn(
     which: &'static str,
     app: Router,
+    port: u16,
     shutdown: &CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<SocketAddr, StandInError> {
     let bind = |source| StandInError::Bind { which, source };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;

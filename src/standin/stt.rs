@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::bank::Bank;
+use super::bank::{frame_hash, Bank, PCM_FRAME_BYTES};
+use super::probe::{Probe, Seen};
 use super::recognizer::{Recognizer, Settings};
 use super::{authorized, request_id};
 
@@ -35,14 +36,22 @@ struct Shared {
     bank: Arc<Bank>,
     /// Fires when the stand-ins shut down: open sockets close with 1001.
     shutdown: CancellationToken,
+    /// The load generator's observer, when it runs one.
+    probe: Option<Probe>,
 }
 
 /// The router serving `/v1/listen`.
-pub fn router(key: &str, bank: Arc<Bank>, shutdown: CancellationToken) -> Router {
+pub fn router(
+    key: &str,
+    bank: Arc<Bank>,
+    shutdown: CancellationToken,
+    probe: Option<Probe>,
+) -> Router {
     let shared = Arc::new(Shared {
         expected_auth: format!("Token {key}"),
         bank,
         shutdown,
+        probe,
     });
     Router::new()
         .route("/v1/listen", get(handshake))
@@ -69,7 +78,9 @@ async fn handshake(
     let raw = raw.unwrap_or_default();
     let pairs = form_urlencoded_pairs(&raw);
     let settings = Settings::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    upgrade.on_upgrade(move |socket| serve_connection(shared, settings, socket))
+    upgrade
+        .read_buffer_size(crate::server::SOCKET_READ_BUFFER)
+        .on_upgrade(move |socket| serve_connection(shared, settings, socket))
 }
 
 /// `key=value&…` → decoded pairs; anything undecodable is skipped, like an unknown flag.
@@ -97,6 +108,7 @@ enum Next {
 async fn serve_connection(shared: Arc<Shared>, settings: Settings, mut socket: WebSocket) {
     let mut recognizer = Recognizer::new(shared.bank.clone(), settings, request_id());
     let mut out = Vec::new();
+    let conn = shared.probe.as_ref().map_or(0, Probe::next_id);
     loop {
         let next = tokio::select! {
             () = shared.shutdown.cancelled() => Next::Close(1001, "stand-in shutting down"),
@@ -105,11 +117,19 @@ async fn serve_connection(shared: Arc<Shared>, settings: Settings, mut socket: W
                     recognizer.close_stream(&mut out);
                     Next::Close(1011, NET_0001)
                 }
-                Ok(Some(Ok(message))) => on_message(&mut recognizer, message, &mut out),
+                Ok(Some(Ok(message))) => {
+                    if let (Some(probe), Message::Binary(pcm)) = (&shared.probe, &message) {
+                        observe_frames(probe, conn, pcm);
+                    }
+                    on_message(&mut recognizer, message, &mut out)
+                }
                 Ok(Some(Err(_)) | None) => Next::Gone,
             },
         };
         for message in out.drain(..) {
+            if let Some(probe) = &shared.probe {
+                observe_sent(probe, conn, &message);
+            }
             if socket
                 .send(Message::text(message.to_string()))
                 .await
@@ -130,6 +150,31 @@ async fn serve_connection(shared: Arc<Shared>, settings: Settings, mut socket: W
                 return;
             }
         }
+    }
+}
+
+/// Reports each whole 20 ms frame of a binary message (the server sends one frame a message).
+fn observe_frames(probe: &Probe, conn: u64, pcm: &[u8]) {
+    for frame in pcm.chunks_exact(PCM_FRAME_BYTES) {
+        let hash = frame_hash(frame);
+        probe.record(Seen::SttFrame { conn, hash });
+    }
+}
+
+/// Reports a `Results` or `UtteranceEnd` about to be sent.
+fn observe_sent(probe: &Probe, conn: u64, message: &Value) {
+    match message["type"].as_str() {
+        Some("Results") => {
+            let transcript = &message["channel"]["alternatives"][0]["transcript"];
+            probe.record(Seen::SttResults {
+                conn,
+                words: transcript.as_str().is_some_and(|t| !t.trim().is_empty()),
+                is_final: message["is_final"] == true,
+                speech_final: message["speech_final"] == true,
+            });
+        }
+        Some("UtteranceEnd") => probe.record(Seen::SttUtteranceEnd { conn }),
+        _ => {}
     }
 }
 

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::probe::{Probe, Seen};
 use super::voice;
 use super::{authorized, request_id};
 
@@ -29,13 +30,16 @@ struct Shared {
     expected_auth: String,
     /// Wait before the first audio byte, as a real synthesiser takes time to start.
     first_byte_delay: Duration,
+    /// The load generator's observer, when it runs one.
+    probe: Option<Probe>,
 }
 
 /// The router serving `/v1/speak`.
-pub fn router(key: &str, first_byte_delay: Duration) -> Router {
+pub fn router(key: &str, first_byte_delay: Duration, probe: Option<Probe>) -> Router {
     let shared = Arc::new(Shared {
         expected_auth: format!("Token {key}"),
         first_byte_delay,
+        probe,
     });
     Router::new()
         .route("/v1/speak", post(speak))
@@ -82,6 +86,12 @@ async fn speak(
             return refuse(StatusCode::BAD_REQUEST, "UNPROCESSABLE_ENTITY", &msg);
         }
     };
+    let probe = shared.probe.as_ref().map(|probe| {
+        let req = probe.next_id();
+        let text = text.clone();
+        probe.record(Seen::TtsRequest { req, text });
+        (probe.clone(), req)
+    });
     let headers = [
         (header::CONTENT_TYPE, "audio/mulaw".to_owned()),
         (
@@ -99,7 +109,7 @@ async fn speak(
     ];
     (
         headers,
-        Body::from_stream(audio_stream(text, shared.first_byte_delay)),
+        Body::from_stream(audio_stream(text, shared.first_byte_delay, probe)),
     )
         .into_response()
 }
@@ -109,18 +119,25 @@ async fn speak(
 fn audio_stream(
     text: String,
     delay: Duration,
+    probe: Option<(Probe, u64)>,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
     let state: (Option<String>, Bytes) = (Some(text), Bytes::new());
-    futures::stream::unfold(state, move |(text, mut audio)| async move {
-        if let Some(text) = text {
-            tokio::time::sleep(delay).await;
-            audio = Bytes::from(voice::speak(&text));
+    futures::stream::unfold(state, move |(text, mut audio)| {
+        let probe = probe.clone();
+        async move {
+            if let Some(text) = text {
+                tokio::time::sleep(delay).await;
+                audio = Bytes::from(voice::speak(&text));
+                if let Some((probe, req)) = probe {
+                    probe.record(Seen::TtsFirstByte { req });
+                }
+            }
+            if audio.is_empty() {
+                return None;
+            }
+            let chunk = audio.split_to(CHUNK_BYTES.min(audio.len()));
+            Some((Ok(chunk), (None, audio)))
         }
-        if audio.is_empty() {
-            return None;
-        }
-        let chunk = audio.split_to(CHUNK_BYTES.min(audio.len()));
-        Some((Ok(chunk), (None, audio)))
     })
 }
 

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -307,7 +308,10 @@ async fn connect(url: &Url, key: &Secret) -> Result<Socket, SttError> {
     let token = HeaderValue::from_str(&format!("Token {}", key.expose()))
         .map_err(|_| SttError::Connect("the API key is not a valid header value".into()))?;
     request.headers_mut().insert("authorization", token);
-    match timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await {
+    let config = WebSocketConfig::default().read_buffer_size(crate::server::SOCKET_READ_BUFFER);
+    // `true`: TCP_NODELAY, so a frame never waits for the previous one's ACK (Nagle).
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    match timeout(CONNECT_TIMEOUT, connecting).await {
         Err(_) => Err(SttError::Connect(format!(
             "no answer within {CONNECT_TIMEOUT:?}"
         ))),

@@ -1,0 +1,451 @@
+//! One simulated Twilio call over a real WebSocket, in real time: the script's frames at their
+//! offsets (tagged, see [`super::script`]), outbound audio "played" at 8 kHz so marks are echoed
+//! when their audio has played, `clear` applied. What matters for the measures is reported to
+//! the collector as it happens.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::playback::Playback;
+use super::script::{pcm_hash, tag, Script};
+use crate::audio::mulaw;
+use crate::standin::bank::FRAME_SAMPLES;
+
+/// Longest wait for the server to accept the socket.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+/// Audio time of one frame.
+const FRAME: Duration = Duration::from_millis(20);
+
+/// What a caller tells the collector.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// A frame is about to be written to the socket.
+    FrameSent {
+        /// Which call.
+        call: u32,
+        /// Its PCM hash (see [`pcm_hash`]).
+        hash: u64,
+        /// When.
+        at: Instant,
+        /// How late against its schedule (the load generator falling behind).
+        late: Duration,
+    },
+    /// The caller started an utterance.
+    SpeechStart {
+        /// Which call.
+        call: u32,
+        /// When its first frame was sent.
+        at: Instant,
+    },
+    /// The caller finished an utterance: its turn ends.
+    SpeechEnd {
+        /// Which call.
+        call: u32,
+        /// When the first frame after it was sent.
+        at: Instant,
+    },
+    /// The first reply audio after the caller's last utterance arrived.
+    ReplyAudio {
+        /// Which call.
+        call: u32,
+        /// When.
+        at: Instant,
+    },
+    /// The server sent `clear`.
+    Cleared {
+        /// Which call.
+        call: u32,
+        /// When.
+        at: Instant,
+    },
+    /// The call is over.
+    Finished {
+        /// Which call.
+        call: u32,
+        /// How long the socket was open.
+        open_for: Duration,
+        /// Why it failed, if it did.
+        failure: Option<String>,
+    },
+}
+
+/// What one caller does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The call's index (its tag).
+    pub call: u32,
+    /// The media stream URL.
+    pub url: String,
+    /// What to say; `None` for an idle caller that only sends line silence.
+    pub script: Option<Arc<Script>>,
+    /// How many times to play the script back to back in one stream.
+    pub plays: u32,
+    /// Idle callers say here when the greeting has played.
+    pub greeted: Option<mpsc::Sender<u32>>,
+}
+
+/// Runs one call to its end (or until `hang_up` fires, for idle callers).
+pub async fn run(plan: Plan, events: mpsc::Sender<CallEvent>, hang_up: CancellationToken) {
+    let opened = Instant::now();
+    let failure = converse(&plan, &events, &hang_up).await.err();
+    let call = plan.call;
+    let open_for = opened.elapsed();
+    let _ = events
+        .send(CallEvent::Finished {
+            call,
+            open_for,
+            failure,
+        })
+        .await;
+}
+
+/// Twilio's server-to-caller messages, the parts the caller needs.
+#[derive(Deserialize)]
+struct ServerMessage<'a> {
+    event: &'a str,
+    #[serde(borrow)]
+    media: Option<Payload<'a>>,
+    #[serde(borrow)]
+    mark: Option<MarkName<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Payload<'a> {
+    payload: &'a str,
+}
+
+#[derive(Deserialize)]
+struct MarkName<'a> {
+    name: &'a str,
+}
+
+async fn converse(
+    plan: &Plan,
+    events: &mpsc::Sender<CallEvent>,
+    hang_up: &CancellationToken,
+) -> Result<(), String> {
+    // Twilio's side: TCP_NODELAY, so the frame's send time is when it leaves.
+    let config = WebSocketConfig::default().read_buffer_size(crate::server::SOCKET_READ_BUFFER);
+    let url = plan.url.as_str();
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let (ws, _) = tokio::time::timeout(CONNECT_LIMIT, connect)
+        .await
+        .map_err(|_| "the server did not accept the socket within 10 s".to_owned())?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut sink, mut stream) = ws.split();
+    let mut call = CallState::new(plan);
+    for opening in call.opening() {
+        sink.send(Message::text(opening))
+            .await
+            .map_err(|e| format!("cannot send: {e}"))?;
+    }
+    loop {
+        let wake = call.next_wake();
+        let out: Vec<String> = tokio::select! {
+            biased;
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => call.on_server(text.as_str(), events).await?,
+                Some(Ok(Message::Close(_))) | None => {
+                    return call.closed_early();
+                }
+                Some(Err(e)) => return Err(format!("socket error: {e}")),
+                Some(Ok(_)) => Vec::new(),
+            },
+            () = hang_up.cancelled(), if call.script.is_none() => {
+                let _ = sink.send(Message::text(call.stop())).await;
+                let _ = sink.close().await;
+                return Ok(());
+            }
+            () = sleep_until(wake.into()) => {
+                let now = Instant::now();
+                let mut out: Vec<String> = call.line.due_marks(now).into_iter().map(|n| call.echo(&n)).collect();
+                if call.check_greeting(now) {
+                    if let Some(greeted) = &plan.greeted {
+                        let _ = greeted.send(plan.call).await;
+                    }
+                }
+                if now >= call.next_send {
+                    match call.next_frame(events).await {
+                        Some(frame) => out.push(frame),
+                        None => {
+                            let _ = sink.send(Message::text(call.stop())).await;
+                            let _ = sink.close().await;
+                            return call.finished();
+                        }
+                    }
+                }
+                out
+            }
+        };
+        for text in out {
+            sink.send(Message::text(text))
+                .await
+                .map_err(|e| format!("cannot send: {e}"))?;
+        }
+    }
+}
+
+/// The caller's side of the call between socket events.
+struct CallState {
+    call: u32,
+    script: Option<Arc<Script>>,
+    plays: u32,
+    stream_sid: String,
+    call_sid: String,
+    started: Instant,
+    /// Next frame: (play, index in the script), or the idle caller's frame count.
+    play: u32,
+    index: usize,
+    next_send: Instant,
+    seq: u64,
+    /// Utterances started / ended in the current play.
+    started_utterances: usize,
+    ended_utterances: usize,
+    /// Reply audio not yet seen since the caller's last utterance ended.
+    awaiting_reply: bool,
+    /// Whether the greeting's audio has arrived (idle callers report when it has played).
+    heard_audio: bool,
+    greeting_told: bool,
+    replies: u32,
+    line: Playback,
+}
+
+impl CallState {
+    fn new(plan: &Plan) -> Self {
+        let started = Instant::now();
+        Self {
+            call: plan.call,
+            script: plan.script.clone(),
+            plays: plan.plays.max(1),
+            stream_sid: format!("MZ{:032x}", plan.call),
+            call_sid: format!("CA{:032x}", plan.call),
+            started,
+            play: 0,
+            index: 0,
+            next_send: started,
+            seq: 0,
+            started_utterances: 0,
+            ended_utterances: 0,
+            awaiting_reply: false,
+            heard_audio: false,
+            greeting_told: false,
+            replies: 0,
+            line: Playback::default(),
+        }
+    }
+
+    fn opening(&mut self) -> [String; 2] {
+        self.seq = 1;
+        let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.to_owned();
+        let start = format!(
+            r#"{{"event":"start","sequenceNumber":"1","start":{{"accountSid":"AC{z:032x}","streamSid":"{s}","callSid":"{c}","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"customParameters":{{}}}},"streamSid":"{s}"}}"#,
+            z = 0,
+            s = self.stream_sid,
+            c = self.call_sid
+        );
+        [connected, start]
+    }
+
+    fn stop(&mut self) -> String {
+        self.seq += 1;
+        format!(
+            r#"{{"event":"stop","sequenceNumber":"{}","stop":{{"accountSid":"AC{:032x}","callSid":"{}"}},"streamSid":"{}"}}"#,
+            self.seq, 0, self.call_sid, self.stream_sid
+        )
+    }
+
+    fn echo(&mut self, name: &str) -> String {
+        self.seq += 1;
+        format!(
+            r#"{{"event":"mark","sequenceNumber":"{}","streamSid":"{}","mark":{{"name":"{}"}}}}"#,
+            self.seq, self.stream_sid, name
+        )
+    }
+
+    /// The next media message, reporting the frame and any utterance edge; `None` at the end.
+    async fn next_frame(&mut self, events: &mpsc::Sender<CallEvent>) -> Option<String> {
+        let scheduled = self.next_send;
+        let (audio, chunk) = match self.script.clone() {
+            Some(script) => {
+                let (at_ms, frame) = script.frames.get(self.index).copied()?;
+                self.utterance_edges(&script, at_ms, events).await;
+                let pos = self.index as u32;
+                self.advance(&script);
+                (tag(&frame, self.call, pos), pos)
+            }
+            None => {
+                let pos = self.index as u32;
+                self.index += 1;
+                self.next_send += FRAME;
+                let silence = [mulaw::SILENCE; FRAME_SAMPLES];
+                (tag(&silence, self.call, pos & 0xFFFF), pos)
+            }
+        };
+        self.seq += 1;
+        let payload = base64::engine::general_purpose::STANDARD.encode(audio);
+        let timestamp = scheduled
+            .saturating_duration_since(self.started)
+            .as_millis();
+        let text = format!(
+            r#"{{"event":"media","sequenceNumber":"{}","media":{{"track":"inbound","chunk":"{}","timestamp":"{}","payload":"{}"}},"streamSid":"{}"}}"#,
+            self.seq,
+            chunk + 1,
+            timestamp,
+            payload,
+            self.stream_sid
+        );
+        let at = Instant::now();
+        let late = at.saturating_duration_since(scheduled);
+        let hash = pcm_hash(&audio);
+        let _ = events
+            .send(CallEvent::FrameSent {
+                call: self.call,
+                hash,
+                at,
+                late,
+            })
+            .await;
+        Some(text)
+    }
+
+    /// Moves to the next frame of the script (and the next play at its end).
+    fn advance(&mut self, script: &Script) {
+        self.index += 1;
+        if self.index >= script.frames.len() && self.play + 1 < self.plays {
+            self.play += 1;
+            self.index = 0;
+            self.started_utterances = 0;
+            self.ended_utterances = 0;
+        }
+        let offset = u64::from(self.play) * script.stop_ms;
+        let at_ms = script
+            .frames
+            .get(self.index)
+            .map_or(offset + script.stop_ms, |(at, _)| offset + at);
+        self.next_send = self.started + Duration::from_millis(at_ms);
+    }
+
+    async fn utterance_edges(
+        &mut self,
+        script: &Script,
+        at_ms: u64,
+        events: &mpsc::Sender<CallEvent>,
+    ) {
+        let (call, at) = (self.call, Instant::now());
+        if let Some(u) = script.utterances.get(self.started_utterances) {
+            if at_ms >= u.start_ms {
+                self.started_utterances += 1;
+                let _ = events.send(CallEvent::SpeechStart { call, at }).await;
+            }
+        }
+        if let Some(u) = script.utterances.get(self.ended_utterances) {
+            if at_ms >= u.end_ms {
+                self.ended_utterances += 1;
+                self.awaiting_reply = true;
+                let _ = events.send(CallEvent::SpeechEnd { call, at }).await;
+            }
+        }
+    }
+
+    async fn on_server(
+        &mut self,
+        text: &str,
+        events: &mpsc::Sender<CallEvent>,
+    ) -> Result<Vec<String>, String> {
+        let now = Instant::now();
+        let msg: ServerMessage<'_> = serde_json::from_str(text)
+            .map_err(|e| format!("unreadable message from the server: {e}"))?;
+        let call = self.call;
+        match (msg.event, msg.media, msg.mark) {
+            ("media", Some(media), _) => {
+                if std::mem::take(&mut self.awaiting_reply) {
+                    self.replies += 1;
+                    let _ = events.send(CallEvent::ReplyAudio { call, at: now }).await;
+                }
+                self.heard_audio = true;
+                self.line.media(now, decoded_len(media.payload));
+                Ok(Vec::new())
+            }
+            ("mark", _, Some(mark)) => {
+                let name = mark.name.to_owned();
+                Ok(self
+                    .line
+                    .mark(now, name)
+                    .map(|n| self.echo(&n))
+                    .into_iter()
+                    .collect())
+            }
+            ("clear", _, _) => {
+                let _ = events.send(CallEvent::Cleared { call, at: now }).await;
+                let names = self.line.clear(now);
+                Ok(names.iter().map(|n| self.echo(n)).collect())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// When something is next due: a frame, a mark, or the end of the greeting (idle callers).
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_send;
+        if let Some(mark) = self.line.next_mark() {
+            wake = wake.min(mark);
+        }
+        if self.script.is_none() && self.heard_audio && !self.greeting_told {
+            if let Some(until) = self.line.until {
+                wake = wake.min(until);
+            }
+        }
+        wake
+    }
+
+    /// Whether an idle caller's greeting has just finished playing (true once).
+    fn check_greeting(&mut self, now: Instant) -> bool {
+        let idle = self.script.is_none();
+        if idle && self.heard_audio && !self.greeting_told && !self.line.playing(now) {
+            self.greeting_told = true;
+            return true;
+        }
+        false
+    }
+
+    /// The server closed the socket before the script ended.
+    fn closed_early(&self) -> Result<(), String> {
+        match &self.script {
+            Some(script) if self.index < script.frames.len() => Err(format!(
+                "the server closed the call at {:.1} s of the recording",
+                self.started.elapsed().as_secs_f64()
+            )),
+            _ => self.finished(),
+        }
+    }
+
+    /// Whether every utterance got a reply.
+    fn finished(&self) -> Result<(), String> {
+        let Some(script) = &self.script else {
+            return Ok(());
+        };
+        let expected = script.utterances.len() as u32 * self.plays;
+        if self.replies < expected {
+            return Err(format!(
+                "{} of {expected} turns got no reply audio",
+                expected - self.replies
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes a base64 payload decodes to.
+fn decoded_len(payload: &str) -> usize {
+    let padding = payload.bytes().rev().take_while(|&b| b == b'=').count();
+    (payload.len() / 4 * 3).saturating_sub(padding)
+}

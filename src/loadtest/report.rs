@@ -1,0 +1,295 @@
+//! The load test's results: a human table and the same as JSON.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::analysis::{self, Stats, TurnRule};
+use super::collect::Collector;
+use super::{IdleMemory, Options};
+
+/// Everything measured, in the units the names say.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Calls started.
+    pub calls: u32,
+    /// Of them, calls that played the barge-in recording.
+    pub barge_in_calls: u32,
+    /// Calls that ran to the end with every turn answered.
+    pub completed: u32,
+    /// Calls that did not.
+    pub failed: u32,
+    /// A few failure reasons.
+    pub failures: Vec<String>,
+    /// Turns the recordings hold (utterances × plays).
+    pub turns_expected: u32,
+    /// Turns whose reply audio reached the caller.
+    pub turns_answered: u32,
+    /// Twilio frame sent → that audio at the STT stand-in, ms.
+    pub forwarding_ms: Stats,
+    /// Measured frames that never reached the STT stand-in.
+    pub frames_lost: u64,
+    /// Caller's last speech frame sent → first reply frame received, ms.
+    pub turn_latency_ms: Stats,
+    /// The bridge's own part of a turn, ms: the sum of the three parts below.
+    pub bridge_share_ms: Stats,
+    /// STT stand-in's turn-ending transcript → LLM request arrived, minus the silence timer.
+    pub stt_to_llm_ms: Stats,
+    /// LLM stand-in sent the piece completing the first phrase → TTS request arrived.
+    pub llm_to_tts_ms: Stats,
+    /// TTS stand-in's first audio → first reply frame at the caller.
+    pub tts_to_caller_ms: Stats,
+    /// The turn's end as the server decides it → first reply frame at the caller, ms.
+    pub first_reply_audio_ms: Stats,
+    /// Interrupting transcript sent → `clear` at the caller, ms.
+    pub barge_in_ms: Stats,
+    /// Server CPU seconds (user + system) during the calls.
+    pub server_cpu_s: Option<f64>,
+    /// Minutes of calls (sum of every call's time connected).
+    pub call_minutes: f64,
+    /// Server CPU seconds per minute of call.
+    pub server_cpu_s_per_call_minute: Option<f64>,
+    /// Server RSS before the calls (after the idle phase), KiB.
+    pub server_rss_before_kib: Option<u64>,
+    /// Largest server RSS during the calls, KiB.
+    pub server_rss_peak_kib: Option<u64>,
+    /// (peak − before) / calls, KiB.
+    pub rss_per_call_kib: Option<f64>,
+    /// Idle calls measured for memory.
+    pub idle_calls: Option<u32>,
+    /// Idle calls that heard the whole greeting.
+    pub idle_greeted: Option<u32>,
+    /// Server RSS after a warm-up call, KiB.
+    pub idle_rss_before_kib: Option<u64>,
+    /// Server RSS with the idle calls connected, KiB.
+    pub idle_rss_with_kib: Option<u64>,
+    /// (RSS with − RSS before) / idle calls, KiB.
+    pub rss_per_idle_call_kib: Option<f64>,
+    /// How late the load generator sent frames against their schedule, ms.
+    pub send_lateness_ms: Stats,
+    /// CPU seconds the load generator itself used (callers, stand-ins, collector).
+    pub loadgen_cpu_s: Option<f64>,
+    /// Wall time of the calls, s.
+    pub wall_s: f64,
+    /// Observations the stand-ins dropped because the collector fell behind.
+    pub probe_dropped: u64,
+    /// The scenario.
+    pub scenario: Scenario,
+}
+
+/// The settings the numbers hold for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    /// LLM stand-in: first token, ms.
+    pub llm_first_token_ms: u64,
+    /// LLM stand-in: whole reply, ms.
+    pub llm_total_ms: u64,
+    /// TTS stand-in: first byte, ms.
+    pub tts_first_byte_ms: u64,
+    /// The server's silence timer, ms.
+    pub silence_timeout_ms: u64,
+    /// The server's turn detection.
+    pub turn_detection: String,
+    /// Ramp-up, s.
+    pub ramp_s: f64,
+    /// Plays of the recording per call.
+    pub plays: u32,
+    /// The recordings.
+    pub fixture: String,
+    /// The barge-in recording.
+    pub barge_in_fixture: String,
+}
+
+/// What [`build`] needs.
+pub struct Inputs<'a> {
+    /// The run's options.
+    pub options: &'a Options,
+    /// What the collector gathered.
+    pub collected: &'a Collector,
+    /// How the server ends turns.
+    pub rule: TurnRule,
+    /// Idle memory, when measured.
+    pub idle: Option<IdleMemory>,
+    /// Server CPU seconds during the calls.
+    pub cpu: Option<f64>,
+    /// Load generator CPU seconds.
+    pub own_cpu: Option<f64>,
+    /// Largest server RSS.
+    pub rss_peak: Option<u64>,
+    /// Wall time of the calls.
+    pub wall: Duration,
+    /// Probe observations dropped.
+    pub probe_dropped: u64,
+    /// Turns in the recordings.
+    pub expected_turns: u32,
+    /// Calls that played the barge-in recording.
+    pub barge_in_calls: u32,
+}
+
+/// Puts the numbers together.
+pub fn build(i: Inputs<'_>) -> Report {
+    let o = i.options;
+    let c = i.collected;
+    let samples = analysis::turns(&c.calls, i.rule);
+    let failures: Vec<String> = c
+        .calls
+        .iter()
+        .enumerate()
+        .filter_map(|(n, log)| match &log.finished {
+            Some((_, None)) => None,
+            Some((_, Some(why))) => Some(format!("call {n}: {why}")),
+            None => Some(format!("call {n}: never finished")),
+        })
+        .collect();
+    let completed = o.calls - failures.len() as u32;
+    let call_minutes: f64 = c
+        .calls
+        .iter()
+        .filter_map(|l| l.finished.as_ref().map(|(d, _)| d.as_secs_f64() / 60.0))
+        .sum();
+    let rss_before = i.idle.map(|m| m.rss_before_kib);
+    let per = |a: u64, b: u64, n: u32| (a as f64 - b as f64) / f64::from(n.max(1));
+    let ms = |d: Duration| d.as_millis() as u64;
+    Report {
+        calls: o.calls,
+        barge_in_calls: i.barge_in_calls,
+        completed,
+        failed: failures.len() as u32,
+        failures: failures.into_iter().take(10).collect(),
+        turns_expected: i.expected_turns,
+        turns_answered: c.calls.iter().map(|l| l.reply_audio.len() as u32).sum(),
+        forwarding_ms: Stats::of_us(&c.forwarding_us),
+        frames_lost: c.frames_lost,
+        turn_latency_ms: Stats::of(&samples.turn_latency),
+        bridge_share_ms: Stats::of(&samples.bridge_share),
+        stt_to_llm_ms: Stats::of(&samples.stt_to_llm),
+        llm_to_tts_ms: Stats::of(&samples.llm_to_tts),
+        tts_to_caller_ms: Stats::of(&samples.tts_to_caller),
+        first_reply_audio_ms: Stats::of(&samples.first_audio),
+        barge_in_ms: Stats::of(&samples.barge_in),
+        server_cpu_s: i.cpu,
+        call_minutes,
+        server_cpu_s_per_call_minute: i.cpu.map(|cpu| cpu / call_minutes.max(1e-9)),
+        server_rss_before_kib: rss_before,
+        server_rss_peak_kib: i.rss_peak,
+        rss_per_call_kib: i.rss_peak.zip(rss_before).map(|(p, b)| per(p, b, o.calls)),
+        idle_calls: i.idle.map(|m| m.calls),
+        idle_greeted: i.idle.map(|m| m.greeted),
+        idle_rss_before_kib: rss_before,
+        idle_rss_with_kib: i.idle.map(|m| m.rss_with_kib),
+        rss_per_idle_call_kib: i
+            .idle
+            .map(|m| per(m.rss_with_kib, m.rss_before_kib, m.calls)),
+        send_lateness_ms: Stats::of_us(&c.send_late_us),
+        loadgen_cpu_s: i.own_cpu,
+        wall_s: i.wall.as_secs_f64(),
+        probe_dropped: i.probe_dropped,
+        scenario: Scenario {
+            llm_first_token_ms: ms(o.delays.llm_first_token),
+            llm_total_ms: ms(o.delays.llm_total),
+            tts_first_byte_ms: ms(o.delays.tts_first_byte),
+            silence_timeout_ms: ms(o.silence_timeout),
+            turn_detection: o.turn_detection.clone(),
+            ramp_s: o.ramp.as_secs_f64(),
+            plays: o.plays,
+            fixture: o.fixture.display().to_string(),
+            barge_in_fixture: o.barge_in_fixture.display().to_string(),
+        },
+    }
+}
+
+impl Report {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        let s = &self.scenario;
+        line(format!(
+            "scenario: LLM first token {} ms, whole reply {} ms, TTS first byte {} ms; turn end: {} (silence {} ms); {} plays of {}, barge-in: {}",
+            s.llm_first_token_ms, s.llm_total_ms, s.tts_first_byte_ms, s.turn_detection,
+            s.silence_timeout_ms, s.plays, s.fixture, s.barge_in_fixture
+        ));
+        line(format!(
+            "calls: {} ({} barge-in), completed {}, failed {}; turns answered {} of {}",
+            self.calls,
+            self.barge_in_calls,
+            self.completed,
+            self.failed,
+            self.turns_answered,
+            self.turns_expected
+        ));
+        for f in &self.failures {
+            line(format!("  failed: {f}"));
+        }
+        line(format!(
+            "{:<44} {:>7} {:>9} {:>9} {:>9}",
+            "measure (ms)", "n", "p50", "p99", "max"
+        ));
+        let rows = [
+            (
+                "forwarding: Twilio frame → STT stand-in",
+                &self.forwarding_ms,
+            ),
+            (
+                "turn latency: caller stops → reply audio",
+                &self.turn_latency_ms,
+            ),
+            (
+                "first reply audio after the turn ends",
+                &self.first_reply_audio_ms,
+            ),
+            ("bridge's own share of the turn", &self.bridge_share_ms),
+            (
+                "  STT turn end → LLM request (− timer)",
+                &self.stt_to_llm_ms,
+            ),
+            ("  LLM first phrase → TTS request", &self.llm_to_tts_ms),
+            (
+                "  TTS first byte → caller's first frame",
+                &self.tts_to_caller_ms,
+            ),
+            ("barge-in: transcript → clear at caller", &self.barge_in_ms),
+            (
+                "load generator: frame send lateness",
+                &self.send_lateness_ms,
+            ),
+        ];
+        for (name, st) in rows {
+            line(format!(
+                "{name:<44} {:>7} {:>9.3} {:>9.3} {:>9.3}",
+                st.count, st.p50, st.p99, st.max
+            ));
+        }
+        let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
+        line(format!(
+            "server CPU: {} s over {:.2} call-minutes = {} s per call-minute",
+            opt(self.server_cpu_s),
+            self.call_minutes,
+            opt(self.server_cpu_s_per_call_minute)
+        ));
+        let kib = |v: Option<u64>| v.map_or("n/a".to_owned(), |v| v.to_string());
+        line(format!(
+            "server RSS: {} KiB before, {} KiB peak = {} KiB per active call",
+            kib(self.server_rss_before_kib),
+            kib(self.server_rss_peak_kib),
+            opt(self.rss_per_call_kib)
+        ));
+        line(format!(
+            "idle calls: {} connected ({} heard the greeting), RSS {} → {} KiB = {} KiB per idle call",
+            self.idle_calls.map_or("n/a".to_owned(), |v| v.to_string()),
+            self.idle_greeted.map_or("n/a".to_owned(), |v| v.to_string()),
+            kib(self.idle_rss_before_kib), kib(self.idle_rss_with_kib), opt(self.rss_per_idle_call_kib)
+        ));
+        line(format!(
+            "frames lost {}; probe events dropped {}; load generator CPU {} s over {:.1} s",
+            self.frames_lost,
+            self.probe_dropped,
+            opt(self.loadgen_cpu_s),
+            self.wall_s
+        ));
+        out
+    }
+}
