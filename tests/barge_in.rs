@@ -1,7 +1,7 @@
 //! The caller talks over the assistant: `clear` at once, the old reply stops, the new words are
 //! the next turn.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

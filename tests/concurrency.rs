@@ -1,6 +1,6 @@
 //! Calls at the same time are isolated: each hears only its own conversation.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 

@@ -1,6 +1,6 @@
 //! Whole calls replayed from recordings: what the model sees, what Twilio receives, the marks.
 
-mod support;
+use crate::support;
 
 use support::expect::{call_audio, call_marks, call_texts, dialogue, heard, sorted};
 use support::faq::{answer_for, ADDRESS, GOODBYE, HOURS};

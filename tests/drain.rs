@@ -1,7 +1,7 @@
 //! Graceful drain, with a real SIGTERM to a real server process: the balancer is told at once
 //! (503), new calls are refused, calls in progress finish, then the process exits 0.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

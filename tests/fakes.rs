@@ -1,7 +1,7 @@
 //! Tests of the test fakes themselves, against plain clients: no ivr-bridge server involved.
 //! If these fail, behaviour tests can't be trusted.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

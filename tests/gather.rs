@@ -2,7 +2,7 @@
 //! and `/call_status`, posted as Twilio posts them, with the fake Mistral behind, and with the
 //! conversation store in memory or in a real `redis-server` shared by two instances.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The greeting is synthesized once per process: every later call plays the cached audio.
 
-mod support;
+use crate::support;
 
 use support::expect::{requested, GREETING};
 use support::fake_tts::audio_for;

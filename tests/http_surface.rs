@@ -1,6 +1,6 @@
 //! The webhook's TwiML, the health check, and what `/media` does with a plain request.
 
-mod support;
+use crate::support;
 
 use support::TestEnv;
 

@@ -1,7 +1,7 @@
 //! A call's life outside the conversation: a quiet line keeps the recogniser alive, and a hang-up
 //! frees everything the call started within a second.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

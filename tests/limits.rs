@@ -1,7 +1,7 @@
 //! Limits and hostile input: a full server refuses politely, garbage never hurts a good call,
 //! and every call's resources are freed when it ends.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

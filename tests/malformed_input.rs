@@ -1,6 +1,6 @@
 //! Garbage on a call's socket is skipped: the call goes on, and other calls never notice.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

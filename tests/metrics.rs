@@ -1,6 +1,6 @@
 //! `/metrics` parses as Prometheus text and its counters move during a call.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

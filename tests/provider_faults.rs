@@ -1,6 +1,6 @@
 //! Providers fail mid-call: the caller is never left in silence and no speech is lost.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `RECORD_DIR` saves a call as a fixture, and `ivr-bridge replay` of that recording reproduces
 //! its conversation (exit 0), or says where it differs (exit 1).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

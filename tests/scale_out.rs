@@ -10,7 +10,7 @@
 //! than the Redis client's own timeouts. Then Redis stops: streaming calls go on, Gather turns
 //! get an apology and a new Gather; Redis comes back and so does the normal flow.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Only Twilio may drive a call: with `TWILIO_AUTH_TOKEN` set, every webhook and the Media
 //! Stream handshake need a valid `X-Twilio-Signature`.
 
-mod support;
+use crate::support;
 
 use ivr_bridge::twilio::signature::Validator;
 use ivr_bridge::Secret;

@@ -1,7 +1,7 @@
 //! The conversation store's contract, run against both backends: the in-memory store and a real
 //! `redis-server` started for each test on a free loopback port.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! right fields, in order, retried through a failing receiver; no model or voice is asked for
 //! anything; the binary starts without a Mistral key and refuses a bad MODE in one line.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! `TURN_DETECTION=deepgram`: the caller's turn ends on Deepgram's `speech_final`, long before
 //! the silence timer, and the conversation is otherwise exactly the one the timer gives.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

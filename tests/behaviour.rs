@@ -1,0 +1,33 @@
+//! The behaviour tests, as one test binary: most of them replay recorded calls in real time and
+//! spend their time waiting, so running them side by side (RUST_TEST_THREADS, .cargo/config.toml)
+//! instead of one binary after another keeps the whole suite short. Each module is one area;
+//! `cargo test --test behaviour barge_in` runs one of them.
+//!
+//! `secrets` stays a binary of its own: it installs a process-wide trace-level log capture.
+
+mod support;
+
+mod barge_in;
+mod cli;
+mod concurrency;
+mod conversation;
+mod demo;
+mod drain;
+mod fakes;
+mod gather;
+mod greeting_cache;
+mod http_surface;
+mod lifecycle;
+mod limits;
+mod loadtest;
+mod malformed_input;
+mod metrics;
+mod properties;
+mod provider_faults;
+mod record_replay;
+mod scale_out;
+mod security;
+mod standins;
+mod store;
+mod transcribe;
+mod turn_detection;
