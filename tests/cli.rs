@@ -80,3 +80,97 @@ fn help_lists_the_settings_and_exits_zero() {
         assert!(help.contains(var), "{var} missing from --help");
     }
 }
+
+/// Reads `child`'s terminal output on a thread, so the test can wait for a pattern with a limit.
+fn terminal_reader(mut out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    use std::io::Read;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects terminal output into `seen` until it contains `needle` (true) or 20 s pass (false).
+fn wait_for(rx: &std::sync::mpsc::Receiver<Vec<u8>>, seen: &mut String, needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// The prototype's promise, kept safely: on a terminal, a missing key is asked for once, without
+/// echo, used for this run, with a hint about `.env`. `script` (util-linux) gives the server a
+/// real pseudo-terminal; what the test types goes through the terminal's line discipline, so an
+/// echoed key would show in the output.
+#[test]
+fn missing_keys_are_asked_for_on_a_terminal_without_echo() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = std::env::temp_dir().join(format!("ivr-bridge-cli-tty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let server = format!("exec {} serve --port 0", env!("CARGO_BIN_EXE_ivr-bridge"));
+    let mut child = Command::new("script")
+        .args(["-qec", &server, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "dumb")
+        // Nothing reachable: the server must start without asking the providers anything.
+        .env("DEEPGRAM_STT_URL", "ws://127.0.0.1:9/v1/listen")
+        .env("DEEPGRAM_TTS_URL", "http://127.0.0.1:9/v1/speak")
+        .env("MISTRAL_API_URL", "http://127.0.0.1:9/v1/chat/completions")
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux runs");
+    let mut typed = child.stdin.take().expect("stdin");
+    let rx = terminal_reader(child.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+
+    let asked_deepgram = wait_for(&rx, &mut seen, "DEEPGRAM_API_KEY is not set. Paste it");
+    if asked_deepgram {
+        typed.write_all(b"dg-typed-secret\n").expect("type");
+    }
+    let asked_mistral = wait_for(&rx, &mut seen, "MISTRAL_API_KEY is not set. Paste it");
+    if asked_mistral {
+        typed.write_all(b"mi-typed-secret\n").expect("type");
+    }
+    let started = wait_for(&rx, &mut seen, "ivr-bridge listening");
+    // The server is script(1)'s child (`exec`): stop it first, then script.
+    let pid = child.id();
+    let server =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for victim in server.split_whitespace().chain([pid.to_string().as_str()]) {
+        let _ = Command::new("kill").args(["-TERM", victim]).status();
+    }
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(asked_deepgram, "no prompt for DEEPGRAM_API_KEY: {seen}");
+    assert!(asked_mistral, "no prompt for MISTRAL_API_KEY: {seen}");
+    assert!(
+        started,
+        "the server did not start with the typed keys: {seen}"
+    );
+    assert!(
+        seen.contains("put DEEPGRAM_API_KEY=... in .env")
+            && seen.contains("put MISTRAL_API_KEY=... in .env"),
+        "no hint about .env: {seen}"
+    );
+    assert!(
+        !seen.contains("dg-typed-secret") && !seen.contains("mi-typed-secret"),
+        "a typed key was echoed or logged: {seen}"
+    );
+}
