@@ -109,6 +109,26 @@ fn wait_for(rx: &std::sync::mpsc::Receiver<Vec<u8>>, seen: &mut String, needle: 
     true
 }
 
+/// Waits (up to 20 s) until the terminal of process `pid` has echo turned off, as `stty` tells.
+fn wait_for_echo_off(pid: &str) {
+    let Ok(tty) = std::fs::read_link(format!("/proc/{}/fd/0", pid.trim())) else {
+        panic!("no terminal found for the server (pid {pid:?})");
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let settings = Command::new("stty").arg("-F").arg(&tty).arg("-a").output();
+        if settings.is_ok_and(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .any(|flag| flag == "-echo")
+        }) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the prompt never turned the terminal's echo off");
+}
+
 /// The prototype's promise, kept safely: on a terminal, a missing key is asked for once, without
 /// echo, used for this run, with a hint about `.env`. `script` (util-linux) gives the server a
 /// real pseudo-terminal; what the test types goes through the terminal's line discipline, so an
@@ -139,19 +159,25 @@ fn missing_keys_are_asked_for_on_a_terminal_without_echo() {
     let rx = terminal_reader(child.stdout.take().expect("stdout"));
     let mut seen = String::new();
 
+    // The server is script(1)'s child (`exec`); its standard input is the pseudo-terminal.
+    let pid = child.id();
+    let server =
+        || std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     let asked_deepgram = wait_for(&rx, &mut seen, "DEEPGRAM_API_KEY is not set. Paste it");
     if asked_deepgram {
+        // A person reads the prompt before typing; the test must wait as long, until the prompt
+        // has really turned echo off, or the line discipline echoes what arrives in between.
+        wait_for_echo_off(&server());
         typed.write_all(b"dg-typed-secret\n").expect("type");
     }
     let asked_mistral = wait_for(&rx, &mut seen, "MISTRAL_API_KEY is not set. Paste it");
     if asked_mistral {
+        wait_for_echo_off(&server());
         typed.write_all(b"mi-typed-secret\n").expect("type");
     }
     let started = wait_for(&rx, &mut seen, "ivr-bridge listening");
-    // The server is script(1)'s child (`exec`): stop it first, then script.
-    let pid = child.id();
-    let server =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    // Stop the server first, then script.
+    let server = server();
     for victim in server.split_whitespace().chain([pid.to_string().as_str()]) {
         let _ = Command::new("kill").args(["-TERM", victim]).status();
     }
