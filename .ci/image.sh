@@ -28,6 +28,10 @@ echo "image: stage the image's filesystem (release build + libraries)"
 deploy/image/stage.sh
 
 echo "image: podman build --pull=never"
+# A fresh store each run: podman's database records its own absolute path, so a store left by
+# an earlier run in another checkout (or a copied target/) would refuse to open. Building FROM
+# scratch needs nothing from it.
+rm -rf "$STORAGE"
 podman_ build --pull=never --tag "$IMAGE" .
 config=$(podman_ image inspect --format \
   'user={{.Config.User}} entrypoint={{json .Config.Entrypoint}} cmd={{json .Config.Cmd}} ports={{json .Config.ExposedPorts}}' \

@@ -306,17 +306,10 @@ replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
     if !greeting_set {
         args.serve.greeting = demo::DEMO_GREETING.to_owned();
     }
-    // The demo is a conversation with the assistant, whatever MODE the environment sets.
-    args.serve.mode = ivr_bridge::config::Mode::Converse;
-    args.serve.transcribe = false;
-    let config = match Config::from_args(args.serve) {
+    let config = match tool_config(args.serve) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    init_tool_tracing();
     let options = DemoOptions {
         fixture: args.fixture,
         out: args.out,
@@ -354,18 +347,28 @@ async fn demo_main(options: DemoOptions) -> Result<(), demo::DemoError> {
 /// Exit code of a replay that could not run (1 means it ran and differed).
 const EXIT_REPLAY_FAILED: u8 = 3;
 
+/// The in-process server's settings for `demo` and `replay`: always the assistant (a call is
+/// played and answered, whatever MODE the environment sets); a bad value is one line and exit 2.
+/// Starts the tools' log output once the settings are good.
+fn tool_config(mut serve: ServeArgs) -> Result<Config, ExitCode> {
+    serve.mode = ivr_bridge::config::Mode::Converse;
+    serve.transcribe = false;
+    let config = Config::from_args(serve).map_err(|err| {
+        eprintln!("error: {err}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    init_tool_tracing();
+    Ok(config)
+}
+
 /// `ivr-bridge replay`: exit 0 when the call goes as recorded, 1 when it differs.
 fn run_replay(mut args: ReplayArgs, user_set: UserSet) -> ExitCode {
     let providers = choose_providers(&mut args.serve);
     args.serve.record_dir = None;
-    let config = match Config::from_args(args.serve) {
+    let config = match tool_config(args.serve) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    init_tool_tracing();
     let options = ReplayOptions {
         file: args.file,
         url: args.url,
