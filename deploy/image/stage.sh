@@ -28,8 +28,10 @@ else
 fi
 [[ -x $binary ]] || { echo "stage: no executable at $binary" >&2; exit 1; }
 
-glibc=$(ldd --version | head -n1 | grep -oE '[0-9]+\.[0-9]+$')
-if [[ $(printf '%s\n2.34\n' "$glibc" | sort -V | head -n1) != 2.34 ]]; then
+# `sed -n 1p`, not `head -n1`: head exits after one line, and under `pipefail` the SIGPIPE that
+# ldd may then get ends this script with no message (seen once in CI).
+glibc=$(ldd --version | sed -n 1p | grep -oE '[0-9]+\.[0-9]+$')
+if [[ $(printf '%s\n2.34\n' "$glibc" | sort -V | sed -n 1p) != 2.34 ]]; then
   echo "stage: glibc $glibc is older than 2.34: its name service needs libnss_*.so, not staged" >&2
   exit 1
 fi
