@@ -108,25 +108,12 @@ impl Server {
     }
 
     fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        support::instance::sigterm(&self.child);
     }
 
     /// Waits up to `limit` for the process to exit; its exit code.
     async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        support::instance::exit_code(&mut self.child, limit).await
     }
 }
 

@@ -3,85 +3,21 @@
 
 use crate::support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::expect::call_audio;
 use support::faq::HOURS;
-use support::{
-    eventually, FakeMistral, FakeStt, FakeTts, Fixture, SttBank, DEEPGRAM_KEY, MISTRAL_KEY,
-};
+use support::instance::Instance;
+use support::{FakeMistral, FakeStt, FakeTts, Fixture, SttBank};
 
-/// The server binary running as a child process; killed if a test fails midway.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-impl Server {
-    async fn start(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral, drain_s: u32) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("ivr-bridge-drain-{port}"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let child = Command::new(env!("CARGO_BIN_EXE_ivr-bridge"))
-            .env_clear()
-            .env("DEEPGRAM_API_KEY", DEEPGRAM_KEY)
-            .env("MISTRAL_API_KEY", MISTRAL_KEY)
-            .env("DEEPGRAM_STT_URL", stt.url())
-            .env("DEEPGRAM_TTS_URL", tts.url())
-            .env("MISTRAL_API_URL", llm.url())
-            .env("PORT", port.to_string())
-            .env("SILENCE_TIMEOUT_MS", "600")
-            .env("DRAIN_TIMEOUT_S", drain_s.to_string())
-            .env("RUST_LOG", "warn")
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the server starts");
-        let server = Self { child, port };
-        let up = eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-        assert!(up, "server did not listen");
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    /// Waits up to `limit` for the process to exit; its exit code.
-    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// The server binary as a child process (killed if a test fails midway), ending turns after
+/// 600 ms of silence and draining for at most `drain_s`.
+async fn start_server(fakes: (&FakeStt, &FakeTts, &FakeMistral), drain_s: u32) -> Instance {
+    let settings = [
+        ("SILENCE_TIMEOUT_MS", "600".to_owned()),
+        ("DRAIN_TIMEOUT_S", drain_s.to_string()),
+    ];
+    Instance::start(env!("CARGO_BIN_EXE_ivr-bridge"), fakes, &settings).await
 }
 
 async fn fakes() -> (FakeStt, FakeTts, FakeMistral) {
@@ -99,9 +35,12 @@ async fn status(request: reqwest::RequestBuilder) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_refuses_new_calls_and_lets_the_call_in_progress_finish() {
     let (stt, tts, llm) = fakes().await;
-    let mut server = Server::start(&stt, &tts, &llm, 30).await;
+    let mut server = start_server((&stt, &tts, &llm), 30).await;
     let http = reqwest::Client::new();
-    assert_eq!(status(http.get(server.url("/healthz"))).await, 200);
+    assert_eq!(
+        status(http.get(format!("{}/healthz", server.http_url()))).await,
+        200
+    );
 
     let media = format!("ws://127.0.0.1:{}/media", server.port);
     let call = tokio::spawn({
@@ -114,7 +53,7 @@ async fn sigterm_refuses_new_calls_and_lets_the_call_in_progress_finish() {
     // At once: health says 503, new calls are refused on both flows and on the socket.
     let mut refused = false;
     for _ in 0..20 {
-        if status(http.get(server.url("/healthz"))).await == 503 {
+        if status(http.get(format!("{}/healthz", server.http_url()))).await == 503 {
             refused = true;
             break;
         }
@@ -122,11 +61,19 @@ async fn sigterm_refuses_new_calls_and_lets_the_call_in_progress_finish() {
     }
     assert!(refused, "health did not turn 503 after SIGTERM");
     assert_eq!(
-        status(http.post(server.url("/")).form(&[("CallSid", "CA9")])).await,
+        status(
+            http.post(format!("{}/", server.http_url()))
+                .form(&[("CallSid", "CA9")])
+        )
+        .await,
         503
     );
     assert_eq!(
-        status(http.post(server.url("/call")).form(&[("CallSid", "CA9")])).await,
+        status(
+            http.post(format!("{}/call", server.http_url()))
+                .form(&[("CallSid", "CA9")])
+        )
+        .await,
         503
     );
     let socket = tokio_tungstenite::connect_async(&media).await;
@@ -144,7 +91,7 @@ async fn sigterm_refuses_new_calls_and_lets_the_call_in_progress_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_longer_than_the_drain_timeout_is_ended_and_the_process_exits() {
     let (stt, tts, llm) = fakes().await;
-    let mut server = Server::start(&stt, &tts, &llm, 1).await;
+    let mut server = start_server((&stt, &tts, &llm), 1).await;
     let media = format!("ws://127.0.0.1:{}/media", server.port);
     let call =
         tokio::spawn(async move { support::replay(&media, &Fixture::load("three_turns")).await });

@@ -118,11 +118,7 @@ pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     let Some(start) = wait_for_start(&mut stream, tap.as_ref()).await else {
         return;
     };
-    let span = tracing::info_span!(
-        "call",
-        call_sid = %start.call_sid,
-        stream_sid = %start.stream_sid
-    );
+    let span = call_span(&start);
     async move {
         tracing::info!("call connected: media stream started");
         let call = Call::new(start, services, sink, tap);
@@ -130,6 +126,15 @@ pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     }
     .instrument(span)
     .await;
+}
+
+/// The span every line of a Media Stream call carries: its call and stream sids.
+pub(crate) fn call_span(start: &Start) -> tracing::Span {
+    tracing::info_span!(
+        "call",
+        call_sid = %start.call_sid,
+        stream_sid = %start.stream_sid
+    )
 }
 
 /// Reads until Twilio's `start`; anything else before it is skipped.

@@ -54,11 +54,7 @@ pub async fn run(socket: WebSocket, services: Arc<TranscribeServices>) {
     let Some(start) = crate::call::wait_for_start(&mut stream, None).await else {
         return;
     };
-    let span = tracing::info_span!(
-        "call",
-        call_sid = %start.call_sid,
-        stream_sid = %start.stream_sid
-    );
+    let span = crate::call::call_span(&start);
     async move {
         tracing::info!("call connected: transcribing the media stream");
         Transcription::new(start, services).run(stream).await;

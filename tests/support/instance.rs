@@ -78,11 +78,7 @@ impl Instance {
 
     /// Sends SIGTERM, as a rolling deploy does.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed");
+        sigterm(&self.child);
     }
 
     /// The exit code once exited, `None` while running.
@@ -92,16 +88,7 @@ impl Instance {
 
     /// Waits up to `limit` for the process to exit; its exit code.
     pub async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(code) = self.exited() {
-                return code;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        exit_code(&mut self.child, limit).await
     }
 }
 
@@ -110,5 +97,29 @@ impl Drop for Instance {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends SIGTERM to `child`, as a rolling deploy does.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Waits up to `limit` for `child` to exit; its exit code (`None`: still running, or killed by
+/// a signal).
+pub async fn exit_code(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
