@@ -4,9 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+mod demo;
+mod loadtest;
+mod replay;
+
+use demo::{DemoOptions, Providers};
 use ivr_bridge::config::{Config, LogFormat, ServeArgs};
-use ivr_bridge::demo::{self, DemoOptions, Providers};
-use ivr_bridge::replay::{self, ReplayOptions, UserSet};
+use replay::{ReplayOptions, UserSet};
 
 /// Exit code for a bad command line or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -71,10 +75,10 @@ struct LoadtestArgs {
     #[arg(long, default_value_t = 1)]
     plays: u32,
     /// Recording most calls play (a .jsonl with its .json sidecar).
-    #[arg(long, default_value = ivr_bridge::loadtest::DEFAULT_FIXTURE)]
+    #[arg(long, default_value = crate::loadtest::DEFAULT_FIXTURE)]
     fixture: PathBuf,
     /// Recording the barge-in share of calls play.
-    #[arg(long, default_value = ivr_bridge::loadtest::DEFAULT_BARGE_IN_FIXTURE)]
+    #[arg(long, default_value = crate::loadtest::DEFAULT_BARGE_IN_FIXTURE)]
     barge_in_fixture: PathBuf,
     /// Share of calls (0 to 1) that play the barge-in recording.
     #[arg(long, default_value_t = 0.2)]
@@ -226,8 +230,8 @@ fn ask_for_missing_keys(args: &mut ServeArgs) {
 
 /// `ivr-bridge loadtest`: runs the calls, prints the table (or JSON).
 fn run_loadtest(args: LoadtestArgs) -> ExitCode {
-    use ivr_bridge::loadtest::{self, Options};
-    use ivr_bridge::standin::Delays;
+    use crate::loadtest::{self, Options};
+    use ivr_sim::standin::Delays;
     use std::time::Duration;
     if args.calls == 0 || !(0.0..=1.0).contains(&args.barge_in_share) || args.ramp_s < 0.0 {
         eprintln!("error: --calls must be at least 1, --barge-in-share within 0..1, --ramp-s >= 0");
@@ -332,7 +336,7 @@ fn choose_providers(args: &mut ServeArgs) -> Providers {
     if has(&args.deepgram_api_key) && has(&args.mistral_api_key) {
         return Providers::Real;
     }
-    let stand_in = Some(ivr_bridge::standin::STAND_IN_KEY.to_owned());
+    let stand_in = Some(ivr_sim::standin::STAND_IN_KEY.to_owned());
     args.deepgram_api_key = stand_in.clone();
     args.mistral_api_key = stand_in;
     Providers::StandIns
@@ -341,7 +345,7 @@ fn choose_providers(args: &mut ServeArgs) -> Providers {
 #[tokio::main]
 async fn demo_main(options: DemoOptions) -> Result<(), demo::DemoError> {
     let mut stdout = std::io::stdout();
-    demo::run(options, &mut stdout).await.map(|_| ())
+    demo::run(options, &mut stdout).await
 }
 
 /// Exit code of a replay that could not run (1 means it ran and differed).

@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ivr_bridge::demo::fixture::CallFixture;
-use ivr_bridge::standin::{Delays, StandIns};
+use ivr_sim::fixture::CallFixture;
+use ivr_sim::standin::{Delays, StandIns};
 use support::replayer::{replay_with, ReplayOptions};
 use support::{eventually, Fixture};
 

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use ivr_bridge::demo::fixture::CallFixture;
 use ivr_bridge::llm::mistral::Mistral;
 use ivr_bridge::llm::{ChatMessage, Role};
-use ivr_bridge::standin::{faq, voice, Bank, Delays, StandIns};
 use ivr_bridge::tts::deepgram::DeepgramTts;
+use ivr_sim::fixture::CallFixture;
+use ivr_sim::standin::{faq, voice, Bank, Delays, StandIns};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -137,7 +137,7 @@ async fn stt_recognises_a_known_utterance_and_refuses_a_wrong_key() {
     assert!(tokio_tungstenite::connect_async(refused).await.is_err());
 
     let mut request = url.into_client_request().expect("request");
-    let auth = format!("Token {}", ivr_bridge::standin::STAND_IN_KEY);
+    let auth = format!("Token {}", ivr_sim::standin::STAND_IN_KEY);
     request
         .headers_mut()
         .insert("Authorization", auth.parse().expect("header"));

@@ -1,15 +1,15 @@
 //! `ivr-bridge demo`: a whole phone call on this machine, in one command.
 //!
-//! Starts the real server on `127.0.0.1:0` (with the local [`crate::standin`]s unless both
+//! Starts the real server on `127.0.0.1:0` (with the local [`ivr_sim::standin`]s unless both
 //! provider keys are set), plays a recorded call into `/media` over a real WebSocket in real time
 //! as Twilio would, tells the call as it happens, and writes a two-channel WAV of it: the caller
 //! on the left as sent, the assistant on the right as heard on the line.
 
-pub mod fixture;
-pub mod line;
-pub mod player;
 pub mod story;
-pub mod wav;
+
+use ivr_bridge::audio::wav;
+use ivr_sim::caller as player;
+use ivr_sim::fixture;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -20,11 +20,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::audio::mulaw;
-use crate::call::events::{CallEvents, CallObserver};
-use crate::config::Config;
-use crate::server::{AppState, ServeError};
-use crate::standin::{Delays, StandInError, StandIns};
+use ivr_bridge::audio::mulaw;
+use ivr_bridge::call::events::{CallEvents, CallObserver};
+use ivr_bridge::config::Config;
+use ivr_bridge::server::{AppState, ServeError};
+use ivr_sim::standin::{Delays, StandInError, StandIns};
 
 pub use story::TurnLatency;
 
@@ -69,17 +69,6 @@ pub struct DemoOptions {
     pub silence_note: String,
 }
 
-/// How the demo went.
-#[derive(Debug)]
-pub struct DemoReport {
-    /// The WAV written.
-    pub wav: PathBuf,
-    /// Its length.
-    pub duration: Duration,
-    /// Latencies of the answered turns.
-    pub turns: Vec<TurnLatency>,
-}
-
 /// The demo could not run to the end.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -106,10 +95,7 @@ pub enum DemoError {
 }
 
 /// Runs the demo call, printing its story to `out`.
-pub async fn run(
-    mut options: DemoOptions,
-    out: &mut (dyn Write + Send),
-) -> Result<DemoReport, DemoError> {
+pub async fn run(mut options: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), DemoError> {
     let fixture = fixture::CallFixture::load(&options.fixture)?;
     let mut local = LocalServer::start(&fixture, options.providers, &mut options.config).await?;
     let mut story = story::Story::new(out);
@@ -121,11 +107,7 @@ pub async fn run(
     let turns = story.turns().to_vec();
     let duration = write_wav(&options.out, &recording.caller, &recording.assistant)?;
     summary(&mut story, &turns, &options.out, duration);
-    Ok(DemoReport {
-        wav: options.out,
-        duration,
-        turns,
-    })
+    Ok(())
 }
 
 /// The real server on `127.0.0.1:0` in this process, its stand-ins, and its call events: what
@@ -169,7 +151,7 @@ impl LocalServer {
         let state = AppState::observed(config.clone(), Some(observer))
             .map_err(|e| DemoError::Server(e.to_string()))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(crate::server::serve_state(
+        let server = tokio::spawn(ivr_bridge::server::serve_state(
             listener,
             Arc::new(state),
             async move {

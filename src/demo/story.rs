@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use super::player::Listener;
-use crate::call::events::CallEvent;
+use ivr_bridge::call::events::CallEvent;
+use ivr_sim::caller::Listener;
 
 /// The latencies of one answered turn.
 #[derive(Debug, Clone, Copy, PartialEq)]

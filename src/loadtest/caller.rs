@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::playback::Playback;
 use super::script::{pcm_hash, tag, Script};
-use crate::audio::mulaw;
-use crate::standin::bank::FRAME_SAMPLES;
+use ivr_bridge::audio::mulaw;
+use ivr_sim::standin::bank::FRAME_SAMPLES;
 
 /// Longest wait for the server to accept the socket.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
@@ -134,7 +134,8 @@ async fn converse(
     hang_up: &CancellationToken,
 ) -> Result<(), String> {
     // Twilio's side: TCP_NODELAY, so the frame's send time is when it leaves.
-    let config = WebSocketConfig::default().read_buffer_size(crate::server::SOCKET_READ_BUFFER);
+    let config =
+        WebSocketConfig::default().read_buffer_size(ivr_bridge::server::SOCKET_READ_BUFFER);
     let url = plan.url.as_str();
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (ws, _) = tokio::time::timeout(CONNECT_LIMIT, connect)

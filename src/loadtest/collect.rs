@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::caller::CallEvent;
 use super::script::call_of;
-use crate::standin::probe::{Observation, Seen};
-use crate::tts::text::{speakable, PhraseSplitter};
+use ivr_bridge::tts::text::{speakable, PhraseSplitter};
+use ivr_sim::standin::probe::{Observation, Seen};
 
 /// A frame neither side has matched for this long is written off (dropped by the server, or
 /// sent by a caller that is not measured).

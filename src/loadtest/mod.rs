@@ -1,7 +1,7 @@
 //! `ivr-bridge loadtest`: many simulated Twilio calls against the real server, in real time,
 //! with the production stand-ins as providers, and exact timings of what the bridge itself adds.
 //!
-//! The stand-ins run in this process with an observer ([`crate::standin::probe`]), the callers
+//! The stand-ins run in this process with an observer ([`ivr_sim::standin::probe`]), the callers
 //! too, so every timestamp comes from one clock: a frame sent by a caller and the same frame
 //! arriving at the STT stand-in (matched by the hash of its tagged audio), the STT stand-in's
 //! turn-ending transcript and the LLM stand-in's request (tied to the call by a word of the
@@ -26,11 +26,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::standin::{Bank, Delays, Probe, StandIns, STAND_IN_KEY};
 use analysis::TurnRule;
 use caller::Plan;
 use collect::Collector;
 pub use idle::IdleMemory;
+use ivr_sim::standin::{Bank, Delays, Probe, StandIns, STAND_IN_KEY};
 use process::ChildServer;
 pub use report::Report;
 use script::Script;
@@ -87,10 +87,10 @@ pub struct Options {
 pub enum LoadError {
     /// A recording is unusable.
     #[error(transparent)]
-    Fixture(#[from] crate::demo::fixture::FixtureError),
+    Fixture(#[from] ivr_sim::fixture::FixtureError),
     /// The stand-ins did not start.
     #[error(transparent)]
-    StandIn(#[from] crate::standin::StandInError),
+    StandIn(#[from] ivr_sim::standin::StandInError),
     /// The server could not be started.
     #[error("server: {0}")]
     Server(String),

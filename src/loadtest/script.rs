@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
-use crate::audio::mulaw;
-use crate::demo::fixture::{CallFixture, FixtureError};
-use crate::standin::bank::{frame_hash, FRAME_SAMPLES};
-use crate::standin::Bank;
+use ivr_bridge::audio::mulaw;
+use ivr_sim::fixture::{CallFixture, FixtureError};
+use ivr_sim::standin::bank::{frame_hash, FRAME_SAMPLES};
+use ivr_sim::standin::Bank;
 
 /// The word that ends each recognised utterance of call `n`: the LLM stand-in's observer sees
 /// it in the request, which is how a request is tied to its call.
@@ -43,8 +43,6 @@ pub struct Spoken {
 /// A recording reduced to what the load generator sends.
 #[derive(Debug, Clone)]
 pub struct Script {
-    /// The fixture's name.
-    pub name: String,
     /// The inbound frames: (ms from the socket opening, 160 μ-law bytes).
     pub frames: Vec<(u64, [u8; FRAME_SAMPLES])>,
     /// When the recording's `stop` is sent.
@@ -78,7 +76,6 @@ impl Script {
             })
             .collect();
         Ok(Self {
-            name: fixture.sidecar.name,
             frames,
             stop_ms,
             utterances,

@@ -4,9 +4,9 @@
 
 use serde_json::Value;
 
-use crate::call::events::CallEvent;
-use crate::call::turns::ReplyId;
-use crate::demo::fixture::Sidecar;
+use ivr_bridge::call::events::CallEvent;
+use ivr_bridge::call::turns::ReplyId;
+use ivr_sim::fixture::Sidecar;
 
 /// A reply whose audio length differs by more than this fraction is reported as different.
 pub const AUDIO_TOLERANCE: f64 = 0.25;

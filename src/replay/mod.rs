@@ -13,11 +13,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, TurnDetection};
-use crate::demo::fixture::{CallFixture, FixtureError};
-use crate::demo::player::{self, Listener, PlayError};
 use crate::demo::{DemoError, LocalServer, Providers};
 use compare::{same_reply, same_wire_reply, Conversation, SaidReply, Wire, WireReply};
+use ivr_bridge::config::{Config, TurnDetection};
+use ivr_sim::caller::{self as player, Listener, PlayError};
+use ivr_sim::fixture::{CallFixture, FixtureError};
 
 /// The rules, for `--help` and the README.
 pub const RULES: &str = "\
@@ -166,7 +166,7 @@ struct Collector {
 }
 
 impl Listener for Collector {
-    fn server(&mut self, _at: Duration, event: &crate::call::events::CallEvent) {
+    fn server(&mut self, _at: Duration, event: &ivr_bridge::call::events::CallEvent) {
         self.conversation.on_event(&mut self.ids, event);
     }
 }

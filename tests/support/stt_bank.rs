@@ -11,7 +11,7 @@ use super::fixture::{self, Fixture, FRAME_BYTES};
 pub const PCM_FRAME_BYTES: usize = FRAME_BYTES * 2;
 /// The speech detector and frame hash are the stand-ins' own: the fake and the demo must agree
 /// on what counts as speech and which frames match.
-pub use ivr_bridge::standin::bank::{frame_hash, is_speech};
+pub use ivr_sim::standin::bank::{frame_hash, is_speech};
 
 /// Known utterances, indexed by the hash of each speech frame's PCM.
 #[derive(Debug, Default)]

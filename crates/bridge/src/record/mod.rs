@@ -8,6 +8,7 @@
 //! and that call's recording is dropped with a warning; the call itself never waits.
 
 pub mod call;
+pub mod format;
 mod utc;
 
 use std::path::{Path, PathBuf};
@@ -22,8 +23,8 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::call::events::CallEvent;
-use crate::demo::fixture::RecordedSettings;
-use call::{CallRecording, Dir};
+use call::CallRecording;
+use format::{Dir, RecordedSettings};
 
 /// Messages and events a call may have waiting for its recording task: about 5 s of a call's
 /// traffic (50 frames a second each way). A disk slower than that loses the recording.

@@ -3,3 +3,4 @@
 pub mod frames;
 pub mod mulaw;
 pub mod pcm;
+pub mod wav;

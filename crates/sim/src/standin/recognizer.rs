@@ -320,7 +320,7 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audio::mulaw;
+    use ivr_bridge::audio::mulaw;
 
     /// μ-law of a 400 Hz tone at `amp`, `frames` frames long, pitch nudged by `seed` so two
     /// utterances never share a frame.

@@ -5,7 +5,7 @@
 //! punctuation as pauses), so a demo recording is listenable and a reply lasts about as long as a
 //! real voice would take to say it.
 
-use crate::audio::mulaw;
+use ivr_bridge::audio::mulaw;
 
 /// Audio samples per second.
 pub const SAMPLE_RATE: u32 = 8000;

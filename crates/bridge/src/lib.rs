@@ -9,15 +9,11 @@
 pub mod audio;
 pub mod call;
 pub mod config;
-pub mod demo;
 pub mod gather;
 pub mod llm;
-pub mod loadtest;
 pub mod metrics;
 pub mod record;
-pub mod replay;
 pub mod server;
-pub mod standin;
 pub mod store;
 pub mod stt;
 pub mod telemetry;

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub use bank::Bank;
 pub use probe::Probe;
 
-use crate::config::{Config, Secret};
+use ivr_bridge::config::{Config, Secret};
 
 /// The key every stand-in expects: they check it like the providers do, so a server that forgets
 /// its `Authorization` header fails here as it would in production.

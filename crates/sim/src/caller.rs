@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::fixture::CallFixture;
-use super::line::Line;
-use crate::call::events::{CallEvent, CallEvents};
+use crate::fixture::CallFixture;
+use ivr_bridge::call::events::{CallEvent, CallEvents};
+use ivr_bridge::twilio::playback::Line;
 
 /// How long to wait for the server to close after the recording's last message.
 const LINGER: Duration = Duration::from_secs(2);
@@ -144,7 +144,7 @@ pub async fn play(
 /// The next server event, or never when there are none to read.
 async fn next_event(
     events: &mut Option<&mut CallEvents>,
-) -> Option<crate::call::events::ObservedEvent> {
+) -> Option<ivr_bridge::call::events::ObservedEvent> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::audio::mulaw;
+use ivr_bridge::audio::mulaw;
 
 /// μ-law samples in one analysis frame: 20 ms at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;

@@ -5,16 +5,16 @@
 use std::time::Duration;
 
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::audio::mulaw;
-use crate::call::events::CallEvent;
-use crate::demo::fixture::{
-    BargeIn, Key, RecordedSettings, Reply, Sidecar, Transcript, Turn, Utterance,
+use super::format::{
+    BargeIn, Dir, Key, RecordedLine, RecordedSettings, Reply, Sidecar, Transcript, Turn, Utterance,
 };
-use crate::demo::line::Line;
-use crate::demo::wav;
+use crate::audio::mulaw;
+use crate::audio::wav;
+use crate::call::events::CallEvent;
+use crate::twilio::playback::Line;
 
 /// Samples per millisecond at 8 kHz.
 const SAMPLES_PER_MS: u64 = 8;
@@ -29,15 +29,6 @@ const UTTERANCE_TAIL: Duration = Duration::from_millis(200);
 const WAV_LIMIT_MS: u64 = 3_600_000;
 /// A media `timestamp` further than this from the arrival time is not trusted for placing audio.
 const TIMESTAMP_SLACK_MS: u64 = 2_000;
-
-/// Which way a message travelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    /// Twilio → server.
-    In,
-    /// Server → Twilio.
-    Out,
-}
 
 /// A call being recorded.
 #[derive(Debug)]
@@ -86,11 +77,7 @@ impl CallRecording {
             Dir::In => self.caller_audio(at_ms, &msg),
             Dir::Out => self.assistant_audio(at_ms, &msg),
         }
-        let dir = match dir {
-            Dir::In => "in",
-            Dir::Out => "out",
-        };
-        Some(json!({"at_ms": at_ms, "dir": dir, "msg": msg}).to_string())
+        serde_json::to_string(&RecordedLine { at_ms, dir, msg }).ok()
     }
 
     /// Records one of the call's events.

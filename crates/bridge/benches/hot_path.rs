@@ -16,7 +16,7 @@ use ivr_bridge::audio::pcm::PcmFrames;
 use ivr_bridge::twilio::media::{Inbound, Outbound};
 
 /// A recorded call whose caller speaks from 2 s on: its frames carry real speech, not silence.
-const RECORDING: &str = include_str!("../fixtures/calls/one_question.jsonl");
+const RECORDING: &str = include_str!("../../../fixtures/calls/one_question.jsonl");
 /// Offset of the media message taken from it (ms), inside the caller's question.
 const SPEECH_AT_MS: u64 = 3000;
 /// One mebibyte, the "bulk" input size.
