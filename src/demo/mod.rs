@@ -21,8 +21,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use ivr_bridge::audio::mulaw;
-use ivr_bridge::call::events::{CallEvents, CallObserver};
 use ivr_bridge::config::Config;
+use ivr_bridge::events::{CallEvents, CallObserver};
 use ivr_bridge::server::{AppState, ServeError};
 use ivr_sim::standin::{Delays, StandInError, StandIns};
 

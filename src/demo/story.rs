@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use ivr_bridge::call::events::CallEvent;
+use ivr_bridge::events::CallEvent;
 use ivr_sim::caller::Listener;
 
 /// The latencies of one answered turn.

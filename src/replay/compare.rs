@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use ivr_bridge::call::events::CallEvent;
 use ivr_bridge::call::turns::ReplyId;
+use ivr_bridge::events::CallEvent;
 use ivr_sim::fixture::Sidecar;
 
 /// A reply whose audio length differs by more than this fraction is reported as different.

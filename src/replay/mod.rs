@@ -166,7 +166,7 @@ struct Collector {
 }
 
 impl Listener for Collector {
-    fn server(&mut self, _at: Duration, event: &ivr_bridge::call::events::CallEvent) {
+    fn server(&mut self, _at: Duration, event: &ivr_bridge::events::CallEvent) {
         self.conversation.on_event(&mut self.ids, event);
     }
 }

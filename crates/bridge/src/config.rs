@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+
+pub use crate::call::turns::TurnDetection;
 use reqwest::Url;
 
 /// The instructions the assistant follows when `SYSTEM_PROMPT_FILE` is not set. Written for the
@@ -35,27 +37,6 @@ pub const DEFAULT_GREETING: &str =
 /// detected (PROTOCOLS.md §4.2).
 pub const MIN_UTTERANCE_END_MS: u64 = 1000;
 
-/// What ends the caller's turn on the Media Stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TurnDetection {
-    /// Only the silence timer: the turn ends `SILENCE_TIMEOUT_MS` after the last words heard.
-    #[default]
-    Timer,
-    /// Deepgram's end of speech (`speech_final`, or `UtteranceEnd` when that never comes) ends
-    /// the turn at once; the silence timer stays as a fallback.
-    Deepgram,
-}
-
-impl TurnDetection {
-    /// The value as written in `TURN_DETECTION`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timer => "timer",
-            Self::Deepgram => "deepgram",
-        }
-    }
-}
-
 /// What the server does with a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -78,12 +59,6 @@ impl Mode {
 }
 
 impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for TurnDetection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

@@ -9,6 +9,7 @@
 pub mod audio;
 pub mod call;
 pub mod config;
+pub mod events;
 pub mod gather;
 pub mod llm;
 pub mod metrics;

@@ -18,10 +18,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::events::CallObserver;
 use crate::call::reply::Voice;
 use crate::call::{self, CallServices};
 use crate::config::{Config, Mode};
+use crate::events::CallObserver;
 use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;

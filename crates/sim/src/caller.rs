@@ -13,7 +13,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::fixture::CallFixture;
-use ivr_bridge::call::events::{CallEvent, CallEvents};
+use ivr_bridge::events::{CallEvent, CallEvents};
 use ivr_bridge::twilio::playback::Line;
 
 /// How long to wait for the server to close after the recording's last message.
@@ -144,7 +144,7 @@ pub async fn play(
 /// The next server event, or never when there are none to read.
 async fn next_event(
     events: &mut Option<&mut CallEvents>,
-) -> Option<ivr_bridge::call::events::ObservedEvent> {
+) -> Option<ivr_bridge::events::ObservedEvent> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,

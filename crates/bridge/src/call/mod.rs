@@ -4,7 +4,6 @@
 //! silence timer and reply progress feed the brain in [`turns`]; its actions start replies
 //! ([`reply`]) or interrupt them through the socket's only writer ([`writer`]).
 
-pub mod events;
 pub mod mirror;
 pub mod reply;
 pub mod turns;
@@ -22,16 +21,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audio::pcm::PcmFrames;
-use crate::config::TurnDetection;
+use crate::events::{CallEvent, CallObserver, CallSummary, ObservedEvent};
 use crate::metrics::Metrics;
 use crate::record::{Recorder, Tap};
 use crate::store::{CallSid, Store};
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
 use crate::twilio::media::{Inbound, Start};
-use events::{CallEvent, CallObserver, CallSummary, ObservedEvent};
 use reply::{ReplyError, ReplyEvent, Script, Voice};
-use turns::{Action, Heard, ReplyId, Turns};
+use turns::{Action, Heard, ReplyId, TurnDetection, Turns};
 
 /// How long Twilio may take to send `start` after the socket opens.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

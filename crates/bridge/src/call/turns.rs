@@ -4,12 +4,39 @@
 //! [`Action`]s for the call task to carry out. It never touches a socket or a clock, so every
 //! timing rule is an ordinary unit test with invented instants.
 
+use std::fmt;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::TurnDetection;
 use crate::llm::{ChatMessage, Role};
+
+/// What ends the caller's turn on the Media Stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TurnDetection {
+    /// Only the silence timer: the turn ends `SILENCE_TIMEOUT_MS` after the last words heard.
+    #[default]
+    Timer,
+    /// Deepgram's end of speech (`speech_final`, or `UtteranceEnd` when that never comes) ends
+    /// the turn at once; the silence timer stays as a fallback.
+    Deepgram,
+}
+
+impl TurnDetection {
+    /// The value as written in `TURN_DETECTION`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timer => "timer",
+            Self::Deepgram => "deepgram",
+        }
+    }
+}
+
+impl fmt::Display for TurnDetection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Exchanges (caller turn + reply) kept in the history sent to the model; older ones are
 /// dropped first. The system prompt is always kept.

@@ -13,7 +13,7 @@ use super::format::{
 };
 use crate::audio::mulaw;
 use crate::audio::wav;
-use crate::call::events::CallEvent;
+use crate::events::CallEvent;
 use crate::twilio::playback::Line;
 
 /// Samples per millisecond at 8 kHz.

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::call::events::CallEvent;
+use crate::events::CallEvent;
 use call::CallRecording;
 use format::{Dir, RecordedSettings};
 

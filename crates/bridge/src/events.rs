@@ -104,7 +104,7 @@ pub struct ObservedEvent {
 /// The receiving end, read by whoever watches.
 pub type CallEvents = mpsc::Receiver<ObservedEvent>;
 
-/// Where calls publish their events; held by [`super::CallServices`] when someone watches.
+/// Where calls publish their events; held by [`crate::call::CallServices`] when someone watches.
 #[derive(Debug, Clone)]
 pub struct CallObserver {
     /// Bounded, written with `try_send`.
