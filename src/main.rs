@@ -9,7 +9,8 @@ mod loadtest;
 mod replay;
 
 use demo::{DemoOptions, Providers};
-use ivr_bridge::config::{Config, LogFormat, ServeArgs};
+use ivr_bridge::config::{self as settings, Config, LogFormat, Mode};
+use ivr_bridge::Secret;
 use replay::{ReplayOptions, UserSet};
 
 /// Exit code for a bad command line or configuration.
@@ -27,13 +28,13 @@ struct Cli {
     command: Option<Command>,
     /// Settings for `serve`, which is also what runs with no subcommand.
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: Config,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Config),
     /// Play a recorded phone call through the real server on this machine and write a WAV of
     /// it. Uses local stand-ins for Deepgram and Mistral unless both API keys are set.
     Demo(DemoArgs),
@@ -59,7 +60,7 @@ struct ReplayArgs {
     /// The in-process server's settings, as for `serve`. SILENCE_TIMEOUT_MS, TURN_DETECTION and
     /// GREETING default to the recording's own when it has them.
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: Config,
 }
 
 #[derive(Args)]
@@ -128,7 +129,7 @@ struct DemoArgs {
     out: PathBuf,
     /// The server's settings, as for `serve`.
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: Config,
 }
 
 fn main() -> ExitCode {
@@ -138,6 +139,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
+    forget_blank_settings();
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
@@ -145,9 +147,7 @@ fn main() -> ExitCode {
         Ok(parsed) => parsed,
         Err(err) if !err.use_stderr() => err.exit(),
         Err(err) => {
-            let rendered = err.to_string();
-            let line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{line}");
+            eprintln!("error: {}", settings::one_line(&err));
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
                     .and_then(|m| m.value_source(id))
                     .is_some_and(|source| source != clap::parser::ValueSource::DefaultValue)
             };
-            return run_demo(args, user_set("silence_timeout_ms"), user_set("greeting"));
+            return run_demo(args, user_set("silence_timeout"), user_set("greeting"));
         }
         Some(Command::Replay(args)) => {
             let user_set = |id: &str| {
@@ -170,7 +170,7 @@ fn main() -> ExitCode {
                     .is_some_and(|source| source != clap::parser::ValueSource::DefaultValue)
             };
             let set = UserSet {
-                silence_timeout: user_set("silence_timeout_ms"),
+                silence_timeout: user_set("silence_timeout"),
                 turn_detection: user_set("turn_detection"),
                 greeting: user_set("greeting"),
             };
@@ -181,8 +181,8 @@ fn main() -> ExitCode {
     };
     let mut args = args;
     ask_for_missing_keys(&mut args);
-    let log_format = args.log_format;
-    let config = match Config::from_args(args) {
+    let log_format = args.log.log_format;
+    let config = match args.validated() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
@@ -202,18 +202,17 @@ fn main() -> ExitCode {
 /// When a required key is missing and a person is at the terminal, asks for it once without
 /// echoing it, for this run only (the prototype's convenience, kept safe). Without a terminal
 /// (services, CI) nothing is asked and configuration fails with its usual one-line error.
-fn ask_for_missing_keys(args: &mut ServeArgs) {
+fn ask_for_missing_keys(args: &mut Config) {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
         return;
     }
-    let transcribing = args.transcribe || args.mode == ivr_bridge::config::Mode::Transcribe;
+    let transcribing = args.server.transcribe || args.server.mode == Mode::Transcribe;
     for (var, key) in [
-        ("DEEPGRAM_API_KEY", &mut args.deepgram_api_key),
-        ("MISTRAL_API_KEY", &mut args.mistral_api_key),
+        ("DEEPGRAM_API_KEY", &mut args.keys.deepgram_api_key),
+        ("MISTRAL_API_KEY", &mut args.keys.mistral_api_key),
     ] {
-        if key.as_deref().is_some_and(|k| !k.trim().is_empty())
-            || (transcribing && var == "MISTRAL_API_KEY")
+        if key.as_ref().is_some_and(|k| !k.is_empty()) || (transcribing && var == "MISTRAL_API_KEY")
         {
             continue;
         }
@@ -221,7 +220,7 @@ fn ask_for_missing_keys(args: &mut ServeArgs) {
         match rpassword::prompt_password(prompt) {
             Ok(value) if !value.trim().is_empty() => {
                 eprintln!("To keep it, put {var}=... in .env (see .env.example).");
-                *key = Some(value.trim().to_owned());
+                *key = Some(Secret::new(value.trim()));
             }
             _ => return,
         }
@@ -297,18 +296,18 @@ fn run_demo(mut args: DemoArgs, silence_set: bool, greeting_set: bool) -> ExitCo
     let silence_note = if silence_set {
         format!(
             "after {} ms of silence (SILENCE_TIMEOUT_MS)",
-            args.serve.silence_timeout_ms
+            args.serve.turns.silence_timeout.as_millis()
         )
     } else {
-        args.serve.silence_timeout_ms = demo::DEMO_SILENCE_TIMEOUT.as_millis() as u64;
+        args.serve.turns.silence_timeout = demo::DEMO_SILENCE_TIMEOUT;
         format!(
             "after {} ms of silence: the demo's default, shorter than the server's 2000 ms so \
 replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
-            args.serve.silence_timeout_ms
+            demo::DEMO_SILENCE_TIMEOUT.as_millis()
         )
     };
     if !greeting_set {
-        args.serve.greeting = demo::DEMO_GREETING.to_owned();
+        args.serve.assistant.greeting = demo::DEMO_GREETING.to_owned();
     }
     let config = match tool_config(args.serve) {
         Ok(config) => config,
@@ -331,14 +330,14 @@ replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
 }
 
 /// Stand-ins unless both keys are set (then the real providers).
-fn choose_providers(args: &mut ServeArgs) -> Providers {
-    let has = |key: &Option<String>| key.as_deref().is_some_and(|k| !k.trim().is_empty());
-    if has(&args.deepgram_api_key) && has(&args.mistral_api_key) {
+fn choose_providers(args: &mut Config) -> Providers {
+    let has = |key: &Option<Secret>| key.as_ref().is_some_and(|k| !k.is_empty());
+    if has(&args.keys.deepgram_api_key) && has(&args.keys.mistral_api_key) {
         return Providers::Real;
     }
-    let stand_in = Some(ivr_sim::standin::STAND_IN_KEY.to_owned());
-    args.deepgram_api_key = stand_in.clone();
-    args.mistral_api_key = stand_in;
+    let stand_in = Some(Secret::new(ivr_sim::standin::STAND_IN_KEY));
+    args.keys.deepgram_api_key = stand_in.clone();
+    args.keys.mistral_api_key = stand_in;
     Providers::StandIns
 }
 
@@ -354,10 +353,10 @@ const EXIT_REPLAY_FAILED: u8 = 3;
 /// The in-process server's settings for `demo` and `replay`: always the assistant (a call is
 /// played and answered, whatever MODE the environment sets); a bad value is one line and exit 2.
 /// Starts the tools' log output once the settings are good.
-fn tool_config(mut serve: ServeArgs) -> Result<Config, ExitCode> {
-    serve.mode = ivr_bridge::config::Mode::Converse;
-    serve.transcribe = false;
-    let config = Config::from_args(serve).map_err(|err| {
+fn tool_config(mut serve: Config) -> Result<Config, ExitCode> {
+    serve.server.mode = Mode::Converse;
+    serve.server.transcribe = false;
+    let config = serve.validated().map_err(|err| {
         eprintln!("error: {err}");
         ExitCode::from(EXIT_USAGE)
     })?;
@@ -368,7 +367,7 @@ fn tool_config(mut serve: ServeArgs) -> Result<Config, ExitCode> {
 /// `ivr-bridge replay`: exit 0 when the call goes as recorded, 1 when it differs.
 fn run_replay(mut args: ReplayArgs, user_set: UserSet) -> ExitCode {
     let providers = choose_providers(&mut args.serve);
-    args.serve.record_dir = None;
+    args.serve.record.record_dir = None;
     let config = match tool_config(args.serve) {
         Ok(config) => config,
         Err(code) => return code,
@@ -416,7 +415,7 @@ fn init_tracing(format: LogFormat) {
 
 #[tokio::main]
 async fn run(config: Config) -> anyhow::Result<()> {
-    let address = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
+    let address = std::net::SocketAddr::from(([0, 0, 0, 0], config.server.port));
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|err| anyhow::anyhow!("cannot listen on {address}: {err}"))?;
@@ -424,6 +423,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ivr_bridge::serve(listener, config, shutdown_signal()).await?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// A setting given as an empty variable (`PUBLIC_URL=` in `.env`) counts as not given, as it
+/// always has: such variables are dropped before clap reads the environment. Runs first, while
+/// the process has one thread.
+fn forget_blank_settings() {
+    for var in Config::variables() {
+        if std::env::var_os(&var).is_some_and(|value| value.to_string_lossy().trim().is_empty()) {
+            std::env::remove_var(&var);
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

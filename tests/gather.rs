@@ -25,13 +25,13 @@ fn roles(messages: &[(String, String)]) -> Vec<&str> {
 
 fn with_redis(redis: &RedisServer) -> impl FnOnce(&mut ivr_bridge::Config) {
     let url = RedisUrl::parse(&redis.url()).expect("redis URL");
-    move |config| config.redis_url = Some(url)
+    move |config| config.store.redis_url = Some(url)
 }
 
 #[tokio::test]
 async fn call_greets_inside_a_speech_gather_with_absolute_urls() {
     let env = TestEnv::start_with(|config| {
-        config.public_url = Some(reqwest::Url::parse("https://voice.example.com").unwrap());
+        config.twilio.public_url = Some(reqwest::Url::parse("https://voice.example.com").unwrap());
     })
     .await;
     let page = Phone::new(&env, "CA1").post("/call", &[]).await;
@@ -46,10 +46,10 @@ async fn call_greets_inside_a_speech_gather_with_absolute_urls() {
 #[tokio::test]
 async fn settings_shape_the_pages_and_urls_follow_the_tunnel_host() {
     let env = TestEnv::start_with(|config| {
-        config.twilio_voice = "Polly.Amy-Neural".into();
-        config.gather_speech_model = "deepgram_nova-3".into();
-        config.language = "en-GB".into();
-        config.greeting = "Hello & welcome <caller>!".into();
+        config.gather.twilio_voice = "Polly.Amy-Neural".into();
+        config.gather.gather_speech_model = "deepgram_nova-3".into();
+        config.gather.language = "en-GB".into();
+        config.assistant.greeting = "Hello & welcome <caller>!".into();
     })
     .await;
     let request = reqwest::Client::new()
@@ -177,7 +177,8 @@ async fn status_callback_frees_the_history() {
 
 #[tokio::test]
 async fn slow_llm_gets_a_holding_phrase_then_the_reply() {
-    let env = TestEnv::start_with(|config| config.llm_timeout = Duration::from_millis(300)).await;
+    let env =
+        TestEnv::start_with(|config| config.llm.llm_timeout = Duration::from_millis(300)).await;
     env.llm.set_total_delay(Duration::from_millis(1200));
     let phone = Phone::new(&env, "CAslow");
     let started = Instant::now();
@@ -213,8 +214,8 @@ async fn slow_llm_gets_a_holding_phrase_then_the_reply() {
 #[tokio::test]
 async fn a_reply_that_never_comes_gets_an_apology_and_no_orphan_turn() {
     let env = TestEnv::start_with(|config| {
-        config.llm_timeout = Duration::from_millis(200);
-        config.speak_response_wait = Duration::from_millis(400);
+        config.llm.llm_timeout = Duration::from_millis(200);
+        config.gather.speak_response_wait = Duration::from_millis(400);
     })
     .await;
     env.llm.hang_next(1);
@@ -371,7 +372,7 @@ async fn a_slow_reply_started_on_one_instance_is_spoken_by_the_other() {
     let redis = RedisServer::start().await;
     let a = TestEnv::start_with(|config| {
         with_redis(&redis)(config);
-        config.llm_timeout = Duration::from_millis(300);
+        config.llm.llm_timeout = Duration::from_millis(300);
     })
     .await;
     let b = TestEnv::start_with(with_redis(&redis)).await;
@@ -436,7 +437,7 @@ async fn a_drain_waits_for_a_slow_answer_that_another_instance_will_speak() {
     let redis = RedisServer::start().await;
     let a = TestEnv::start_with(|config| {
         with_redis(&redis)(config);
-        config.llm_timeout = Duration::from_millis(300);
+        config.llm.llm_timeout = Duration::from_millis(300);
     })
     .await;
     a.llm.set_total_delay(Duration::from_millis(1500));

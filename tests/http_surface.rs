@@ -63,7 +63,7 @@ async fn webhook_connects_the_call_to_the_media_stream_behind_a_tunnel() {
 #[tokio::test]
 async fn webhook_uses_public_url_when_configured() {
     let env = TestEnv::start_with(|config| {
-        config.public_url = Some(reqwest::Url::parse("https://voice.example.com").unwrap());
+        config.twilio.public_url = Some(reqwest::Url::parse("https://voice.example.com").unwrap());
     })
     .await;
     let (_, twiml) = post_webhook(&env, &[("host", "internal:8080")]).await;

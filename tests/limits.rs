@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_calls_new_calls_are_refused_politely_and_slots_come_back() {
-    let env = TestEnv::start_with(|config| config.max_calls = 1).await;
+    let env = TestEnv::start_with(|config| config.server.max_calls = 1).await;
     let url = env.media_url();
     let first =
         tokio::spawn(async move { support::replay(&url, &Fixture::load("visiting_hours")).await });

@@ -152,7 +152,7 @@ fn gather_webhooks_answer_any_body_without_a_server_error() {
         .build()
         .expect("runtime");
     let base = runtime.block_on(async {
-        let config = ivr_bridge::Config::from_args(test_args()).expect("config");
+        let config = test_config();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -200,26 +200,13 @@ fn gather_webhooks_answer_any_body_without_a_server_error() {
 }
 
 /// Settings for a server whose providers are unreachable (nothing here calls them).
-fn test_args() -> ivr_bridge::config::ServeArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        serve: ivr_bridge::config::ServeArgs,
-    }
-    Cli::try_parse_from([
-        "ivr-bridge",
-        "--deepgram-api-key",
-        "k",
-        "--mistral-api-key",
-        "k",
-        "--mistral-api-url",
-        "http://127.0.0.1:9/v1/chat/completions",
-        "--llm-timeout-ms",
-        "200",
-        "--speak-response-wait-ms",
-        "200",
-    ])
-    .expect("flags")
-    .serve
+fn test_config() -> ivr_bridge::Config {
+    ivr_bridge::Config::builder()
+        .set("DEEPGRAM_API_KEY", "k")
+        .set("MISTRAL_API_KEY", "k")
+        .set("MISTRAL_API_URL", "http://127.0.0.1:9/v1/chat/completions")
+        .set("LLM_TIMEOUT_MS", "200")
+        .set("SPEAK_RESPONSE_WAIT_MS", "200")
+        .build()
+        .expect("config")
 }

@@ -120,7 +120,8 @@ async fn a_failing_model_gets_the_fallback_phrase_and_no_orphaned_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_hangs_is_cut_at_the_budget() {
-    let env = TestEnv::start_with(|config| config.llm_timeout = Duration::from_millis(1_000)).await;
+    let env =
+        TestEnv::start_with(|config| config.llm.llm_timeout = Duration::from_millis(1_000)).await;
     env.llm.hang_next(1);
     let log = env.replay("one_question").await;
     let fallback = speakable(ivr_bridge::config::DEFAULT_FALLBACK_PHRASE);

@@ -15,31 +15,21 @@ use support::{eventually, Fixture};
 
 /// The server on stand-ins that recognise `one_question`, recording into `dir`.
 async fn recording_server(dir: &Path) -> (String, StandIns) {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        serve: ivr_bridge::config::ServeArgs,
-    }
-    let flags = [
-        "ivr-bridge",
-        "--deepgram-api-key",
-        "x",
-        "--mistral-api-key",
-        "x",
-    ];
-    let mut config =
-        ivr_bridge::Config::from_args(Cli::try_parse_from(flags).unwrap().serve).expect("config");
+    let mut config = ivr_bridge::Config::builder()
+        .set("DEEPGRAM_API_KEY", "x")
+        .set("MISTRAL_API_KEY", "x")
+        .build()
+        .expect("config");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let fixture = CallFixture::load(&root.join("fixtures/calls/one_question.jsonl")).unwrap();
     let stand_ins = StandIns::start(fixture.bank(), Delays::default())
         .await
         .unwrap();
     stand_ins.configure(&mut config);
-    config.silence_timeout = Duration::from_millis(600);
-    config.greeting = "Hello.".into();
+    config.turns.silence_timeout = Duration::from_millis(600);
+    config.assistant.greeting = "Hello.".into();
     ivr_bridge::record::check_dir(dir).expect("a writable RECORD_DIR");
-    config.record_dir = Some(dir.to_owned());
+    config.record.record_dir = Some(dir.to_owned());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/media", listener.local_addr().unwrap());
     let state = Arc::new(ivr_bridge::AppState::new(config).unwrap());

@@ -51,10 +51,10 @@ async fn no_secret_is_ever_logged_or_printed() {
         TestEnv::start(),
         TestEnv::start(),
         TestEnv::start_with(|config| {
-            config.deepgram_api_key = Secret::new(WRONG_DEEPGRAM);
-            config.mistral_api_key = Secret::new(WRONG_MISTRAL);
+            config.keys.deepgram_api_key = Some(Secret::new(WRONG_DEEPGRAM));
+            config.keys.mistral_api_key = Some(Secret::new(WRONG_MISTRAL));
         }),
-        TestEnv::start_with(|config| config.mistral_api_key = Secret::new(WRONG_MISTRAL)),
+        TestEnv::start_with(|config| config.keys.mistral_api_key = Some(Secret::new(WRONG_MISTRAL))),
     );
     failing.tts.fail_next(2);
     failing
@@ -71,7 +71,7 @@ async fn no_secret_is_ever_logged_or_printed() {
 
     // Requests Twilio did not sign, with an auth token configured.
     let guarded = TestEnv::start_with(|config| {
-        config.twilio_auth_token = Some(Secret::new(AUTH_TOKEN));
+        config.twilio.twilio_auth_token = Some(Secret::new(AUTH_TOKEN));
     })
     .await;
     let client = reqwest::Client::new();

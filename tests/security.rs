@@ -13,8 +13,8 @@ const PUBLIC: &str = "https://voice.example.com";
 
 async fn signed_env() -> TestEnv {
     TestEnv::start_with(|config| {
-        config.twilio_auth_token = Some(Secret::new(TOKEN));
-        config.public_url = Some(reqwest::Url::parse(PUBLIC).unwrap());
+        config.twilio.twilio_auth_token = Some(Secret::new(TOKEN));
+        config.twilio.public_url = Some(reqwest::Url::parse(PUBLIC).unwrap());
     })
     .await
 }
@@ -128,7 +128,7 @@ async fn the_media_stream_handshake_needs_the_wss_signature() {
 #[tokio::test]
 async fn behind_a_tunnel_without_public_url_the_forwarded_host_is_what_is_signed() {
     let env = TestEnv::start_with(|config| {
-        config.twilio_auth_token = Some(Secret::new(TOKEN));
+        config.twilio.twilio_auth_token = Some(Secret::new(TOKEN));
     })
     .await;
     let twilio = Validator::new(Secret::new(TOKEN));

@@ -16,24 +16,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Settings with every default, pointed at the stand-ins.
 fn config(stand_ins: &StandIns) -> ivr_bridge::Config {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        serve: ivr_bridge::config::ServeArgs,
-    }
-    let flags = [
-        "ivr-bridge",
-        "--deepgram-api-key",
-        "unset",
-        "--mistral-api-key",
-        "unset",
-    ];
-    let args = Cli::try_parse_from(flags).expect("flags").serve;
-    let mut config = ivr_bridge::Config::from_args(args).expect("config");
-    config.silence_timeout = Duration::from_millis(1000);
-    config.greeting = "Hello".into();
-    config.system_prompt = "Be brief.".into();
+    let mut config = ivr_bridge::Config::builder()
+        .set("DEEPGRAM_API_KEY", "unset")
+        .set("MISTRAL_API_KEY", "unset")
+        .build()
+        .expect("config");
+    config.turns.silence_timeout = Duration::from_millis(1000);
+    config.assistant.greeting = "Hello".into();
+    config.assistant.system_prompt = "Be brief.".into();
     stand_ins.configure(&mut config);
     config
 }
@@ -56,7 +46,8 @@ fn question(text: &str) -> Vec<ChatMessage> {
 #[tokio::test]
 async fn mistral_client_gets_faq_answers_whole_and_streamed() {
     let stand_ins = StandIns::start(Bank::new(), fast()).await.expect("start");
-    let mistral = Mistral::new(reqwest::Client::new(), &config(&stand_ins));
+    let config = config(&stand_ins);
+    let mistral = Mistral::new(reqwest::Client::new(), &config.llm, config.keys.mistral());
     let whole = mistral
         .complete(&question("What is your address?"))
         .await
@@ -86,7 +77,8 @@ async fn mistral_client_gets_faq_answers_whole_and_streamed() {
 #[tokio::test]
 async fn tts_client_gets_a_stream_of_audio_as_long_as_the_text() {
     let stand_ins = StandIns::start(Bank::new(), fast()).await.expect("start");
-    let tts = DeepgramTts::new(reqwest::Client::new(), &config(&stand_ins));
+    let config = config(&stand_ins);
+    let tts = DeepgramTts::new(reqwest::Client::new(), &config.tts, config.keys.deepgram());
     let text = "We are open Monday to Friday.";
     let mut chunks = tts.synthesize(text).await.expect("synthesize");
     let (mut audio, mut count) = (Vec::new(), 0);

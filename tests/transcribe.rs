@@ -70,8 +70,8 @@ async fn receive(State(receiver): State<Receiver>, body: String) -> StatusCode {
 async fn transcribing_env(webhook: &str) -> TestEnv {
     let url = reqwest::Url::parse(webhook).unwrap();
     TestEnv::start_with(|config| {
-        config.mode = ivr_bridge::config::Mode::Transcribe;
-        config.transcript_webhook_url = Some(url);
+        config.server.mode = ivr_bridge::config::Mode::Transcribe;
+        config.transcribe.transcript_webhook_url = Some(url);
     })
     .await
 }

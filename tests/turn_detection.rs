@@ -21,10 +21,10 @@ const REACTION_LIMIT: Duration = Duration::from_millis(100);
 /// The server with Deepgram deciding turns and a 3 s silence fallback.
 async fn deepgram_env(endpointing_ms: u64, utterance_end_ms: u64) -> TestEnv {
     TestEnv::start_with(|config| {
-        config.turn_detection = TurnDetection::Deepgram;
-        config.silence_timeout = SILENCE;
-        config.stt_endpointing = Duration::from_millis(endpointing_ms);
-        config.stt_utterance_end = Duration::from_millis(utterance_end_ms);
+        config.turns.turn_detection = TurnDetection::Deepgram;
+        config.turns.silence_timeout = SILENCE;
+        config.stt.stt_endpointing = Duration::from_millis(endpointing_ms);
+        config.stt.stt_utterance_end = Duration::from_millis(utterance_end_ms);
     })
     .await
 }

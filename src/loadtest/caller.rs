@@ -135,7 +135,7 @@ async fn converse(
 ) -> Result<(), String> {
     // Twilio's side: TCP_NODELAY, so the frame's send time is when it leaves.
     let config =
-        WebSocketConfig::default().read_buffer_size(ivr_bridge::server::SOCKET_READ_BUFFER);
+        WebSocketConfig::default().read_buffer_size(ivr_bridge::socket::SOCKET_READ_BUFFER);
     let url = plan.url.as_str();
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (ws, _) = tokio::time::timeout(CONNECT_LIMIT, connect)

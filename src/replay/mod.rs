@@ -124,16 +124,16 @@ fn apply_recorded_settings(fixture: &CallFixture, config: &mut Config, user: Use
         return;
     };
     if !user.silence_timeout {
-        config.silence_timeout = Duration::from_millis(settings.silence_timeout_ms.max(1));
+        config.turns.silence_timeout = Duration::from_millis(settings.silence_timeout_ms.max(1));
     }
     if !user.turn_detection {
-        config.turn_detection = match settings.turn_detection.as_str() {
+        config.turns.turn_detection = match settings.turn_detection.as_str() {
             "deepgram" => TurnDetection::Deepgram,
             _ => TurnDetection::Timer,
         };
     }
     if !user.greeting && !settings.greeting.trim().is_empty() {
-        config.greeting = settings.greeting.clone();
+        config.assistant.greeting = settings.greeting.clone();
     }
 }
 
@@ -142,7 +142,7 @@ async fn play_locally(
     options: &ReplayOptions,
 ) -> Result<Conversation, ReplayError> {
     let mut config = options.config.clone();
-    config.record_dir = None;
+    config.record.record_dir = None;
     let mut local = LocalServer::start(fixture, options.providers, &mut config).await?;
     let url = format!("ws://{}/media", local.addr);
     let mut collector = Collector::default();

@@ -175,41 +175,18 @@ impl Drop for TestEnv {
     }
 }
 
-/// The server configuration pointing at the fakes.
+/// The server configuration pointing at the fakes: the defaults, with a shorter silence timer.
 fn test_config(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> ivr_bridge::Config {
-    let url = |s: String| reqwest::Url::parse(&s).expect("fake URL");
-    ivr_bridge::Config {
-        port: 0,
-        public_url: None,
-        deepgram_api_key: ivr_bridge::Secret::new(DEEPGRAM_KEY),
-        mistral_api_key: ivr_bridge::Secret::new(MISTRAL_KEY),
-        deepgram_stt_url: url(stt.url()),
-        deepgram_tts_url: url(tts.url()),
-        mistral_api_url: url(llm.url()),
-        mistral_model: "mistral-small-latest".into(),
-        stt_model: "nova-2".into(),
-        tts_voice: "aura-asteria-en".into(),
-        silence_timeout: Duration::from_millis(600),
-        turn_detection: ivr_bridge::config::TurnDetection::Timer,
-        stt_endpointing: Duration::from_millis(300),
-        stt_utterance_end: Duration::from_millis(1000),
-        greeting: ivr_bridge::config::DEFAULT_GREETING.into(),
-        system_prompt: ivr_bridge::config::BUILT_IN_SYSTEM_PROMPT.into(),
-        twilio_voice: "Polly.Stephen-Neural".into(),
-        gather_speech_model: "deepgram_nova-2".into(),
-        language: "en-US".into(),
-        llm_timeout: Duration::from_millis(8000),
-        speak_response_wait: Duration::from_millis(10_000),
-        redis_url: None,
-        twilio_auth_token: None,
-        max_calls: 1000,
-        max_message_bytes: 65_536,
-        drain_timeout: Duration::from_secs(60),
-        fallback_phrase: ivr_bridge::config::DEFAULT_FALLBACK_PHRASE.into(),
-        mode: ivr_bridge::config::Mode::Converse,
-        transcript_webhook_url: None,
-        record_dir: None,
-    }
+    ivr_bridge::Config::builder()
+        .set("PORT", "0")
+        .set("DEEPGRAM_API_KEY", DEEPGRAM_KEY)
+        .set("MISTRAL_API_KEY", MISTRAL_KEY)
+        .set("DEEPGRAM_STT_URL", stt.url())
+        .set("DEEPGRAM_TTS_URL", tts.url())
+        .set("MISTRAL_API_URL", llm.url())
+        .set("SILENCE_TIMEOUT_MS", "600")
+        .build()
+        .expect("the fakes' configuration")
 }
 
 /// What Twilio must receive for TTS audio `audio`: the same bytes, padded with μ-law silence

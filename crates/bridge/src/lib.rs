@@ -1,26 +1,46 @@
 //! ivr-bridge: an AI voice assistant on a Twilio phone line.
 //!
-//! Reading the modules top to bottom is reading a call: a Twilio frame enters in
-//! [`twilio::media`], becomes PCM in [`audio`], words in [`stt`], a turn in [`call::turns`], a
-//! reply in [`llm`], sound in [`tts`], 20 ms frames in [`audio::frames`], and leaves through
-//! [`twilio::media`] again, written by [`call::writer`]. Barge-in is decided in [`call::turns`]
-//! and carried out in [`call::writer`].
+//! The modules are listed in the order a call flows through them, and each imports only those
+//! listed before it (`cargo test -p ivr-bridge --test layers -- --nocapture` prints the layers):
+//! a Twilio frame enters in [`twilio::media`], becomes PCM in [`audio`], words in [`stt`], a
+//! turn in [`call::turns`], a reply in [`llm`], sound in [`tts`], 20 ms frames in
+//! [`audio::frames`], and leaves through [`twilio::media`] again, written by [`call::writer`].
+//! Barge-in is decided in [`call::turns`] and carried out in [`call::writer`]. The Gather flow
+//! ([`gather`]) and transcription ([`transcribe`]) use the same lower layers; [`server`] wires
+//! them to the HTTP surface, and [`config`] gathers every module's settings.
 
-pub mod audio;
-pub mod call;
-pub mod config;
-pub mod events;
-pub mod gather;
-pub mod llm;
+// Shared ground: credentials, setting parsers, socket sizes, counters, log filters.
 pub mod metrics;
-pub mod record;
-pub mod server;
-pub mod store;
-pub mod stt;
+pub mod secret;
+pub mod settings;
+pub mod socket;
 pub mod telemetry;
-pub mod transcribe;
-pub mod tts;
+
+// Wire formats and audio.
+pub mod audio;
 pub mod twilio;
 
-pub use config::{Config, RedisUrl, Secret};
+// Providers.
+pub mod llm;
+pub mod stt;
+pub mod tts;
+
+// What a call leaves behind: its events, its recording, its stored conversation.
+pub mod events;
+pub mod record;
+pub mod store;
+
+// The three ways to serve a call, and the door they share.
+pub mod admission;
+pub mod call;
+pub mod gather;
+pub mod transcribe;
+
+// The HTTP surface and its configuration.
+pub mod config;
+pub mod server;
+
+pub use config::Config;
+pub use secret::Secret;
 pub use server::{app, serve, AppState};
+pub use store::RedisUrl;

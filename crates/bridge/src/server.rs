@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +14,9 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::call::reply::Voice;
 use crate::call::{self, CallServices};
 use crate::config::{Config, Mode};
@@ -27,18 +26,16 @@ use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
 use crate::record::format::RecordedSettings;
 use crate::record::Recorder;
-use crate::store::{Store, StoreError};
+use crate::socket::SOCKET_READ_BUFFER;
+use crate::store::{Store, StoreError, StoreOptions};
 use crate::stt::deepgram::DeepgramStt;
 use crate::transcribe::{self, TranscribeServices};
 use crate::tts::deepgram::DeepgramTts;
-use crate::twilio::signature::{require_signature, Validator};
+use crate::twilio::signature::{require_signature, SignatureCheck, Validator};
 use crate::twilio::twiml::{self, Element};
+use crate::twilio::url::{public_base, websocket_url};
 
 /// How long an idle pooled provider connection is kept open.
-/// Bytes a WebSocket reads at once. tungstenite's default (128 KiB, zero-filled before each
-/// read) made every call hold 128 KiB per socket; a Twilio message is under 1 KiB, and a larger
-/// one still grows the buffer as needed.
-pub const SOCKET_READ_BUFFER: usize = 4096;
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// What every request handler shares: configuration and the providers' clients. Per-call state
@@ -51,66 +48,14 @@ pub struct AppState {
     pub calls: Arc<CallServices>,
     /// The Gather flow's store, model client and page settings.
     pub gather: Arc<GatherServices>,
-    /// Checks Twilio's request signatures; `None` when no auth token is configured.
-    pub signatures: Option<Validator>,
+    /// Checks Twilio's request signatures (lets everything through when no auth token is set).
+    pub signatures: Arc<SignatureCheck>,
     /// Counters and latencies served at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Transcription mode's services; `None` in the assistant mode.
     pub transcribe: Option<Arc<TranscribeServices>>,
-    /// Media Streams in progress.
-    live: Arc<LiveCalls>,
-    /// Cancelled on SIGTERM: health answers 503 and new calls are refused while calls in
-    /// progress finish.
-    draining: CancellationToken,
-}
-
-/// Counts the calls in progress, so a limit can refuse new ones and a drain can wait for the
-/// last one.
-#[derive(Debug, Default)]
-pub struct LiveCalls {
-    /// Calls holding a [`CallSlot`].
-    count: AtomicUsize,
-    /// Woken whenever a call ends.
-    ended: Notify,
-}
-
-/// A call's place in the count; dropping it (when the call task ends) frees it.
-#[derive(Debug)]
-pub struct CallSlot(Arc<LiveCalls>);
-
-impl Drop for CallSlot {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
-        self.0.ended.notify_waiters();
-    }
-}
-
-impl LiveCalls {
-    /// A slot for a new call, unless `max` calls are already in progress.
-    fn enter(self: &Arc<Self>, max: usize) -> Option<CallSlot> {
-        self.count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| CallSlot(self.clone()))
-    }
-
-    /// Calls in progress now.
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    /// Resolves when no call is in progress.
-    async fn all_ended(&self) {
-        loop {
-            let ended = self.ended.notified();
-            if self.count() == 0 {
-                return;
-            }
-            ended.await;
-        }
-    }
+    /// Calls in progress, `MAX_CALLS` and the drain.
+    admission: Arc<Admission>,
 }
 
 impl AppState {
@@ -127,65 +72,76 @@ impl AppState {
             .user_agent(concat!("ivr-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ServeError::HttpClient)?;
-        let gather = GatherServices::new(&config, Mistral::new(http.clone(), &config)).map_err(
-            |source| ServeError::Store {
-                url: config
-                    .redis_url
-                    .as_ref()
-                    .map_or_else(String::new, ToString::to_string),
-                source,
-            },
-        )?;
+        let admission = Arc::new(Admission::new(config.server.max_calls));
+        let store = open_store(&config)?;
+        let mistral = || Mistral::new(http.clone(), &config.llm, config.keys.mistral());
+        let gather = GatherServices::new(
+            &config.gather,
+            &config.assistant,
+            store.clone(),
+            (mistral(), config.llm.llm_timeout),
+            admission.clone(),
+            config.twilio.public_url.clone(),
+        );
         let metrics = Arc::new(Metrics::new());
-        let transcribe = (config.mode == Mode::Transcribe)
-            .then(|| Arc::new(TranscribeServices::new(&config, &http, &metrics)));
+        let stt = DeepgramStt::new(&config.stt, config.keys.deepgram());
+        let transcribe = (config.server.mode == Mode::Transcribe).then(|| {
+            Arc::new(TranscribeServices::new(
+                &config.transcribe,
+                stt.clone(),
+                &http,
+                &metrics,
+            ))
+        });
         let calls = Arc::new(CallServices {
-            stt: DeepgramStt::new(&config),
+            stt,
             voice: Arc::new(Voice::new(
-                Mistral::new(http.clone(), &config),
-                DeepgramTts::new(http, &config),
+                mistral(),
+                DeepgramTts::new(http.clone(), &config.tts, config.keys.deepgram()),
                 metrics.clone(),
             )),
-            greeting: config.greeting.clone(),
-            silence_timeout: config.silence_timeout,
-            turn_detection: config.turn_detection,
-            system_prompt: config.system_prompt.clone(),
-            fallback_phrase: config.fallback_phrase.clone(),
+            greeting: config.assistant.greeting.clone(),
+            silence_timeout: config.turns.silence_timeout,
+            turn_detection: config.turns.turn_detection,
+            system_prompt: config.assistant.system_prompt.clone(),
+            fallback_phrase: config.assistant.fallback_phrase.clone(),
             shutdown: transcribe
                 .as_ref()
                 .map_or_else(CancellationToken::new, |t| t.shutdown.clone()),
             metrics: metrics.clone(),
             observer,
-            recorder: config.record_dir.clone().map(|dir| {
+            recorder: config.record.record_dir.clone().map(|dir| {
                 let settings = RecordedSettings {
-                    greeting: config.greeting.clone(),
-                    silence_timeout_ms: config.silence_timeout.as_millis() as u64,
-                    turn_detection: config.turn_detection.to_string(),
+                    greeting: config.assistant.greeting.clone(),
+                    silence_timeout_ms: config.turns.silence_timeout.as_millis() as u64,
+                    turn_detection: config.turns.turn_detection.to_string(),
                 };
                 Recorder::new(dir, settings)
             }),
-            mirror: matches!(gather.store, Store::Redis(_)).then(|| gather.store.clone()),
+            mirror: matches!(store, Store::Redis(_)).then(|| store.clone()),
         });
         Ok(Self {
-            signatures: config.twilio_auth_token.clone().map(Validator::new),
+            signatures: Arc::new(SignatureCheck {
+                validator: config.twilio.auth_token().cloned().map(Validator::new),
+                public_url: config.twilio.public_url.clone(),
+            }),
             config,
             calls,
             gather: Arc::new(gather),
-            live: Arc::new(LiveCalls::default()),
+            admission,
             metrics,
             transcribe,
-            draining: CancellationToken::new(),
         })
     }
 
     /// Media Streams in progress.
     pub fn live_calls(&self) -> usize {
-        self.live.count()
+        self.admission.live_calls()
     }
 
     /// True once a drain has begun: no new calls are taken.
     pub fn is_draining(&self) -> bool {
-        self.draining.is_cancelled()
+        self.admission.is_draining()
     }
 
     /// Stops taking calls, lets the calls in progress finish for up to `DRAIN_TIMEOUT_S`, then
@@ -193,7 +149,7 @@ impl AppState {
     /// to a call another instance started), and Gather answers still being written are waited
     /// for, since another instance may be about to speak them.
     pub async fn drain(&self) {
-        self.draining.cancel();
+        self.admission.start_draining();
         let replies = &self.gather.replies;
         replies.close();
         tracing::info!(
@@ -201,8 +157,8 @@ impl AppState {
             gather_replies = replies.len(),
             "draining: new calls are refused, calls in progress continue"
         );
-        let limit = self.config.drain_timeout;
-        let ended = async { tokio::join!(self.live.all_ended(), replies.wait()) };
+        let limit = self.config.server.drain_timeout;
+        let ended = async { tokio::join!(self.admission.all_ended(), replies.wait()) };
         if tokio::time::timeout(limit, ended).await.is_err() {
             tracing::warn!(
                 calls = self.live_calls(),
@@ -210,7 +166,7 @@ impl AppState {
                 "drain timeout of {limit:?} reached: ending the calls still in progress"
             );
             self.calls.shutdown.cancel();
-            let _ = tokio::time::timeout(CALL_END_GRACE, self.live.all_ended()).await;
+            let _ = tokio::time::timeout(CALL_END_GRACE, self.admission.all_ended()).await;
         }
         tracing::info!("drained: no call in progress");
     }
@@ -223,13 +179,45 @@ impl AppState {
         if replies.is_empty() {
             return;
         }
-        let limit = self.config.drain_timeout;
+        let limit = self.config.server.drain_timeout;
         if tokio::time::timeout(limit, replies.wait()).await.is_err() {
             tracing::warn!(
                 gather_replies = replies.len(),
                 "exiting with Gather answers still being written"
             );
         }
+    }
+}
+
+/// The conversation store: Redis when `REDIS_URL` is set (shared by every instance), else this
+/// process's memory.
+fn open_store(config: &Config) -> Result<Store, ServeError> {
+    let options = StoreOptions::default();
+    match &config.store.redis_url {
+        Some(url) => Store::redis(url.expose(), options).map_err(|source| ServeError::Store {
+            url: url.to_string(),
+            source,
+        }),
+        None => Ok(Store::memory(options)),
+    }
+}
+
+/// Says at start-up what the mode does with transcripts, or that the webhook URL is unused.
+fn announce(config: &Config) {
+    match (
+        config.server.mode,
+        &config.transcribe.transcript_webhook_url,
+    ) {
+        (Mode::Transcribe, Some(_)) => tracing::info!(
+            "transcription mode: no assistant; transcripts are logged and sent to TRANSCRIPT_WEBHOOK_URL"
+        ),
+        (Mode::Transcribe, None) => tracing::info!(
+            "transcription mode: no assistant; transcripts are logged (set TRANSCRIPT_WEBHOOK_URL to receive them)"
+        ),
+        (Mode::Converse, Some(_)) => tracing::warn!(
+            "TRANSCRIPT_WEBHOOK_URL is ignored: it is used only with MODE=transcribe"
+        ),
+        (Mode::Converse, None) => {}
     }
 }
 
@@ -246,11 +234,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/", get(incoming_call).post(incoming_call))
         .route("/media", get(media_stream))
         .merge(match state.transcribe {
-            None => gather::routes(),
+            None => gather::routes().with_state(state.gather.clone()),
             Some(_) => Router::new(), // transcription mode: no assistant, no Gather flow
         })
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.signatures.clone(),
             require_signature,
         ));
     Router::new()
@@ -294,14 +282,14 @@ pub async fn serve_state(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    if state.signatures.is_none() {
+    if state.signatures.validator.is_none() {
         tracing::warn!(
             "TWILIO_AUTH_TOKEN is not set: Twilio request signatures are NOT checked, so anyone \
              who finds this server's URL can start calls"
         );
     }
-    transcribe::announce(&state.config);
-    match &state.config.redis_url {
+    announce(&state.config);
+    match &state.config.store.redis_url {
         Some(url) => {
             tracing::info!(%url, "conversations kept in Redis, shared by every instance");
             tokio::spawn(connect_store(state.gather.store.clone()));
@@ -354,9 +342,9 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
     if state.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    let Some(slot) = state.live.enter(state.config.max_calls) else {
+    let Some(slot) = state.admission.enter() else {
         tracing::warn!(
-            max = state.config.max_calls,
+            max = state.admission.max_calls(),
             "media stream refused: at MAX_CALLS"
         );
         return (StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
@@ -365,8 +353,8 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
     let transcribe = state.transcribe.clone();
     let active = state.metrics.active_calls.clone();
     upgrade
-        .max_message_size(state.config.max_message_bytes)
-        .max_frame_size(state.config.max_message_bytes)
+        .max_message_size(state.config.twilio.max_message_bytes)
+        .max_frame_size(state.config.twilio.max_message_bytes)
         .read_buffer_size(SOCKET_READ_BUFFER)
         .on_failed_upgrade(|err| tracing::warn!(%err, "media stream upgrade failed"))
         .on_upgrade(move |socket| async move {
@@ -400,41 +388,13 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     "ok".into_response()
 }
 
-/// Whether a new call can be taken now; `Some(response)` refuses it politely.
-pub fn refuse_new_call(state: &AppState) -> Option<Response> {
-    let why = if state.is_draining() {
-        "draining"
-    } else if state.live_calls() >= state.config.max_calls {
-        "at capacity"
-    } else {
-        return None;
-    };
-    tracing::warn!("new call refused: {why}");
-    let body = twiml::response([
-        Element::new("Say").text(BUSY_APOLOGY),
-        Element::new("Hangup"),
-    ]);
-    Some(
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "text/xml")],
-            body,
-        )
-            .into_response(),
-    )
-}
-
-/// Said to a caller refused because the server is full or shutting down.
-const BUSY_APOLOGY: &str =
-    "Sorry, all our lines are busy right now. Please call again in a few minutes. Goodbye.";
-
 /// `POST /`: Twilio's "a call comes in" webhook. Answers with `<Connect><Stream>` to `/media`
 /// and hangs up when the stream ends.
 async fn incoming_call(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = refuse_new_call(&state) {
+    if let Some(refusal) = state.admission.refuse_new_call() {
         return refusal;
     }
-    let Some(base) = public_base(&state.config, &headers) else {
+    let Some(base) = public_base(state.config.twilio.public_url.as_ref(), &headers) else {
         return (
             StatusCode::BAD_REQUEST,
             "no PUBLIC_URL configured and no Host header to build the stream URL from",
@@ -447,63 +407,4 @@ async fn incoming_call(State(state): State<Arc<AppState>>, headers: HeaderMap) -
         Element::new("Hangup"),
     ]);
     ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
-}
-
-/// The public base URL (`scheme://host[/prefix]`, no trailing slash) Twilio reaches us at:
-/// `PUBLIC_URL` when set, else rebuilt from `X-Forwarded-Proto` / `X-Forwarded-Host` / `Host`.
-pub fn public_base(config: &Config, headers: &HeaderMap) -> Option<String> {
-    if let Some(url) = &config.public_url {
-        return Some(url.as_str().trim_end_matches('/').to_owned());
-    }
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let host = first("x-forwarded-host").or_else(|| first(header::HOST.as_str()))?;
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
-    {
-        return None;
-    }
-    let scheme = match first("x-forwarded-proto") {
-        Some(p) if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("wss") => "https",
-        _ => "http",
-    };
-    Some(format!("{scheme}://{host}"))
-}
-
-/// `base` with https→wss, http→ws, and `path` appended.
-pub fn websocket_url(base: &str, path: &str) -> String {
-    let rest = base
-        .strip_prefix("https://")
-        .map(|r| format!("wss://{r}"))
-        .or_else(|| base.strip_prefix("http://").map(|r| format!("ws://{r}")))
-        .unwrap_or_else(|| base.to_owned());
-    format!("{rest}{path}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn websocket_url_swaps_the_scheme() {
-        assert_eq!(
-            websocket_url("https://a.example", "/media"),
-            "wss://a.example/media"
-        );
-        assert_eq!(
-            websocket_url("http://127.0.0.1:9", "/media"),
-            "ws://127.0.0.1:9/media"
-        );
-        assert_eq!(
-            websocket_url("https://a.example/p", "/media"),
-            "wss://a.example/p/media"
-        );
-    }
 }

@@ -7,6 +7,25 @@
 use tracing_subscriber::filter::Directive;
 use tracing_subscriber::EnvFilter;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+/// How the server logs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogSettings {
+    /// Log lines as human-readable text (`text`) or one JSON object a line (`json`) for log
+    /// collectors; every line of a call carries its call_sid either way.
+    #[arg(long, env = "LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
 /// Default filter when `RUST_LOG` is unset.
 pub const DEFAULT_FILTER: &str = "info,hyper=warn,reqwest=warn,tungstenite=warn";
 

@@ -6,6 +6,7 @@
 
 pub mod mirror;
 pub mod reply;
+pub mod settings;
 pub mod turns;
 pub mod writer;
 

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::llm::{ChatMessage, Role};
 
-/// What ends the caller's turn on the Media Stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What ends the caller's turn on the Media Stream (`TURN_DETECTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TurnDetection {
     /// Only the silence timer: the turn ends `SILENCE_TIMEOUT_MS` after the last words heard.
     #[default]

@@ -14,6 +14,7 @@
 
 mod pages;
 mod reply;
+mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,12 +29,16 @@ use serde::Deserialize;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use reqwest::Url;
+
+use crate::admission::Admission;
+use crate::call::settings::AssistantSettings;
 use crate::llm::mistral::Mistral;
-use crate::server::{public_base, AppState};
-use crate::store::{CallSid, ReplyId, ReplyState, Store, StoreError, StoreOptions};
+use crate::store::{CallSid, ReplyId, ReplyState, Store, StoreError};
+use crate::twilio::url::public_base;
 use pages::Pages;
 pub use pages::{for_say, PageStyle, MAX_REPROMPTS, POLLY_MAX_CHARS};
+pub use settings::GatherSettings;
 
 /// Largest webhook body accepted; Twilio's forms are a few kilobytes.
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -74,35 +79,45 @@ pub struct GatherServices {
     /// out, another instance will speak the answer, so it must reach the store before this
     /// process exits.
     pub replies: TaskTracker,
+    /// Whether `/call` may start a new call (the same door as the Media Streams').
+    pub admission: Arc<Admission>,
+    /// `PUBLIC_URL`, when set: the base of every action URL.
+    pub public_url: Option<Url>,
 }
 
 impl GatherServices {
-    /// Services for `config`: the Redis store when `REDIS_URL` is set, else memory.
-    pub fn new(config: &Config, llm: Mistral) -> Result<Self, StoreError> {
-        let options = StoreOptions::default();
-        let store = match &config.redis_url {
-            Some(url) => Store::redis(url.expose(), options)?,
-            None => Store::memory(options),
-        };
-        Ok(Self {
+    /// The Gather flow with these settings, asking `llm` (whose `LLM_TIMEOUT_MS` is
+    /// `llm_timeout`) and keeping conversations in `store`.
+    pub fn new(
+        settings: &GatherSettings,
+        assistant: &AssistantSettings,
+        store: Store,
+        llm: (Mistral, Duration),
+        admission: Arc<Admission>,
+        public_url: Option<Url>,
+    ) -> Self {
+        let (llm, llm_timeout) = llm;
+        Self {
             store,
             llm,
-            system_prompt: config.system_prompt.clone(),
-            greeting: config.greeting.clone(),
+            system_prompt: assistant.system_prompt.clone(),
+            greeting: assistant.greeting.clone(),
             style: PageStyle {
-                voice: config.twilio_voice.clone(),
-                speech_model: config.gather_speech_model.clone(),
-                language: config.language.clone(),
+                voice: settings.twilio_voice.clone(),
+                speech_model: settings.gather_speech_model.clone(),
+                language: settings.language.clone(),
             },
-            llm_timeout: config.llm_timeout,
-            speak_response_wait: config.speak_response_wait,
+            llm_timeout,
+            speak_response_wait: settings.speak_response_wait,
             replies: TaskTracker::new(),
-        })
+            admission,
+            public_url,
+        }
     }
 }
 
 /// The Gather flow's routes, with the body limit.
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<GatherServices>> {
     Router::new()
         .route("/call", post(call))
         .route("/process_speech", post(process_speech))
@@ -127,11 +142,11 @@ type FormResult = Result<Form<TwilioForm>, FormRejection>;
 /// `POST /call`: the greeting inside a speech Gather.
 #[tracing::instrument(skip_all, fields(call_sid))]
 async fn call(
-    State(state): State<Arc<AppState>>,
+    State(services): State<Arc<GatherServices>>,
     headers: HeaderMap,
     form: FormResult,
 ) -> Response {
-    if let Some(refusal) = crate::server::refuse_new_call(&state) {
+    if let Some(refusal) = services.admission.refuse_new_call() {
         return refusal;
     }
     let call = match call_sid(form) {
@@ -139,14 +154,13 @@ async fn call(
         Err(refused) => return refused.into_response(),
     };
     tracing::info!(%call, "call answered: greeting inside a speech Gather");
-    let services = &state.gather;
-    twiml(pages(&state, &headers).listen(&services.greeting, 0))
+    twiml(pages(&services, &headers).listen(&services.greeting, 0))
 }
 
 /// `POST /process_speech`: the caller's words in, the reply (or a holding phrase) out.
 #[tracing::instrument(skip_all, fields(call_sid))]
 async fn process_speech(
-    State(state): State<Arc<AppState>>,
+    State(services): State<Arc<GatherServices>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     form: FormResult,
@@ -155,7 +169,7 @@ async fn process_speech(
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    let pages = pages(&state, &headers);
+    let pages = pages(&services, &headers);
     let speech = form.speech_result.as_deref().unwrap_or_default().trim();
     if speech.is_empty() {
         let silences = silence_count(query.as_deref());
@@ -164,7 +178,6 @@ async fn process_speech(
     }
     let speech: String = speech.chars().take(MAX_SPEECH_CHARS).collect();
     tracing::info!(text = %speech, "caller said");
-    let services = state.gather.clone();
     let id = ReplyId::new();
     let history = match services.store.begin_reply(&call, &id).await {
         Ok(history) => history,
@@ -187,7 +200,7 @@ async fn process_speech(
 /// `POST /speak_response`: the pending reply once it is ready (bounded wait), else the latest.
 #[tracing::instrument(skip_all, fields(call_sid))]
 async fn speak_response(
-    State(state): State<Arc<AppState>>,
+    State(services): State<Arc<GatherServices>>,
     headers: HeaderMap,
     form: FormResult,
 ) -> Response {
@@ -195,8 +208,7 @@ async fn speak_response(
         Ok((call, _)) => call,
         Err(refused) => return refused.into_response(),
     };
-    let pages = pages(&state, &headers);
-    let services = &state.gather;
+    let pages = pages(&services, &headers);
     let deadline = Instant::now() + services.speak_response_wait;
     loop {
         match services.store.reply_state(&call).await {
@@ -217,14 +229,14 @@ async fn speak_response(
 
 /// `POST /call_status`: a finished call's history is freed. Always 204: Twilio ignores the body.
 #[tracing::instrument(skip_all, fields(call_sid))]
-async fn call_status(State(state): State<Arc<AppState>>, form: FormResult) -> Response {
+async fn call_status(State(services): State<Arc<GatherServices>>, form: FormResult) -> Response {
     let (call, form) = match call_sid(form) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
     let status = form.call_status.as_deref().unwrap_or_default();
     if TERMINAL_STATUSES.contains(&status) {
-        match state.gather.store.delete(&call).await {
+        match services.store.delete(&call).await {
             Ok(()) => tracing::info!(status, "call ended: history freed"),
             Err(err) => {
                 tracing::warn!(status, %err, "call ended but its history could not be freed now; it expires by itself")
@@ -279,8 +291,11 @@ fn silence_count(query: Option<&str>) -> u32 {
         .map_or(0, |n| n.parse().unwrap_or(MAX_REPROMPTS))
 }
 
-fn pages<'a>(state: &'a AppState, headers: &HeaderMap) -> Pages<'a> {
-    Pages::new(&state.gather.style, public_base(&state.config, headers))
+fn pages<'a>(services: &'a GatherServices, headers: &HeaderMap) -> Pages<'a> {
+    Pages::new(
+        &services.style,
+        public_base(services.public_url.as_ref(), headers),
+    )
 }
 
 fn store_failed(pages: &Pages<'_>, err: &StoreError) -> Response {

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use super::sse::{SseError, SseParser};
 use super::ChatMessage;
-use crate::config::{Config, Secret};
+use crate::secret::Secret;
+use crate::settings::{self, Schemes};
 
 /// Upper bound on one completion; a caller waiting longer hears nothing useful anyway.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -58,6 +59,31 @@ impl LlmError {
     }
 }
 
+/// Twilio abandons a webhook after 15 s; the Gather flow waits for the model within one.
+const WEBHOOK_BUDGET_MS: u64 = 14_000;
+
+/// Mistral settings (the key is handed over separately: the configuration decides whether this
+/// mode needs one).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MistralSettings {
+    /// Mistral chat completions URL.
+    #[arg(long, env = "MISTRAL_API_URL", default_value = "https://api.mistral.ai/v1/chat/completions",
+          value_parser = settings::url("MISTRAL_API_URL", Schemes::Http))]
+    pub mistral_api_url: Url,
+
+    /// Mistral model that writes the replies.
+    #[arg(long, env = "MISTRAL_MODEL", default_value = "mistral-small-latest",
+          value_parser = settings::text("MISTRAL_MODEL"))]
+    pub mistral_model: String,
+
+    /// Milliseconds a reply has to start coming (retry included). The Gather flow answers a
+    /// slower model with a holding phrase and a redirect to /speak_response (Twilio gives up on
+    /// a webhook after 15 s, so at most 14000).
+    #[arg(long = "llm-timeout-ms", env = "LLM_TIMEOUT_MS", default_value = "8000",
+          value_parser = settings::millis("LLM_TIMEOUT_MS", 1..=WEBHOOK_BUDGET_MS))]
+    pub llm_timeout: Duration,
+}
+
 /// A Mistral client: one pooled HTTP client, one model.
 #[derive(Debug, Clone)]
 pub struct Mistral {
@@ -101,13 +127,13 @@ struct AssistantMessage {
 
 impl Mistral {
     /// A client for the configured endpoint and model.
-    pub fn new(http: reqwest::Client, config: &Config) -> Self {
+    pub fn new(http: reqwest::Client, settings: &MistralSettings, key: Secret) -> Self {
         Self {
             http,
-            url: config.mistral_api_url.clone(),
-            key: config.mistral_api_key.clone(),
-            model: config.mistral_model.clone(),
-            budget: config.llm_timeout,
+            url: settings.mistral_api_url.clone(),
+            key,
+            model: settings.mistral_model.clone(),
+            budget: settings.llm_timeout,
         }
     }
 

@@ -30,6 +30,23 @@ use format::{Dir, RecordedSettings};
 /// traffic (50 frames a second each way). A disk slower than that loses the recording.
 pub const QUEUE: usize = 512;
 
+/// Whether and where calls are recorded.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecordSettings {
+    /// Directory where every Media Stream call is saved when it ends (Twilio messages both ways
+    /// as a replayable fixture, a sidecar with transcripts and replies, a two-channel WAV).
+    /// Unset: nothing is recorded.
+    #[arg(long, env = "RECORD_DIR", value_parser = parse_record_dir)]
+    pub record_dir: Option<PathBuf>,
+}
+
+/// `RECORD_DIR`, created if needed and proven writable.
+fn parse_record_dir(raw: &str) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(raw);
+    check_dir(&dir).map_err(|err| err.to_string())?;
+    Ok(dir)
+}
+
 /// `RECORD_DIR` cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("RECORD_DIR={path:?} is not a writable directory: {source}")]

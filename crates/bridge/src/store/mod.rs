@@ -17,6 +17,7 @@
 
 pub mod memory;
 pub mod redis;
+mod url;
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -28,6 +29,16 @@ use serde::{Deserialize, Serialize};
 use crate::llm::{ChatMessage, Role};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+pub use url::RedisUrl;
+
+/// Where conversations are kept.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreSettings {
+    /// Redis holding the Gather flow's conversations, so several instances share calls
+    /// (redis://[:password@]host[:port][/db]). Unset: kept in this process's memory.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = RedisUrl::parse)]
+    pub redis_url: Option<RedisUrl>,
+}
 
 /// How long a call's history outlives its last write when no status callback frees it.
 pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(60 * 60);

@@ -24,7 +24,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::SttEvent;
-use crate::config::{Config, Secret};
+use crate::secret::Secret;
+use crate::settings::{self, Schemes, MILLIS};
+use crate::socket::SOCKET_READ_BUFFER;
 
 /// Caller audio that may wait for the socket: 10 s of 20 ms frames.
 pub const AUDIO_QUEUE_FRAMES: usize = 500;
@@ -57,6 +59,48 @@ pub enum SttError {
     Lost(String),
 }
 
+/// Deepgram sends interim results about once a second, so a shorter `utterance_end_ms` cannot be
+/// detected (PROTOCOLS.md §4.2).
+pub const MIN_UTTERANCE_END_MS: u64 = 1000;
+
+/// Deepgram live STT settings (the key, shared with TTS, is handed over separately).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SttSettings {
+    /// Deepgram live speech-to-text WebSocket URL.
+    #[arg(long, env = "DEEPGRAM_STT_URL", default_value = "wss://api.deepgram.com/v1/listen",
+          value_parser = settings::url("DEEPGRAM_STT_URL", Schemes::WebSocket))]
+    pub deepgram_stt_url: Url,
+
+    /// Deepgram live model.
+    #[arg(long, env = "STT_MODEL", default_value = "nova-2", value_parser = settings::text("STT_MODEL"))]
+    pub stt_model: String,
+
+    /// Silence, in milliseconds, after which Deepgram finalizes speech with `speech_final`
+    /// (its `endpointing` parameter).
+    #[arg(long = "stt-endpointing-ms", env = "STT_ENDPOINTING_MS", default_value = "300",
+          value_parser = settings::millis("STT_ENDPOINTING_MS", MILLIS))]
+    pub stt_endpointing: Duration,
+
+    /// Gap, in milliseconds, after the last word before Deepgram sends `UtteranceEnd` (its
+    /// `utterance_end_ms` parameter; at least 1000).
+    #[arg(long = "stt-utterance-end-ms", env = "STT_UTTERANCE_END_MS", default_value = "1000",
+          value_parser = parse_utterance_end)]
+    pub stt_utterance_end: Duration,
+}
+
+/// `STT_UTTERANCE_END_MS`: Deepgram cannot detect a gap shorter than its interim-result pace.
+fn parse_utterance_end(raw: &str) -> Result<Duration, String> {
+    let gap = settings::millis("STT_UTTERANCE_END_MS", MILLIS)(raw)?;
+    if gap < Duration::from_millis(MIN_UTTERANCE_END_MS) {
+        return Err(
+            "STT_UTTERANCE_END_MS must be at least 1000: Deepgram sends interim results \
+                    about once a second, so a shorter gap cannot be detected"
+                .to_owned(),
+        );
+    }
+    Ok(gap)
+}
+
 /// Deepgram live STT settings shared by all calls.
 #[derive(Debug, Clone)]
 pub struct DeepgramStt {
@@ -70,10 +114,10 @@ impl DeepgramStt {
     /// The endpoint for linear16 8 kHz mono with interim results and voice-activity events;
     /// `endpointing` and `utterance_end_ms` come from the settings (`STT_ENDPOINTING_MS`,
     /// `STT_UTTERANCE_END_MS`), since they decide how soon `TURN_DETECTION=deepgram` ends a turn.
-    pub fn new(config: &Config) -> Self {
-        let mut url = config.deepgram_stt_url.clone();
+    pub fn new(settings: &SttSettings, key: Secret) -> Self {
+        let mut url = settings.deepgram_stt_url.clone();
         url.query_pairs_mut()
-            .append_pair("model", &config.stt_model)
+            .append_pair("model", &settings.stt_model)
             .append_pair("encoding", "linear16")
             .append_pair("sample_rate", "8000")
             .append_pair("channels", "1")
@@ -83,16 +127,13 @@ impl DeepgramStt {
             .append_pair("vad_events", "true")
             .append_pair(
                 "endpointing",
-                &config.stt_endpointing.as_millis().to_string(),
+                &settings.stt_endpointing.as_millis().to_string(),
             )
             .append_pair(
                 "utterance_end_ms",
-                &config.stt_utterance_end.as_millis().to_string(),
+                &settings.stt_utterance_end.as_millis().to_string(),
             );
-        Self {
-            url,
-            key: config.deepgram_api_key.clone(),
-        }
+        Self { url, key }
     }
 
     /// The full URL calls connect to (no credentials in it).
@@ -308,7 +349,7 @@ async fn connect(url: &Url, key: &Secret) -> Result<Socket, SttError> {
     let token = HeaderValue::from_str(&format!("Token {}", key.expose()))
         .map_err(|_| SttError::Connect("the API key is not a valid header value".into()))?;
     request.headers_mut().insert("authorization", token);
-    let config = WebSocketConfig::default().read_buffer_size(crate::server::SOCKET_READ_BUFFER);
+    let config = WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER);
     // `true`: TCP_NODELAY, so a frame never waits for the previous one's ACK (Nagle).
     let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match timeout(CONNECT_TIMEOUT, connecting).await {

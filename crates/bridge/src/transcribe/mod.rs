@@ -17,9 +17,21 @@ use tokio_util::sync::CancellationToken;
 pub use call::run;
 use webhook::TranscriptWebhook;
 
-use crate::config::{Config, Mode};
+use reqwest::Url;
+
 use crate::metrics::Metrics;
+use crate::settings::{self, Schemes};
 use crate::stt::deepgram::DeepgramStt;
+
+/// Where transcripts go.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TranscribeSettings {
+    /// In transcription mode, where each call's final transcript segments are POSTed as JSON
+    /// (http:// or https://). Unset: transcripts are only logged.
+    #[arg(long, env = "TRANSCRIPT_WEBHOOK_URL",
+          value_parser = settings::private_url("TRANSCRIPT_WEBHOOK_URL", Schemes::Http))]
+    pub transcript_webhook_url: Option<Url>,
+}
 
 /// What every transcribed call needs, shared read-only by all of them.
 #[derive(Debug)]
@@ -35,32 +47,21 @@ pub struct TranscribeServices {
 }
 
 impl TranscribeServices {
-    /// The services for `config`, POSTing through the server's pooled `http` client.
-    pub fn new(config: &Config, http: &reqwest::Client, metrics: &Arc<Metrics>) -> Self {
+    /// The services for `settings`, POSTing through the server's pooled `http` client.
+    pub fn new(
+        settings: &TranscribeSettings,
+        stt: DeepgramStt,
+        http: &reqwest::Client,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
         Self {
-            stt: DeepgramStt::new(config),
-            webhook: config
+            stt,
+            webhook: settings
                 .transcript_webhook_url
                 .clone()
                 .map(|url| TranscriptWebhook::new(http.clone(), url, metrics.clone())),
             shutdown: CancellationToken::new(),
             metrics: metrics.clone(),
         }
-    }
-}
-
-/// Says at start-up what the mode does with transcripts, or that the webhook URL is unused.
-pub fn announce(config: &Config) {
-    match (config.mode, &config.transcript_webhook_url) {
-        (Mode::Transcribe, Some(_)) => tracing::info!(
-            "transcription mode: no assistant; transcripts are logged and sent to TRANSCRIPT_WEBHOOK_URL"
-        ),
-        (Mode::Transcribe, None) => tracing::info!(
-            "transcription mode: no assistant; transcripts are logged (set TRANSCRIPT_WEBHOOK_URL to receive them)"
-        ),
-        (Mode::Converse, Some(_)) => tracing::warn!(
-            "TRANSCRIPT_WEBHOOK_URL is ignored: it is used only with MODE=transcribe"
-        ),
-        (Mode::Converse, None) => {}
     }
 }

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::Url;
 
-use crate::config::{Config, Secret};
+use crate::secret::Secret;
+use crate::settings::{self, Schemes};
 
 /// Longest error body we keep for a log line.
 const ERROR_BODY_CHARS: usize = 300;
@@ -30,6 +31,19 @@ pub enum TtsError {
     },
 }
 
+/// Deepgram text-to-speech settings (the key, shared with STT, is handed over separately).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TtsSettings {
+    /// Deepgram text-to-speech REST URL.
+    #[arg(long, env = "DEEPGRAM_TTS_URL", default_value = "https://api.deepgram.com/v1/speak",
+          value_parser = settings::url("DEEPGRAM_TTS_URL", Schemes::Http))]
+    pub deepgram_tts_url: Url,
+
+    /// Deepgram TTS model (voice).
+    #[arg(long, env = "TTS_VOICE", default_value = "aura-asteria-en", value_parser = settings::text("TTS_VOICE"))]
+    pub tts_voice: String,
+}
+
 /// A Deepgram TTS client: one pooled HTTP client, one voice.
 #[derive(Debug, Clone)]
 pub struct DeepgramTts {
@@ -43,18 +57,14 @@ pub struct DeepgramTts {
 
 impl DeepgramTts {
     /// A client for the configured endpoint and voice.
-    pub fn new(http: reqwest::Client, config: &Config) -> Self {
-        let mut url = config.deepgram_tts_url.clone();
+    pub fn new(http: reqwest::Client, settings: &TtsSettings, key: Secret) -> Self {
+        let mut url = settings.deepgram_tts_url.clone();
         url.query_pairs_mut()
-            .append_pair("model", &config.tts_voice)
+            .append_pair("model", &settings.tts_voice)
             .append_pair("encoding", "mulaw")
             .append_pair("sample_rate", "8000")
             .append_pair("container", "none");
-        Self {
-            http,
-            url,
-            key: config.deepgram_api_key.clone(),
-        }
+        Self { http, url, key }
     }
 
     /// Starts synthesizing `text`; the stream yields audio chunks of any size as they arrive.

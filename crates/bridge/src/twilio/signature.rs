@@ -19,8 +19,10 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-use crate::config::Secret;
-use crate::server::{public_base, websocket_url, AppState};
+use reqwest::Url;
+
+use super::url::{public_base, websocket_url};
+use crate::secret::Secret;
 
 /// The header Twilio puts its signature in.
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
@@ -134,14 +136,24 @@ fn with_explicit_port(url: &reqwest::Url, port: u16) -> Option<String> {
     Some(format!("{prefix}:{port}{rest}"))
 }
 
+/// What the signature middleware needs: the validator (none when no auth token is set) and the
+/// configured public URL the signed URL is rebuilt from.
+#[derive(Debug)]
+pub struct SignatureCheck {
+    /// Checks signatures; `None` lets every request through (a start-up warning says so).
+    pub validator: Option<Validator>,
+    /// `PUBLIC_URL`, when set; else the request's own headers say where Twilio reached us.
+    pub public_url: Option<Url>,
+}
+
 /// Middleware for Twilio's routes: with `TWILIO_AUTH_TOKEN` set, a request without a valid
 /// signature gets 403 and a log line naming where it came from.
 pub async fn require_signature(
-    State(state): State<Arc<AppState>>,
+    State(check): State<Arc<SignatureCheck>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(validator) = &state.signatures else {
+    let Some(validator) = &check.validator else {
         return next.run(request).await;
     };
     let (parts, body) = request.into_parts();
@@ -161,7 +173,7 @@ pub async fn require_signature(
     else {
         return refuse("no X-Twilio-Signature header");
     };
-    let Some(base) = public_base(&state.config, &parts.headers) else {
+    let Some(base) = public_base(check.public_url.as_ref(), &parts.headers) else {
         return refuse("no public URL to check it against");
     };
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());

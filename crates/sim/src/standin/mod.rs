@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub use bank::Bank;
 pub use probe::Probe;
 
-use ivr_bridge::config::{Config, Secret};
+use ivr_bridge::{Config, Secret};
 
 /// The key every stand-in expects: they check it like the providers do, so a server that forgets
 /// its `Authorization` header fails here as it would in production.
@@ -140,16 +140,16 @@ impl StandIns {
     pub fn configure(&self, config: &mut Config) {
         let url = |s: String| reqwest::Url::parse(&s).ok();
         if let Some(u) = url(format!("ws://{}/v1/listen", self.stt)) {
-            config.deepgram_stt_url = u;
+            config.stt.deepgram_stt_url = u;
         }
         if let Some(u) = url(format!("http://{}/v1/speak", self.tts)) {
-            config.deepgram_tts_url = u;
+            config.tts.deepgram_tts_url = u;
         }
         if let Some(u) = url(format!("http://{}/v1/chat/completions", self.llm)) {
-            config.mistral_api_url = u;
+            config.llm.mistral_api_url = u;
         }
-        config.deepgram_api_key = Secret::new(STAND_IN_KEY);
-        config.mistral_api_key = Secret::new(STAND_IN_KEY);
+        config.keys.deepgram_api_key = Some(Secret::new(STAND_IN_KEY));
+        config.keys.mistral_api_key = Some(Secret::new(STAND_IN_KEY));
     }
 
     /// Stops accepting, closes open sockets and waits for the servers to finish.

@@ -79,7 +79,7 @@ async fn handshake(
     let pairs = form_urlencoded_pairs(&raw);
     let settings = Settings::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     upgrade
-        .read_buffer_size(ivr_bridge::server::SOCKET_READ_BUFFER)
+        .read_buffer_size(ivr_bridge::socket::SOCKET_READ_BUFFER)
         .on_upgrade(move |socket| serve_connection(shared, settings, socket))
 }
 

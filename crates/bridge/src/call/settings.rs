@@ -1,0 +1,110 @@
+//! What the assistant says and how it takes turns: the settings of every mode with a model
+//! (the streaming call and the Gather flow).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::turns::TurnDetection;
+use crate::settings::{self, MILLIS};
+
+/// The instructions the assistant follows when `SYSTEM_PROMPT_FILE` is not set. Written for the
+/// ear: whatever the model writes is spoken on a phone line.
+pub const BUILT_IN_SYSTEM_PROMPT: &str = "\
+You are the front desk assistant of City General Hospital, answering the phone. \
+Everything you write is read aloud to a caller, so speak naturally: one to three short sentences, \
+no lists, no headings, no bold text, no links, no emoji, and write times and numbers the way a \
+person would say them. \
+Facts you may give: the hospital is at 100 Main Street, Springfield, next to the central bus station. \
+Its front desk and outpatient clinics are open Monday to Friday from 8 AM to 6 PM, and closed on \
+Saturdays and Sundays. Visiting hours for patients are every day from 10 AM to 8 PM. Appointments are \
+booked through the front desk during opening hours. \
+If the caller describes a medical emergency, tell them to hang up and dial 911 at once. \
+If you do not know something, say so and offer to take a message for the front desk; never invent \
+phone numbers, prices or medical advice. \
+After answering, ask if there is anything else you can help with. When the caller says goodbye or \
+has nothing else, thank them warmly and say goodbye.";
+
+/// The greeting spoken when a call starts, unless `GREETING` says otherwise.
+pub const DEFAULT_GREETING: &str =
+    "Welcome to the automated assistant. What can I help you with today?";
+
+/// Said when a reply could not be produced, unless `FALLBACK_PHRASE` says otherwise.
+pub const DEFAULT_FALLBACK_PHRASE: &str =
+    "I'm sorry, I didn't manage to answer that. Could you say it again, please?";
+
+/// What the assistant is told and says, whatever the mode.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AssistantSettings {
+    /// Spoken when the call starts.
+    #[arg(long, env = "GREETING", default_value = DEFAULT_GREETING,
+          value_parser = settings::text("GREETING"))]
+    pub greeting: String,
+
+    /// File with the assistant's instructions (default: a built-in hospital front desk prompt).
+    #[arg(long = "system-prompt-file", env = "SYSTEM_PROMPT_FILE", value_name = "FILE",
+          default_value = "", hide_default_value = true, value_parser = read_prompt)]
+    pub system_prompt: String,
+
+    /// Said when a streaming reply cannot be produced (model or voice failure); the call then
+    /// listens again.
+    #[arg(long, env = "FALLBACK_PHRASE", default_value = DEFAULT_FALLBACK_PHRASE,
+          value_parser = settings::text("FALLBACK_PHRASE"))]
+    pub fallback_phrase: String,
+}
+
+/// How the streaming call decides that the caller's turn is over.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TurnSettings {
+    /// Silence, in milliseconds, that ends the caller's turn.
+    #[arg(long = "silence-timeout-ms", env = "SILENCE_TIMEOUT_MS", default_value = "2000",
+          value_parser = settings::millis("SILENCE_TIMEOUT_MS", MILLIS))]
+    pub silence_timeout: Duration,
+
+    /// What ends the caller's turn: `timer` (the silence timer alone) or `deepgram` (Deepgram's
+    /// end of speech, with the silence timer as a fallback).
+    #[arg(long, env = "TURN_DETECTION", value_enum, ignore_case = true,
+          default_value_t = TurnDetection::Timer)]
+    pub turn_detection: TurnDetection,
+}
+
+/// `SYSTEM_PROMPT_FILE`: the file's text, or the built-in prompt when none is named.
+fn read_prompt(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        return Ok(BUILT_IN_SYSTEM_PROMPT.to_owned());
+    }
+    let path = PathBuf::from(raw);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|err| format!("SYSTEM_PROMPT_FILE={path:?} cannot be read: {err}"))?;
+    match text.trim() {
+        "" => Err("SYSTEM_PROMPT_FILE names an empty file".to_owned()),
+        text => Ok(text.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_prompt_file_means_the_built_in_prompt() {
+        assert_eq!(read_prompt("").as_deref(), Ok(BUILT_IN_SYSTEM_PROMPT));
+    }
+
+    #[test]
+    fn a_prompt_file_is_read_and_an_unreadable_one_named() {
+        let dir = std::env::temp_dir().join(format!("ivr-prompt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("prompt.txt");
+        std::fs::write(&file, "  Be brief.\n").expect("prompt file");
+        assert_eq!(
+            read_prompt(&file.to_string_lossy()).as_deref(),
+            Ok("Be brief.")
+        );
+        std::fs::write(&file, " \n").expect("prompt file");
+        let empty = read_prompt(&file.to_string_lossy()).unwrap_err();
+        assert_eq!(empty, "SYSTEM_PROMPT_FILE names an empty file");
+        let missing = read_prompt(&dir.join("nope").to_string_lossy()).unwrap_err();
+        assert!(missing.starts_with("SYSTEM_PROMPT_FILE="), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

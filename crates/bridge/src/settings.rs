@@ -1,0 +1,161 @@
+//! Value parsers shared by every module's settings (each module declares its own flags and
+//! environment variables as a clap `Args` group; `config.rs` gathers the groups).
+//!
+//! A parser turns one value into its type or into a message that names the environment variable
+//! and never repeats a value that may carry a credential; the binary prints that message as the
+//! one line of a bad start-up.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::secret::Secret;
+
+/// A clap value parser: what every settings group's `value_parser = …` takes.
+pub trait Parser<T>: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {}
+impl<T, F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static> Parser<T> for F {}
+
+/// Most settings in milliseconds accept 1 ms to 10 minutes.
+pub const MILLIS: RangeInclusive<u64> = 1..=600_000;
+
+/// A whole number of milliseconds within `range`.
+pub fn millis(var: &'static str, range: RangeInclusive<u64>) -> impl Parser<Duration> {
+    move |raw| match raw.trim().parse::<u64>() {
+        Ok(ms) if range.contains(&ms) => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "{var} must be a whole number of milliseconds from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// A whole number of seconds within `range`.
+pub fn seconds(var: &'static str, range: RangeInclusive<u64>) -> impl Parser<Duration> {
+    move |raw| match raw.trim().parse::<u64>() {
+        Ok(s) if range.contains(&s) => Ok(Duration::from_secs(s)),
+        _ => Err(format!(
+            "{var} must be a whole number of seconds from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// A count within `range`.
+pub fn count(var: &'static str, range: RangeInclusive<usize>) -> impl Parser<usize> {
+    move |raw| match raw.trim().parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{var} must be a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// Text that is not blank, trimmed.
+pub fn text(var: &'static str) -> impl Parser<String> {
+    move |raw| match raw.trim() {
+        "" => Err(format!("{var} must not be empty")),
+        text => Ok(text.to_owned()),
+    }
+}
+
+/// A credential, trimmed; blank counts as not given (the configuration says which are needed).
+pub fn secret(raw: &str) -> Result<Secret, String> {
+    Ok(Secret::new(raw.trim()))
+}
+
+/// The schemes a URL setting accepts.
+#[derive(Clone, Copy, Debug)]
+pub enum Schemes {
+    /// `ws://` or `wss://`: a WebSocket endpoint.
+    WebSocket,
+    /// `http://` or `https://`.
+    Http,
+}
+
+impl Schemes {
+    fn allows(self, scheme: &str) -> bool {
+        match self {
+            Self::WebSocket => matches!(scheme, "ws" | "wss"),
+            Self::Http => matches!(scheme, "http" | "https"),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::WebSocket => "ws:// or wss://",
+            Self::Http => "http:// or https://",
+        }
+    }
+}
+
+/// A URL with a host and one of `schemes`; the error repeats the value (endpoints carry no
+/// credentials; see [`private_url`] for those that may).
+pub fn url(var: &'static str, schemes: Schemes) -> impl Parser<Url> {
+    move |raw| {
+        parse_url(raw, schemes)
+            .ok_or_else(|| format!("{var}={raw:?} is not a valid {} URL", schemes.describe()))
+    }
+}
+
+/// Like [`url`] for a URL that may carry a token: the error does not repeat it.
+pub fn private_url(var: &'static str, schemes: Schemes) -> impl Parser<Url> {
+    move |raw| {
+        parse_url(raw, schemes)
+            .ok_or_else(|| format!("{var} must be an {} URL", schemes.describe()))
+    }
+}
+
+fn parse_url(raw: &str, schemes: Schemes) -> Option<Url> {
+    Url::parse(raw.trim())
+        .ok()
+        .filter(|url| schemes.allows(url.scheme()) && url.host_str().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_are_bounded_and_named() {
+        let parse = millis("SILENCE_TIMEOUT_MS", MILLIS);
+        assert_eq!(parse(" 2000 "), Ok(Duration::from_millis(2000)));
+        for bad in ["0", "soon", "-5", "600001"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.starts_with("SILENCE_TIMEOUT_MS must be"), "{err}");
+        }
+    }
+
+    #[test]
+    fn urls_need_their_scheme_and_a_host() {
+        let ws = url("DEEPGRAM_STT_URL", Schemes::WebSocket);
+        assert!(ws("wss://api.deepgram.com/v1/listen").is_ok());
+        let err = ws("https://api.deepgram.com/v1/listen").unwrap_err();
+        assert!(err.starts_with("DEEPGRAM_STT_URL="), "{err}");
+        assert!(url("X", Schemes::Http)("http://").is_err());
+        assert!(url("X", Schemes::Http)("mailto:someone@example.com").is_err());
+    }
+
+    #[test]
+    fn a_private_url_is_never_repeated() {
+        let err = private_url("TRANSCRIPT_WEBHOOK_URL", Schemes::Http)("ftp://x/?token=s3cret")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "TRANSCRIPT_WEBHOOK_URL must be an http:// or https:// URL"
+        );
+    }
+
+    #[test]
+    fn text_is_trimmed_and_never_blank() {
+        assert_eq!(text("GREETING")("  Hi "), Ok("Hi".to_owned()));
+        assert_eq!(
+            text("GREETING")("  "),
+            Err("GREETING must not be empty".to_owned())
+        );
+    }
+}
