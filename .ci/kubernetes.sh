@@ -39,9 +39,12 @@ for doc in yaml.safe_load_all((root / "deployment.yaml").read_text()):
         if container["image"] not in images:
             problems.append(f"image {container['image']} is not rewritten by kustomization.yaml")
 
-# Settings are the server's own environment names (src/config.rs; RUST_LOG is tracing's), commented
-# examples included, so a renamed setting cannot silently stop applying.
-known = set(re.findall(r'env = "([A-Z_]+)"', pathlib.Path("src/config.rs").read_text())) | {"RUST_LOG"}
+# Settings are the server's own environment names (each module's settings group under
+# crates/bridge/src; RUST_LOG is tracing's), commented examples included, so a renamed setting
+# cannot silently stop applying.
+known = {"RUST_LOG"}
+for source in pathlib.Path("crates/bridge/src").rglob("*.rs"):
+    known |= set(re.findall(r'env = "([A-Z_]+)"', source.read_text()))
 configmap = yaml.safe_load((root / "configmap.yaml").read_text())
 secret = yaml.safe_load((root / "secret.yaml").read_text())
 commented = re.findall(r"^\s*# ([A-Z][A-Z_]+):", (root / "configmap.yaml").read_text(), re.M)
