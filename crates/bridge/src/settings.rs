@@ -21,34 +21,29 @@ pub const MILLIS: RangeInclusive<u64> = 1..=600_000;
 
 /// A whole number of milliseconds within `range`.
 pub fn millis(var: &'static str, range: RangeInclusive<u64>) -> impl Parser<Duration> {
-    move |raw| match raw.trim().parse::<u64>() {
-        Ok(ms) if range.contains(&ms) => Ok(Duration::from_millis(ms)),
-        _ => Err(format!(
-            "{var} must be a whole number of milliseconds from {} to {}",
-            range.start(),
-            range.end()
-        )),
-    }
+    move |raw| whole(var, raw, &range, "milliseconds ").map(Duration::from_millis)
 }
 
 /// A whole number of seconds within `range`.
 pub fn seconds(var: &'static str, range: RangeInclusive<u64>) -> impl Parser<Duration> {
-    move |raw| match raw.trim().parse::<u64>() {
-        Ok(s) if range.contains(&s) => Ok(Duration::from_secs(s)),
-        _ => Err(format!(
-            "{var} must be a whole number of seconds from {} to {}",
-            range.start(),
-            range.end()
-        )),
-    }
+    move |raw| whole(var, raw, &range, "seconds ").map(Duration::from_secs)
 }
 
 /// A count within `range`.
-pub fn count(var: &'static str, range: RangeInclusive<usize>) -> impl Parser<usize> {
-    move |raw| match raw.trim().parse::<usize>() {
+pub fn count(var: &'static str, range: RangeInclusive<u64>) -> impl Parser<usize> {
+    move |raw| {
+        whole(var, raw, &range, "").and_then(|n| {
+            usize::try_from(n).map_err(|_| format!("{var} is too large for this machine"))
+        })
+    }
+}
+
+/// `raw` as a whole number within `range`, or a message naming `var` and the range.
+fn whole(var: &str, raw: &str, range: &RangeInclusive<u64>, unit: &str) -> Result<u64, String> {
+    match raw.trim().parse::<u64>() {
         Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(format!(
-            "{var} must be a whole number from {} to {}",
+            "{var} must be a whole number of {unit}from {} to {}",
             range.start(),
             range.end()
         )),
