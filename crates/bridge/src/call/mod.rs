@@ -12,31 +12,26 @@ pub mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures::stream::SplitStream;
+use axum::extract::ws::{Message, WebSocket};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::audio::pcm::PcmFrames;
 use crate::events::{CallEvent, CallObserver, CallSummary, ObservedEvent};
 use crate::metrics::Metrics;
 use crate::record::{Recorder, Tap};
 use crate::store::{CallSid, Store};
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
-use crate::twilio::media::{Inbound, Start};
+use crate::twilio::media::Start;
+use crate::twilio::stream::{call_span, MediaStream, StreamEnd, StreamEvent, START_TIMEOUT};
 use reply::{ReplyError, ReplyEvent, Script, Voice};
 use turns::{Action, Heard, ReplyId, TurnDetection, Turns};
 
-/// How long Twilio may take to send `start` after the socket opens.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the writer may take to finish when the call ends.
 const WRITER_GRACE: Duration = Duration::from_millis(300);
-/// Malformed messages logged one by one before the log is thinned out.
-const MALFORMED_LOGGED: u64 = 5;
 /// What the caller hears when speech recognition cannot be reached; then the call ends.
 pub const STT_APOLOGY: &str = "I'm sorry, I can't hear you right now because of a technical \
 problem. Please call again in a few minutes. Goodbye.";
@@ -76,10 +71,11 @@ pub struct CallServices {
 /// Why a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EndReason {
-    CallerHungUp,
-    SocketClosed,
-    SocketFailed,
+    /// Twilio stopped the stream, or its socket closed or failed.
+    Stream(StreamEnd),
+    /// Speech recognition could not be reached: the caller was told and the call ended.
     SttUnavailable,
+    /// The server ended the calls still in progress.
     ServerShutdown,
 }
 
@@ -87,9 +83,7 @@ impl EndReason {
     /// The `outcome` label of the calls counter.
     fn label(self) -> &'static str {
         match self {
-            EndReason::CallerHungUp => "caller_hung_up",
-            EndReason::SocketClosed => "socket_closed",
-            EndReason::SocketFailed => "socket_failed",
+            EndReason::Stream(end) => end.label(),
             EndReason::SttUnavailable => "stt_unavailable",
             EndReason::ServerShutdown => "server_shutdown",
         }
@@ -98,9 +92,7 @@ impl EndReason {
     /// The log's words for it.
     fn describe(self) -> &'static str {
         match self {
-            EndReason::CallerHungUp => "Twilio stopped the stream (the call ended)",
-            EndReason::SocketClosed => "Twilio closed the socket",
-            EndReason::SocketFailed => "the Twilio socket failed",
+            EndReason::Stream(end) => end.describe(),
             EndReason::SttUnavailable => {
                 "speech recognition unavailable: the caller was told, the call ended"
             }
@@ -111,9 +103,10 @@ impl EndReason {
 
 /// Serves one Media Stream from its first message to its end.
 pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
-    let (sink, mut stream) = socket.split();
+    let (sink, socket) = socket.split();
     let tap = services.recorder.as_ref().map(|r| r.open(Instant::now()));
-    let Some(start) = wait_for_start(&mut stream, tap.as_ref()).await else {
+    let mut stream = MediaStream::new(socket, tap.clone());
+    let Some(start) = stream.start(START_TIMEOUT).await else {
         return;
     };
     let span = call_span(&start);
@@ -124,59 +117,6 @@ pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     }
     .instrument(span)
     .await;
-}
-
-/// The span every line of a Media Stream call carries: its call and stream sids.
-pub(crate) fn call_span(start: &Start) -> tracing::Span {
-    tracing::info_span!(
-        "call",
-        call_sid = %start.call_sid,
-        stream_sid = %start.stream_sid
-    )
-}
-
-/// Reads until Twilio's `start`; anything else before it is skipped.
-pub(crate) async fn wait_for_start(
-    stream: &mut SplitStream<WebSocket>,
-    tap: Option<&Tap>,
-) -> Option<Start> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let message = match timeout(deadline - Instant::now(), stream.next()).await {
-            Err(_) => {
-                tracing::warn!(
-                    "media stream sent no start message within {START_TIMEOUT:?}; closing"
-                );
-                return None;
-            }
-            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return None,
-            Ok(Some(Ok(message))) => message,
-        };
-        let Message::Text(text) = message else {
-            continue;
-        };
-        if let Some(tap) = tap {
-            tap.inbound(&text);
-        }
-        match Inbound::parse(&text) {
-            Ok(Inbound::Start { start }) => return Some(start),
-            Ok(Inbound::Connected) => tracing::debug!("media stream connected"),
-            Ok(other) => tracing::warn!(event = ?kind(&other), "message before start skipped"),
-            Err(err) => tracing::warn!(%err, "malformed message before start skipped"),
-        }
-    }
-}
-
-fn kind(message: &Inbound) -> &'static str {
-    match message {
-        Inbound::Connected => "connected",
-        Inbound::Start { .. } => "start",
-        Inbound::Media { .. } => "media",
-        Inbound::Mark { .. } => "mark",
-        Inbound::Dtmf { .. } => "dtmf",
-        Inbound::Stop => "stop",
-        Inbound::Unknown => "unknown",
-    }
 }
 
 /// One call's state, owned by its task.
@@ -200,12 +140,6 @@ struct Call {
     cancel: CancellationToken,
     /// When the stream started, for the summary.
     started: Instant,
-    /// Scratch buffer for one frame's μ-law bytes, reused frame after frame.
-    mulaw: Vec<u8>,
-    /// Cuts each frame's PCM for the recogniser from shared blocks, not one allocation a frame.
-    pcm: PcmFrames,
-    /// Inbound messages that could not be used.
-    malformed: u64,
     /// The call ends once this reply (a farewell) has been heard, or at the deadline.
     hang_up_after: Option<(ReplyId, Instant)>,
     /// The fallback phrase being spoken, so its own failure does not start another.
@@ -224,13 +158,6 @@ struct Call {
     mirror: Option<mirror::Mirror>,
     /// Exchanges of the history already handed to `mirror` (see [`Turns::remembered`]).
     mirrored: u64,
-}
-
-/// Whether the call goes on after a message.
-#[derive(PartialEq, Eq)]
-enum Flow {
-    Continue,
-    Stop,
 }
 
 impl Call {
@@ -271,9 +198,6 @@ impl Call {
             reply: None,
             cancel,
             started: Instant::now(),
-            mulaw: Vec::with_capacity(320),
-            pcm: PcmFrames::new(),
-            malformed: 0,
             hang_up_after: None,
             fallback: None,
             speech_end: None,
@@ -293,7 +217,7 @@ impl Call {
         emit(&self.services, self.tap.as_ref(), &self.call_sid, event);
     }
 
-    async fn run(mut self, mut stream: SplitStream<WebSocket>) {
+    async fn run(mut self, mut stream: MediaStream) {
         let greeting = self.services.greeting.clone();
         let actions = self.turns.start(&greeting);
         self.apply(actions);
@@ -315,17 +239,9 @@ impl Call {
                 .or(self.hang_up_after.map(|(_, by)| by));
             tokio::select! {
                 () = self.services.shutdown.cancelled() => break EndReason::ServerShutdown,
-                message = stream.next() => match message {
-                    Some(Ok(Message::Text(text))) => {
-                        self.record_inbound(&text);
-                        if self.on_twilio(&text) == Flow::Stop {
-                            break EndReason::CallerHungUp;
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => self.on_malformed("binary frame"),
-                    Some(Ok(Message::Close(_))) | None => break EndReason::SocketClosed,
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) => break EndReason::SocketFailed,
+                event = stream.next() => match event {
+                    StreamEvent::End(end) => break EndReason::Stream(end),
+                    event => self.on_twilio(event),
                 },
                 Some(event) = self.stt_events.recv() => self.on_stt(event),
                 Some(event) = self.reply_rx.recv() => self.on_reply(event),
@@ -336,61 +252,34 @@ impl Call {
             }
             self.mirror_new_exchanges();
         };
-        self.end(reason).await;
+        self.end(reason, stream.malformed()).await;
     }
 
-    fn record_inbound(&self, text: &Utf8Bytes) {
-        if let Some(tap) = &self.tap {
-            tap.inbound(text);
-        }
-    }
-
-    fn on_twilio(&mut self, text: &str) -> Flow {
-        match Inbound::parse(text) {
-            Ok(Inbound::Media { media }) => {
-                if media.payload.decode_into(&mut self.mulaw).is_err() {
-                    self.on_malformed("media payload is not base64");
-                    return Flow::Continue;
-                }
-                let pcm = self.pcm.decode(&self.mulaw);
-                if !self.stt.send_audio(pcm) && self.stt.dropped_frames() % 50 == 1 {
+    /// Handles one event of the stream.
+    fn on_twilio(&mut self, event: StreamEvent) {
+        match event {
+            StreamEvent::Media(frame) => {
+                if !self.stt.send_audio(frame.pcm) && self.stt.dropped_frames() % 50 == 1 {
                     tracing::warn!(
                         dropped = self.stt.dropped_frames(),
                         "speech recognition is behind: caller audio dropped"
                     );
                 }
             }
-            Ok(Inbound::Mark { mark }) => {
+            StreamEvent::Mark(name) => {
                 let was_speaking = self.turns.is_speaking();
-                self.turns.on_mark(&mark.name);
+                self.turns.on_mark(&name);
                 if was_speaking && !self.turns.is_speaking() {
-                    tracing::debug!(mark = %mark.name, "the caller heard the whole reply");
+                    tracing::debug!(mark = %name, "the caller heard the whole reply");
                 }
             }
-            Ok(Inbound::Dtmf { dtmf }) => {
-                tracing::info!(digit = %dtmf.digit, "caller pressed a key");
-                self.publish(CallEvent::Dtmf {
-                    digit: dtmf.digit.clone(),
-                });
-                let actions = self.turns.on_dtmf(&dtmf.digit);
+            StreamEvent::Dtmf(digit) => {
+                tracing::info!(digit = %digit, "caller pressed a key");
+                let actions = self.turns.on_dtmf(&digit);
+                self.publish(CallEvent::Dtmf { digit });
                 self.apply(actions);
             }
-            Ok(Inbound::Stop) => return Flow::Stop,
-            Ok(Inbound::Start { .. }) => tracing::warn!("second start message ignored"),
-            Ok(Inbound::Connected) => {}
-            Ok(Inbound::Unknown) => self.on_malformed("unknown event"),
-            Err(err) => self.on_malformed(&err.to_string()),
-        }
-        Flow::Continue
-    }
-
-    fn on_malformed(&mut self, what: &str) {
-        self.malformed += 1;
-        if self.malformed <= MALFORMED_LOGGED || self.malformed % 1000 == 0 {
-            tracing::warn!(
-                count = self.malformed,
-                "unusable message from Twilio skipped: {what}"
-            );
+            StreamEvent::End(_) => {}
         }
     }
 
@@ -603,7 +492,7 @@ impl Call {
         }
     }
 
-    async fn end(mut self, reason: EndReason) {
+    async fn end(mut self, reason: EndReason, malformed: u64) {
         self.mirror_new_exchanges();
         let Self {
             services,
@@ -613,7 +502,6 @@ impl Call {
             cancel,
             started,
             reply,
-            malformed,
             turn_latencies,
             call_sid,
             tap,

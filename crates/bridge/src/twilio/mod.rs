@@ -1,6 +1,8 @@
-//! Everything that speaks Twilio: Media Stream messages, TwiML and request signatures.
+//! Everything that speaks Twilio: Media Stream messages and their reader, TwiML and request
+//! signatures.
 
 pub mod media;
 pub mod playback;
 pub mod signature;
+pub mod stream;
 pub mod twiml;
