@@ -4,86 +4,20 @@
 //! [`Action`]s for the call task to carry out. It never touches a socket or a clock, so every
 //! timing rule is an ordinary unit test with invented instants.
 
-use std::fmt;
+mod detection;
+mod history;
+mod progress;
+
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::llm::{ChatMessage, Role};
-
-/// What ends the caller's turn on the Media Stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TurnDetection {
-    /// Only the silence timer: the turn ends `SILENCE_TIMEOUT_MS` after the last words heard.
-    #[default]
-    Timer,
-    /// Deepgram's end of speech (`speech_final`, or `UtteranceEnd` when that never comes) ends
-    /// the turn at once; the silence timer stays as a fallback.
-    Deepgram,
-}
-
-impl TurnDetection {
-    /// The value as written in `TURN_DETECTION`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timer => "timer",
-            Self::Deepgram => "deepgram",
-        }
-    }
-}
-
-impl fmt::Display for TurnDetection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Exchanges (caller turn + reply) kept in the history sent to the model; older ones are
-/// dropped first. The system prompt is always kept.
-pub const MAX_HISTORY_EXCHANGES: usize = 20;
-/// Characters of history kept, for the same reason: a long call must not grow without bound.
-pub const MAX_HISTORY_CHARS: usize = 16_000;
-
-/// How settled a transcript is, as the recogniser marks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Heard {
-    /// A guess that will be revised (`is_final: false`): it only means "the caller is speaking".
-    Interim,
-    /// A fixed segment; the caller may go on (`is_final: true, speech_final: false`).
-    Final,
-    /// A fixed segment after which the recogniser heard the caller stop (`speech_final: true`).
-    EndOfSpeech,
-}
-
-impl Heard {
-    /// From Deepgram's two flags (`speech_final` implies `is_final`).
-    pub fn from_flags(is_final: bool, speech_final: bool) -> Self {
-        match (is_final, speech_final) {
-            (_, true) => Self::EndOfSpeech,
-            (true, false) => Self::Final,
-            (false, false) => Self::Interim,
-        }
-    }
-}
-
-/// Identifies one reply (the greeting included); ids only grow, so "this reply and every older
-/// one" is a comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReplyId(pub u64);
-
-impl ReplyId {
-    /// The name of the mark sent after phrase `index` of this reply; its echo means the caller
-    /// heard that phrase.
-    pub fn mark_name(self, index: usize) -> String {
-        format!("reply-{}.{index}", self.0)
-    }
-
-    /// The (reply, phrase) a mark name stands for, if it is one of ours.
-    pub fn parse_mark(name: &str) -> Option<(ReplyId, usize)> {
-        let (reply, phrase) = name.strip_prefix("reply-")?.split_once('.')?;
-        Some((ReplyId(reply.parse().ok()?), phrase.parse().ok()?))
-    }
-}
+pub use detection::{Heard, TurnDetection};
+use history::History;
+pub use history::{MAX_HISTORY_CHARS, MAX_HISTORY_EXCHANGES};
+pub use progress::ReplyId;
+use progress::{Reply, Spoken};
 
 /// What the call task must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,50 +43,6 @@ pub enum Action {
     },
 }
 
-/// Where the assistant's side of the conversation is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Reply {
-    /// Nothing prepared or playing: the caller has the floor.
-    Idle,
-    /// The model is writing the answer to `user_text`; nothing of it is spoken yet.
-    Thinking { id: ReplyId, user_text: String },
-    /// Phrases of `id` are being synthesized, sent or played, until Twilio echoes the last mark.
-    Speaking { id: ReplyId, spoken: Spoken },
-}
-
-/// A reply that has begun to speak.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Spoken {
-    /// The caller's turn it answers; `None` for the greeting.
-    user_text: Option<String>,
-    /// Its phrases so far, in order.
-    phrases: Vec<String>,
-    /// Phrases whose mark came back while no clear was pending: the caller heard them.
-    played: usize,
-    /// Every phrase and mark is queued: once `played` reaches the count, the reply is over.
-    complete: bool,
-}
-
-impl Spoken {
-    fn new(user_text: Option<String>) -> Self {
-        Self {
-            user_text,
-            phrases: Vec::new(),
-            played: 0,
-            complete: false,
-        }
-    }
-
-    fn finished(&self) -> bool {
-        self.complete && self.played >= self.phrases.len()
-    }
-
-    /// What the caller heard: whole phrases whose marks came back.
-    fn heard(&self) -> String {
-        self.phrases[..self.played.min(self.phrases.len())].join(" ")
-    }
-}
-
 /// The turn-taking state of one call.
 #[derive(Debug)]
 pub struct Turns {
@@ -176,10 +66,7 @@ pub struct Turns {
     /// Id for the next reply.
     next_id: u64,
     /// Everything said so far, without the system prompt.
-    history: Vec<ChatMessage>,
-    /// Exchanges ever added to `history` (trimming does not lower it), so the call task can
-    /// tell which ones are new.
-    remembered: u64,
+    history: History,
     /// Caller turns that were answered (or are being answered).
     turns: u32,
     /// Times the caller talked over the assistant.
@@ -206,8 +93,7 @@ impl Turns {
             end_on_final: false,
             reply: Reply::Idle,
             next_id: 0,
-            history: Vec::new(),
-            remembered: 0,
+            history: History::default(),
             turns: 0,
             barge_ins: 0,
             digits: Vec::new(),
@@ -447,10 +333,7 @@ impl Turns {
 
     /// The reply being prepared or played, if any.
     pub fn current_reply(&self) -> Option<ReplyId> {
-        match &self.reply {
-            Reply::Idle => None,
-            Reply::Thinking { id, .. } | Reply::Speaking { id, .. } => Some(*id),
-        }
+        self.reply.id()
     }
 
     /// True while the assistant's audio is being sent or played.
@@ -470,20 +353,19 @@ impl Turns {
 
     /// The conversation so far (without the system prompt).
     pub fn history(&self) -> &[ChatMessage] {
-        &self.history
+        self.history.messages()
     }
 
     /// Exchanges added to the history since the call began, including any trimmed since.
     pub fn remembered(&self) -> u64 {
-        self.remembered
+        self.history.remembered()
     }
 
     /// The caller spoke: stop whatever the assistant is preparing or saying. If they heard no
     /// whole phrase of the answer yet, their new words continue the same turn.
     fn barge_in(&mut self) -> Vec<Action> {
-        let id = match &self.reply {
-            Reply::Idle => return Vec::new(),
-            Reply::Thinking { id, .. } | Reply::Speaking { id, .. } => *id,
+        let Some(id) = self.reply.id() else {
+            return Vec::new();
         };
         self.barge_ins += 1;
         match std::mem::replace(&mut self.reply, Reply::Idle) {
@@ -523,25 +405,8 @@ impl Turns {
         let (Some(user_text), heard) = (&spoken.user_text, spoken.heard()) else {
             return;
         };
-        if heard.is_empty() {
-            return;
-        }
-        self.history
-            .push(ChatMessage::new(Role::User, user_text.clone()));
-        self.history.push(ChatMessage::new(Role::Assistant, heard));
-        self.remembered += 1;
-        self.trim_history();
-    }
-
-    /// Drops the oldest exchanges until the history is within its bounds (the newest exchange
-    /// is always kept).
-    fn trim_history(&mut self) {
-        let chars = |h: &[ChatMessage]| h.iter().map(|m| m.content.chars().count()).sum::<usize>();
-        while self.history.len() > 2
-            && (self.history.len() > 2 * MAX_HISTORY_EXCHANGES
-                || chars(&self.history) > MAX_HISTORY_CHARS)
-        {
-            self.history.drain(..2);
+        if !heard.is_empty() {
+            self.history.add(user_text, heard);
         }
     }
 
@@ -551,9 +416,10 @@ impl Turns {
         let user_text = self.heard.join(" ");
         self.heard.clear();
         let id = self.new_id();
-        let mut messages = Vec::with_capacity(self.history.len() + 2);
+        let history = self.history.messages();
+        let mut messages = Vec::with_capacity(history.len() + 2);
         messages.push(ChatMessage::new(Role::System, self.system_prompt.clone()));
-        messages.extend(self.history.iter().cloned());
+        messages.extend(history.iter().cloned());
         messages.push(ChatMessage::new(Role::User, user_text.clone()));
         self.reply = Reply::Thinking { id, user_text };
         self.turns += 1;
