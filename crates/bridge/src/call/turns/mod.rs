@@ -1,11 +1,14 @@
-//! The call's brain: who is speaking, when the caller's turn ends, and when to barge in.
+//! The call's brain: who is speaking, when the caller's turn ends, when to barge in, what to
+//! say when a provider fails, when to hang up, and how long each turn waited for its answer.
 //!
 //! Sans-IO: it takes transcripts, marks and reply progress with the current instant, and returns
 //! [`Action`]s for the call task to carry out. It never touches a socket or a clock, so every
 //! timing rule is an ordinary unit test with invented instants.
 
 mod detection;
+mod failures;
 mod history;
+mod latency;
 mod progress;
 
 use std::time::Duration;
@@ -14,8 +17,11 @@ use tokio::time::Instant;
 
 use crate::llm::{ChatMessage, Role};
 pub use detection::{Heard, TurnDetection};
+use failures::Farewell;
+pub use failures::{ReplyFailure, FAREWELL_LIMIT, STT_APOLOGY};
 use history::History;
 pub use history::{MAX_HISTORY_CHARS, MAX_HISTORY_EXCHANGES};
+use latency::TurnLatency;
 pub use progress::ReplyId;
 use progress::{Reply, Spoken};
 
@@ -41,6 +47,9 @@ pub enum Action {
         /// The reply being cut off.
         id: ReplyId,
     },
+    /// End the call: its goodbye (the apology for lost speech recognition) is over, or ran out
+    /// of time.
+    Hangup,
 }
 
 /// The turn-taking state of one call.
@@ -75,6 +84,14 @@ pub struct Turns {
     digits: Vec<String>,
     /// Every digit pressed in this call, for the call's record.
     keyed: String,
+    /// Said when a reply fails; `None` says nothing.
+    fallback_phrase: Option<String>,
+    /// The fallback phrase being spoken, so its own failure does not start another.
+    fallback: Option<ReplyId>,
+    /// The goodbye after which the call ends.
+    farewell: Farewell,
+    /// End of speech → first answer audio, turn by turn.
+    latency: TurnLatency,
 }
 
 /// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
@@ -98,12 +115,22 @@ impl Turns {
             barge_ins: 0,
             digits: Vec::new(),
             keyed: String::new(),
+            fallback_phrase: None,
+            fallback: None,
+            farewell: Farewell::None,
+            latency: TurnLatency::default(),
         }
     }
 
     /// Ends turns by `detection`; a new brain uses [`TurnDetection::Timer`].
     pub fn with_detection(mut self, detection: TurnDetection) -> Self {
         self.detection = detection;
+        self
+    }
+
+    /// Says `phrase` when a reply fails; a new brain says nothing.
+    pub fn with_fallback(mut self, phrase: String) -> Self {
+        self.fallback_phrase = Some(phrase);
         self
     }
 
@@ -124,9 +151,15 @@ impl Turns {
         }]
     }
 
-    /// The assistant must say `text` now, whatever it was doing (an apology before the call
-    /// ends): the current reply is interrupted and the caller's unfinished words are dropped.
+    /// The assistant must say `text` now, whatever it was doing: the current reply is
+    /// interrupted and the caller's unfinished words are dropped.
     pub fn say(&mut self, text: &str) -> Vec<Action> {
+        let actions = self.speak(text);
+        self.hang_up_when_done(actions, None)
+    }
+
+    /// [`Turns::say`] without the hang-up check, for the brain's own phrases.
+    fn speak(&mut self, text: &str) -> Vec<Action> {
         let mut actions = Vec::new();
         if let Some(id) = self.current_reply() {
             self.record_heard();
@@ -152,10 +185,15 @@ impl Turns {
     /// ends a turn that has final text at once, even when its own text is empty (endpointing
     /// fired in silence after the last final).
     pub fn on_transcript(&mut self, text: &str, heard: Heard, now: Instant) -> Vec<Action> {
+        let actions = self.take_transcript(text, heard, now);
+        self.hang_up_when_done(actions, Some(now))
+    }
+
+    fn take_transcript(&mut self, text: &str, heard: Heard, now: Instant) -> Vec<Action> {
         let text = text.trim();
         if text.is_empty() {
             return match heard {
-                Heard::EndOfSpeech => self.on_end_of_speech(),
+                Heard::EndOfSpeech => self.on_end_of_speech(now),
                 Heard::Interim | Heard::Final => Vec::new(),
             };
         }
@@ -168,9 +206,9 @@ impl Turns {
         self.heard.push(text.to_owned());
         self.interim_pending = false;
         if self.end_on_final {
-            actions.extend(self.end_turn());
+            actions.extend(self.end_turn(now));
         } else if heard == Heard::EndOfSpeech {
-            actions.extend(self.on_end_of_speech());
+            actions.extend(self.on_end_of_speech(now));
         }
         actions
     }
@@ -178,7 +216,7 @@ impl Turns {
     /// Deepgram's `UtteranceEnd`: a gap after the last word, sent even when noise kept
     /// `speech_final` from coming. With [`TurnDetection::Deepgram`] it ends the turn; words still
     /// only interim are taken as soon as their final arrives.
-    pub fn on_utterance_end(&mut self, _now: Instant) -> Vec<Action> {
+    pub fn on_utterance_end(&mut self, now: Instant) -> Vec<Action> {
         if self.detection != TurnDetection::Deepgram {
             return Vec::new();
         }
@@ -186,24 +224,25 @@ impl Turns {
             self.end_on_final = true;
             return Vec::new();
         }
-        self.on_end_of_speech()
+        let actions = self.on_end_of_speech(now);
+        self.hang_up_when_done(actions, Some(now))
     }
 
     /// The recogniser heard the caller stop: ends a turn with final text when it decides turns.
-    fn on_end_of_speech(&mut self) -> Vec<Action> {
+    fn on_end_of_speech(&mut self, now: Instant) -> Vec<Action> {
         if self.detection != TurnDetection::Deepgram
             || self.heard.is_empty()
             || self.interim_pending
         {
             return Vec::new();
         }
-        self.end_turn()
+        self.end_turn(now)
     }
 
     /// The caller pressed a key. Digits collect until `#`, which sends them to the model as
     /// "The caller pressed: 1 2 3" (interrupting the assistant), so a prompt can use keypad
     /// input; `*` clears them.
-    pub fn on_dtmf(&mut self, key: &str) -> Vec<Action> {
+    pub fn on_dtmf(&mut self, key: &str, now: Instant) -> Vec<Action> {
         if self.keyed.len() < 4 * MAX_DIGITS {
             self.keyed.push_str(key);
         }
@@ -214,8 +253,8 @@ impl Turns {
                 let mut actions = self.barge_in();
                 self.heard.push(pressed);
                 self.interim_pending = false;
-                actions.extend(self.end_turn());
-                actions
+                actions.extend(self.end_turn(now));
+                self.hang_up_when_done(actions, Some(now))
             }
             "*" => {
                 self.digits.clear();
@@ -236,15 +275,21 @@ impl Turns {
         &self.keyed
     }
 
-    /// Time passed; ends the caller's turn when the silence timer has run out.
+    /// Time passed; ends the caller's turn when the silence timer has run out, and the call
+    /// when its goodbye has.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        let actions = self.silence_tick(now);
+        self.hang_up_when_done(actions, Some(now))
+    }
+
+    fn silence_tick(&mut self, now: Instant) -> Vec<Action> {
         match self.deadline {
             Some(deadline) if deadline <= now => {}
             _ => return Vec::new(),
         }
         self.deadline = None;
         if !self.heard.is_empty() && !self.interim_pending {
-            return self.end_turn();
+            return self.end_turn(now);
         }
         if self.interim_pending {
             // Words are still being finalized: take them as soon as the final arrives.
@@ -280,7 +325,7 @@ impl Turns {
     }
 
     /// Every phrase of reply `id` and its mark are queued.
-    pub fn on_reply_queued(&mut self, id: ReplyId) {
+    pub fn on_reply_queued(&mut self, id: ReplyId) -> Vec<Action> {
         match &mut self.reply {
             Reply::Speaking {
                 id: current,
@@ -295,23 +340,19 @@ impl Turns {
             Reply::Thinking { id: current, .. } if *current == id => self.reply = Reply::Idle,
             _ => {}
         }
-    }
-
-    /// Reply `id` could not be produced. What the caller already heard stays in the history;
-    /// a turn with nothing heard leaves none (no orphaned user message).
-    pub fn on_reply_failed(&mut self, id: ReplyId) {
-        if self.current_reply() == Some(id) {
-            self.record_heard();
-            self.reply = Reply::Idle;
-        }
+        self.hang_up_when_done(Vec::new(), None)
     }
 
     /// Twilio echoed a mark: the caller heard that phrase (a clear sent before makes the reply
     /// no longer current, so echoes of discarded audio are ignored).
-    pub fn on_mark(&mut self, name: &str) {
-        let Some((id, index)) = ReplyId::parse_mark(name) else {
-            return;
-        };
+    pub fn on_mark(&mut self, name: &str) -> Vec<Action> {
+        if let Some((id, index)) = ReplyId::parse_mark(name) {
+            self.mark_played(id, index);
+        }
+        self.hang_up_when_done(Vec::new(), None)
+    }
+
+    fn mark_played(&mut self, id: ReplyId, index: usize) {
         if let Reply::Speaking {
             id: current,
             spoken,
@@ -326,9 +367,30 @@ impl Turns {
         }
     }
 
-    /// When [`Turns::on_tick`] must next be called.
+    /// When [`Turns::on_tick`] must next be called: the silence timer or the goodbye's limit,
+    /// whichever comes first.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.farewell_deadline()) {
+            (Some(silence), Some(farewell)) => Some(silence.min(farewell)),
+            (silence, farewell) => silence.or(farewell),
+        }
+    }
+
+    /// The caller's latest final words ended at `end` (their audio, on our clock, capped at
+    /// `now`): the next turn's latency counts from there.
+    pub fn on_speech_ended(&mut self, end: Instant, now: Instant) {
+        self.latency.speech_ended(end, now);
+    }
+
+    /// Reply `id` handed its first audio to the socket at `now`. When it answers the caller's
+    /// latest turn, returns that turn's latency (end of speech → this audio), once.
+    pub fn on_first_audio(&mut self, id: ReplyId, now: Instant) -> Option<Duration> {
+        self.latency.first_audio(id, now)
+    }
+
+    /// The latency of every answered turn so far, in order.
+    pub fn turn_latencies(&self) -> &[Duration] {
+        self.latency.measured()
     }
 
     /// The reply being prepared or played, if any.
@@ -393,6 +455,7 @@ impl Turns {
         self.reply = Reply::Idle;
     }
 
+    /// Adds what the caller heard of the current reply to the history.
     fn record_heard(&mut self) {
         if let Reply::Speaking { spoken, .. } = &self.reply {
             let spoken = spoken.clone();
@@ -410,7 +473,7 @@ impl Turns {
         }
     }
 
-    fn end_turn(&mut self) -> Vec<Action> {
+    fn end_turn(&mut self, now: Instant) -> Vec<Action> {
         self.end_on_final = false;
         self.deadline = None;
         let user_text = self.heard.join(" ");
@@ -423,6 +486,7 @@ impl Turns {
         messages.push(ChatMessage::new(Role::User, user_text.clone()));
         self.reply = Reply::Thinking { id, user_text };
         self.turns += 1;
+        self.latency.answering(id, now);
         vec![Action::Answer { id, messages }]
     }
 
