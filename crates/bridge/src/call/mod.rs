@@ -2,8 +2,8 @@
 //!
 //! The stream's events ([`MediaStream`]), transcripts, reply progress and time feed the brain in
 //! [`turns`], which decides everything; this task carries out its actions: replies start and
-//! stop through the [`speaker`](self::speaker), the call ends when the brain hangs up
-//! ([`end`](self::end)).
+//! stop through the speaker (`speaker.rs`), and the call ends (`end.rs`) when the stream does,
+//! the server drains, or the brain hangs up.
 
 mod end;
 mod hearing;

@@ -199,7 +199,7 @@ where
     }
 
     /// Counts a message that could not be used (or a part of one the caller of [`Self::next`]
-    /// cannot use) and logs the first few, then one in [`MALFORMED_LOG_EVERY`].
+    /// cannot use) and logs the first few, then one in a thousand.
     pub fn skip(&mut self, what: impl fmt::Display) {
         self.malformed += 1;
         if self.malformed <= MALFORMED_LOGGED || self.malformed % MALFORMED_LOG_EVERY == 0 {

@@ -189,6 +189,7 @@ impl Turns {
         self.hang_up_when_done(actions, Some(now))
     }
 
+    /// [`Turns::on_transcript`] without the hang-up check.
     fn take_transcript(&mut self, text: &str, heard: Heard, now: Instant) -> Vec<Action> {
         let text = text.trim();
         if text.is_empty() {
@@ -282,6 +283,7 @@ impl Turns {
         self.hang_up_when_done(actions, Some(now))
     }
 
+    /// The silence timer's part of [`Turns::on_tick`].
     fn silence_tick(&mut self, now: Instant) -> Vec<Action> {
         match self.deadline {
             Some(deadline) if deadline <= now => {}
@@ -296,75 +298,6 @@ impl Turns {
             self.end_on_final = true;
         }
         Vec::new()
-    }
-
-    /// Phrase `text` of reply `id` is on its way to the caller (the first one ends "thinking").
-    pub fn on_phrase(&mut self, id: ReplyId, text: &str) {
-        if let Reply::Thinking {
-            id: current,
-            user_text,
-        } = &mut self.reply
-        {
-            if *current == id {
-                let user_text = std::mem::take(user_text);
-                self.reply = Reply::Speaking {
-                    id,
-                    spoken: Spoken::new(Some(user_text)),
-                };
-            }
-        }
-        if let Reply::Speaking {
-            id: current,
-            spoken,
-        } = &mut self.reply
-        {
-            if *current == id {
-                spoken.phrases.push(text.to_owned());
-            }
-        }
-    }
-
-    /// Every phrase of reply `id` and its mark are queued.
-    pub fn on_reply_queued(&mut self, id: ReplyId) -> Vec<Action> {
-        match &mut self.reply {
-            Reply::Speaking {
-                id: current,
-                spoken,
-            } if *current == id => {
-                spoken.complete = true;
-                if spoken.finished() {
-                    self.finish_reply();
-                }
-            }
-            // The model said nothing speakable: the caller's turn stays unanswered.
-            Reply::Thinking { id: current, .. } if *current == id => self.reply = Reply::Idle,
-            _ => {}
-        }
-        self.hang_up_when_done(Vec::new(), None)
-    }
-
-    /// Twilio echoed a mark: the caller heard that phrase (a clear sent before makes the reply
-    /// no longer current, so echoes of discarded audio are ignored).
-    pub fn on_mark(&mut self, name: &str) -> Vec<Action> {
-        if let Some((id, index)) = ReplyId::parse_mark(name) {
-            self.mark_played(id, index);
-        }
-        self.hang_up_when_done(Vec::new(), None)
-    }
-
-    fn mark_played(&mut self, id: ReplyId, index: usize) {
-        if let Reply::Speaking {
-            id: current,
-            spoken,
-        } = &mut self.reply
-        {
-            if *current == id && index == spoken.played {
-                spoken.played += 1;
-                if spoken.finished() {
-                    self.finish_reply();
-                }
-            }
-        }
     }
 
     /// When [`Turns::on_tick`] must next be called: the silence timer or the goodbye's limit,
@@ -447,30 +380,6 @@ impl Turns {
     fn rejoin(&mut self, user_text: String) {
         self.heard.insert(0, user_text);
         self.turns = self.turns.saturating_sub(1);
-    }
-
-    /// The current reply was heard to the end.
-    fn finish_reply(&mut self) {
-        self.record_heard();
-        self.reply = Reply::Idle;
-    }
-
-    /// Adds what the caller heard of the current reply to the history.
-    fn record_heard(&mut self) {
-        if let Reply::Speaking { spoken, .. } = &self.reply {
-            let spoken = spoken.clone();
-            self.remember(&spoken);
-        }
-    }
-
-    /// Adds a reply's exchange to the history: the caller's turn and what they heard of it.
-    fn remember(&mut self, spoken: &Spoken) {
-        let (Some(user_text), heard) = (&spoken.user_text, spoken.heard()) else {
-            return;
-        };
-        if !heard.is_empty() {
-            self.history.add(user_text, heard);
-        }
     }
 
     fn end_turn(&mut self, now: Instant) -> Vec<Action> {
