@@ -8,12 +8,15 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use axum::extract::ws::{Message, Utf8Bytes};
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures::FutureExt as _;
 use ivr_bridge::audio::frames::{FrameChunker, FRAME_BYTES};
 use ivr_bridge::audio::mulaw;
 use ivr_bridge::audio::pcm::PcmFrames;
 use ivr_bridge::twilio::media::{Inbound, Outbound};
+use ivr_bridge::twilio::stream::{MediaStream, StreamEvent};
 
 /// A recorded call whose caller speaks from 2 s on: its frames carry real speech, not silence.
 const RECORDING: &str = include_str!("../../../fixtures/calls/one_question.jsonl");
@@ -126,6 +129,19 @@ fn twilio_inbound(c: &mut Criterion) {
             };
             media.payload.decode_into(&mut mulaw).expect("base64");
             black_box(frames.decode(&mulaw))
+        })
+    });
+    // The same through the reader both modes use: socket message → `StreamEvent::Media`. The
+    // socket is an endless in-memory stream of the message (no allocation of its own).
+    let text: &'static str = Box::leak(message.clone().into_boxed_str());
+    let socket = futures::stream::repeat_with(move || {
+        Ok::<_, axum::Error>(Message::Text(Utf8Bytes::from_static(text)))
+    });
+    let mut reader = MediaStream::new(socket);
+    group.bench_function("frame_to_stt/stream_reader", |b| {
+        b.iter(|| match reader.next().now_or_never() {
+            Some(StreamEvent::Media(frame)) => black_box(frame.pcm),
+            other => panic!("not media: {other:?}"),
         })
     });
     group.finish();

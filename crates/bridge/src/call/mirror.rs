@@ -34,6 +34,8 @@ pub struct Mirror {
     tx: mpsc::Sender<Exchange>,
     /// The task writing them.
     task: JoinHandle<()>,
+    /// Exchanges of the call's history already queued (see [`Mirror::copy_new`]).
+    copied: u64,
 }
 
 impl Mirror {
@@ -41,7 +43,23 @@ impl Mirror {
     pub fn start(store: Store, call: CallSid) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(write_all(store, call, rx).in_current_span());
-        Self { tx, task }
+        Self {
+            tx,
+            task,
+            copied: 0,
+        }
+    }
+
+    /// Queues the exchanges added to `history` since last time, where `remembered` counts every
+    /// exchange ever added to it (trimmed ones too, see `Turns::remembered`). One comparison
+    /// when nothing is new, so it can run after every event.
+    pub fn copy_new(&mut self, history: &[ChatMessage], remembered: u64) {
+        if remembered == self.copied {
+            return;
+        }
+        let new = usize::try_from(remembered.saturating_sub(self.copied)).unwrap_or(usize::MAX);
+        self.copied = remembered;
+        self.record_newest(history, new);
     }
 
     /// Queues `exchange` for the copy; never waits. A full queue (the store stalls) loses it.
@@ -68,7 +86,7 @@ impl Mirror {
 
     /// The call ended: writes what is queued, for a bounded time.
     pub async fn finish(self) {
-        let Self { tx, task } = self;
+        let Self { tx, task, .. } = self;
         drop(tx);
         if timeout(FINISH_GRACE, task).await.is_err() {
             tracing::warn!("the call's last exchanges could not be copied to the store in time");

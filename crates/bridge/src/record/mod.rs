@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::events::CallEvent;
+use crate::twilio::stream::Copier;
 use call::CallRecording;
 use format::{Dir, RecordedSettings};
 
@@ -161,12 +162,13 @@ pub struct Tap {
     dropped: Arc<AtomicBool>,
 }
 
-impl Tap {
-    /// A message from Twilio.
-    pub fn inbound(&self, text: &Utf8Bytes) {
+impl Copier for Tap {
+    fn inbound(&self, text: &Utf8Bytes) {
         self.push(Item::Message(Dir::In, text.clone()));
     }
+}
 
+impl Tap {
     /// A message to Twilio.
     pub fn outbound(&self, text: &Utf8Bytes) {
         self.push(Item::Message(Dir::Out, text.clone()));

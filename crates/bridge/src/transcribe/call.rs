@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
-use futures::stream::SplitStream;
+use axum::extract::ws::WebSocket;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -15,34 +14,30 @@ use tracing::Instrument;
 
 use super::webhook::{CallDelivery, TranscriptMessage};
 use super::TranscribeServices;
-use crate::audio::pcm::PcmFrames;
 use crate::stt::deepgram::SttStream;
 use crate::stt::SttEvent;
-use crate::twilio::media::{Inbound, Media, Start, Track};
+use crate::twilio::media::{Start, Track};
+use crate::twilio::stream::{call_span, Frame, MediaStream, StreamEnd, StreamEvent, START_TIMEOUT};
 
 /// Longest the call's task waits, after the stream ends, for its transcript to be delivered;
 /// delivery then goes on in the background.
 const DELIVERY_WAIT: Duration = Duration::from_secs(10);
 /// Recogniser events that may wait for the call's task, per track.
 const EVENT_QUEUE: usize = 64;
-/// Malformed messages logged one by one before the log is thinned out.
-const MALFORMED_LOGGED: u64 = 5;
 
 /// Why a transcribed call ended; the labels match the assistant's calls counter.
 #[derive(Debug, Clone, Copy)]
 enum EndReason {
-    CallerHungUp,
-    SocketClosed,
-    SocketFailed,
+    /// The stream stopped, closed or failed.
+    Stream(StreamEnd),
+    /// The server ended the calls still in progress.
     ServerShutdown,
 }
 
 impl EndReason {
     fn label(self) -> &'static str {
         match self {
-            EndReason::CallerHungUp => "caller_hung_up",
-            EndReason::SocketClosed => "socket_closed",
-            EndReason::SocketFailed => "socket_failed",
+            EndReason::Stream(end) => end.label(),
             EndReason::ServerShutdown => "server_shutdown",
         }
     }
@@ -50,14 +45,15 @@ impl EndReason {
 
 /// Transcribes one Media Stream from its `start` to its end.
 pub async fn run(socket: WebSocket, services: Arc<TranscribeServices>) {
-    let (_sink, mut stream) = socket.split();
-    let Some(start) = crate::call::wait_for_start(&mut stream, None).await else {
+    let (_sink, socket) = socket.split();
+    let mut stream = MediaStream::new(socket);
+    let Some(start) = stream.start(START_TIMEOUT).await else {
         return;
     };
-    let span = crate::call::call_span(&start);
+    let span = call_span(&start);
     async move {
         tracing::info!("call connected: transcribing the media stream");
-        Transcription::new(start, services).run(stream).await;
+        Transcription::new(start, stream, services).run().await;
     }
     .instrument(span)
     .await;
@@ -71,13 +67,13 @@ struct TrackStt {
     events: mpsc::Receiver<SttEvent>,
     /// Seconds into the stream of this track's first frame: the recogniser counts from there.
     offset_s: f64,
-    /// Cuts this track's PCM from shared blocks.
-    pcm: PcmFrames,
 }
 
 /// One call's state, owned by its task.
 struct Transcription {
     services: Arc<TranscribeServices>,
+    /// Twilio's messages, as events.
+    stream: MediaStream,
     call_sid: String,
     stream_sid: String,
     /// The caller's track, once its first frame arrived.
@@ -86,16 +82,12 @@ struct Transcription {
     outbound: Option<TrackStt>,
     /// The webhook's queue for this call, when one is configured.
     delivery: Option<CallDelivery>,
-    /// Scratch buffer for one frame's μ-law bytes, reused frame after frame.
-    mulaw: Vec<u8>,
     /// When the stream started.
     started: Instant,
     /// Sequence number of the last message queued for the webhook.
     sequence: u64,
     /// Final segments heard.
     segments: u64,
-    /// Inbound messages that could not be used.
-    malformed: u64,
     /// Audio frames the recognisers could not take.
     dropped_audio: u64,
     /// A recogniser was lost for good: part of the call is missing from the transcript.
@@ -103,43 +95,36 @@ struct Transcription {
 }
 
 impl Transcription {
-    fn new(start: Start, services: Arc<TranscribeServices>) -> Self {
+    fn new(start: Start, stream: MediaStream, services: Arc<TranscribeServices>) -> Self {
         let delivery = services
             .webhook
             .as_ref()
             .map(|webhook| webhook.open(services.shutdown.child_token()));
         Self {
             services,
+            stream,
             call_sid: start.call_sid,
             stream_sid: start.stream_sid,
             inbound: None,
             outbound: None,
             delivery,
-            mulaw: Vec::with_capacity(320),
             started: Instant::now(),
             sequence: 0,
             segments: 0,
-            malformed: 0,
             dropped_audio: 0,
             stt_lost: false,
         }
     }
 
-    async fn run(mut self, mut stream: SplitStream<WebSocket>) {
+    async fn run(mut self) {
         let shutdown = self.services.shutdown.clone();
         let reason = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break EndReason::ServerShutdown,
-                message = stream.next() => match message {
-                    Some(Ok(Message::Text(text))) => {
-                        if !self.on_twilio(&text) {
-                            break EndReason::CallerHungUp;
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => self.on_malformed("binary frame"),
-                    Some(Ok(Message::Close(_))) | None => break EndReason::SocketClosed,
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) => break EndReason::SocketFailed,
+                event = self.stream.next() => match event {
+                    StreamEvent::Media(frame) => self.on_media(frame),
+                    StreamEvent::Mark(_) | StreamEvent::Dtmf(_) => {}
+                    StreamEvent::End(end) => break EndReason::Stream(end),
                 },
                 Some(event) = next_event(&mut self.inbound) => self.on_stt(Track::Inbound, event),
                 Some(event) = next_event(&mut self.outbound) => self.on_stt(Track::Outbound, event),
@@ -148,49 +133,31 @@ impl Transcription {
         self.end(reason).await;
     }
 
-    /// Handles one message from Twilio; false once the stream has stopped.
-    fn on_twilio(&mut self, text: &str) -> bool {
-        match Inbound::parse(text) {
-            Ok(Inbound::Media { media }) => self.on_media(&media),
-            Ok(Inbound::Stop) => return false,
-            Ok(Inbound::Start { .. }) => tracing::warn!("second start message ignored"),
-            Ok(Inbound::Connected | Inbound::Mark { .. } | Inbound::Dtmf { .. }) => {}
-            Ok(Inbound::Unknown) => self.on_malformed("unknown event"),
-            Err(err) => self.on_malformed(&err.to_string()),
-        }
-        true
-    }
-
-    fn on_media(&mut self, media: &Media) {
-        if media.payload.decode_into(&mut self.mulaw).is_err() {
-            self.on_malformed("media payload is not base64");
-            return;
-        }
+    fn on_media(&mut self, frame: Frame) {
         let started = self.started;
-        let slot = match media.track {
+        let slot = match frame.track {
             Track::Inbound => &mut self.inbound,
             Track::Outbound => &mut self.outbound,
-            Track::Unknown => return self.on_malformed("media of an unknown track"),
+            Track::Unknown => return self.stream.skip("media of an unknown track"),
         };
         let services = &self.services;
         let track = slot.get_or_insert_with(|| {
-            tracing::info!(track = media.track.as_str(), "transcribing a new track");
+            tracing::info!(track = frame.track.as_str(), "transcribing a new track");
             let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-            let offset_s = media
-                .timestamp_ms()
+            let offset_s = frame
+                .timestamp_ms
                 .map_or_else(|| started.elapsed().as_secs_f64(), |ms| ms as f64 / 1000.0);
             TrackStt {
                 // Not tied to the call's end: the recogniser still gets its CloseStream.
                 stt: Some(services.stt.start(events_tx, CancellationToken::new())),
                 events,
                 offset_s,
-                pcm: PcmFrames::new(),
             }
         });
         let Some(stt) = track.stt.as_mut() else {
             return; // recognition of this track was lost; already reported
         };
-        if !stt.send_audio(track.pcm.decode(&self.mulaw)) {
+        if !stt.send_audio(frame.pcm) {
             self.dropped_audio += 1;
             if self.dropped_audio % 50 == 1 {
                 tracing::warn!(
@@ -198,16 +165,6 @@ impl Transcription {
                     "speech recognition is behind: call audio dropped"
                 );
             }
-        }
-    }
-
-    fn on_malformed(&mut self, what: &str) {
-        self.malformed += 1;
-        if self.malformed <= MALFORMED_LOGGED || self.malformed % 1000 == 0 {
-            tracing::warn!(
-                count = self.malformed,
-                "unusable message from Twilio skipped: {what}"
-            );
         }
     }
 
@@ -304,7 +261,7 @@ impl Transcription {
             duration_s = duration,
             segments = self.segments,
             complete,
-            malformed = self.malformed,
+            malformed = self.stream.malformed(),
             dropped_audio = self.dropped_audio,
             "transcribed call ended: {}",
             reason.label()

@@ -1,9 +1,10 @@
-//! Everything that speaks Twilio: Media Stream messages, Twilio's playback model, TwiML, the
-//! public URL and request signatures.
+//! Everything that speaks Twilio: Media Stream messages and their reader, Twilio's playback
+//! model, TwiML, the public URL and request signatures.
 
 pub mod media;
 pub mod playback;
 pub mod signature;
+pub mod stream;
 pub mod twiml;
 pub mod url;
 

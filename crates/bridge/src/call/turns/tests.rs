@@ -4,6 +4,10 @@ use super::*;
 
 /// The rules of `TURN_DETECTION=deepgram`, in their own file.
 mod deepgram;
+/// What the caller hears when a provider fails, and when the call hangs up.
+mod failures;
+/// End of speech → first answer audio.
+mod latency;
 
 const TIMEOUT: Duration = Duration::from_millis(2000);
 
@@ -261,16 +265,16 @@ fn remembered_counts_exchanges_even_once_trimmed() {
 
 #[test]
 fn digits_then_hash_become_a_turn_for_the_model() {
-    let (mut turns, _, greeting) = greeting();
+    let (mut turns, t0, greeting) = greeting();
     for key in ["1", "2", "*", "4", "5", "6"] {
-        assert!(turns.on_dtmf(key).is_empty());
+        assert!(turns.on_dtmf(key, t0).is_empty());
     }
-    let actions = turns.on_dtmf("#");
+    let actions = turns.on_dtmf("#", t0);
     assert_eq!(actions[0], Action::Interrupt { id: greeting });
     let (_, said, _) = asked(&actions[1..]);
     assert_eq!(said, "The caller pressed: 4 5 6");
     assert_eq!(turns.keyed(), "12*456#");
-    assert!(turns.on_dtmf("#").is_empty(), "# alone sends nothing");
+    assert!(turns.on_dtmf("#", t0).is_empty(), "# alone sends nothing");
 }
 
 #[test]
@@ -305,7 +309,10 @@ fn a_failed_reply_leaves_no_orphaned_turn() {
     let (mut turns, t0) = listening();
     turns.on_transcript("Hours?", Heard::Final, ms(t0, 0));
     let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
-    turns.on_reply_failed(id);
+    assert!(
+        turns.on_reply_failed(id, ReplyFailure::Model).is_empty(),
+        "no fallback phrase was given"
+    );
     assert!(turns.history().is_empty());
     assert_eq!(turns.current_reply(), None);
 }

@@ -1,89 +1,29 @@
-//! The call's brain: who is speaking, when the caller's turn ends, and when to barge in.
+//! The call's brain: who is speaking, when the caller's turn ends, when to barge in, what to
+//! say when a provider fails, when to hang up, and how long each turn waited for its answer.
 //!
 //! Sans-IO: it takes transcripts, marks and reply progress with the current instant, and returns
 //! [`Action`]s for the call task to carry out. It never touches a socket or a clock, so every
 //! timing rule is an ordinary unit test with invented instants.
 
-use std::fmt;
+mod detection;
+mod failures;
+mod history;
+mod latency;
+mod progress;
+
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::llm::{ChatMessage, Role};
-
-/// What ends the caller's turn on the Media Stream (`TURN_DETECTION`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum TurnDetection {
-    /// Only the silence timer: the turn ends `SILENCE_TIMEOUT_MS` after the last words heard.
-    #[default]
-    Timer,
-    /// Deepgram's end of speech (`speech_final`, or `UtteranceEnd` when that never comes) ends
-    /// the turn at once; the silence timer stays as a fallback.
-    Deepgram,
-}
-
-impl TurnDetection {
-    /// The value as written in `TURN_DETECTION`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timer => "timer",
-            Self::Deepgram => "deepgram",
-        }
-    }
-}
-
-impl fmt::Display for TurnDetection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Exchanges (caller turn + reply) kept in the history sent to the model; older ones are
-/// dropped first. The system prompt is always kept.
-pub const MAX_HISTORY_EXCHANGES: usize = 20;
-/// Characters of history kept, for the same reason: a long call must not grow without bound.
-pub const MAX_HISTORY_CHARS: usize = 16_000;
-
-/// How settled a transcript is, as the recogniser marks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Heard {
-    /// A guess that will be revised (`is_final: false`): it only means "the caller is speaking".
-    Interim,
-    /// A fixed segment; the caller may go on (`is_final: true, speech_final: false`).
-    Final,
-    /// A fixed segment after which the recogniser heard the caller stop (`speech_final: true`).
-    EndOfSpeech,
-}
-
-impl Heard {
-    /// From Deepgram's two flags (`speech_final` implies `is_final`).
-    pub fn from_flags(is_final: bool, speech_final: bool) -> Self {
-        match (is_final, speech_final) {
-            (_, true) => Self::EndOfSpeech,
-            (true, false) => Self::Final,
-            (false, false) => Self::Interim,
-        }
-    }
-}
-
-/// Identifies one reply (the greeting included); ids only grow, so "this reply and every older
-/// one" is a comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReplyId(pub u64);
-
-impl ReplyId {
-    /// The name of the mark sent after phrase `index` of this reply; its echo means the caller
-    /// heard that phrase.
-    pub fn mark_name(self, index: usize) -> String {
-        format!("reply-{}.{index}", self.0)
-    }
-
-    /// The (reply, phrase) a mark name stands for, if it is one of ours.
-    pub fn parse_mark(name: &str) -> Option<(ReplyId, usize)> {
-        let (reply, phrase) = name.strip_prefix("reply-")?.split_once('.')?;
-        Some((ReplyId(reply.parse().ok()?), phrase.parse().ok()?))
-    }
-}
+pub use detection::{Heard, TurnDetection};
+use failures::Farewell;
+pub use failures::{ReplyFailure, FAREWELL_LIMIT, STT_APOLOGY};
+use history::History;
+pub use history::{MAX_HISTORY_CHARS, MAX_HISTORY_EXCHANGES};
+use latency::TurnLatency;
+pub use progress::ReplyId;
+use progress::{Reply, Spoken};
 
 /// What the call task must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,50 +47,9 @@ pub enum Action {
         /// The reply being cut off.
         id: ReplyId,
     },
-}
-
-/// Where the assistant's side of the conversation is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Reply {
-    /// Nothing prepared or playing: the caller has the floor.
-    Idle,
-    /// The model is writing the answer to `user_text`; nothing of it is spoken yet.
-    Thinking { id: ReplyId, user_text: String },
-    /// Phrases of `id` are being synthesized, sent or played, until Twilio echoes the last mark.
-    Speaking { id: ReplyId, spoken: Spoken },
-}
-
-/// A reply that has begun to speak.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Spoken {
-    /// The caller's turn it answers; `None` for the greeting.
-    user_text: Option<String>,
-    /// Its phrases so far, in order.
-    phrases: Vec<String>,
-    /// Phrases whose mark came back while no clear was pending: the caller heard them.
-    played: usize,
-    /// Every phrase and mark is queued: once `played` reaches the count, the reply is over.
-    complete: bool,
-}
-
-impl Spoken {
-    fn new(user_text: Option<String>) -> Self {
-        Self {
-            user_text,
-            phrases: Vec::new(),
-            played: 0,
-            complete: false,
-        }
-    }
-
-    fn finished(&self) -> bool {
-        self.complete && self.played >= self.phrases.len()
-    }
-
-    /// What the caller heard: whole phrases whose marks came back.
-    fn heard(&self) -> String {
-        self.phrases[..self.played.min(self.phrases.len())].join(" ")
-    }
+    /// End the call: its goodbye (the apology for lost speech recognition) is over, or ran out
+    /// of time.
+    Hangup,
 }
 
 /// The turn-taking state of one call.
@@ -176,10 +75,7 @@ pub struct Turns {
     /// Id for the next reply.
     next_id: u64,
     /// Everything said so far, without the system prompt.
-    history: Vec<ChatMessage>,
-    /// Exchanges ever added to `history` (trimming does not lower it), so the call task can
-    /// tell which ones are new.
-    remembered: u64,
+    history: History,
     /// Caller turns that were answered (or are being answered).
     turns: u32,
     /// Times the caller talked over the assistant.
@@ -188,6 +84,14 @@ pub struct Turns {
     digits: Vec<String>,
     /// Every digit pressed in this call, for the call's record.
     keyed: String,
+    /// Said when a reply fails; `None` says nothing.
+    fallback_phrase: Option<String>,
+    /// The fallback phrase being spoken, so its own failure does not start another.
+    fallback: Option<ReplyId>,
+    /// The goodbye after which the call ends.
+    farewell: Farewell,
+    /// End of speech → first answer audio, turn by turn.
+    latency: TurnLatency,
 }
 
 /// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
@@ -206,18 +110,27 @@ impl Turns {
             end_on_final: false,
             reply: Reply::Idle,
             next_id: 0,
-            history: Vec::new(),
-            remembered: 0,
+            history: History::default(),
             turns: 0,
             barge_ins: 0,
             digits: Vec::new(),
             keyed: String::new(),
+            fallback_phrase: None,
+            fallback: None,
+            farewell: Farewell::None,
+            latency: TurnLatency::default(),
         }
     }
 
     /// Ends turns by `detection`; a new brain uses [`TurnDetection::Timer`].
     pub fn with_detection(mut self, detection: TurnDetection) -> Self {
         self.detection = detection;
+        self
+    }
+
+    /// Says `phrase` when a reply fails; a new brain says nothing.
+    pub fn with_fallback(mut self, phrase: String) -> Self {
+        self.fallback_phrase = Some(phrase);
         self
     }
 
@@ -238,9 +151,15 @@ impl Turns {
         }]
     }
 
-    /// The assistant must say `text` now, whatever it was doing (an apology before the call
-    /// ends): the current reply is interrupted and the caller's unfinished words are dropped.
+    /// The assistant must say `text` now, whatever it was doing: the current reply is
+    /// interrupted and the caller's unfinished words are dropped.
     pub fn say(&mut self, text: &str) -> Vec<Action> {
+        let actions = self.speak(text);
+        self.hang_up_when_done(actions, None)
+    }
+
+    /// [`Turns::say`] without the hang-up check, for the brain's own phrases.
+    fn speak(&mut self, text: &str) -> Vec<Action> {
         let mut actions = Vec::new();
         if let Some(id) = self.current_reply() {
             self.record_heard();
@@ -266,10 +185,16 @@ impl Turns {
     /// ends a turn that has final text at once, even when its own text is empty (endpointing
     /// fired in silence after the last final).
     pub fn on_transcript(&mut self, text: &str, heard: Heard, now: Instant) -> Vec<Action> {
+        let actions = self.take_transcript(text, heard, now);
+        self.hang_up_when_done(actions, Some(now))
+    }
+
+    /// [`Turns::on_transcript`] without the hang-up check.
+    fn take_transcript(&mut self, text: &str, heard: Heard, now: Instant) -> Vec<Action> {
         let text = text.trim();
         if text.is_empty() {
             return match heard {
-                Heard::EndOfSpeech => self.on_end_of_speech(),
+                Heard::EndOfSpeech => self.on_end_of_speech(now),
                 Heard::Interim | Heard::Final => Vec::new(),
             };
         }
@@ -282,9 +207,9 @@ impl Turns {
         self.heard.push(text.to_owned());
         self.interim_pending = false;
         if self.end_on_final {
-            actions.extend(self.end_turn());
+            actions.extend(self.end_turn(now));
         } else if heard == Heard::EndOfSpeech {
-            actions.extend(self.on_end_of_speech());
+            actions.extend(self.on_end_of_speech(now));
         }
         actions
     }
@@ -292,7 +217,7 @@ impl Turns {
     /// Deepgram's `UtteranceEnd`: a gap after the last word, sent even when noise kept
     /// `speech_final` from coming. With [`TurnDetection::Deepgram`] it ends the turn; words still
     /// only interim are taken as soon as their final arrives.
-    pub fn on_utterance_end(&mut self, _now: Instant) -> Vec<Action> {
+    pub fn on_utterance_end(&mut self, now: Instant) -> Vec<Action> {
         if self.detection != TurnDetection::Deepgram {
             return Vec::new();
         }
@@ -300,24 +225,25 @@ impl Turns {
             self.end_on_final = true;
             return Vec::new();
         }
-        self.on_end_of_speech()
+        let actions = self.on_end_of_speech(now);
+        self.hang_up_when_done(actions, Some(now))
     }
 
     /// The recogniser heard the caller stop: ends a turn with final text when it decides turns.
-    fn on_end_of_speech(&mut self) -> Vec<Action> {
+    fn on_end_of_speech(&mut self, now: Instant) -> Vec<Action> {
         if self.detection != TurnDetection::Deepgram
             || self.heard.is_empty()
             || self.interim_pending
         {
             return Vec::new();
         }
-        self.end_turn()
+        self.end_turn(now)
     }
 
     /// The caller pressed a key. Digits collect until `#`, which sends them to the model as
     /// "The caller pressed: 1 2 3" (interrupting the assistant), so a prompt can use keypad
     /// input; `*` clears them.
-    pub fn on_dtmf(&mut self, key: &str) -> Vec<Action> {
+    pub fn on_dtmf(&mut self, key: &str, now: Instant) -> Vec<Action> {
         if self.keyed.len() < 4 * MAX_DIGITS {
             self.keyed.push_str(key);
         }
@@ -328,8 +254,8 @@ impl Turns {
                 let mut actions = self.barge_in();
                 self.heard.push(pressed);
                 self.interim_pending = false;
-                actions.extend(self.end_turn());
-                actions
+                actions.extend(self.end_turn(now));
+                self.hang_up_when_done(actions, Some(now))
             }
             "*" => {
                 self.digits.clear();
@@ -350,15 +276,22 @@ impl Turns {
         &self.keyed
     }
 
-    /// Time passed; ends the caller's turn when the silence timer has run out.
+    /// Time passed; ends the caller's turn when the silence timer has run out, and the call
+    /// when its goodbye has.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        let actions = self.silence_tick(now);
+        self.hang_up_when_done(actions, Some(now))
+    }
+
+    /// The silence timer's part of [`Turns::on_tick`].
+    fn silence_tick(&mut self, now: Instant) -> Vec<Action> {
         match self.deadline {
             Some(deadline) if deadline <= now => {}
             _ => return Vec::new(),
         }
         self.deadline = None;
         if !self.heard.is_empty() && !self.interim_pending {
-            return self.end_turn();
+            return self.end_turn(now);
         }
         if self.interim_pending {
             // Words are still being finalized: take them as soon as the final arrives.
@@ -367,90 +300,35 @@ impl Turns {
         Vec::new()
     }
 
-    /// Phrase `text` of reply `id` is on its way to the caller (the first one ends "thinking").
-    pub fn on_phrase(&mut self, id: ReplyId, text: &str) {
-        if let Reply::Thinking {
-            id: current,
-            user_text,
-        } = &mut self.reply
-        {
-            if *current == id {
-                let user_text = std::mem::take(user_text);
-                self.reply = Reply::Speaking {
-                    id,
-                    spoken: Spoken::new(Some(user_text)),
-                };
-            }
-        }
-        if let Reply::Speaking {
-            id: current,
-            spoken,
-        } = &mut self.reply
-        {
-            if *current == id {
-                spoken.phrases.push(text.to_owned());
-            }
-        }
-    }
-
-    /// Every phrase of reply `id` and its mark are queued.
-    pub fn on_reply_queued(&mut self, id: ReplyId) {
-        match &mut self.reply {
-            Reply::Speaking {
-                id: current,
-                spoken,
-            } if *current == id => {
-                spoken.complete = true;
-                if spoken.finished() {
-                    self.finish_reply();
-                }
-            }
-            // The model said nothing speakable: the caller's turn stays unanswered.
-            Reply::Thinking { id: current, .. } if *current == id => self.reply = Reply::Idle,
-            _ => {}
-        }
-    }
-
-    /// Reply `id` could not be produced. What the caller already heard stays in the history;
-    /// a turn with nothing heard leaves none (no orphaned user message).
-    pub fn on_reply_failed(&mut self, id: ReplyId) {
-        if self.current_reply() == Some(id) {
-            self.record_heard();
-            self.reply = Reply::Idle;
-        }
-    }
-
-    /// Twilio echoed a mark: the caller heard that phrase (a clear sent before makes the reply
-    /// no longer current, so echoes of discarded audio are ignored).
-    pub fn on_mark(&mut self, name: &str) {
-        let Some((id, index)) = ReplyId::parse_mark(name) else {
-            return;
-        };
-        if let Reply::Speaking {
-            id: current,
-            spoken,
-        } = &mut self.reply
-        {
-            if *current == id && index == spoken.played {
-                spoken.played += 1;
-                if spoken.finished() {
-                    self.finish_reply();
-                }
-            }
-        }
-    }
-
-    /// When [`Turns::on_tick`] must next be called.
+    /// When [`Turns::on_tick`] must next be called: the silence timer or the goodbye's limit,
+    /// whichever comes first.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.farewell_deadline()) {
+            (Some(silence), Some(farewell)) => Some(silence.min(farewell)),
+            (silence, farewell) => silence.or(farewell),
+        }
+    }
+
+    /// The caller's latest final words ended at `end` (their audio, on our clock, capped at
+    /// `now`): the next turn's latency counts from there.
+    pub fn on_speech_ended(&mut self, end: Instant, now: Instant) {
+        self.latency.speech_ended(end, now);
+    }
+
+    /// Reply `id` handed its first audio to the socket at `now`. When it answers the caller's
+    /// latest turn, returns that turn's latency (end of speech → this audio), once.
+    pub fn on_first_audio(&mut self, id: ReplyId, now: Instant) -> Option<Duration> {
+        self.latency.first_audio(id, now)
+    }
+
+    /// The latency of every answered turn so far, in order.
+    pub fn turn_latencies(&self) -> &[Duration] {
+        self.latency.measured()
     }
 
     /// The reply being prepared or played, if any.
     pub fn current_reply(&self) -> Option<ReplyId> {
-        match &self.reply {
-            Reply::Idle => None,
-            Reply::Thinking { id, .. } | Reply::Speaking { id, .. } => Some(*id),
-        }
+        self.reply.id()
     }
 
     /// True while the assistant's audio is being sent or played.
@@ -470,20 +348,19 @@ impl Turns {
 
     /// The conversation so far (without the system prompt).
     pub fn history(&self) -> &[ChatMessage] {
-        &self.history
+        self.history.messages()
     }
 
     /// Exchanges added to the history since the call began, including any trimmed since.
     pub fn remembered(&self) -> u64 {
-        self.remembered
+        self.history.remembered()
     }
 
     /// The caller spoke: stop whatever the assistant is preparing or saying. If they heard no
     /// whole phrase of the answer yet, their new words continue the same turn.
     fn barge_in(&mut self) -> Vec<Action> {
-        let id = match &self.reply {
-            Reply::Idle => return Vec::new(),
-            Reply::Thinking { id, .. } | Reply::Speaking { id, .. } => *id,
+        let Some(id) = self.reply.id() else {
+            return Vec::new();
         };
         self.barge_ins += 1;
         match std::mem::replace(&mut self.reply, Reply::Idle) {
@@ -505,58 +382,20 @@ impl Turns {
         self.turns = self.turns.saturating_sub(1);
     }
 
-    /// The current reply was heard to the end.
-    fn finish_reply(&mut self) {
-        self.record_heard();
-        self.reply = Reply::Idle;
-    }
-
-    fn record_heard(&mut self) {
-        if let Reply::Speaking { spoken, .. } = &self.reply {
-            let spoken = spoken.clone();
-            self.remember(&spoken);
-        }
-    }
-
-    /// Adds a reply's exchange to the history: the caller's turn and what they heard of it.
-    fn remember(&mut self, spoken: &Spoken) {
-        let (Some(user_text), heard) = (&spoken.user_text, spoken.heard()) else {
-            return;
-        };
-        if heard.is_empty() {
-            return;
-        }
-        self.history
-            .push(ChatMessage::new(Role::User, user_text.clone()));
-        self.history.push(ChatMessage::new(Role::Assistant, heard));
-        self.remembered += 1;
-        self.trim_history();
-    }
-
-    /// Drops the oldest exchanges until the history is within its bounds (the newest exchange
-    /// is always kept).
-    fn trim_history(&mut self) {
-        let chars = |h: &[ChatMessage]| h.iter().map(|m| m.content.chars().count()).sum::<usize>();
-        while self.history.len() > 2
-            && (self.history.len() > 2 * MAX_HISTORY_EXCHANGES
-                || chars(&self.history) > MAX_HISTORY_CHARS)
-        {
-            self.history.drain(..2);
-        }
-    }
-
-    fn end_turn(&mut self) -> Vec<Action> {
+    fn end_turn(&mut self, now: Instant) -> Vec<Action> {
         self.end_on_final = false;
         self.deadline = None;
         let user_text = self.heard.join(" ");
         self.heard.clear();
         let id = self.new_id();
-        let mut messages = Vec::with_capacity(self.history.len() + 2);
+        let history = self.history.messages();
+        let mut messages = Vec::with_capacity(history.len() + 2);
         messages.push(ChatMessage::new(Role::System, self.system_prompt.clone()));
-        messages.extend(self.history.iter().cloned());
+        messages.extend(history.iter().cloned());
         messages.push(ChatMessage::new(Role::User, user_text.clone()));
         self.reply = Reply::Thinking { id, user_text };
         self.turns += 1;
+        self.latency.answering(id, now);
         vec![Action::Answer { id, messages }]
     }
 

@@ -1,0 +1,94 @@
+//! The end of a call: why it ended, stopping what it started, and its summary (log line,
+//! metric and event).
+
+use std::time::Duration;
+
+use super::Call;
+use crate::events::{CallEvent, CallSummary};
+use crate::twilio::stream::StreamEnd;
+
+/// How long the writer may take to finish when the call ends.
+const WRITER_GRACE: Duration = Duration::from_millis(300);
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EndReason {
+    /// Twilio stopped the stream, or its socket closed or failed.
+    Stream(StreamEnd),
+    /// Speech recognition could not be reached: the caller was told and the call ended.
+    SttUnavailable,
+    /// The server ended the calls still in progress.
+    ServerShutdown,
+}
+
+impl EndReason {
+    /// The `outcome` label of the calls counter.
+    fn label(self) -> &'static str {
+        match self {
+            EndReason::Stream(end) => end.label(),
+            EndReason::SttUnavailable => "stt_unavailable",
+            EndReason::ServerShutdown => "server_shutdown",
+        }
+    }
+
+    /// The log's words for it.
+    fn describe(self) -> &'static str {
+        match self {
+            EndReason::Stream(end) => end.describe(),
+            EndReason::SttUnavailable => {
+                "speech recognition unavailable: the caller was told, the call ended"
+            }
+            EndReason::ServerShutdown => "the server is shutting down",
+        }
+    }
+}
+
+impl Call {
+    /// Stops the replies, the writer, the recogniser and the copy to the store (each for a
+    /// bounded time), then logs and publishes the call's summary. `malformed` counts the
+    /// stream's unusable messages.
+    pub(super) async fn end(mut self, reason: EndReason, malformed: u64) {
+        self.mirror_new_exchanges();
+        let Self {
+            services,
+            turns,
+            stt,
+            speaker,
+            started,
+            publisher,
+            mirror,
+            ..
+        } = self;
+        services.metrics.call_ended(reason.label());
+        let turn_latencies = turns.turn_latencies().to_vec();
+        let latencies_ms: Vec<u128> = turn_latencies.iter().map(Duration::as_millis).collect();
+        let writer = speaker.finish(WRITER_GRACE);
+        let dropped_audio = stt.dropped_frames();
+        let mirrored = async {
+            if let Some(mirror) = mirror {
+                mirror.finish().await;
+            }
+        };
+        tokio::join!(stt.finish(), writer, mirrored);
+        tracing::info!(
+            duration_s = format!("{:.1}", started.elapsed().as_secs_f64()),
+            turns = turns.turns(),
+            barge_ins = turns.barge_ins(),
+            turn_latencies_ms = ?latencies_ms,
+            keys = turns.keyed(),
+            malformed,
+            dropped_audio,
+            "call ended: {}",
+            reason.describe()
+        );
+        let summary = CallSummary {
+            duration: started.elapsed(),
+            turns: turns.turns(),
+            barge_ins: turns.barge_ins(),
+            turn_latencies,
+            malformed,
+        };
+        let reason = reason.label();
+        publisher.publish(CallEvent::Ended { reason, summary });
+    }
+}
