@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{FakeMistral, FakeStt, FakeTts, DEEPGRAM_KEY, MISTRAL_KEY};
+use super::{LlmStandIn, SttStandIn, TtsStandIn, DEEPGRAM_KEY, MISTRAL_KEY};
 
 /// One running `ivr-bridge serve`.
 pub struct Instance {
@@ -20,7 +20,7 @@ impl Instance {
     /// URLs and `extra` settings, and waits until it listens.
     pub async fn start(
         binary: &str,
-        fakes: (&FakeStt, &FakeTts, &FakeMistral),
+        fakes: (&SttStandIn, &TtsStandIn, &LlmStandIn),
         extra: &[(&str, String)],
     ) -> Self {
         let (stt, tts, llm) = fakes;

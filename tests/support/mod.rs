@@ -1,53 +1,83 @@
-#![allow(dead_code)]
-//! Test support: fakes of Deepgram STT/TTS and Mistral on `127.0.0.1:0` speaking the real wire
-//! formats, the recorded calls, a Twilio replayer, and [`TestEnv`] wiring them to the real
-//! server. Included by several test binaries with `mod support;`, hence `allow(dead_code)`.
+#![allow(dead_code, unused_imports)]
+//! The test environment: the real server wired to the simulated world's provider stand-ins
+//! (`ivr_sim::standin`, with their record and fault hooks on) and the recorded calls, plus
+//! helpers for instances, nginx, Redis and what a call must sound like. Included by several test
+//! binaries with `mod support;`, hence `allow(dead_code)`.
 
 pub mod expect;
-pub mod fake_mistral;
-pub mod fake_stt;
-pub mod fake_tts;
-pub mod faq;
 pub mod fixture;
 pub mod gather_phone;
 pub mod instance;
-pub mod mistral_reply;
-pub mod mistral_rules;
 pub mod nginx;
 pub mod redis_server;
 pub mod replay_log;
 pub mod replayer;
-pub mod stt_bank;
-pub mod stt_conn;
-pub mod stt_engine;
 pub mod twilio_model;
-pub mod wire;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-pub use fake_mistral::FakeMistral;
-pub use fake_stt::FakeStt;
-pub use fake_tts::FakeTts;
 pub use fixture::Fixture;
+pub use ivr_sim::standin::{
+    faq, stt::transcript, Bank, Delays, LlmStandIn, Setup, SttStandIn, TtsStandIn,
+};
 pub use replayer::{replay, ReplayLog};
-pub use stt_bank::SttBank;
 
-/// The Deepgram key the fakes expect and [`TestEnv`] configures.
+/// The Deepgram key the stand-ins expect and [`TestEnv`] configures.
 pub const DEEPGRAM_KEY: &str = "test-deepgram-key";
-/// The Mistral key the fake expects and [`TestEnv`] configures.
+/// The Mistral key the LLM stand-in expects and [`TestEnv`] configures.
 pub const MISTRAL_KEY: &str = "test-mistral-key";
+
+/// The STT stand-in's bank: every utterance of every recorded call, built once per binary.
+pub fn stt_bank() -> Arc<Bank> {
+    static BANK: OnceLock<Arc<Bank>> = OnceLock::new();
+    let bank = BANK.get_or_init(|| {
+        let mut bank = Bank::new();
+        for fixture in fixture::all() {
+            fixture.teach(&mut bank);
+        }
+        Arc::new(bank)
+    });
+    bank.clone()
+}
+
+/// Starts the STT stand-in for a test: recording, expecting [`DEEPGRAM_KEY`], knowing every
+/// recorded utterance. It runs until the test's runtime ends.
+pub async fn start_stt() -> SttStandIn {
+    let setup = Setup::recording(DEEPGRAM_KEY);
+    let started = SttStandIn::start(&setup, stt_bank(), &CancellationToken::new()).await;
+    started.expect("the STT stand-in starts").0
+}
+
+/// Starts the TTS stand-in for a test: recording, expecting [`DEEPGRAM_KEY`], speaking tones
+/// in awkward chunks after [`Delays::SHORT`].
+pub async fn start_tts() -> TtsStandIn {
+    let setup = Setup::recording(DEEPGRAM_KEY);
+    let delay = Delays::SHORT.tts_first_byte;
+    let started = TtsStandIn::start(&setup, delay, &CancellationToken::new()).await;
+    started.expect("the TTS stand-in starts").0
+}
+
+/// Starts the LLM stand-in for a test: recording, expecting [`MISTRAL_KEY`], answering after
+/// [`Delays::SHORT`].
+pub async fn start_llm() -> LlmStandIn {
+    let setup = Setup::recording(MISTRAL_KEY);
+    let delays = (Delays::SHORT.llm_first_token, Delays::SHORT.llm_total);
+    let started = LlmStandIn::start(&setup, delays, &CancellationToken::new()).await;
+    started.expect("the LLM stand-in starts").0
+}
 
 /// Serves `app` on an ephemeral local port for the rest of the test; returns the address.
 pub async fn spawn_http(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("binding a fake's port");
-    let addr = listener.local_addr().expect("fake's local address");
+        .expect("binding a test server's port");
+    let addr = listener.local_addr().expect("test server's local address");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -66,7 +96,7 @@ pub fn init_tracing() {
 }
 
 /// Polls `condition` every 10 ms until it holds; `false` if `limit` passed first. For waiting on
-/// a fake's record without sleeping a fixed time.
+/// a stand-in's record without sleeping a fixed time.
 pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -80,16 +110,16 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
     }
 }
 
-/// The real server wired to the three fakes, all on ephemeral local ports.
+/// The real server wired to the three stand-ins, all on ephemeral local ports.
 pub struct TestEnv {
     /// Where the server listens.
     pub server: SocketAddr,
-    /// Fake Deepgram live STT (bank: every fixture utterance).
-    pub stt: FakeStt,
-    /// Fake Deepgram TTS.
-    pub tts: FakeTts,
-    /// Fake Mistral.
-    pub llm: FakeMistral,
+    /// The Deepgram live STT stand-in (bank: every fixture utterance).
+    pub stt: SttStandIn,
+    /// The Deepgram TTS stand-in.
+    pub tts: TtsStandIn,
+    /// The Mistral stand-in.
+    pub llm: LlmStandIn,
     /// The configuration the server was started with.
     pub config: ivr_bridge::Config,
     /// The server's shared state (live calls, drain).
@@ -101,7 +131,7 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// Starts the fakes and the server with the default test configuration.
+    /// Starts the stand-ins and the server with the default test configuration.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
@@ -109,9 +139,9 @@ impl TestEnv {
     /// Like [`TestEnv::start`], letting the test adjust the configuration first.
     pub async fn start_with(adjust: impl FnOnce(&mut ivr_bridge::Config)) -> Self {
         init_tracing();
-        let stt = FakeStt::start(SttBank::shared()).await;
-        let tts = FakeTts::start().await;
-        let llm = FakeMistral::start().await;
+        let stt = start_stt().await;
+        let tts = start_tts().await;
+        let llm = start_llm().await;
         let mut config = test_config(&stt, &tts, &llm);
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -151,7 +181,7 @@ impl TestEnv {
 
     /// Replays the named fixture into the server with default options.
     pub async fn replay(&self, fixture: &str) -> ReplayLog {
-        replay(&self.media_url(), &Fixture::load(fixture)).await
+        replay(&self.media_url(), &fixture::load(fixture)).await
     }
 
     /// Starts the server's graceful shutdown and waits up to `limit` for it to finish.
@@ -175,8 +205,8 @@ impl Drop for TestEnv {
     }
 }
 
-/// The server configuration pointing at the fakes.
-fn test_config(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> ivr_bridge::Config {
+/// The server configuration pointing at the stand-ins.
+fn test_config(stt: &SttStandIn, tts: &TtsStandIn, llm: &LlmStandIn) -> ivr_bridge::Config {
     let url = |s: String| reqwest::Url::parse(&s).expect("fake URL");
     ivr_bridge::Config {
         port: 0,
@@ -223,10 +253,12 @@ pub fn framed(audio: &[u8]) -> Vec<u8> {
 }
 
 /// The outbound audio the server must send when TTS was asked for `texts`, in order: each
-/// text's fake audio, framed.
+/// text's stand-in audio, framed.
 pub fn spoken(texts: &[String]) -> Vec<u8> {
-    texts
-        .iter()
-        .flat_map(|text| framed(&fake_tts::audio_for(text)))
-        .collect()
+    texts.iter().flat_map(|text| framed(&tones(text))).collect()
+}
+
+/// The TTS stand-in's audio for `text` in tests ([`ivr_sim::standin::Voice::Tones`]).
+pub fn tones(text: &str) -> Vec<u8> {
+    ivr_sim::standin::voice::tones(text)
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::fixture::{Dir, Fixture};
+use super::fixture::Fixture;
 pub use super::replay_log::{ClearRecord, MarkRecord, MediaFrame, ReplayLog};
 use super::twilio_model::{check, Outbound, Playback};
 
@@ -101,9 +101,8 @@ pub async fn replay_with(ws_url: &str, fixture: &Fixture, opts: ReplayOptions) -
 fn schedule(fixture: &Fixture, opts: &ReplayOptions) -> Vec<(u64, Inject)> {
     let cut = opts.hang_up_at_ms.unwrap_or(u64::MAX);
     let mut out: Vec<(u64, Inject)> = fixture
-        .lines
+        .inbound
         .iter()
-        .filter(|l| l.dir == Dir::In)
         .filter(|l| l.at_ms <= cut || l.msg["event"] == "stop")
         .map(|l| (l.at_ms.min(cut), Inject::Message(l.msg.clone())))
         .collect();

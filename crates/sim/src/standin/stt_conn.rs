@@ -1,5 +1,6 @@
-//! One accepted connection of the STT fake: a read loop feeding the [`Recognizer`] and a writer
-//! task that owns the socket's sink, so transcript delays never stall reading.
+//! One accepted connection of the STT stand-in: a read loop feeding the [`Recognizer`] and a
+//! writer task that owns the socket's sink, so a transcript delay (fault hook) never stalls
+//! reading. Without hooks the per-frame path is the recogniser and two branches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,37 +12,58 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::fake_stt::{Shared, SttSent};
-use super::stt_engine::{Recognizer, SttSettings};
+use super::bank::{frame_hash, PCM_FRAME_BYTES};
+use super::probe::{Probe, Seen};
+use super::recognizer::{Recognizer, Settings};
+use super::stt::{Shared, SttSent, RECORDED_AUDIO_LIMIT};
 use super::wire::request_id;
 
 /// Deepgram closes a socket that received nothing for this long (NET-0001).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's side of a closing handshake.
 const CLOSING_WAIT: Duration = Duration::from_secs(2);
-const NET_0000: &str = "NET-0000 fake Deepgram disconnect";
+/// Messages queued for the writer.
+const WRITE_QUEUE: usize = 256;
+/// Close reason of a connection dropped by the disconnect hook.
+const NET_0000: &str = "NET-0000 stand-in Deepgram disconnect";
+/// Close reason of an idle socket, as Deepgram words it.
 const NET_0001: &str = "NET-0001 Deepgram did not receive audio data or a text message within \
 the timeout window. See https://dpgr.am/net0001";
+/// The control messages Deepgram live accepts.
+const CONTROLS: [&str; 3] = ["KeepAlive", "Finalize", "CloseStream"];
 
 /// What the read loop hands the writer.
 enum Out {
     /// A JSON message, not to be sent before `not_before` (transcript delay hook).
-    Json { msg: Value, not_before: Instant },
+    Json {
+        /// The message.
+        msg: Value,
+        /// When it may go, if it is held.
+        not_before: Option<Instant>,
+    },
     /// A close frame; the writer stops after it.
     Close(u16, &'static str),
 }
 
-/// Serves one upgraded connection until it closes.
-pub(super) async fn run(shared: Arc<Shared>, id: usize, settings: SttSettings, socket: WebSocket) {
+/// Serves one upgraded connection (`id`: its record, when recording) until it closes.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    id: Option<usize>,
+    settings: Settings,
+    socket: WebSocket,
+) {
     let (sink, stream) = socket.split();
-    let (tx, rx) = mpsc::channel(256);
-    let writer = tokio::spawn(write(shared.clone(), id, sink, rx));
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let probe = shared.probe.as_ref().map(|p| (p.clone(), p.next_id()));
+    let writer = tokio::spawn(write(shared.clone(), id, sink, rx, probe.clone()));
     let rec = Recognizer::new(shared.bank.clone(), settings, request_id());
     let mut conn = Conn {
         shared,
         id,
         tx,
         rec,
+        out: Vec::new(),
+        probe,
         closing: false,
     };
     conn.read(stream).await;
@@ -51,18 +73,27 @@ pub(super) async fn run(shared: Arc<Shared>, id: usize, settings: SttSettings, s
     shared.with_conn(id, |c| c.ended_at = Some(Instant::now()));
 }
 
+/// The read side of one connection.
 struct Conn {
+    /// The stand-in's state and hooks.
     shared: Arc<Shared>,
-    id: usize,
+    /// This connection's record, when recording.
+    id: Option<usize>,
+    /// To the writer.
     tx: mpsc::Sender<Out>,
+    /// The recogniser.
     rec: Recognizer,
+    /// Messages the recogniser produced, reused between client messages.
+    out: Vec<Value>,
+    /// The load generator's observer and this connection's id in it.
+    probe: Option<(Probe, u64)>,
     /// A close frame was queued; only the client's close reply is awaited now.
     closing: bool,
 }
 
 impl Conn {
     async fn read(&mut self, mut stream: SplitStream<WebSocket>) {
-        let kill = self.shared.kill.lock().unwrap().clone();
+        let kill = self.shared.kill();
         loop {
             let wait = if self.closing {
                 CLOSING_WAIT
@@ -70,8 +101,12 @@ impl Conn {
                 IDLE_TIMEOUT
             };
             let next = tokio::select! {
-                _ = kill.cancelled(), if !self.closing => {
-                    self.close(1011, NET_0000).await;
+                () = kill.cancelled(), if !self.closing => {
+                    if self.shared.shutdown.is_cancelled() {
+                        self.close(1001, "stand-in shutting down").await;
+                    } else {
+                        self.close(1011, NET_0000).await;
+                    }
                     continue;
                 }
                 next = timeout(wait, stream.next()) => next,
@@ -88,8 +123,8 @@ impl Conn {
                 Ok(None) => false,
                 Err(_) if self.closing => false,
                 Err(_) => {
-                    let last = self.rec.close_stream();
-                    self.send(last).await;
+                    self.rec.close_stream(&mut self.out);
+                    self.flush().await;
                     self.close(1011, NET_0001).await;
                     true
                 }
@@ -104,20 +139,26 @@ impl Conn {
     async fn on_message(&mut self, msg: Message) -> bool {
         match msg {
             Message::Binary(bytes) => {
+                if let Some((probe, conn)) = &self.probe {
+                    for frame in bytes.chunks_exact(PCM_FRAME_BYTES) {
+                        let hash = frame_hash(frame);
+                        probe.record(Seen::SttFrame { conn: *conn, hash });
+                    }
+                }
                 self.record_audio(&bytes);
                 if !self.closing {
-                    let replies = self.rec.push_audio(&bytes);
-                    self.send(replies).await;
+                    self.rec.push_audio(&bytes, &mut self.out);
+                    self.flush().await;
                 }
             }
             Message::Text(text) => match self.control(text.as_str()) {
                 Some("Finalize") => {
-                    let replies = self.rec.finalize();
-                    self.send(replies).await;
+                    self.rec.finalize(&mut self.out);
+                    self.flush().await;
                 }
                 Some("CloseStream") if !self.closing => {
-                    let replies = self.rec.close_stream();
-                    self.send(replies).await;
+                    self.rec.close_stream(&mut self.out);
+                    self.flush().await;
                     self.close(1000, "").await;
                 }
                 _ => {}
@@ -128,10 +169,16 @@ impl Conn {
         true
     }
 
+    /// Records a binary message and anything wrong with it (recording only).
     fn record_audio(&self, bytes: &[u8]) {
+        if !self.shared.recording() {
+            return;
+        }
         let closing = self.closing;
         self.shared.with_conn(self.id, |c| {
-            c.audio.extend_from_slice(bytes);
+            if c.audio.len() + bytes.len() <= RECORDED_AUDIO_LIMIT {
+                c.audio.extend_from_slice(bytes);
+            }
             c.binary_frames += 1;
             if bytes.len() % 2 == 1 {
                 c.violations
@@ -147,13 +194,12 @@ impl Conn {
         });
     }
 
-    /// Records a text message; returns its control `type` if it is a valid one.
+    /// Reads a text message as a control message: its `type` if it is one Deepgram knows
+    /// (recorded), `None` otherwise (recorded as a violation, and ignored).
     fn control(&self, text: &str) -> Option<&'static str> {
         let kind = serde_json::from_str::<Value>(text).ok().and_then(|v| {
             let kind = v.get("type")?.as_str()?.to_owned();
-            ["KeepAlive", "Finalize", "CloseStream"]
-                .into_iter()
-                .find(|k| *k == kind)
+            CONTROLS.into_iter().find(|k| *k == kind)
         });
         self.shared.with_conn(self.id, |c| match kind {
             Some(k) => {
@@ -171,23 +217,23 @@ impl Conn {
         kind
     }
 
-    /// Queues messages for the writer; `Results` are held by the transcript delay.
-    async fn send(&self, msgs: Vec<Value>) {
-        let delay = *self.shared.transcript_delay.lock().unwrap();
-        for msg in msgs {
-            let hold = if msg["type"] == "Results" {
-                delay
-            } else {
-                Duration::ZERO
-            };
-            let out = Out::Json {
-                msg,
-                not_before: Instant::now() + hold,
-            };
-            if self.tx.send(out).await.is_err() {
-                return;
+    /// Queues the recogniser's messages for the writer; `Results` are held by the transcript
+    /// delay hook when it is set.
+    async fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let delay = self.shared.transcript_delay();
+        let mut out = std::mem::take(&mut self.out);
+        for msg in out.drain(..) {
+            let held = !delay.is_zero() && msg["type"] == "Results";
+            let not_before = held.then(|| Instant::now() + delay);
+            if self.tx.send(Out::Json { msg, not_before }).await.is_err() {
+                break;
             }
         }
+        out.clear();
+        self.out = out;
     }
 
     async fn close(&mut self, code: u16, reason: &'static str) {
@@ -196,36 +242,55 @@ impl Conn {
     }
 }
 
-/// Owns the sink: writes queued messages in order and records each with its send time.
+/// Owns the sink: writes queued messages in order, reporting each to the probe and the record.
 async fn write(
     shared: Arc<Shared>,
-    id: usize,
+    id: Option<usize>,
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Out>,
+    probe: Option<(Probe, u64)>,
 ) {
     while let Some(out) = rx.recv().await {
         match out {
             Out::Json { msg, not_before } => {
-                sleep_until(not_before).await;
+                if let Some(at) = not_before {
+                    sleep_until(at).await;
+                }
+                if let Some((probe, conn)) = &probe {
+                    observe_sent(probe, *conn, &msg);
+                }
                 if sink.send(Message::text(msg.to_string())).await.is_err() {
                     return;
                 }
                 shared.with_conn(id, |c| {
-                    c.sent.push(SttSent {
-                        at: Instant::now(),
-                        msg,
-                    })
+                    let at = Instant::now();
+                    c.sent.push(SttSent { at, msg });
                 });
             }
             Out::Close(code, reason) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: reason.into(),
-                };
+                let reason = reason.into();
+                let frame = CloseFrame { code, reason };
                 let _ = sink.send(Message::Close(Some(frame))).await;
                 shared.with_conn(id, |c| c.close_sent = Some((Instant::now(), code)));
                 return;
             }
         }
+    }
+}
+
+/// Reports a `Results` or `UtteranceEnd` about to be sent.
+fn observe_sent(probe: &Probe, conn: u64, message: &Value) {
+    match message["type"].as_str() {
+        Some("Results") => {
+            let transcript = &message["channel"]["alternatives"][0]["transcript"];
+            probe.record(Seen::SttResults {
+                conn,
+                words: transcript.as_str().is_some_and(|t| !t.trim().is_empty()),
+                is_final: message["is_final"] == true,
+                speech_final: message["speech_final"] == true,
+            });
+        }
+        Some("UtteranceEnd") => probe.record(Seen::SttUtteranceEnd { conn }),
+        _ => {}
     }
 }

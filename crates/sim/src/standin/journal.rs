@@ -1,0 +1,60 @@
+//! The record hook: what a stand-in received, kept for a test to read. Off unless a stand-in is
+//! started with `record` (the demo and the load generator never pay for it), and bounded: past
+//! [`JOURNAL_LIMIT`] entries new ones are dropped and counted, so a runaway test cannot eat the
+//! machine's memory.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::wire::lock;
+
+/// Entries a journal keeps; later ones are dropped (and counted in [`Journal::dropped`]).
+pub const JOURNAL_LIMIT: usize = 100_000;
+
+/// A bounded, append-only list of records that handlers may update in place.
+#[derive(Debug)]
+pub struct Journal<T> {
+    /// The records, in order of arrival.
+    entries: Mutex<Vec<T>>,
+    /// Records not kept because the journal was full.
+    dropped: AtomicUsize,
+}
+
+impl<T> Default for Journal<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(Vec::new()),
+            dropped: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T: Clone> Journal<T> {
+    /// Appends `entry`; returns its index, or `None` when the journal is full.
+    pub fn push(&self, entry: T) -> Option<usize> {
+        let mut entries = lock(&self.entries);
+        if entries.len() >= JOURNAL_LIMIT {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        entries.push(entry);
+        Some(entries.len() - 1)
+    }
+
+    /// Updates entry `index` in place.
+    pub fn update(&self, index: usize, f: impl FnOnce(&mut T)) {
+        if let Some(entry) = lock(&self.entries).get_mut(index) {
+            f(entry);
+        }
+    }
+
+    /// A copy of every entry, in order.
+    pub fn snapshot(&self) -> Vec<T> {
+        lock(&self.entries).clone()
+    }
+
+    /// How many entries were not kept because the journal was full.
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
