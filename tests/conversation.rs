@@ -153,7 +153,7 @@ async fn three_turns_keep_the_whole_history_and_never_repeat_words() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keypad_digits_then_hash_reach_the_model_as_a_turn() {
     use serde_json::json;
-    use support::replayer::{replay_with, Inject, ReplayOptions};
+    use support::{replay_with, Inject, PlayOptions};
     let env = TestEnv::start().await;
     let fixture = support::fixture::load("visiting_hours");
     let sid = fixture.sidecar.stream_sid.clone();
@@ -163,9 +163,9 @@ async fn keypad_digits_then_hash_reach_the_model_as_a_turn() {
         (at, Inject::Message(message))
     };
     let inject = vec![key(7_000, "4"), key(7_100, "2"), key(7_200, "#")];
-    let options = ReplayOptions {
+    let options = PlayOptions {
         inject,
-        ..ReplayOptions::default()
+        ..PlayOptions::default()
     };
     let log = replay_with(&env.media_url(), &fixture, options).await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);

@@ -445,7 +445,7 @@ async fn mistral_streams_sse_ending_in_done() {
 
 #[test]
 fn twilio_rules_accept_only_exact_messages_for_the_stream() {
-    use support::twilio_model::{check, Outbound};
+    use ivr_sim::twilio::{check, Outbound};
     let sid = Some("MZ1");
     let ok = r#"{"event":"media","streamSid":"MZ1","media":{"payload":"//8="}}"#;
     assert_eq!(check(ok, sid), Ok(Outbound::Media(vec![0xFF, 0xFF])));

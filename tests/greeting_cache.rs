@@ -3,9 +3,9 @@
 use crate::support;
 
 use support::expect::{requested, GREETING};
-use support::replayer::{replay_with, ReplayOptions};
 use support::tones;
 use support::{framed, TestEnv};
+use support::{replay_with, PlayOptions};
 
 /// Long enough for the greeting's audio to be synthesized and sent, short of the question.
 const HANG_UP_AT_MS: u64 = 1_500;
@@ -14,9 +14,9 @@ const HANG_UP_AT_MS: u64 = 1_500;
 async fn two_calls_in_a_row_synthesize_the_greeting_once() {
     let env = TestEnv::start().await;
     let fixture = support::fixture::load("one_question");
-    let options = ReplayOptions {
+    let options = PlayOptions {
         hang_up_at_ms: Some(HANG_UP_AT_MS),
-        ..ReplayOptions::default()
+        ..PlayOptions::default()
     };
     let first = replay_with(&env.media_url(), &fixture, options.clone()).await;
     let second = replay_with(&env.media_url(), &fixture, options).await;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use serde_json::json;
-use support::replayer::{replay_with, ReplayOptions};
 use support::{eventually, TestEnv};
+use support::{replay_with, PlayOptions};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Twilio's first two messages for a made-up stream.
@@ -71,10 +71,10 @@ async fn hanging_up_mid_reply_frees_the_call_within_a_second() {
     let log = replay_with(
         &env.media_url(),
         &support::fixture::load("barge_in"),
-        ReplayOptions {
+        PlayOptions {
             hang_up_at_ms: Some(5_500),
             linger: Duration::from_millis(1_200),
-            ..ReplayOptions::default()
+            ..PlayOptions::default()
         },
     )
     .await;

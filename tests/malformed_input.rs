@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 use support::expect::{call_audio, call_texts, sorted};
 use support::faq::HOURS;
-use support::replayer::{replay_with, Inject, ReplayOptions};
 use support::TestEnv;
+use support::{replay_with, Inject, PlayOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_skipped_and_the_call_completes() {
@@ -66,9 +66,9 @@ async fn malformed_messages_are_skipped_and_the_call_completes() {
     let log = replay_with(
         &env.media_url(),
         &fixture,
-        ReplayOptions {
+        PlayOptions {
             inject: garbage,
-            ..ReplayOptions::default()
+            ..PlayOptions::default()
         },
     )
     .await;

@@ -22,7 +22,7 @@ use support::gather_phone::{answer, Phone};
 use support::instance::Instance;
 use support::nginx::Nginx;
 use support::redis_server::RedisServer;
-use support::{spoken, Fixture, LlmStandIn, ReplayLog};
+use support::{spoken, Fixture, LlmStandIn, Recording};
 use tokio::time::Instant;
 
 /// Streaming calls started before the SIGTERM.
@@ -214,7 +214,7 @@ async fn three_instances_behind_nginx_survive_a_rolling_restart_and_a_redis_outa
 
 /// One streaming call through `front`: the incoming-call webhook, then the Media Stream at the
 /// URL its TwiML names. Returns the CallSid, the question asked and the replay's log.
-async fn streaming_call(front: String, n: usize) -> (String, String, ReplayLog) {
+async fn streaming_call(front: String, n: usize) -> (String, String, Recording) {
     let sid = format!("CAscale{n:02}");
     let page = answer(
         reqwest::Client::new()
@@ -384,7 +384,7 @@ async fn redis_outage(redis: &mut RedisServer, front: &str, llm: &LlmStandIn) {
 /// The call heard its whole answer, last, and Twilio's rules held. (On a loaded machine the
 /// caller may start speaking before the greeting has finished playing, which cuts the
 /// greeting short: a barge-in, as designed, so only the answer is checked whole.)
-fn assert_heard_its_answer(sid: &str, question: &str, log: &ReplayLog, instances: &[&Instance]) {
+fn assert_heard_its_answer(sid: &str, question: &str, log: &Recording, instances: &[&Instance]) {
     let story = || story(sid, instances);
     assert!(
         log.violations.is_empty(),

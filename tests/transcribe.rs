@@ -15,8 +15,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use serde_json::Value;
-use support::replayer::{replay_with, Inject, ReplayOptions};
 use support::{eventually, spawn_http, Fixture, TestEnv};
+use support::{replay_with, Inject, PlayOptions};
 
 /// A transcript webhook receiver on 127.0.0.1 that records every POST and answers the first
 /// `fail_first` of them with 500.
@@ -130,9 +130,9 @@ async fn both_tracks_are_transcribed_separately_and_delivered_with_their_fields(
     let env = transcribing_env(&hook).await;
     let call = support::fixture::load("one_question");
     let other = support::fixture::load("visiting_hours");
-    let options = ReplayOptions {
+    let options = PlayOptions {
         inject: outbound_track(&call, &other, 1000),
-        ..ReplayOptions::default()
+        ..PlayOptions::default()
     };
     let log = replay_with(&env.media_url(), &call, options).await;
     assert!(

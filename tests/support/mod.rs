@@ -10,9 +10,6 @@ pub mod gather_phone;
 pub mod instance;
 pub mod nginx;
 pub mod redis_server;
-pub mod replay_log;
-pub mod replayer;
-pub mod twilio_model;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -23,10 +20,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use fixture::Fixture;
+pub use ivr_sim::caller::{Inject, PlayOptions, Recording};
 pub use ivr_sim::standin::{
     faq, stt::transcript, Bank, Delays, LlmStandIn, Setup, SttStandIn, TtsStandIn,
 };
-pub use replayer::{replay, ReplayLog};
 
 /// The Deepgram key the stand-ins expect and [`TestEnv`] configures.
 pub const DEEPGRAM_KEY: &str = "test-deepgram-key";
@@ -70,6 +67,19 @@ pub async fn start_llm() -> LlmStandIn {
     let delays = (Delays::SHORT.llm_first_token, Delays::SHORT.llm_total);
     let started = LlmStandIn::start(&setup, delays, &CancellationToken::new()).await;
     started.expect("the LLM stand-in starts").0
+}
+
+/// Plays `fixture` into `ws_url` as Twilio would, with default options.
+pub async fn replay(ws_url: &str, fixture: &Fixture) -> Recording {
+    replay_with(ws_url, fixture, PlayOptions::default()).await
+}
+
+/// Plays `fixture` into `ws_url` as `options` say. Panics if the socket cannot be opened
+/// (test setup).
+pub async fn replay_with(ws_url: &str, fixture: &Fixture, options: PlayOptions) -> Recording {
+    let quiet = &mut ivr_sim::caller::Quiet;
+    let played = ivr_sim::caller::play_with(ws_url, fixture, &options, None, quiet).await;
+    played.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Serves `app` on an ephemeral local port for the rest of the test; returns the address.
@@ -180,7 +190,7 @@ impl TestEnv {
     }
 
     /// Replays the named fixture into the server with default options.
-    pub async fn replay(&self, fixture: &str) -> ReplayLog {
+    pub async fn replay(&self, fixture: &str) -> Recording {
         replay(&self.media_url(), &fixture::load(fixture)).await
     }
 

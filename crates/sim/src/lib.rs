@@ -9,3 +9,4 @@
 pub mod caller;
 pub mod fixture;
 pub mod standin;
+pub mod twilio;
