@@ -13,7 +13,6 @@ pub mod analysis;
 pub mod caller;
 pub mod collect;
 pub mod idle;
-pub mod playback;
 pub mod process;
 pub mod report;
 pub mod script;
