@@ -94,7 +94,27 @@ pub async fn spawn_http(app: axum::Router) -> SocketAddr {
     addr
 }
 
-/// Sends the server's and fakes' `tracing` output to the test's captured output. Safe to call
+/// Spawns a system tool (nginx, redis-server) with no terminal I/O. Panics with an install hint
+/// when it is missing: the tests that need it need a real one.
+pub fn spawn_tool(command: &mut std::process::Command, package: &str) -> std::process::Child {
+    use std::process::Stdio;
+    let tool = command.get_program().to_string_lossy().into_owned();
+    let spawned = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{tool} is not installed, and these tests need a real one: \
+             run `apt-get install -y {package}` (CI's .ci/run does)"
+        ),
+        Err(err) => panic!("cannot run {tool}: {err}"),
+    }
+}
+
+/// Sends the server's and stand-ins' `tracing` output to the test's captured output. Safe to call
 /// from every test (only the first call installs); `RUST_LOG` overrides the default filter.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

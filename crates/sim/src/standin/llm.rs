@@ -7,7 +7,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use super::llm_reply::{self, content_text, fault_body};
 use super::llm_rules::{validate, Refusal};
 use super::probe::{Probe, Seen};
 use super::wire::{authorization, lock, request_id};
-use super::{faq, serve, Journal, Setup, StandInError};
+use super::{faq, serve, Delay, Journal, Setup, StandInError};
 
 /// One request as the stand-in saw it (recorded only when started with `record`).
 #[derive(Clone, Debug)]
@@ -72,10 +71,10 @@ struct Shared {
     requests: Option<Journal<LlmRequest>>,
     /// The fault hooks.
     faults: Mutex<Faults>,
-    /// Time to the first streamed chunk, µs.
-    first_token_us: AtomicU64,
-    /// Time to the whole reply (non-streaming) or to the last chunk (streaming), µs.
-    total_us: AtomicU64,
+    /// Time to the first streamed chunk.
+    first_token: Delay,
+    /// Time to the whole reply (non-streaming) or to the last chunk (streaming).
+    total: Delay,
     /// The load generator's observer, when it runs one.
     probe: Option<Probe>,
 }
@@ -99,10 +98,10 @@ impl LlmStandIn {
     ) -> Result<(Self, JoinHandle<()>), StandInError> {
         let shared = Arc::new(Shared {
             expected_auth: format!("Bearer {}", setup.key),
-            requests: setup.record.then(Journal::default),
+            requests: Journal::when(setup.record),
             faults: Mutex::default(),
-            first_token_us: AtomicU64::new(micros(first_token)),
-            total_us: AtomicU64::new(micros(total)),
+            first_token: Delay::new(first_token),
+            total: Delay::new(total),
             probe: setup.probe.clone(),
         });
         let app = Router::new()
@@ -119,11 +118,7 @@ impl LlmStandIn {
 
     /// A snapshot of every request, in order of arrival (empty unless recording).
     pub fn requests(&self) -> Vec<LlmRequest> {
-        self.shared
-            .requests
-            .as_ref()
-            .map(Journal::snapshot)
-            .unwrap_or_default()
+        Journal::read(&self.shared.requests)
     }
 
     /// Fault hook: answer the next `n` requests with `status` (429 or 500 bodies as Mistral's).
@@ -139,13 +134,12 @@ impl LlmStandIn {
 
     /// Sets the time to the first streamed chunk.
     pub fn set_first_token_delay(&self, delay: Duration) {
-        let us = micros(delay);
-        self.shared.first_token_us.store(us, Ordering::Relaxed);
+        self.shared.first_token.set(delay);
     }
 
     /// Sets the time to the complete reply.
     pub fn set_total_delay(&self, delay: Duration) {
-        self.shared.total_us.store(micros(delay), Ordering::Relaxed);
+        self.shared.total.set(delay);
     }
 
     /// Requests whose last user message contains `words` take `delay` to answer (first token
@@ -155,10 +149,6 @@ impl LlmStandIn {
             .slow
             .push((words.to_owned(), delay));
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -233,10 +223,9 @@ fn delays(shared: &Shared, last_user: &str) -> [Duration; 2] {
         .iter()
         .find(|(words, _)| last_user.contains(words.as_str()))
         .map(|(_, delay)| *delay);
-    let usual = |us: &AtomicU64| Duration::from_micros(us.load(Ordering::Relaxed));
     [
-        slow.unwrap_or_else(|| usual(&shared.first_token_us)),
-        slow.unwrap_or_else(|| usual(&shared.total_us)),
+        slow.unwrap_or_else(|| shared.first_token.get()),
+        slow.unwrap_or_else(|| shared.total.get()),
     ]
 }
 

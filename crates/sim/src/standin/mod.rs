@@ -11,7 +11,7 @@
 
 pub mod bank;
 pub mod faq;
-pub mod journal;
+pub mod hooks;
 pub mod llm;
 mod llm_reply;
 pub mod llm_rules;
@@ -19,7 +19,9 @@ pub mod probe;
 pub mod recognizer;
 pub mod stt;
 mod stt_conn;
+mod stt_record;
 pub mod tts;
+mod tts_body;
 pub mod voice;
 pub mod wire;
 
@@ -33,7 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use bank::Bank;
-pub use journal::Journal;
+pub use hooks::{Delay, Journal};
 pub use llm::LlmStandIn;
 pub use probe::Probe;
 pub use stt::SttStandIn;

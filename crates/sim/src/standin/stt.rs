@@ -10,7 +10,7 @@
 //! drop every open connection with 1011).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,88 +28,10 @@ use tokio_util::sync::CancellationToken;
 use super::bank::Bank;
 use super::probe::Probe;
 use super::recognizer::Settings;
+use super::stt_record::opened;
+pub use super::stt_record::{transcript, SttConnection, SttRefusal, SttSent, RECORDED_AUDIO_LIMIT};
 use super::wire::{authorization, lock, request_id, Query};
-use super::{serve, stt_conn, Journal, Setup, StandInError};
-
-/// Audio bytes a recorded connection keeps (about 30 minutes of PCM); later audio is counted
-/// in [`SttConnection::binary_frames`] but not kept.
-pub const RECORDED_AUDIO_LIMIT: usize = 64 << 20;
-
-/// A handshake the stand-in refused (no upgrade happened).
-#[derive(Clone, Debug)]
-pub struct SttRefusal {
-    /// When the handshake arrived.
-    pub at: Instant,
-    /// The status returned (401 bad key, 503 fault hook).
-    pub status: u16,
-    /// The `Authorization` header that came with it.
-    pub authorization: Option<String>,
-    /// Its query string.
-    pub query: Query,
-}
-
-/// A message the stand-in sent, with the moment it went on the wire.
-#[derive(Clone, Debug)]
-pub struct SttSent {
-    /// When it was written to the socket.
-    pub at: Instant,
-    /// The JSON message.
-    pub msg: Value,
-}
-
-/// Everything that happened on one accepted connection.
-#[derive(Clone, Debug)]
-pub struct SttConnection {
-    /// When the upgrade was accepted.
-    pub opened_at: Instant,
-    /// The handshake's query string.
-    pub query: Query,
-    /// The handshake's `Authorization` header.
-    pub authorization: Option<String>,
-    /// Every binary byte received, in order (up to [`RECORDED_AUDIO_LIMIT`]).
-    pub audio: Vec<u8>,
-    /// How many binary messages carried it.
-    pub binary_frames: usize,
-    /// `{"type":"KeepAlive"}` messages received.
-    pub keepalives: usize,
-    /// `{"type":"Finalize"}` messages received.
-    pub finalizes: usize,
-    /// `{"type":"CloseStream"}` messages received.
-    pub close_streams: usize,
-    /// Every text control message with its arrival time, for ordering and timing checks.
-    pub controls: Vec<(Instant, String)>,
-    /// Things a real Deepgram would reject or misinterpret.
-    pub violations: Vec<String>,
-    /// Every message sent, in order.
-    pub sent: Vec<SttSent>,
-    /// The close frame the stand-in sent: (when, code).
-    pub close_sent: Option<(Instant, u16)>,
-    /// When the connection task ended (socket gone).
-    pub ended_at: Option<Instant>,
-}
-
-impl SttConnection {
-    /// Transcripts of the final `Results`, in order, empty ones included.
-    pub fn finals(&self) -> Vec<String> {
-        self.sent
-            .iter()
-            .filter(|s| s.msg["type"] == "Results" && s.msg["is_final"] == true)
-            .map(|s| transcript(&s.msg).to_owned())
-            .collect()
-    }
-
-    /// Sent messages of one `type`.
-    pub fn sent_of(&self, kind: &str) -> Vec<&SttSent> {
-        self.sent.iter().filter(|s| s.msg["type"] == kind).collect()
-    }
-}
-
-/// `channel.alternatives[0].transcript` of a `Results` message.
-pub fn transcript(msg: &Value) -> &str {
-    msg["channel"]["alternatives"][0]["transcript"]
-        .as_str()
-        .unwrap_or_default()
-}
+use super::{serve, stt_conn, Delay, Journal, Setup, StandInError};
 
 /// What the handle, the handshake handler and the connection tasks share.
 pub(super) struct Shared {
@@ -123,8 +45,8 @@ pub(super) struct Shared {
     refusals: Option<Journal<SttRefusal>>,
     /// Fault hook: refuse every handshake with 503.
     refuse_all: AtomicBool,
-    /// Fault hook: hold each `Results` this long (µs) before sending it.
-    transcript_delay_us: AtomicU64,
+    /// Fault hook: hold each `Results` this long before sending it.
+    transcript_delay: Delay,
     /// Fires when the stand-ins shut down: open sockets close with 1001.
     pub(super) shutdown: CancellationToken,
     /// A child of `shutdown`, cancelled and replaced by [`SttStandIn::disconnect_all`].
@@ -148,7 +70,7 @@ impl Shared {
 
     /// The transcript delay hook's value (zero unless a test set one).
     pub(super) fn transcript_delay(&self) -> Duration {
-        Duration::from_micros(self.transcript_delay_us.load(Ordering::Relaxed))
+        self.transcript_delay.get()
     }
 
     /// The token that closes every open connection, as of now.
@@ -177,10 +99,10 @@ impl SttStandIn {
         let shared = Arc::new(Shared {
             expected_auth: format!("Token {}", setup.key),
             bank,
-            connections: setup.record.then(Journal::default),
-            refusals: setup.record.then(Journal::default),
+            connections: Journal::when(setup.record),
+            refusals: Journal::when(setup.record),
             refuse_all: AtomicBool::new(false),
-            transcript_delay_us: AtomicU64::new(0),
+            transcript_delay: Delay::new(Duration::ZERO),
             shutdown: shutdown.clone(),
             kill: Mutex::new(shutdown.child_token()),
             probe: setup.probe.clone(),
@@ -199,14 +121,12 @@ impl SttStandIn {
 
     /// A snapshot of every accepted connection, in order of arrival (empty unless recording).
     pub fn connections(&self) -> Vec<SttConnection> {
-        let journal = self.shared.connections.as_ref();
-        journal.map(Journal::snapshot).unwrap_or_default()
+        Journal::read(&self.shared.connections)
     }
 
     /// A snapshot of every refused handshake (empty unless recording).
     pub fn refusals(&self) -> Vec<SttRefusal> {
-        let journal = self.shared.refusals.as_ref();
-        journal.map(Journal::snapshot).unwrap_or_default()
+        Journal::read(&self.shared.refusals)
     }
 
     /// Fault hook: refuse every handshake with 503 while set.
@@ -216,8 +136,7 @@ impl SttStandIn {
 
     /// Fault hook: delay every `Results` by `delay` (order is kept; reading goes on).
     pub fn set_transcript_delay(&self, delay: Duration) {
-        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
-        self.shared.transcript_delay_us.store(us, Ordering::Relaxed);
+        self.shared.transcript_delay.set(delay);
     }
 
     /// Fault hook: close every open connection with 1011, as a Deepgram outage would.
@@ -270,32 +189,6 @@ async fn handshake(
     upgrade
         .read_buffer_size(ivr_bridge::server::SOCKET_READ_BUFFER)
         .on_upgrade(move |socket| stt_conn::run(shared, id, settings, socket))
-}
-
-/// A new connection's record, noting a query a real Deepgram would misread.
-fn opened(at: Instant, query: Query, authorization: Option<String>) -> SttConnection {
-    let mut violations = Vec::new();
-    if query.get("encoding") != Some("linear16") || query.get("sample_rate") != Some("8000") {
-        violations.push(format!(
-            "the stand-in expects encoding=linear16&sample_rate=8000, got {:?}",
-            query.raw
-        ));
-    }
-    SttConnection {
-        opened_at: at,
-        query,
-        authorization,
-        audio: Vec::new(),
-        binary_frames: 0,
-        keepalives: 0,
-        finalizes: 0,
-        close_streams: 0,
-        controls: Vec::new(),
-        violations,
-        sent: Vec::new(),
-        close_sent: None,
-        ended_at: None,
-    }
 }
 
 fn refuse(status: StatusCode) -> Response {

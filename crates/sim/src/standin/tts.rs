@@ -7,9 +7,8 @@
 //! change while it runs. [`Chunking::Awkward`] sends the audio in sizes no multiple of a frame,
 //! so tests see the server re-frame it.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,28 +24,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::probe::{Probe, Seen};
+use super::tts_body::{stream, Progress};
+pub use super::tts_body::{Chunking, AWKWARD_CHUNK_SIZES};
 use super::voice::Voice;
 use super::wire::{authorization, request_id, Query};
-use super::{serve, Journal, Setup, StandInError};
+use super::{serve, Delay, Journal, Setup, StandInError};
 
-/// Bytes per body chunk with [`Chunking::Even`]: 100 ms of audio, so the client sees a stream.
-const EVEN_CHUNK_BYTES: usize = 800;
-/// Body chunk sizes with [`Chunking::Awkward`], cycled: none is a multiple of 160.
-pub const AWKWARD_CHUNK_SIZES: [usize; 9] = [1, 7, 159, 161, 333, 2, 480, 17, 1000];
-/// Awkward chunks between 1 ms pauses, so the client really sees separate network reads.
-const CHUNKS_PER_PAUSE: usize = 3;
 /// Deepgram's per-request text limit, in characters.
 const MAX_CHARS: usize = 2000;
-
-/// How the audio is cut into body chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Chunking {
-    /// 100 ms pieces, as fast as the client reads: cheap, for the demo and the load generator.
-    #[default]
-    Even,
-    /// [`AWKWARD_CHUNK_SIZES`] with short pauses: for tests of the server's re-framing.
-    Awkward,
-}
 
 /// One request as the stand-in saw it (recorded only when started with `record`).
 #[derive(Clone, Debug)]
@@ -75,7 +60,7 @@ pub struct TtsRequest {
 }
 
 /// What every request shares.
-struct Shared {
+pub(super) struct Shared {
     /// The `Authorization` value a client must send (`Token <key>`).
     expected_auth: String,
     /// How the text sounds.
@@ -86,10 +71,29 @@ struct Shared {
     requests: Option<Journal<TtsRequest>>,
     /// Fault hook: answer this many upcoming requests with 500.
     fail_next: AtomicUsize,
-    /// Wait before the first audio byte, µs, as a real synthesiser takes time to start.
-    first_byte_us: AtomicU64,
+    /// Wait before the first audio byte, as a real synthesiser takes time to start.
+    first_byte: Delay,
     /// The load generator's observer, when it runs one.
     probe: Option<Probe>,
+}
+
+impl Shared {
+    /// How the text sounds.
+    pub(super) fn voice(&self) -> Voice {
+        self.voice
+    }
+
+    /// How the audio is cut.
+    pub(super) fn chunking(&self) -> Chunking {
+        self.chunking
+    }
+
+    /// Updates request `index`'s record, when recording.
+    pub(super) fn note(&self, index: Option<usize>, f: impl FnOnce(&mut TtsRequest)) {
+        if let (Some(journal), Some(index)) = (&self.requests, index) {
+            journal.update(index, f);
+        }
+    }
 }
 
 /// The running stand-in. Cheap to clone; all clones see the same record and hooks.
@@ -113,9 +117,9 @@ impl TtsStandIn {
             expected_auth: format!("Token {}", setup.key),
             voice: setup.voice,
             chunking: setup.chunking,
-            requests: setup.record.then(Journal::default),
+            requests: Journal::when(setup.record),
             fail_next: AtomicUsize::new(0),
-            first_byte_us: AtomicU64::new(micros(first_byte)),
+            first_byte: Delay::new(first_byte),
             probe: setup.probe.clone(),
         });
         let app = Router::new()
@@ -132,11 +136,7 @@ impl TtsStandIn {
 
     /// A snapshot of every request, in order of arrival (empty unless recording).
     pub fn requests(&self) -> Vec<TtsRequest> {
-        self.shared
-            .requests
-            .as_ref()
-            .map(Journal::snapshot)
-            .unwrap_or_default()
+        Journal::read(&self.shared.requests)
     }
 
     /// Texts of the requests that were answered with audio, in order.
@@ -155,13 +155,8 @@ impl TtsStandIn {
 
     /// Sets the wait before the first audio byte.
     pub fn set_first_byte_delay(&self, delay: Duration) {
-        let us = micros(delay);
-        self.shared.first_byte_us.store(us, Ordering::Relaxed);
+        self.shared.first_byte.set(delay);
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 async fn speak(
@@ -216,17 +211,8 @@ async fn speak(
             text.chars().count().to_string(),
         ),
     ];
-    let delay = Duration::from_micros(shared.first_byte_us.load(Ordering::Relaxed));
-    let progress = Progress {
-        shared,
-        index,
-        probe,
-        text: Some(text),
-        delay,
-        audio: Bytes::new(),
-        offset: 0,
-        chunk: 0,
-    };
+    let delay = shared.first_byte.get();
+    let progress = Progress::new(shared, index, probe, text, delay);
     (headers, Body::from_stream(stream(progress))).into_response()
 }
 
@@ -280,80 +266,4 @@ fn check(shared: &Shared, auth_ok: bool, query: &Query, body: &[u8]) -> Result<S
         Some(t) if t.chars().count() > MAX_CHARS => Err(bad("text longer than 2000 characters")),
         Some(t) => Ok(t.to_owned()),
     }
-}
-
-/// One reply's body stream: synthesis happens after the first-byte delay, off the request path
-/// (at most 2000 characters, so memory is bounded). Records progress and, when dropped, how
-/// the stream ended.
-struct Progress {
-    /// The stand-in's state (voice, chunking, record).
-    shared: Arc<Shared>,
-    /// The request's entry in the record, when recording.
-    index: Option<usize>,
-    /// The load generator's observer and the request's id, when it runs one.
-    probe: Option<(Probe, u64)>,
-    /// The text, until it is synthesised.
-    text: Option<String>,
-    /// Wait before the first byte.
-    delay: Duration,
-    /// The audio not sent yet.
-    audio: Bytes,
-    /// Bytes sent so far.
-    offset: usize,
-    /// Chunks sent so far.
-    chunk: usize,
-}
-
-impl Progress {
-    /// Updates the request's record, if there is one.
-    fn note(&self, f: impl FnOnce(&mut TtsRequest)) {
-        if let (Some(journal), Some(index)) = (&self.shared.requests, self.index) {
-            journal.update(index, f);
-        }
-    }
-
-    /// The next chunk's size.
-    fn next_size(&self) -> usize {
-        let size = match self.shared.chunking {
-            Chunking::Even => EVEN_CHUNK_BYTES,
-            Chunking::Awkward => AWKWARD_CHUNK_SIZES[self.chunk % AWKWARD_CHUNK_SIZES.len()],
-        };
-        size.min(self.audio.len())
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        let completed = self.text.is_none() && self.audio.is_empty();
-        self.note(|r| {
-            r.completed = completed;
-            r.ended_at = Some(Instant::now());
-        });
-    }
-}
-
-fn stream(progress: Progress) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
-    futures::stream::unfold(progress, |mut p| async move {
-        if let Some(text) = p.text.take() {
-            tokio::time::sleep(p.delay).await;
-            p.audio = Bytes::from(p.shared.voice.audio(&text));
-            if let Some((probe, req)) = &p.probe {
-                probe.record(Seen::TtsFirstByte { req: *req });
-            }
-        } else if p.shared.chunking == Chunking::Awkward && p.chunk % CHUNKS_PER_PAUSE == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        if p.audio.is_empty() {
-            return None;
-        }
-        let chunk = p.audio.split_to(p.next_size());
-        p.offset += chunk.len();
-        p.chunk += 1;
-        let sent = p.offset;
-        p.note(|r| {
-            r.bytes_sent = sent;
-            r.first_byte_at.get_or_insert_with(Instant::now);
-        });
-        Some((Ok(chunk), p))
-    })
 }

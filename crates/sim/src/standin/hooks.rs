@@ -1,10 +1,12 @@
-//! The record hook: what a stand-in received, kept for a test to read. Off unless a stand-in is
-//! started with `record` (the demo and the load generator never pay for it), and bounded: past
-//! [`JOURNAL_LIMIT`] entries new ones are dropped and counted, so a runaway test cannot eat the
-//! machine's memory.
+//! Where the stand-ins' hooks keep their state. The record hook is a [`Journal`]: what a
+//! stand-in received, kept for a test to read, off unless a stand-in is started with `record`
+//! (the demo and the load generator never pay for it), and bounded: past [`JOURNAL_LIMIT`]
+//! entries new ones are dropped and counted, so a runaway test cannot eat the machine's memory.
+//! Delays a test may change while a stand-in runs are a [`Delay`]: one atomic read per use.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::wire::lock;
 
@@ -57,4 +59,40 @@ impl<T: Clone> Journal<T> {
     pub fn dropped(&self) -> usize {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// A journal when `record` is on, none otherwise.
+    pub fn when(record: bool) -> Option<Self> {
+        record.then(Self::default)
+    }
+
+    /// A copy of `journal`'s entries (none when not recording).
+    pub fn read(journal: &Option<Self>) -> Vec<T> {
+        journal.as_ref().map(Self::snapshot).unwrap_or_default()
+    }
+}
+
+/// A delay a test can change while the stand-in runs (a fault hook), read once per use.
+#[derive(Debug)]
+pub struct Delay(AtomicU64);
+
+impl Delay {
+    /// A delay of `d`.
+    pub fn new(d: Duration) -> Self {
+        Self(AtomicU64::new(micros(d)))
+    }
+
+    /// The delay now.
+    pub fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Changes it.
+    pub fn set(&self, d: Duration) {
+        self.0.store(micros(d), Ordering::Relaxed);
+    }
+}
+
+/// `d` in whole microseconds, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
