@@ -1,15 +1,14 @@
-//! One accepted connection of the STT stand-in: a read loop feeding the [`Recognizer`] and a
-//! writer task that owns the socket's sink, so a transcript delay (fault hook) never stalls
-//! reading. Without hooks the per-frame path is the recogniser and two branches.
+//! One accepted connection of the STT stand-in: one task owns the socket, feeds binary PCM to
+//! the [`Recognizer`] and writes what it says. Without hooks the per-frame path is the
+//! recogniser and a few branches, and messages go out as soon as they exist; the transcript
+//! delay hook holds `Results` in a queue the same task releases on time, so reading goes on.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::bank::{frame_hash, PCM_FRAME_BYTES};
@@ -22,8 +21,6 @@ use super::wire::request_id;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's side of a closing handshake.
 const CLOSING_WAIT: Duration = Duration::from_secs(2);
-/// Messages queued for the writer.
-const WRITE_QUEUE: usize = 256;
 /// Close reason of a connection dropped by the disconnect hook.
 const NET_0000: &str = "NET-0000 stand-in Deepgram disconnect";
 /// Close reason of an idle socket, as Deepgram words it.
@@ -32,7 +29,7 @@ the timeout window. See https://dpgr.am/net0001";
 /// The control messages Deepgram live accepts.
 const CONTROLS: [&str; 3] = ["KeepAlive", "Finalize", "CloseStream"];
 
-/// What the read loop hands the writer.
+/// Something to write, in order.
 enum Out {
     /// A JSON message, not to be sent before `not_before` (transcript delay hook).
     Json {
@@ -41,7 +38,7 @@ enum Out {
         /// When it may go, if it is held.
         not_before: Option<Instant>,
     },
-    /// A close frame; the writer stops after it.
+    /// A close frame; nothing is written after it.
     Close(u16, &'static str),
 }
 
@@ -52,47 +49,48 @@ pub(super) async fn run(
     settings: Settings,
     socket: WebSocket,
 ) {
-    let (sink, stream) = socket.split();
-    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let probe = shared.probe.as_ref().map(|p| (p.clone(), p.next_id()));
-    let writer = tokio::spawn(write(shared.clone(), id, sink, rx, probe.clone()));
     let rec = Recognizer::new(shared.bank.clone(), settings, request_id());
     let mut conn = Conn {
         shared,
         id,
-        tx,
+        socket,
         rec,
         out: Vec::new(),
+        queue: VecDeque::new(),
         probe,
         closing: false,
+        closed: false,
     };
-    conn.read(stream).await;
-    let Conn { shared, tx, .. } = conn;
-    drop(tx);
-    let _ = writer.await;
+    conn.serve().await;
+    let Conn { shared, .. } = conn;
     shared.with_conn(id, |c| c.ended_at = Some(Instant::now()));
 }
 
-/// The read side of one connection.
+/// One connection.
 struct Conn {
     /// The stand-in's state and hooks.
     shared: Arc<Shared>,
     /// This connection's record, when recording.
     id: Option<usize>,
-    /// To the writer.
-    tx: mpsc::Sender<Out>,
+    /// The socket, read and written by this task only.
+    socket: WebSocket,
     /// The recogniser.
     rec: Recognizer,
     /// Messages the recogniser produced, reused between client messages.
     out: Vec<Value>,
+    /// What is waiting to be written, in order (only ever non-empty with the delay hook on).
+    queue: VecDeque<Out>,
     /// The load generator's observer and this connection's id in it.
     probe: Option<(Probe, u64)>,
     /// A close frame was queued; only the client's close reply is awaited now.
     closing: bool,
+    /// The close frame was written (or the socket broke): nothing more is written.
+    closed: bool,
 }
 
 impl Conn {
-    async fn read(&mut self, mut stream: SplitStream<WebSocket>) {
+    async fn serve(&mut self) {
         let kill = self.shared.kill();
         loop {
             let wait = if self.closing {
@@ -100,6 +98,7 @@ impl Conn {
             } else {
                 IDLE_TIMEOUT
             };
+            let held = self.held_until();
             let next = tokio::select! {
                 () = kill.cancelled(), if !self.closing => {
                     if self.shared.shutdown.is_cancelled() {
@@ -109,7 +108,11 @@ impl Conn {
                     }
                     continue;
                 }
-                next = timeout(wait, stream.next()) => next,
+                () = release(held), if held.is_some() => {
+                    self.write_due().await;
+                    continue;
+                }
+                next = timeout(wait, self.socket.recv()) => next,
             };
             let go_on = match next {
                 Ok(Some(Ok(msg))) => self.on_message(msg).await,
@@ -217,8 +220,8 @@ impl Conn {
         kind
     }
 
-    /// Queues the recogniser's messages for the writer; `Results` are held by the transcript
-    /// delay hook when it is set.
+    /// Writes the recogniser's messages, or queues them behind held ones; `Results` are held
+    /// by the transcript delay hook when it is set.
     async fn flush(&mut self) {
         if self.out.is_empty() {
             return;
@@ -228,53 +231,77 @@ impl Conn {
         for msg in out.drain(..) {
             let held = !delay.is_zero() && msg["type"] == "Results";
             let not_before = held.then(|| Instant::now() + delay);
-            if self.tx.send(Out::Json { msg, not_before }).await.is_err() {
-                break;
-            }
+            self.queue.push_back(Out::Json { msg, not_before });
         }
-        out.clear();
         self.out = out;
+        self.write_due().await;
     }
 
+    /// Queues a close frame behind what is queued.
     async fn close(&mut self, code: u16, reason: &'static str) {
-        let _ = self.tx.send(Out::Close(code, reason)).await;
+        self.queue.push_back(Out::Close(code, reason));
         self.closing = true;
+        self.write_due().await;
+    }
+
+    /// When the first queued message may go, if one is held.
+    fn held_until(&self) -> Option<Instant> {
+        match self.queue.front() {
+            Some(Out::Json { not_before, .. }) => *not_before,
+            _ => None,
+        }
+    }
+
+    /// Writes queued messages in order up to the first one still held, reporting each to the
+    /// probe and the record.
+    async fn write_due(&mut self) {
+        let now = Instant::now();
+        while let Some(out) = self.queue.pop_front() {
+            if self.closed {
+                continue;
+            }
+            match out {
+                Out::Json { msg, not_before } => {
+                    if not_before.is_some_and(|at| at > now) {
+                        self.queue.push_front(Out::Json { msg, not_before });
+                        return;
+                    }
+                    if let Some((probe, conn)) = &self.probe {
+                        observe_sent(probe, *conn, &msg);
+                    }
+                    if self
+                        .socket
+                        .send(Message::text(msg.to_string()))
+                        .await
+                        .is_err()
+                    {
+                        self.closed = true;
+                        continue;
+                    }
+                    self.shared.with_conn(self.id, |c| {
+                        let at = Instant::now();
+                        c.sent.push(SttSent { at, msg });
+                    });
+                }
+                Out::Close(code, reason) => {
+                    let reason = reason.into();
+                    let frame = CloseFrame { code, reason };
+                    let _ = self.socket.send(Message::Close(Some(frame))).await;
+                    self.closed = true;
+                    let at = Instant::now();
+                    self.shared
+                        .with_conn(self.id, |c| c.close_sent = Some((at, code)));
+                }
+            }
+        }
     }
 }
 
-/// Owns the sink: writes queued messages in order, reporting each to the probe and the record.
-async fn write(
-    shared: Arc<Shared>,
-    id: Option<usize>,
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Out>,
-    probe: Option<(Probe, u64)>,
-) {
-    while let Some(out) = rx.recv().await {
-        match out {
-            Out::Json { msg, not_before } => {
-                if let Some(at) = not_before {
-                    sleep_until(at).await;
-                }
-                if let Some((probe, conn)) = &probe {
-                    observe_sent(probe, *conn, &msg);
-                }
-                if sink.send(Message::text(msg.to_string())).await.is_err() {
-                    return;
-                }
-                shared.with_conn(id, |c| {
-                    let at = Instant::now();
-                    c.sent.push(SttSent { at, msg });
-                });
-            }
-            Out::Close(code, reason) => {
-                let reason = reason.into();
-                let frame = CloseFrame { code, reason };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                shared.with_conn(id, |c| c.close_sent = Some((Instant::now(), code)));
-                return;
-            }
-        }
+/// Sleeps until `held`, or forever: no timer exists unless a message is held.
+async fn release(held: Option<Instant>) {
+    match held {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

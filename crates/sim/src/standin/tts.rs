@@ -7,9 +7,10 @@
 //! change while it runs. [`Chunking::Awkward`] sends the audio in sizes no multiple of a frame,
 //! so tests see the server re-frame it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -27,11 +28,15 @@ use super::probe::{Probe, Seen};
 use super::tts_body::{stream, Progress};
 pub use super::tts_body::{Chunking, AWKWARD_CHUNK_SIZES};
 use super::voice::Voice;
-use super::wire::{authorization, request_id, Query};
+use super::wire::{authorization, lock, request_id, Query};
 use super::{serve, Delay, Journal, Setup, StandInError};
 
 /// Deepgram's per-request text limit, in characters.
 const MAX_CHARS: usize = 2000;
+/// Texts whose audio is kept for the next request of the same text (up to ~1 MB each): a load
+/// test asks for the same few replies thousands of times, and synthesis is the TTS stand-in's
+/// main cost. When full, the cache starts over.
+const VOICE_CACHE_TEXTS: usize = 32;
 
 /// One request as the stand-in saw it (recorded only when started with `record`).
 #[derive(Clone, Debug)]
@@ -67,6 +72,8 @@ pub(super) struct Shared {
     voice: Voice,
     /// How the audio is cut.
     chunking: Chunking,
+    /// Audio already synthesised, by text (the voice is deterministic).
+    spoken: Mutex<HashMap<String, Bytes>>,
     /// Every request, when recording.
     requests: Option<Journal<TtsRequest>>,
     /// Fault hook: answer this many upcoming requests with 500.
@@ -78,9 +85,18 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// How the text sounds.
-    pub(super) fn voice(&self) -> Voice {
-        self.voice
+    /// The audio for `text`: synthesised once, then shared.
+    pub(super) fn audio(&self, text: &str) -> Bytes {
+        if let Some(audio) = lock(&self.spoken).get(text) {
+            return audio.clone();
+        }
+        let audio = Bytes::from(self.voice.audio(text));
+        let mut spoken = lock(&self.spoken);
+        if spoken.len() >= VOICE_CACHE_TEXTS {
+            spoken.clear();
+        }
+        spoken.insert(text.to_owned(), audio.clone());
+        audio
     }
 
     /// How the audio is cut.
@@ -117,6 +133,7 @@ impl TtsStandIn {
             expected_auth: format!("Token {}", setup.key),
             voice: setup.voice,
             chunking: setup.chunking,
+            spoken: Mutex::default(),
             requests: Journal::when(setup.record),
             fail_next: AtomicUsize::new(0),
             first_byte: Delay::new(first_byte),

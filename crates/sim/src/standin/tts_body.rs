@@ -98,11 +98,13 @@ impl Drop for Progress {
     }
 }
 
+/// The body: the first chunk after the delay, then the rest as fast as the client reads (with
+/// short pauses when chunking awkwardly).
 pub(super) fn stream(progress: Progress) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
     futures::stream::unfold(progress, |mut p| async move {
         if let Some(text) = p.text.take() {
             tokio::time::sleep(p.delay).await;
-            p.audio = Bytes::from(p.shared.voice().audio(&text));
+            p.audio = p.shared.audio(&text);
             if let Some((probe, req)) = &p.probe {
                 probe.record(Seen::TtsFirstByte { req: *req });
             }
