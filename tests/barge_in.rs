@@ -5,8 +5,8 @@ use crate::support;
 
 use std::time::Duration;
 
+use ivr_sim::standin::faq::{DIRECTIONS, WEEKEND};
 use support::expect::{call_audio, reply_phrases, GREETING};
-use support::faq::{DIRECTIONS, WEEKEND};
 use support::transcript;
 use support::{spoken, TestEnv};
 

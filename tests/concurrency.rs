@@ -4,8 +4,8 @@ use crate::support;
 
 use std::collections::HashSet;
 
+use ivr_sim::standin::faq;
 use support::expect::{call_audio, GREETING};
-use support::faq;
 use support::{framed, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,8 @@
 
 use crate::support;
 
+use ivr_sim::standin::faq::{self, ADDRESS, GOODBYE, HOURS};
 use support::expect::{call_audio, call_marks, call_texts, dialogue, heard, sorted};
-use support::faq::{self, ADDRESS, GOODBYE, HOURS};
 use support::fixture::{pcm16le, FRAME_BYTES};
 use support::{TestEnv, DEEPGRAM_KEY};
 

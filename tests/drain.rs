@@ -5,8 +5,8 @@ use crate::support;
 
 use std::time::Duration;
 
+use ivr_sim::standin::faq::HOURS;
 use support::expect::call_audio;
-use support::faq::HOURS;
 use support::instance::Instance;
 use support::{LlmStandIn, SttStandIn, TtsStandIn};
 

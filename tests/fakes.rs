@@ -1,5 +1,6 @@
-//! Tests of the test fakes themselves, against plain clients: no ivr-bridge server involved.
-//! If these fail, behaviour tests can't be trusted.
+//! Tests of the simulated world's stand-ins and caller with the tests' hooks on (record, faults,
+//! test voice), against plain clients: no ivr-bridge server involved. If these fail, behaviour
+//! tests can't be trusted.
 
 use crate::support;
 
@@ -10,8 +11,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use ivr_sim::standin::faq;
 use ivr_sim::standin::voice::{tones as audio_for, TONE_BYTES_PER_CHAR as BYTES_PER_CHAR};
-use support::faq;
 use support::fixture::{pcm16le, FRAME_BYTES};
 use support::transcript;
 use support::{Fixture, LlmStandIn, SttStandIn, DEEPGRAM_KEY, MISTRAL_KEY};

@@ -6,9 +6,9 @@ use crate::support;
 use std::time::Duration;
 
 use futures::SinkExt;
+use ivr_sim::standin::faq;
 use serde_json::json;
 use support::expect::call_audio;
-use support::faq;
 use support::{eventually, TestEnv};
 use tokio_tungstenite::tungstenite::Message;
 

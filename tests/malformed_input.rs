@@ -4,9 +4,9 @@ use crate::support;
 
 use std::time::Duration;
 
+use ivr_sim::standin::faq::HOURS;
 use serde_json::json;
 use support::expect::{call_audio, call_texts, sorted};
-use support::faq::HOURS;
 use support::TestEnv;
 use support::{replay_with, Inject, PlayOptions};
 
@@ -131,6 +131,6 @@ async fn a_broken_connection_does_not_disturb_a_good_call() {
     let question = &support::fixture::load("visiting_hours").sidecar.utterances[0].text;
     assert_eq!(
         log.media_bytes(),
-        call_audio(&[support::faq::answer(question)])
+        call_audio(&[ivr_sim::standin::faq::answer(question)])
     );
 }

@@ -5,8 +5,8 @@ use crate::support;
 use std::time::Duration;
 
 use ivr_bridge::tts::text::speakable;
+use ivr_sim::standin::faq::HOURS;
 use support::expect::call_audio;
-use support::faq::HOURS;
 use support::fixture::{pcm16le, FRAME_BYTES};
 use support::TestEnv;
 

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use ivr_bridge::gather::for_say;
 use ivr_bridge::store::Exchange;
+use ivr_sim::standin::faq::{self, ADDRESS, HOURS, VISITING};
 use support::expect::{heard, reply_phrases};
-use support::faq::{self, ADDRESS, HOURS, VISITING};
 use support::gather_phone::{answer, Phone};
 use support::instance::Instance;
 use support::nginx::Nginx;

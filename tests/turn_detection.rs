@@ -6,8 +6,8 @@ use crate::support;
 use std::time::Duration;
 
 use ivr_bridge::config::TurnDetection;
+use ivr_sim::standin::faq::{ADDRESS, GOODBYE, HOURS};
 use support::expect::{call_audio, call_marks, call_texts, heard, requested, sorted};
-use support::faq::{ADDRESS, GOODBYE, HOURS};
 use support::TestEnv;
 
 /// A silence timer far longer than Deepgram's end of speech, so the two cannot be confused.

@@ -1,5 +1,5 @@
 //! The server binary as a child process — one instance of a deployment — pointed at the test's
-//! fakes, with its log in a file the test can read. Killed on drop if the test fails midway.
+//! stand-ins, with its log in a file the test can read. Killed on drop if the test fails midway.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,14 +16,14 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts the binary (path from `env!("CARGO_BIN_EXE_ivr-bridge")`) with the fakes'
+    /// Starts the binary (path from `env!("CARGO_BIN_EXE_ivr-bridge")`) with the stand-ins'
     /// URLs and `extra` settings, and waits until it listens.
     pub async fn start(
         binary: &str,
-        fakes: (&SttStandIn, &TtsStandIn, &LlmStandIn),
+        stand_ins: (&SttStandIn, &TtsStandIn, &LlmStandIn),
         extra: &[(&str, String)],
     ) -> Self {
-        let (stt, tts, llm) = fakes;
+        let (stt, tts, llm) = stand_ins;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use fixture::Fixture;
 pub use ivr_sim::caller::{Inject, PlayOptions, Recording};
 pub use ivr_sim::standin::{
-    faq, stt::transcript, Bank, Delays, LlmStandIn, Setup, SttStandIn, TtsStandIn,
+    stt::transcript, Bank, Delays, LlmStandIn, Setup, SttStandIn, TtsStandIn,
 };
 
 /// The Deepgram key the stand-ins expect and [`TestEnv`] configures.

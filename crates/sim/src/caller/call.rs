@@ -44,6 +44,7 @@ pub(super) struct Call {
 }
 
 impl Call {
+    /// A call on a socket that opened at `started`, playing `fixture`.
     pub(super) fn new(started: Instant, fixture: &CallFixture) -> Self {
         let mut cues = Vec::new();
         for u in &fixture.sidecar.utterances {

@@ -7,8 +7,8 @@
 /// Opening hours.
 pub const HOURS: &str = "We are open Monday to Friday, from 8 AM to 6 PM.";
 /// Where the hospital is, with Markdown the server must strip before speaking it.
-pub const ADDRESS: &str = "We are at **100 Main Street**, Springfield. \
-You can [see it on the map](https://example.com/map).";
+pub const ADDRESS: &str =
+    "We are at **100 Main Street**. You can [see it on the map](https://example.com/map).";
 /// Directions: long on purpose (several sentences, well over 5 s of speech) for barge-in.
 pub const DIRECTIONS: &str = "From the central bus station, walk north along Main Street for \
 about five minutes, past the public library and the old fire station. The main entrance of the \
