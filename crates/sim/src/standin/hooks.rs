@@ -71,6 +71,14 @@ impl<T: Clone> Journal<T> {
     }
 }
 
+/// Appends `entry` to a record's list unless it already holds [`JOURNAL_LIMIT`] entries: the
+/// lists inside one record (an STT connection's messages) are bounded like the journals.
+pub fn push_bounded<T>(list: &mut Vec<T>, entry: T) {
+    if list.len() < JOURNAL_LIMIT {
+        list.push(entry);
+    }
+}
+
 /// A delay a test can change while the stand-in runs (a fault hook), read once per use.
 #[derive(Debug)]
 pub struct Delay(AtomicU64);

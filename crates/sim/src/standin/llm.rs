@@ -104,10 +104,8 @@ impl LlmStandIn {
             total: Delay::new(total),
             probe: setup.probe.clone(),
         });
-        let app = Router::new()
-            .route("/v1/chat/completions", post(complete))
-            .with_state(shared.clone());
-        let (addr, task) = serve("LLM", app, setup.port, shutdown).await?;
+        let app = Router::new().route("/v1/chat/completions", post(complete));
+        let (addr, task) = serve("LLM", app.with_state(shared.clone()), setup, shutdown).await?;
         Ok((Self { addr, shared }, task))
     }
 

@@ -241,16 +241,16 @@ impl StandIns {
     }
 }
 
-/// Binds `127.0.0.1:port` (0: any free port) and serves `app` until `shutdown` fires; returns
-/// the address and the server task.
+/// Binds `127.0.0.1:setup.port` (0: any free port) and serves the `which` stand-in's `app` until
+/// `shutdown` fires; returns the address and the server task.
 async fn serve(
     which: &'static str,
     app: Router,
-    port: u16,
+    setup: &Setup,
     shutdown: &CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), StandInError> {
     let bind = |source| StandInError::Bind { which, source };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", setup.port))
         .await
         .map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;

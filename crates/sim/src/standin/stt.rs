@@ -107,10 +107,8 @@ impl SttStandIn {
             kill: Mutex::new(shutdown.child_token()),
             probe: setup.probe.clone(),
         });
-        let app = Router::new()
-            .route("/v1/listen", get(handshake))
-            .with_state(shared.clone());
-        let (addr, task) = serve("STT", app, setup.port, shutdown).await?;
+        let app = Router::new().route("/v1/listen", get(handshake));
+        let (addr, task) = serve("STT", app.with_state(shared.clone()), setup, shutdown).await?;
         Ok((Self { addr, shared }, task))
     }
 

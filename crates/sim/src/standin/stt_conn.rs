@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::bank::{frame_hash, PCM_FRAME_BYTES};
+use super::hooks::push_bounded;
 use super::probe::{Probe, Seen};
 use super::recognizer::{Recognizer, Settings};
 use super::stt::{Shared, SttSent, RECORDED_AUDIO_LIMIT};
@@ -119,7 +120,8 @@ impl Conn {
                 Ok(Some(Err(e))) => {
                     if !self.closing {
                         let v = format!("connection dropped without a close handshake: {e}");
-                        self.shared.with_conn(self.id, |c| c.violations.push(v));
+                        self.shared
+                            .with_conn(self.id, |c| push_bounded(&mut c.violations, v));
                     }
                     false
                 }
@@ -184,15 +186,15 @@ impl Conn {
             }
             c.binary_frames += 1;
             if bytes.len() % 2 == 1 {
-                c.violations
-                    .push(format!("binary frame of odd length {}", bytes.len()));
+                let v = format!("binary frame of odd length {}", bytes.len());
+                push_bounded(&mut c.violations, v);
             }
             if bytes.is_empty() {
-                c.violations.push("empty binary frame".into());
+                push_bounded(&mut c.violations, "empty binary frame".into());
             }
             if closing {
-                c.violations
-                    .push("audio after the stream was closed".into());
+                let v = "audio after the stream was closed".into();
+                push_bounded(&mut c.violations, v);
             }
         });
     }
@@ -206,16 +208,17 @@ impl Conn {
         });
         self.shared.with_conn(self.id, |c| match kind {
             Some(k) => {
-                c.controls.push((Instant::now(), k.to_owned()));
+                push_bounded(&mut c.controls, (Instant::now(), k.to_owned()));
                 match k {
                     "KeepAlive" => c.keepalives += 1,
                     "Finalize" => c.finalizes += 1,
                     _ => c.close_streams += 1,
                 }
             }
-            None => c
-                .violations
-                .push(format!("text frame is not a control message: {text:?}")),
+            None => {
+                let v = format!("text frame is not a control message: {text:?}");
+                push_bounded(&mut c.violations, v);
+            }
         });
         kind
     }
@@ -280,7 +283,7 @@ impl Conn {
                     }
                     self.shared.with_conn(self.id, |c| {
                         let at = Instant::now();
-                        c.sent.push(SttSent { at, msg });
+                        push_bounded(&mut c.sent, SttSent { at, msg });
                     });
                 }
                 Out::Close(code, reason) => {

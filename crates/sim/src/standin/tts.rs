@@ -139,10 +139,8 @@ impl TtsStandIn {
             first_byte: Delay::new(first_byte),
             probe: setup.probe.clone(),
         });
-        let app = Router::new()
-            .route("/v1/speak", post(speak))
-            .with_state(shared.clone());
-        let (addr, task) = serve("TTS", app, setup.port, shutdown).await?;
+        let app = Router::new().route("/v1/speak", post(speak));
+        let (addr, task) = serve("TTS", app.with_state(shared.clone()), setup, shutdown).await?;
         Ok((Self { addr, shared }, task))
     }
 
