@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ivr_sim::standin::faq::HOURS;
 use support::expect::call_audio;
-use support::{eventually, Fixture, LlmStandIn, SttStandIn, TtsStandIn, DEEPGRAM_KEY, MISTRAL_KEY};
+use support::{eventually, LlmStandIn, SttStandIn, TtsStandIn, DEEPGRAM_KEY, MISTRAL_KEY};
 
 /// The image's user and group (`USER` in the Dockerfile).
 const IMAGE_USER: &str = "65534";
