@@ -5,17 +5,17 @@ use crate::support;
 
 use std::time::Duration;
 
+use ivr_sim::standin::faq::{DIRECTIONS, WEEKEND};
 use support::expect::{call_audio, reply_phrases, GREETING};
-use support::fake_stt::transcript;
-use support::faq::{DIRECTIONS, WEEKEND};
-use support::{spoken, Fixture, TestEnv};
+use support::transcript;
+use support::{spoken, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn talking_over_the_reply_clears_it_at_once_and_starts_the_next_turn() {
     let env = TestEnv::start().await;
-    let fixture = Fixture::load("barge_in");
-    let question = fixture.meta.utterances[0].text.clone();
-    let interruption = fixture.meta.utterances[1].clone();
+    let fixture = support::fixture::load("barge_in");
+    let question = fixture.sidecar.utterances[0].text.clone();
+    let interruption = fixture.sidecar.utterances[1].clone();
     let log = env.replay("barge_in").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 
@@ -108,7 +108,7 @@ async fn speech_while_the_model_thinks_joins_the_turn_instead_of_answering_twice
     let env = TestEnv::start().await;
     env.llm.set_total_delay(Duration::from_secs(4));
     env.llm.set_first_token_delay(Duration::from_secs(4));
-    let fixture = Fixture::load("barge_in");
+    let fixture = support::fixture::load("barge_in");
     let said = fixture.said();
     let log = env.replay("barge_in").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);

@@ -4,9 +4,9 @@ use crate::support;
 
 use std::collections::HashSet;
 
+use ivr_sim::standin::faq;
 use support::expect::{call_audio, GREETING};
-use support::faq::answer_for;
-use support::{framed, Fixture, TestEnv};
+use support::{framed, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_calls_each_get_only_their_own_answers() {
@@ -20,7 +20,7 @@ async fn simultaneous_calls_each_get_only_their_own_answers() {
     let url = env.media_url();
     let logs = futures::future::join_all(names.iter().map(|name| {
         let url = url.clone();
-        async move { support::replay(&url, &Fixture::load(name)).await }
+        async move { support::replay(&url, &support::fixture::load(name)).await }
     }))
     .await;
 
@@ -33,15 +33,15 @@ async fn simultaneous_calls_each_get_only_their_own_answers() {
     }
 
     for (name, log) in names.iter().zip(&logs) {
-        let fixture = Fixture::load(name);
-        let question = &fixture.meta.utterances[0].text;
+        let fixture = support::fixture::load(name);
+        let question = &fixture.sidecar.utterances[0].text;
         assert!(log.violations.is_empty(), "{name}: {:?}", log.violations);
         assert!(log
             .media
             .iter()
-            .all(|f| f.stream_sid == fixture.meta.stream_sid));
+            .all(|f| f.stream_sid == fixture.sidecar.stream_sid));
         // Exactly the greeting and this call's own answer, nothing else.
-        let expected = call_audio(&[&answer_for(question)]);
+        let expected = call_audio(&[faq::answer(question)]);
         assert_eq!(log.media_bytes(), expected, "{name} heard something else");
         assert!(log.clears.is_empty(), "{name}");
     }
@@ -49,9 +49,7 @@ async fn simultaneous_calls_each_get_only_their_own_answers() {
     // Sanity: the two kinds of call really got different answers.
     let answers: HashSet<Vec<u8>> = logs
         .iter()
-        .map(|log| {
-            log.media_bytes()[framed(&support::fake_tts::audio_for(GREETING)).len()..].to_vec()
-        })
+        .map(|log| log.media_bytes()[framed(&support::tones(GREETING)).len()..].to_vec())
         .collect();
     assert_eq!(answers.len(), 2);
 }

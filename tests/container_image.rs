@@ -13,11 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ivr_sim::standin::faq::HOURS;
 use support::expect::call_audio;
-use support::faq::HOURS;
-use support::{
-    eventually, FakeMistral, FakeStt, FakeTts, Fixture, SttBank, DEEPGRAM_KEY, MISTRAL_KEY,
-};
+use support::{eventually, LlmStandIn, SttStandIn, TtsStandIn, DEEPGRAM_KEY, MISTRAL_KEY};
 
 /// The image's user and group (`USER` in the Dockerfile).
 const IMAGE_USER: &str = "65534";
@@ -61,7 +59,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    async fn start(rootfs: &Path, stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> Self {
+    async fn start(rootfs: &Path, stt: &SttStandIn, tts: &TtsStandIn, llm: &LlmStandIn) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -128,9 +126,9 @@ fn the_image_has_no_shell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_is_served_from_the_image_as_nobody_with_providers_found_by_name() {
     let rootfs = rootfs();
-    let stt = FakeStt::start(SttBank::shared()).await;
-    let tts = FakeTts::start().await;
-    let llm = FakeMistral::start().await;
+    let stt = support::start_stt().await;
+    let tts = support::start_tts().await;
+    let llm = support::start_llm().await;
     let mut server = Server::start(&rootfs, &stt, &tts, &llm).await;
 
     // It is the image's binary, in the image's filesystem, as the image's user.
@@ -151,7 +149,7 @@ async fn a_call_is_served_from_the_image_as_nobody_with_providers_found_by_name(
     // A whole call: the greeting, one question, its answer. The server reached all three
     // providers through `localhost`, which only the image's /etc/hosts can resolve.
     let media = format!("ws://localhost:{}/media", server.port);
-    let log = support::replay(&media, &Fixture::load("one_question")).await;
+    let log = support::replay(&media, &support::fixture::load("one_question")).await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
     assert_eq!(log.media_bytes(), call_audio(&[HOURS]));
     assert_eq!(stt.connections().len(), 1, "one recogniser socket");

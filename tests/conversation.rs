@@ -2,16 +2,16 @@
 
 use crate::support;
 
+use ivr_sim::standin::faq::{self, ADDRESS, GOODBYE, HOURS};
 use support::expect::{call_audio, call_marks, call_texts, dialogue, heard, sorted};
-use support::faq::{answer_for, ADDRESS, GOODBYE, HOURS};
 use support::fixture::{pcm16le, FRAME_BYTES};
-use support::{Fixture, TestEnv, DEEPGRAM_KEY};
+use support::{TestEnv, DEEPGRAM_KEY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_question_is_answered_with_the_tts_audio_in_whole_frames() {
     let env = TestEnv::start().await;
-    let fixture = Fixture::load("one_question");
-    let question = &fixture.meta.utterances[0].text;
+    let fixture = support::fixture::load("one_question");
+    let question = &fixture.sidecar.utterances[0].text;
     let log = env.replay("one_question").await;
 
     assert!(
@@ -28,7 +28,7 @@ async fn one_question_is_answered_with_the_tts_audio_in_whole_frames() {
     assert_eq!(messages[0].0, "system");
     assert!(messages[0].1.contains("City General Hospital"));
     assert_eq!(dialogue(messages), vec![("user", question.as_str())]);
-    assert_eq!(answer_for(question), HOURS);
+    assert_eq!(faq::answer(question), HOURS);
 
     // The greeting and the answer's phrases were synthesized.
     assert_eq!(
@@ -41,7 +41,7 @@ async fn one_question_is_answered_with_the_tts_audio_in_whole_frames() {
     assert!(log
         .media
         .iter()
-        .all(|f| f.bytes.len() == FRAME_BYTES && f.stream_sid == fixture.meta.stream_sid));
+        .all(|f| f.bytes.len() == FRAME_BYTES && f.stream_sid == fixture.sidecar.stream_sid));
     assert_eq!(log.media_bytes(), call_audio(&[HOURS]));
     assert!(log.clears.is_empty(), "nobody interrupted");
 
@@ -62,7 +62,7 @@ async fn one_question_is_answered_with_the_tts_audio_in_whole_frames() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_audio_reaches_deepgram_as_pcm_with_the_documented_parameters() {
     let env = TestEnv::start().await;
-    let fixture = Fixture::load("one_question");
+    let fixture = support::fixture::load("one_question");
     let _log = env.replay("one_question").await;
     // The Twilio socket may close a moment before the recogniser's own close handshake ends
     // (the call closes both at once); wait for it, within the 1 s the call has to clean up.
@@ -105,7 +105,7 @@ async fn caller_audio_reaches_deepgram_as_pcm_with_the_documented_parameters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_turns_keep_the_whole_history_and_never_repeat_words() {
     let env = TestEnv::start().await;
-    let fixture = Fixture::load("three_turns");
+    let fixture = support::fixture::load("three_turns");
     let said = fixture.said();
     let log = env.replay("three_turns").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
@@ -153,19 +153,19 @@ async fn three_turns_keep_the_whole_history_and_never_repeat_words() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keypad_digits_then_hash_reach_the_model_as_a_turn() {
     use serde_json::json;
-    use support::replayer::{replay_with, Inject, ReplayOptions};
+    use support::{replay_with, Inject, PlayOptions};
     let env = TestEnv::start().await;
-    let fixture = Fixture::load("visiting_hours");
-    let sid = fixture.meta.stream_sid.clone();
+    let fixture = support::fixture::load("visiting_hours");
+    let sid = fixture.sidecar.stream_sid.clone();
     let key = |at: u64, digit: &str| {
         let message = json!({"event":"dtmf","streamSid":sid,"sequenceNumber":"1",
             "dtmf":{"track":"inbound_track","digit":digit}});
         (at, Inject::Message(message))
     };
     let inject = vec![key(7_000, "4"), key(7_100, "2"), key(7_200, "#")];
-    let options = ReplayOptions {
+    let options = PlayOptions {
         inject,
-        ..ReplayOptions::default()
+        ..PlayOptions::default()
     };
     let log = replay_with(&env.media_url(), &fixture, options).await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);

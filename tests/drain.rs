@@ -5,14 +5,14 @@ use crate::support;
 
 use std::time::Duration;
 
+use ivr_sim::standin::faq::HOURS;
 use support::expect::call_audio;
-use support::faq::HOURS;
 use support::instance::Instance;
-use support::{FakeMistral, FakeStt, FakeTts, Fixture, SttBank};
+use support::{LlmStandIn, SttStandIn, TtsStandIn};
 
 /// The server binary as a child process (killed if a test fails midway), ending turns after
 /// 600 ms of silence and draining for at most `drain_s`.
-async fn start_server(fakes: (&FakeStt, &FakeTts, &FakeMistral), drain_s: u32) -> Instance {
+async fn start_server(fakes: (&SttStandIn, &TtsStandIn, &LlmStandIn), drain_s: u32) -> Instance {
     let settings = [
         ("SILENCE_TIMEOUT_MS", "600".to_owned()),
         ("DRAIN_TIMEOUT_S", drain_s.to_string()),
@@ -20,11 +20,11 @@ async fn start_server(fakes: (&FakeStt, &FakeTts, &FakeMistral), drain_s: u32) -
     Instance::start(env!("CARGO_BIN_EXE_ivr-bridge"), fakes, &settings).await
 }
 
-async fn fakes() -> (FakeStt, FakeTts, FakeMistral) {
+async fn fakes() -> (SttStandIn, TtsStandIn, LlmStandIn) {
     (
-        FakeStt::start(SttBank::shared()).await,
-        FakeTts::start().await,
-        FakeMistral::start().await,
+        support::start_stt().await,
+        support::start_tts().await,
+        support::start_llm().await,
     )
 }
 
@@ -45,7 +45,7 @@ async fn sigterm_refuses_new_calls_and_lets_the_call_in_progress_finish() {
     let media = format!("ws://127.0.0.1:{}/media", server.port);
     let call = tokio::spawn({
         let media = media.clone();
-        async move { support::replay(&media, &Fixture::load("one_question")).await }
+        async move { support::replay(&media, &support::fixture::load("one_question")).await }
     });
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     server.terminate();
@@ -93,8 +93,9 @@ async fn a_call_longer_than_the_drain_timeout_is_ended_and_the_process_exits() {
     let (stt, tts, llm) = fakes().await;
     let mut server = start_server((&stt, &tts, &llm), 1).await;
     let media = format!("ws://127.0.0.1:{}/media", server.port);
-    let call =
-        tokio::spawn(async move { support::replay(&media, &Fixture::load("three_turns")).await });
+    let call = tokio::spawn(async move {
+        support::replay(&media, &support::fixture::load("three_turns")).await
+    });
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let signalled = tokio::time::Instant::now();
     server.terminate();

@@ -1,5 +1,6 @@
-//! Tests of the test fakes themselves, against plain clients: no ivr-bridge server involved.
-//! If these fail, behaviour tests can't be trusted.
+//! Tests of the simulated world's stand-ins and caller with the tests' hooks on (record, faults,
+//! test voice), against plain clients: no ivr-bridge server involved. If these fail, behaviour
+//! tests can't be trusted.
 
 use crate::support;
 
@@ -10,11 +11,11 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use support::fake_stt::transcript;
-use support::fake_tts::{audio_for, BYTES_PER_CHAR};
-use support::faq::answer_for;
+use ivr_sim::standin::faq;
+use ivr_sim::standin::voice::{tones as audio_for, TONE_BYTES_PER_CHAR as BYTES_PER_CHAR};
 use support::fixture::{pcm16le, FRAME_BYTES};
-use support::{FakeMistral, FakeStt, FakeTts, Fixture, SttBank, DEEPGRAM_KEY, MISTRAL_KEY};
+use support::transcript;
+use support::{Fixture, LlmStandIn, SttStandIn, DEEPGRAM_KEY, MISTRAL_KEY};
 
 const LISTEN_QUERY: &str = "model=nova-2&encoding=linear16&sample_rate=8000&channels=1\
 &interim_results=true&endpointing=300&utterance_end_ms=1000&vad_events=true&smart_format=true";
@@ -22,7 +23,7 @@ const LISTEN_QUERY: &str = "model=nova-2&encoding=linear16&sample_rate=8000&chan
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect_stt(stt: &FakeStt, auth: Option<&str>) -> Result<Ws, u16> {
+async fn connect_stt(stt: &SttStandIn, auth: Option<&str>) -> Result<Ws, u16> {
     let mut req = format!("{}?{LISTEN_QUERY}", stt.url())
         .into_client_request()
         .unwrap();
@@ -71,7 +72,7 @@ fn utterances(msgs: &[Value]) -> Vec<String> {
 
 #[tokio::test]
 async fn stt_refuses_a_wrong_key_before_upgrading() {
-    let stt = FakeStt::start(SttBank::shared()).await;
+    let stt = support::start_stt().await;
     let key = format!("Token {DEEPGRAM_KEY}");
     let bearer = format!("Bearer {DEEPGRAM_KEY}");
     for auth in [None, Some("Token nope"), Some(bearer.as_str())] {
@@ -90,7 +91,11 @@ async fn stt_refuses_a_wrong_key_before_upgrading() {
 
 /// Streams a fixture's whole inbound audio as PCM16LE in `batch`-frame binary messages, then
 /// `CloseStream`; returns what the fake said and its close code.
-async fn transcribe(stt: &FakeStt, fixture: &Fixture, batch: usize) -> (Vec<Value>, Option<u16>) {
+async fn transcribe(
+    stt: &SttStandIn,
+    fixture: &Fixture,
+    batch: usize,
+) -> (Vec<Value>, Option<u16>) {
     let ws = connect_stt(stt, Some(&format!("Token {DEEPGRAM_KEY}")))
         .await
         .unwrap();
@@ -108,17 +113,17 @@ async fn transcribe(stt: &FakeStt, fixture: &Fixture, batch: usize) -> (Vec<Valu
 
 #[tokio::test]
 async fn stt_transcribes_every_fixture_with_interims_finals_and_events() {
-    let stt = FakeStt::start(SttBank::shared()).await;
-    let fixtures = Fixture::all();
+    let stt = support::start_stt().await;
+    let fixtures = support::fixture::all();
     let runs = fixtures
         .iter()
         .enumerate()
         .map(|(i, f)| transcribe(&stt, f, [1, 5, 3, 1][i]));
     let results = futures::future::join_all(runs).await;
     for (fixture, (msgs, close)) in fixtures.iter().zip(results) {
-        let name = &fixture.name;
+        let name = &fixture.sidecar.name;
         let texts: Vec<&str> = fixture
-            .meta
+            .sidecar
             .utterances
             .iter()
             .map(|u| u.text.as_str())
@@ -162,9 +167,9 @@ async fn stt_transcribes_every_fixture_with_interims_finals_and_events() {
 
 #[tokio::test]
 async fn stt_finalize_flushes_and_never_repeats_words() {
-    let stt = FakeStt::start(SttBank::shared()).await;
-    let fixture = Fixture::load("one_question");
-    let text = &fixture.meta.utterances[0].text;
+    let stt = support::start_stt().await;
+    let fixture = support::fixture::load("one_question");
+    let text = &fixture.sidecar.utterances[0].text;
     let ws = connect_stt(&stt, Some(&format!("Token {DEEPGRAM_KEY}")))
         .await
         .unwrap();
@@ -213,9 +218,9 @@ async fn stt_finalize_flushes_and_never_repeats_words() {
 
 #[tokio::test]
 async fn stt_delays_transcripts_and_drops_connections_on_request() {
-    let stt = FakeStt::start(SttBank::shared()).await;
+    let stt = support::start_stt().await;
     stt.set_transcript_delay(Duration::from_millis(300));
-    let fixture = Fixture::load("visiting_hours");
+    let fixture = support::fixture::load("visiting_hours");
     let ws = connect_stt(&stt, Some(&format!("Token {DEEPGRAM_KEY}")))
         .await
         .unwrap();
@@ -239,7 +244,7 @@ async fn stt_delays_transcripts_and_drops_connections_on_request() {
 
 #[tokio::test]
 async fn tts_streams_the_audio_for_the_text_in_awkward_chunks() {
-    let tts = FakeTts::start().await;
+    let tts = support::start_tts().await;
     let text = "Visiting hours are every day from 10 AM to 8 PM.";
     let resp = reqwest::Client::new()
         .post(format!(
@@ -271,7 +276,7 @@ async fn tts_streams_the_audio_for_the_text_in_awkward_chunks() {
 
 #[tokio::test]
 async fn tts_refuses_bad_auth_params_and_bodies() {
-    let tts = FakeTts::start().await;
+    let tts = support::start_tts().await;
     let good = "model=aura-asteria-en&encoding=mulaw&sample_rate=8000&container=none";
     let cases: [(&str, &str, Value, u16); 7] = [
         ("Token wrong", good, json!({"text": "hi"}), 401),
@@ -332,7 +337,7 @@ async fn tts_refuses_bad_auth_params_and_bodies() {
     assert!(!tts.requests()[0].auth_ok);
 }
 
-async fn chat(llm: &FakeMistral, auth: &str, body: Value) -> reqwest::Response {
+async fn chat(llm: &LlmStandIn, auth: &str, body: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(llm.url())
         .header("authorization", auth)
@@ -344,7 +349,7 @@ async fn chat(llm: &FakeMistral, auth: &str, body: Value) -> reqwest::Response {
 
 #[tokio::test]
 async fn mistral_answers_from_the_faq_and_validates_like_the_real_api() {
-    let llm = FakeMistral::start().await;
+    let llm = support::start_llm().await;
     let bearer = format!("Bearer {MISTRAL_KEY}");
     let messages = json!([{"role": "system", "content": "Be brief."},
         {"role": "user", "content": "What is your ADDRESS?"}]);
@@ -358,13 +363,13 @@ async fn mistral_answers_from_the_faq_and_validates_like_the_real_api() {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     let reply = body["choices"][0]["message"]["content"].as_str().unwrap();
-    assert_eq!(reply, answer_for("what is your address?"));
+    assert_eq!(reply, faq::answer("what is your address?"));
     assert!(reply.contains("**") && reply.contains("](https://"));
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
-    assert!(answer_for("How do I get to the hospital?").len() >= 260);
-    assert_eq!(answer_for("Blue cheese"), "You said: Blue cheese");
+    assert!(faq::answer("How do I get to the hospital?").len() >= 260);
+    assert_eq!(faq::answer("Blue cheese"), faq::FALLBACK);
 
     let resp = chat(
         &llm,
@@ -405,7 +410,7 @@ async fn mistral_answers_from_the_faq_and_validates_like_the_real_api() {
 
 #[tokio::test]
 async fn mistral_streams_sse_ending_in_done() {
-    let llm = FakeMistral::start().await;
+    let llm = support::start_llm().await;
     let question = "What time do you open on Monday?";
     let body = json!({"model": "mistral-small-latest", "stream": true,
         "messages": [{"role": "user", "content": question}]});
@@ -430,7 +435,7 @@ async fn mistral_streams_sse_ending_in_done() {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(content, answer_for(question));
+    assert_eq!(content, faq::answer(question));
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "stop");
     assert!(last["usage"].is_object());
@@ -441,7 +446,7 @@ async fn mistral_streams_sse_ending_in_done() {
 
 #[test]
 fn twilio_rules_accept_only_exact_messages_for_the_stream() {
-    use support::twilio_model::{check, Outbound};
+    use ivr_sim::twilio::{check, Outbound};
     let sid = Some("MZ1");
     let ok = r#"{"event":"media","streamSid":"MZ1","media":{"payload":"//8="}}"#;
     assert_eq!(check(ok, sid), Ok(Outbound::Media(vec![0xFF, 0xFF])));
@@ -466,24 +471,24 @@ fn twilio_rules_accept_only_exact_messages_for_the_stream() {
 
 /// A synthetic call: `connected`, `start`, `seconds` of 20 ms silence frames, `stop`.
 fn synthetic_call(seconds: u64) -> Fixture {
-    let mut fixture = Fixture::load("one_question");
+    let mut fixture = support::fixture::load("one_question");
     let sid = fixture.stream_sid().to_owned();
     let frame = base64_frame();
-    let mut lines: Vec<_> = fixture.lines.drain(..2).collect();
+    let mut lines: Vec<_> = fixture.inbound.drain(..2).collect();
     for i in 0..seconds * 50 {
         let msg = json!({"event": "media", "sequenceNumber": "0", "streamSid": sid,
             "media": {"track": "inbound", "chunk": (i + 1).to_string(),
                 "timestamp": (i * 20).to_string(), "payload": frame}});
-        lines.push(support::fixture::FixtureLine {
+        lines.push(support::fixture::Scheduled {
             at_ms: i * 20,
-            dir: support::fixture::Dir::In,
             msg,
+            audio: Some(vec![0xFF; FRAME_BYTES]),
         });
     }
-    let mut stop = fixture.lines.pop().unwrap();
+    let mut stop = fixture.inbound.pop().unwrap();
     stop.at_ms = seconds * 1000;
     lines.push(stop);
-    fixture.lines = lines;
+    fixture.inbound = lines;
     fixture
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ivr_bridge::config::{RedisUrl, DEFAULT_GREETING};
 use ivr_bridge::gather::{for_say, MAX_SPEECH_CHARS};
-use support::faq::{ADDRESS, HOURS, SPECIAL, VISITING};
+use ivr_sim::standin::faq::{ADDRESS, HOURS, SPECIAL, VISITING};
 use support::gather_phone::{answer, Phone};
 use support::redis_server::RedisServer;
 use support::TestEnv;

@@ -3,9 +3,9 @@
 use crate::support;
 
 use support::expect::{requested, GREETING};
-use support::fake_tts::audio_for;
-use support::replayer::{replay_with, ReplayOptions};
-use support::{framed, Fixture, TestEnv};
+use support::tones;
+use support::{framed, TestEnv};
+use support::{replay_with, PlayOptions};
 
 /// Long enough for the greeting's audio to be synthesized and sent, short of the question.
 const HANG_UP_AT_MS: u64 = 1_500;
@@ -13,10 +13,10 @@ const HANG_UP_AT_MS: u64 = 1_500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_calls_in_a_row_synthesize_the_greeting_once() {
     let env = TestEnv::start().await;
-    let fixture = Fixture::load("one_question");
-    let options = ReplayOptions {
+    let fixture = support::fixture::load("one_question");
+    let options = PlayOptions {
         hang_up_at_ms: Some(HANG_UP_AT_MS),
-        ..ReplayOptions::default()
+        ..PlayOptions::default()
     };
     let first = replay_with(&env.media_url(), &fixture, options.clone()).await;
     let second = replay_with(&env.media_url(), &fixture, options).await;
@@ -29,7 +29,7 @@ async fn two_calls_in_a_row_synthesize_the_greeting_once() {
     assert_eq!(env.stt.connections().len(), 2, "two calls were served");
 
     // Both callers heard the same greeting audio, the second from the cache.
-    let greeting = framed(&audio_for(GREETING));
+    let greeting = framed(&tones(GREETING));
     for (call, log) in [("first", &first), ("second", &second)] {
         assert!(log.violations.is_empty(), "{call}: {:?}", log.violations);
         assert_eq!(log.media_bytes(), greeting, "{call} call's greeting audio");

@@ -32,15 +32,9 @@ async fn post_webhook(env: &TestEnv, headers: &[(&str, &str)]) -> (String, Strin
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = request.send().await.expect("webhook answered");
-    assert_eq!(response.status(), 200);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (content_type, response.text().await.expect("body"))
+    let answer = support::gather_phone::answer(request).await;
+    assert_eq!(answer.status, 200);
+    (answer.content_type, answer.body)
 }
 
 #[tokio::test]

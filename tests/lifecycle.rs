@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use serde_json::json;
-use support::replayer::{replay_with, ReplayOptions};
-use support::{eventually, Fixture, TestEnv};
+use support::{eventually, TestEnv};
+use support::{replay_with, PlayOptions};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Twilio's first two messages for a made-up stream.
@@ -70,11 +70,11 @@ async fn hanging_up_mid_reply_frees_the_call_within_a_second() {
     // Hang up while the long directions are playing.
     let log = replay_with(
         &env.media_url(),
-        &Fixture::load("barge_in"),
-        ReplayOptions {
+        &support::fixture::load("barge_in"),
+        PlayOptions {
             hang_up_at_ms: Some(5_500),
             linger: Duration::from_millis(1_200),
-            ..ReplayOptions::default()
+            ..PlayOptions::default()
         },
     )
     .await;
@@ -104,13 +104,13 @@ async fn hanging_up_mid_reply_frees_the_call_within_a_second() {
 async fn a_dropped_socket_cancels_the_thinking_model_and_the_recogniser() {
     let env = TestEnv::start().await;
     env.llm.set_total_delay(Duration::from_secs(5));
-    let fixture = Fixture::load("one_question");
+    let fixture = support::fixture::load("one_question");
     let (mut twilio, _) = tokio_tungstenite::connect_async(env.media_url())
         .await
         .expect("connect");
     // Play the call up to the moment the model is thinking, then vanish without `stop`.
     let started = tokio::time::Instant::now();
-    for line in &fixture.lines {
+    for line in &fixture.inbound {
         if line.msg["event"] == "stop" {
             break;
         }

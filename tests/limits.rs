@@ -6,18 +6,19 @@ use crate::support;
 use std::time::Duration;
 
 use futures::SinkExt;
+use ivr_sim::standin::faq;
 use serde_json::json;
 use support::expect::call_audio;
-use support::faq::answer_for;
-use support::{eventually, Fixture, TestEnv};
+use support::{eventually, TestEnv};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_calls_new_calls_are_refused_politely_and_slots_come_back() {
     let env = TestEnv::start_with(|config| config.server.max_calls = 1).await;
     let url = env.media_url();
-    let first =
-        tokio::spawn(async move { support::replay(&url, &Fixture::load("visiting_hours")).await });
+    let first = tokio::spawn(async move {
+        support::replay(&url, &support::fixture::load("visiting_hours")).await
+    });
     assert!(eventually(Duration::from_secs(2), || env.state.live_calls() == 1).await);
 
     // The webhook answers 503 with TwiML that apologises and hangs up.
@@ -65,7 +66,7 @@ async fn hostile_connections_do_not_disturb_a_good_call() {
     let url = env.media_url();
     let good = tokio::spawn({
         let url = url.clone();
-        async move { support::replay(&url, &Fixture::load("one_question")).await }
+        async move { support::replay(&url, &support::fixture::load("one_question")).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -128,8 +129,8 @@ async fn hostile_connections_do_not_disturb_a_good_call() {
 
     let log = good.await.expect("good call");
     assert!(log.violations.is_empty(), "{:?}", log.violations);
-    let question = &Fixture::load("one_question").meta.utterances[0].text;
-    assert_eq!(log.media_bytes(), call_audio(&[&answer_for(question)]));
+    let question = &support::fixture::load("one_question").sidecar.utterances[0].text;
+    assert_eq!(log.media_bytes(), call_audio(&[faq::answer(question)]));
     let health = reqwest::get(format!("{}/healthz", env.http_url()))
         .await
         .unwrap();
@@ -147,8 +148,8 @@ async fn a_dropped_twilio_socket_frees_the_call() {
     let (mut socket, _) = tokio_tungstenite::connect_async(env.media_url())
         .await
         .expect("connect");
-    let fixture = Fixture::load("one_question");
-    for line in fixture.lines.iter().take(50) {
+    let fixture = support::fixture::load("one_question");
+    for line in fixture.inbound.iter().take(50) {
         socket
             .send(Message::text(line.msg.to_string()))
             .await

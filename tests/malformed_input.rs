@@ -4,17 +4,17 @@ use crate::support;
 
 use std::time::Duration;
 
+use ivr_sim::standin::faq::HOURS;
 use serde_json::json;
 use support::expect::{call_audio, call_texts, sorted};
-use support::faq::HOURS;
-use support::replayer::{replay_with, Inject, ReplayOptions};
-use support::{Fixture, TestEnv};
+use support::TestEnv;
+use support::{replay_with, Inject, PlayOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_skipped_and_the_call_completes() {
     let env = TestEnv::start().await;
-    let fixture = Fixture::load("one_question");
-    let sid = fixture.meta.stream_sid.clone();
+    let fixture = support::fixture::load("one_question");
+    let sid = fixture.sidecar.stream_sid.clone();
     let garbage = vec![
         (500, Inject::Text("this is not json".into())),
         (520, Inject::Text("{\"event\":".into())),
@@ -66,9 +66,9 @@ async fn malformed_messages_are_skipped_and_the_call_completes() {
     let log = replay_with(
         &env.media_url(),
         &fixture,
-        ReplayOptions {
+        PlayOptions {
             inject: garbage,
-            ..ReplayOptions::default()
+            ..PlayOptions::default()
         },
     )
     .await;
@@ -81,7 +81,7 @@ async fn malformed_messages_are_skipped_and_the_call_completes() {
     assert_eq!(requests.len(), 1);
     assert_eq!(
         requests[0].messages.last().map(|(_, c)| c.as_str()),
-        Some(fixture.meta.utterances[0].text.as_str())
+        Some(fixture.sidecar.utterances[0].text.as_str())
     );
     assert_eq!(
         sorted(support::expect::requested(&env.tts)),
@@ -96,7 +96,7 @@ async fn a_broken_connection_does_not_disturb_a_good_call() {
     let url = env.media_url();
     let good = tokio::spawn({
         let url = url.clone();
-        async move { support::replay(&url, &Fixture::load("visiting_hours")).await }
+        async move { support::replay(&url, &support::fixture::load("visiting_hours")).await }
     });
 
     // Meanwhile: a socket that sends media before start, garbage, and an oversized message.
@@ -128,9 +128,9 @@ async fn a_broken_connection_does_not_disturb_a_good_call() {
         1,
         "no recogniser for a stream that never started"
     );
-    let question = &Fixture::load("visiting_hours").meta.utterances[0].text;
+    let question = &support::fixture::load("visiting_hours").sidecar.utterances[0].text;
     assert_eq!(
         log.media_bytes(),
-        call_audio(&[&support::faq::answer_for(question)])
+        call_audio(&[ivr_sim::standin::faq::answer(question)])
     );
 }

@@ -5,7 +5,7 @@ use crate::support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use support::{eventually, Fixture, TestEnv};
+use support::{eventually, TestEnv};
 
 /// Parses the text exposition: every sample line is `name{labels} value`; returns the samples.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -63,14 +63,17 @@ async fn counters_and_latencies_move_during_a_call() {
         .fail_next(2, reqwest::StatusCode::SERVICE_UNAVAILABLE);
     let failing_call = tokio::spawn({
         let url = failing.media_url();
-        async move { support::replay(&url, &Fixture::load("visiting_hours")).await }
+        async move { support::replay(&url, &support::fixture::load("visiting_hours")).await }
     });
     let before = scrape(&env).await;
     assert_eq!(sample(&before, "ivr_bridge_active_calls"), 0.0);
     assert_eq!(sample(&before, "ivr_bridge_turns_total"), 0.0);
 
     let url = env.media_url();
-    let call = tokio::spawn(async move { support::replay(&url, &Fixture::load("barge_in")).await });
+    let call =
+        tokio::spawn(
+            async move { support::replay(&url, &support::fixture::load("barge_in")).await },
+        );
     assert!(eventually(Duration::from_secs(2), || env.state.live_calls() == 1).await);
     let during = scrape(&env).await;
     assert_eq!(sample(&during, "ivr_bridge_active_calls"), 1.0);

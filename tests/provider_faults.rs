@@ -5,18 +5,18 @@ use crate::support;
 use std::time::Duration;
 
 use ivr_bridge::tts::text::speakable;
+use ivr_sim::standin::faq::HOURS;
 use support::expect::call_audio;
-use support::faq::HOURS;
 use support::fixture::{pcm16le, FRAME_BYTES};
-use support::{Fixture, TestEnv};
+use support::TestEnv;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recogniser_dropped_mid_call_is_reconnected_without_losing_the_question() {
     let env = TestEnv::start().await;
-    let fixture = Fixture::load("one_question");
+    let fixture = support::fixture::load("one_question");
     let url = env.media_url();
     let call = tokio::spawn({
-        let fixture = Fixture::load("one_question");
+        let fixture = support::fixture::load("one_question");
         async move { support::replay(&url, &fixture).await }
     });
     // Deepgram drops the socket a second into the call, before the caller asks.
@@ -46,7 +46,7 @@ async fn a_recogniser_dropped_mid_call_is_reconnected_without_losing_the_questio
     assert_eq!(requests.len(), 1);
     assert_eq!(
         requests[0].messages.last().map(|(_, c)| c.as_str()),
-        Some(fixture.meta.utterances[0].text.as_str())
+        Some(fixture.sidecar.utterances[0].text.as_str())
     );
     assert_eq!(log.media_bytes(), call_audio(&[HOURS]));
 }
@@ -65,7 +65,7 @@ async fn an_unreachable_recogniser_gets_an_apology_and_a_clean_end() {
     let apology = speakable(ivr_bridge::call::STT_APOLOGY);
     assert!(env.tts.texts().contains(&apology), "{:?}", env.tts.texts());
     let heard = log.heard();
-    assert!(heard.ends_with(&support::framed(&support::fake_tts::audio_for(&apology))));
+    assert!(heard.ends_with(&support::framed(&support::tones(&apology))));
     let closed = log.server_closed_at.expect("the server ended the call");
     assert!(
         closed < log.stop_sent_at.unwrap_or(log.finished),
@@ -92,13 +92,13 @@ async fn a_failing_model_gets_the_fallback_phrase_and_no_orphaned_turn() {
     // The first question fails twice (request and retry); the second works.
     env.llm
         .fail_next(2, reqwest::StatusCode::INTERNAL_SERVER_ERROR);
-    let fixture = Fixture::load("barge_in");
+    let fixture = support::fixture::load("barge_in");
     let said = fixture.said();
     let log = env.replay("barge_in").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 
     let fallback = speakable(ivr_bridge::config::DEFAULT_FALLBACK_PHRASE);
-    let fallback_audio = support::framed(&support::fake_tts::audio_for(&fallback));
+    let fallback_audio = support::framed(&support::tones(&fallback));
     let heard = log.heard();
     assert!(
         heard
@@ -133,7 +133,7 @@ async fn a_model_that_hangs_is_cut_at_the_budget() {
         "a timeout is not retried: the budget is spent"
     );
     // The fallback was spoken (from the cache or synthesized), within ~1 s of the turn's end.
-    let fallback_audio = support::framed(&support::fake_tts::audio_for(&fallback));
+    let fallback_audio = support::framed(&support::tones(&fallback));
     assert!(log.media_bytes().ends_with(&fallback_audio), "{texts:?}");
     let asked = requests[0].at;
     let first_fallback_frame = log
@@ -155,10 +155,9 @@ async fn a_failing_voice_is_retried_once() {
     let log = {
         // Let the greeting through, then fail the next synthesis once.
         let url = env.media_url();
-        let call =
-            tokio::spawn(
-                async move { support::replay(&url, &Fixture::load("one_question")).await },
-            );
+        let call = tokio::spawn(async move {
+            support::replay(&url, &support::fixture::load("one_question")).await
+        });
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         env.tts.fail_next(1);
         call.await.expect("replay")

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ivr_sim::fixture::CallFixture;
 use ivr_sim::standin::{Delays, StandIns};
-use support::replayer::{replay_with, ReplayOptions};
-use support::{eventually, Fixture};
+use support::eventually;
+use support::{replay_with, PlayOptions};
 
 /// The server on stand-ins that recognise `one_question`, recording into `dir`.
 async fn recording_server(dir: &Path) -> (String, StandIns) {
@@ -71,11 +71,11 @@ async fn a_recorded_call_replays_the_same_and_a_changed_one_differs() {
     let dir = std::env::temp_dir().join(format!("ivr-bridge-record-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (url, _stand_ins) = recording_server(&dir).await;
-    let options = ReplayOptions {
+    let options = PlayOptions {
         hang_up_at_ms: Some(8000),
-        ..ReplayOptions::default()
+        ..PlayOptions::default()
     };
-    replay_with(&url, &Fixture::load("one_question"), options).await;
+    replay_with(&url, &support::fixture::load("one_question"), options).await;
     assert!(
         eventually(Duration::from_secs(5), || recorded_file(&dir, "jsonl")
             .is_some())

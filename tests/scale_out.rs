@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use ivr_bridge::gather::for_say;
 use ivr_bridge::store::Exchange;
+use ivr_sim::standin::faq::{self, ADDRESS, HOURS, VISITING};
 use support::expect::{heard, reply_phrases};
-use support::faq::{answer_for, ADDRESS, HOURS, VISITING};
 use support::gather_phone::{answer, Phone};
 use support::instance::Instance;
 use support::nginx::Nginx;
 use support::redis_server::RedisServer;
-use support::{spoken, FakeMistral, FakeStt, FakeTts, Fixture, ReplayLog, SttBank};
+use support::{spoken, Fixture, LlmStandIn, Recording};
 use tokio::time::Instant;
 
 /// Streaming calls started before the SIGTERM.
@@ -46,9 +46,9 @@ const SOON: Duration = Duration::from_secs(20);
 async fn three_instances_behind_nginx_survive_a_rolling_restart_and_a_redis_outage() {
     let started = Instant::now();
     let mut redis = RedisServer::start().await;
-    let stt = FakeStt::start(SttBank::shared()).await;
-    let tts = FakeTts::start().await;
-    let llm = FakeMistral::start().await;
+    let stt = support::start_stt().await;
+    let tts = support::start_tts().await;
+    let llm = support::start_llm().await;
     llm.slow_when_asked(SLOW_QUESTION, SLOW_REPLY);
     let settings = [
         ("REDIS_URL", redis.url()),
@@ -177,7 +177,7 @@ async fn three_instances_behind_nginx_survive_a_rolling_restart_and_a_redis_outa
             .iter()
             .map(|s| Exchange::decode(s).unwrap())
             .collect();
-        let answer = heard(&answer_for(question));
+        let answer = heard(faq::answer(question));
         assert_eq!(
             stored,
             [Exchange::new(question.as_str(), answer)],
@@ -214,7 +214,7 @@ async fn three_instances_behind_nginx_survive_a_rolling_restart_and_a_redis_outa
 
 /// One streaming call through `front`: the incoming-call webhook, then the Media Stream at the
 /// URL its TwiML names. Returns the CallSid, the question asked and the replay's log.
-async fn streaming_call(front: String, n: usize) -> (String, String, ReplayLog) {
+async fn streaming_call(front: String, n: usize) -> (String, String, Recording) {
     let sid = format!("CAscale{n:02}");
     let page = answer(
         reqwest::Client::new()
@@ -231,13 +231,15 @@ async fn streaming_call(front: String, n: usize) -> (String, String, ReplayLog) 
         format!("{public}/media"),
         "Host was not forwarded by nginx"
     );
-    let mut fixture = longer(Fixture::load(["one_question", "visiting_hours"][n % 2]));
-    for line in &mut fixture.lines {
+    let mut fixture = longer(support::fixture::load(
+        ["one_question", "visiting_hours"][n % 2],
+    ));
+    for line in &mut fixture.inbound {
         if line.msg["event"] == "start" {
             line.msg["start"]["callSid"] = sid.clone().into();
         }
     }
-    let question = fixture.meta.utterances[0].text.clone();
+    let question = fixture.sidecar.utterances[0].text.clone();
     let log = support::replay(&url, &fixture).await;
     (sid, question, log)
 }
@@ -246,19 +248,19 @@ async fn streaming_call(front: String, n: usize) -> (String, String, ReplayLog) 
 /// answer slowed by a starved machine still fits in the call.
 fn longer(mut fixture: Fixture) -> Fixture {
     let spoken_until = fixture
-        .meta
+        .sidecar
         .utterances
         .iter()
         .map(|u| u.end_ms)
         .max()
         .unwrap_or(0);
     let stop = fixture
-        .lines
+        .inbound
         .iter()
         .position(|l| l.msg["event"] == "stop")
         .expect("the fixture hangs up");
-    let stop_at = fixture.lines[stop].at_ms;
-    let noise: Vec<_> = fixture.lines[..stop]
+    let stop_at = fixture.inbound[stop].at_ms;
+    let noise: Vec<_> = fixture.inbound[..stop]
         .iter()
         .filter(|l| l.msg["event"] == "media" && l.at_ms > spoken_until + 500)
         .cloned()
@@ -270,8 +272,8 @@ fn longer(mut fixture: Fixture) -> Fixture {
         line.at_ms = at;
         more.push(line);
     }
-    fixture.lines[stop].at_ms += extra;
-    fixture.lines.splice(stop..stop, more);
+    fixture.inbound[stop].at_ms += extra;
+    fixture.inbound.splice(stop..stop, more);
     fixture
 }
 
@@ -281,7 +283,7 @@ async fn gather_across(
     a: &Instance,
     b: &Instance,
     c: &Instance,
-    llm: &FakeMistral,
+    llm: &LlmStandIn,
 ) -> tokio::task::JoinHandle<()> {
     let sid = "CAgatherscale";
     let (on_a, on_b, on_c) = (
@@ -347,7 +349,7 @@ async fn gather_across(
 
 /// Redis stops mid-test: a streaming call is unaffected, Gather turns apologise with a new
 /// Gather (never a 5xx); once Redis is back the client reconnects and turns are normal again.
-async fn redis_outage(redis: &mut RedisServer, front: &str, llm: &FakeMistral) {
+async fn redis_outage(redis: &mut RedisServer, front: &str, llm: &LlmStandIn) {
     redis.stop();
     let call = tokio::spawn(streaming_call(front.to_owned(), 90));
     let phone = Phone::at(front, "CAoutage");
@@ -382,7 +384,7 @@ async fn redis_outage(redis: &mut RedisServer, front: &str, llm: &FakeMistral) {
 /// The call heard its whole answer, last, and Twilio's rules held. (On a loaded machine the
 /// caller may start speaking before the greeting has finished playing, which cuts the
 /// greeting short: a barge-in, as designed, so only the answer is checked whole.)
-fn assert_heard_its_answer(sid: &str, question: &str, log: &ReplayLog, instances: &[&Instance]) {
+fn assert_heard_its_answer(sid: &str, question: &str, log: &Recording, instances: &[&Instance]) {
     let story = || story(sid, instances);
     assert!(
         log.violations.is_empty(),
@@ -390,7 +392,7 @@ fn assert_heard_its_answer(sid: &str, question: &str, log: &ReplayLog, instances
         log.violations,
         story()
     );
-    let answer = spoken(&reply_phrases(&answer_for(question)));
+    let answer = spoken(&reply_phrases(faq::answer(question)));
     let got = log.media_bytes();
     assert!(
         got.ends_with(&answer),

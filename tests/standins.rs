@@ -98,7 +98,7 @@ async fn tts_client_gets_a_stream_of_audio_as_long_as_the_text() {
     let wrong_key = reqwest::Client::new()
         .post(format!(
             "http://{}/v1/speak?encoding=mulaw&sample_rate=8000&container=none",
-            stand_ins.tts
+            stand_ins.tts.addr
         ))
         .header("Authorization", "Token nope")
         .json(&serde_json::json!({"text": "hi"}))
@@ -120,7 +120,7 @@ async fn stt_recognises_a_known_utterance_and_refuses_a_wrong_key() {
     let url = format!(
         "ws://{}/v1/listen?encoding=linear16&sample_rate=8000&interim_results=true\
 &vad_events=true&utterance_end_ms=1000",
-        stand_ins.stt
+        stand_ins.stt.addr
     );
     let mut refused = url.clone().into_client_request().expect("request");
     refused

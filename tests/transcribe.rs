@@ -15,8 +15,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use serde_json::Value;
-use support::replayer::{replay_with, Inject, ReplayOptions};
 use support::{eventually, spawn_http, Fixture, TestEnv};
+use support::{replay_with, Inject, PlayOptions};
 
 /// A transcript webhook receiver on 127.0.0.1 that records every POST and answers the first
 /// `fail_first` of them with 500.
@@ -79,9 +79,9 @@ async fn transcribing_env(webhook: &str) -> TestEnv {
 /// `visiting_hours`' audio as the outbound track of `call`'s stream, starting `shift_ms` later
 /// (as a `<Start><Stream track="both_tracks">` stream interleaves it), cut before `call` stops.
 fn outbound_track(call: &Fixture, other: &Fixture, shift_ms: u64) -> Vec<(u64, Inject)> {
-    let stop_ms = call.meta.duration_ms;
+    let stop_ms = call.sidecar.duration_ms;
     other
-        .lines
+        .inbound
         .iter()
         .filter(|l| l.msg["event"] == "media")
         .map(|l| (l.at_ms + shift_ms, l.msg.clone()))
@@ -128,11 +128,11 @@ async fn metric(env: &TestEnv, series: &str) -> f64 {
 async fn both_tracks_are_transcribed_separately_and_delivered_with_their_fields() {
     let (receiver, hook) = Receiver::start(0).await;
     let env = transcribing_env(&hook).await;
-    let call = Fixture::load("one_question");
-    let other = Fixture::load("visiting_hours");
-    let options = ReplayOptions {
+    let call = support::fixture::load("one_question");
+    let other = support::fixture::load("visiting_hours");
+    let options = PlayOptions {
         inject: outbound_track(&call, &other, 1000),
-        ..ReplayOptions::default()
+        ..PlayOptions::default()
     };
     let log = replay_with(&env.media_url(), &call, options).await;
     assert!(
@@ -152,7 +152,7 @@ async fn both_tracks_are_transcribed_separately_and_delivered_with_their_fields(
         .collect();
     assert_eq!(sequences, (1..=messages.len() as u64).collect::<Vec<_>>());
     for message in &messages {
-        assert_eq!(message["call_sid"], call.meta.call_sid.as_str());
+        assert_eq!(message["call_sid"], call.sidecar.call_sid.as_str());
         assert_eq!(message["stream_sid"], call.stream_sid());
     }
     let caller = segments(&messages, "inbound");
@@ -205,7 +205,7 @@ async fn both_tracks_are_transcribed_separately_and_delivered_with_their_fields(
 async fn a_failing_receiver_is_retried_and_gets_every_message_in_order() {
     let (receiver, hook) = Receiver::start(2).await;
     let env = transcribing_env(&hook).await;
-    let call = Fixture::load("visiting_hours");
+    let call = support::fixture::load("visiting_hours");
     env.replay("visiting_hours").await;
     assert!(
         eventually(Duration::from_secs(10), || receiver.call_ended()).await,
@@ -351,7 +351,7 @@ async fn without_speech_recognition_the_call_goes_on_and_is_reported_incomplete(
 async fn segment_times_stay_in_the_call_across_a_recogniser_reconnection() {
     let (receiver, hook) = Receiver::start(0).await;
     let env = transcribing_env(&hook).await;
-    let call = Fixture::load("one_question");
+    let call = support::fixture::load("one_question");
     let stt = env.stt.clone();
     // Deepgram drops the socket 1 s in, before the caller speaks (2.0–4.06 s): the new
     // connection's clock restarts at zero, the transcript's must not.

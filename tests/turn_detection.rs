@@ -6,9 +6,9 @@ use crate::support;
 use std::time::Duration;
 
 use ivr_bridge::config::TurnDetection;
+use ivr_sim::standin::faq::{ADDRESS, GOODBYE, HOURS};
 use support::expect::{call_audio, call_marks, call_texts, heard, requested, sorted};
-use support::faq::{ADDRESS, GOODBYE, HOURS};
-use support::{Fixture, TestEnv};
+use support::TestEnv;
 
 /// A silence timer far longer than Deepgram's end of speech, so the two cannot be confused.
 const SILENCE: Duration = Duration::from_millis(3000);
@@ -41,8 +41,8 @@ fn dialogue(messages: &[(String, String)]) -> Vec<(&str, &str)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speech_final_ends_the_turn_well_before_the_silence_timer() {
     let env = deepgram_env(300, 1000).await;
-    let fixture = Fixture::load("one_question");
-    let utterance = &fixture.meta.utterances[0];
+    let fixture = support::fixture::load("one_question");
+    let utterance = &fixture.sidecar.utterances[0];
     let log = env.replay("one_question").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 
@@ -85,7 +85,7 @@ async fn speech_final_ends_the_turn_well_before_the_silence_timer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_finals_make_the_same_three_turns_as_the_timer() {
     let env = deepgram_env(450, 1200).await;
-    let fixture = Fixture::load("three_turns");
+    let fixture = support::fixture::load("three_turns");
     let log = env.replay("three_turns").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 
@@ -96,7 +96,7 @@ async fn split_finals_make_the_same_three_turns_as_the_timer() {
     // Every turn ended soon after the caller stopped, never on a final before speech_final.
     let requests = env.llm.requests();
     assert_eq!(requests.len(), 3, "three turns, three requests");
-    for (request, utterance) in requests.iter().zip(&fixture.meta.utterances) {
+    for (request, utterance) in requests.iter().zip(&fixture.sidecar.utterances) {
         let spoken_until = log.at(utterance.end_ms);
         let turn_end = request.at.saturating_duration_since(spoken_until);
         assert!(

@@ -127,11 +127,11 @@ impl Listener for Story<'_> {
         }
     }
 
-    fn unreadable(&mut self, at: Duration, text: &str) {
+    fn rejected(&mut self, at: Duration, why: &str) {
         self.line(
             at,
             "server",
-            &format!("warning: unreadable message from the server: {text:.120}"),
+            &format!("warning: Twilio would reject a message from the server: {why:.160}"),
         );
     }
 

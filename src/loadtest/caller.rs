@@ -1,12 +1,17 @@
 //! One simulated Twilio call over a real WebSocket, in real time: the script's frames at their
-//! offsets (tagged, see [`super::script`]), outbound audio "played" at 8 kHz so marks are echoed
-//! when their audio has played, `clear` applied. What matters for the measures is reported to
-//! the collector as it happens.
+//! offsets (tagged, see [`super::script`]), outbound audio "played" at 8 kHz on Twilio's
+//! [`Line`] (timing only: no audio kept) so marks are echoed when their audio has played,
+//! `clear` applied. What matters for the measures is reported to the collector as it happens.
+//!
+//! It shares the line model and Twilio's message builders ([`ivr_sim::twilio`]) with the other
+//! simulated callers but keeps its own loop: it drives 1,000+ calls from one core, generates
+//! tagged frames instead of replaying recorded JSON, never decodes the server's audio (only its
+//! length) and reports to the collector with back-pressure, which the demo's and tests' caller
+//! ([`ivr_sim::caller`]) would all make dearer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -15,15 +20,20 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::playback::Playback;
 use super::script::{pcm_hash, tag, Script};
 use ivr_bridge::audio::mulaw;
+use ivr_bridge::twilio::playback::Line;
 use ivr_sim::standin::bank::FRAME_SAMPLES;
+use ivr_sim::twilio;
 
 /// Longest wait for the server to accept the socket.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 /// Audio time of one frame.
 const FRAME: Duration = Duration::from_millis(20);
+/// Samples per millisecond at 8 kHz: the line's clock.
+const SAMPLES_PER_MS: u64 = 8;
+/// Room for one media message (216 characters of payload and the envelope).
+const MEDIA_MESSAGE_BYTES: usize = 360;
 
 /// What a caller tells the collector.
 #[derive(Debug)]
@@ -168,7 +178,7 @@ async fn converse(
             }
             () = sleep_until(wake.into()) => {
                 let now = Instant::now();
-                let mut out: Vec<String> = call.line.due_marks(now).into_iter().map(|n| call.echo(&n)).collect();
+                let mut out = call.due_marks(now);
                 if call.check_greeting(now) {
                     if let Some(greeted) = &plan.greeted {
                         let _ = greeted.send(plan.call).await;
@@ -217,7 +227,7 @@ struct CallState {
     heard_audio: bool,
     greeting_told: bool,
     replies: u32,
-    line: Playback,
+    line: Line,
 }
 
 impl CallState {
@@ -240,36 +250,47 @@ impl CallState {
             heard_audio: false,
             greeting_told: false,
             replies: 0,
-            line: Playback::default(),
+            line: Line::new(),
         }
+    }
+
+    /// `at` on the line's clock: samples since the call started.
+    fn sample(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_micros() as u64 * SAMPLES_PER_MS / 1000
+    }
+
+    /// The instant of line sample `sample`.
+    fn instant(&self, sample: u64) -> Instant {
+        self.started + Duration::from_micros(sample * 1000 / SAMPLES_PER_MS)
     }
 
     fn opening(&mut self) -> [String; 2] {
         self.seq = 1;
-        let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.to_owned();
-        let start = format!(
-            r#"{{"event":"start","sequenceNumber":"1","start":{{"accountSid":"AC{z:032x}","streamSid":"{s}","callSid":"{c}","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"customParameters":{{}}}},"streamSid":"{s}"}}"#,
-            z = 0,
-            s = self.stream_sid,
-            c = self.call_sid
-        );
+        let mut connected = String::new();
+        twilio::connected(&mut connected);
+        let mut start = String::with_capacity(MEDIA_MESSAGE_BYTES);
+        twilio::start(&mut start, self.seq, &self.stream_sid, &self.call_sid);
         [connected, start]
     }
 
     fn stop(&mut self) -> String {
         self.seq += 1;
-        format!(
-            r#"{{"event":"stop","sequenceNumber":"{}","stop":{{"accountSid":"AC{:032x}","callSid":"{}"}},"streamSid":"{}"}}"#,
-            self.seq, 0, self.call_sid, self.stream_sid
-        )
+        let mut text = String::with_capacity(MEDIA_MESSAGE_BYTES);
+        twilio::stop(&mut text, self.seq, &self.stream_sid, &self.call_sid);
+        text
     }
 
     fn echo(&mut self, name: &str) -> String {
         self.seq += 1;
-        format!(
-            r#"{{"event":"mark","sequenceNumber":"{}","streamSid":"{}","mark":{{"name":"{}"}}}}"#,
-            self.seq, self.stream_sid, name
-        )
+        let mut text = String::with_capacity(128);
+        twilio::mark(&mut text, self.seq, &self.stream_sid, name);
+        text
+    }
+
+    /// Echoes of the marks whose audio has played by `now`.
+    fn due_marks(&mut self, now: Instant) -> Vec<String> {
+        let due = self.line.due_marks(self.sample(now));
+        due.iter().map(|name| self.echo(name)).collect()
     }
 
     /// The next media message, reporting the frame and any utterance edge; `None` at the end.
@@ -292,17 +313,18 @@ impl CallState {
             }
         };
         self.seq += 1;
-        let payload = base64::engine::general_purpose::STANDARD.encode(audio);
         let timestamp = scheduled
             .saturating_duration_since(self.started)
-            .as_millis();
-        let text = format!(
-            r#"{{"event":"media","sequenceNumber":"{}","media":{{"track":"inbound","chunk":"{}","timestamp":"{}","payload":"{}"}},"streamSid":"{}"}}"#,
+            .as_millis() as u64;
+        let mut text = String::with_capacity(MEDIA_MESSAGE_BYTES);
+        let chunk = u64::from(chunk) + 1;
+        twilio::media(
+            &mut text,
             self.seq,
-            chunk + 1,
+            &self.stream_sid,
+            chunk,
             timestamp,
-            payload,
-            self.stream_sid
+            &audio,
         );
         let at = Instant::now();
         let late = at.saturating_duration_since(scheduled);
@@ -373,22 +395,26 @@ impl CallState {
                     let _ = events.send(CallEvent::ReplyAudio { call, at: now }).await;
                 }
                 self.heard_audio = true;
-                self.line.media(now, decoded_len(media.payload));
+                let sample = self.sample(now);
+                self.line
+                    .media_len(sample, decoded_len(media.payload) as u64);
                 Ok(Vec::new())
             }
             ("mark", _, Some(mark)) => {
+                // Marks already due go first, so echoes keep Twilio's order.
+                let mut out = self.due_marks(now);
                 let name = mark.name.to_owned();
-                Ok(self
-                    .line
-                    .mark(now, name)
-                    .map(|n| self.echo(&n))
-                    .into_iter()
-                    .collect())
+                if let Some(name) = self.line.mark(self.sample(now), name) {
+                    out.push(self.echo(&name));
+                }
+                Ok(out)
             }
             ("clear", _, _) => {
                 let _ = events.send(CallEvent::Cleared { call, at: now }).await;
-                let names = self.line.clear(now);
-                Ok(names.iter().map(|n| self.echo(n)).collect())
+                let mut out = self.due_marks(now);
+                let (_, names) = self.line.clear(self.sample(now));
+                out.extend(names.iter().map(|n| self.echo(n)));
+                Ok(out)
             }
             _ => Ok(Vec::new()),
         }
@@ -398,11 +424,11 @@ impl CallState {
     fn next_wake(&self) -> Instant {
         let mut wake = self.next_send;
         if let Some(mark) = self.line.next_mark() {
-            wake = wake.min(mark);
+            wake = wake.min(self.instant(mark));
         }
         if self.script.is_none() && self.heard_audio && !self.greeting_told {
-            if let Some(until) = self.line.until {
-                wake = wake.min(until);
+            if let Some(until) = self.line.playing_until() {
+                wake = wake.min(self.instant(until));
             }
         }
         wake
@@ -411,7 +437,7 @@ impl CallState {
     /// Whether an idle caller's greeting has just finished playing (true once).
     fn check_greeting(&mut self, now: Instant) -> bool {
         let idle = self.script.is_none();
-        if idle && self.heard_audio && !self.greeting_told && !self.line.playing(now) {
+        if idle && self.heard_audio && !self.greeting_told && !self.line.playing(self.sample(now)) {
             self.greeting_told = true;
             return true;
         }

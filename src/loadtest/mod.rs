@@ -13,7 +13,6 @@ pub mod analysis;
 pub mod caller;
 pub mod collect;
 pub mod idle;
-pub mod playback;
 pub mod process;
 pub mod report;
 pub mod script;
@@ -221,18 +220,9 @@ fn server_env(stand_ins: &StandIns, options: &Options) -> Vec<(&'static str, Str
     vec![
         ("DEEPGRAM_API_KEY", STAND_IN_KEY.to_owned()),
         ("MISTRAL_API_KEY", STAND_IN_KEY.to_owned()),
-        (
-            "DEEPGRAM_STT_URL",
-            format!("ws://{}/v1/listen", stand_ins.stt),
-        ),
-        (
-            "DEEPGRAM_TTS_URL",
-            format!("http://{}/v1/speak", stand_ins.tts),
-        ),
-        (
-            "MISTRAL_API_URL",
-            format!("http://{}/v1/chat/completions", stand_ins.llm),
-        ),
+        ("DEEPGRAM_STT_URL", stand_ins.stt.url()),
+        ("DEEPGRAM_TTS_URL", stand_ins.tts.url()),
+        ("MISTRAL_API_URL", stand_ins.llm.url()),
         ("MAX_CALLS", (options.calls * 2 + 16).to_string()),
         (
             "SILENCE_TIMEOUT_MS",
@@ -250,10 +240,11 @@ fn server_env(stand_ins: &StandIns, options: &Options) -> Vec<(&'static str, Str
 /// What a server started by hand needs to use these stand-ins.
 fn stand_in_env(s: &StandIns) -> String {
     format!(
-        "stand-ins: start the server with DEEPGRAM_STT_URL=ws://{}/v1/listen \
-DEEPGRAM_TTS_URL=http://{}/v1/speak MISTRAL_API_URL=http://{}/v1/chat/completions \
-DEEPGRAM_API_KEY={STAND_IN_KEY} MISTRAL_API_KEY={STAND_IN_KEY}",
-        s.stt, s.tts, s.llm
+        "stand-ins: start the server with DEEPGRAM_STT_URL={} DEEPGRAM_TTS_URL={} \
+MISTRAL_API_URL={} DEEPGRAM_API_KEY={STAND_IN_KEY} MISTRAL_API_KEY={STAND_IN_KEY}",
+        s.stt.url(),
+        s.tts.url(),
+        s.llm.url()
     )
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::demo::{DemoError, LocalServer, Providers};
 use compare::{same_reply, same_wire_reply, Conversation, SaidReply, Wire, WireReply};
 use ivr_bridge::config::{Config, TurnDetection};
-use ivr_sim::caller::{self as player, Listener, PlayError};
+use ivr_sim::caller::{self as player, Listener, PlayError, Quiet};
 use ivr_sim::fixture::{CallFixture, FixtureError};
 
 /// The rules, for `--help` and the README.
@@ -151,11 +151,6 @@ async fn play_locally(
     played?;
     Ok(collector.conversation)
 }
-
-/// Ignores the call as it is played (the `--url` replay only reads the wire at the end).
-struct Quiet;
-
-impl Listener for Quiet {}
 
 /// Builds the conversation from the server's events.
 #[derive(Default)]

@@ -53,7 +53,7 @@ pub fn sorted(mut texts: Vec<String>) -> Vec<String> {
 
 /// The TTS texts a call asked for, without the fallback phrase the server prepares ahead of
 /// any failure.
-pub fn requested(tts: &super::FakeTts) -> Vec<String> {
+pub fn requested(tts: &super::TtsStandIn) -> Vec<String> {
     let fallback = speakable(ivr_bridge::config::DEFAULT_FALLBACK_PHRASE);
     tts.texts().into_iter().filter(|t| *t != fallback).collect()
 }

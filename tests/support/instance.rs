@@ -1,11 +1,11 @@
 //! The server binary as a child process — one instance of a deployment — pointed at the test's
-//! fakes, with its log in a file the test can read. Killed on drop if the test fails midway.
+//! stand-ins, with its log in a file the test can read. Killed on drop if the test fails midway.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{FakeMistral, FakeStt, FakeTts, DEEPGRAM_KEY, MISTRAL_KEY};
+use super::{LlmStandIn, SttStandIn, TtsStandIn, DEEPGRAM_KEY, MISTRAL_KEY};
 
 /// One running `ivr-bridge serve`.
 pub struct Instance {
@@ -16,14 +16,14 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts the binary (path from `env!("CARGO_BIN_EXE_ivr-bridge")`) with the fakes'
+    /// Starts the binary (path from `env!("CARGO_BIN_EXE_ivr-bridge")`) with the stand-ins'
     /// URLs and `extra` settings, and waits until it listens.
     pub async fn start(
         binary: &str,
-        fakes: (&FakeStt, &FakeTts, &FakeMistral),
+        stand_ins: (&SttStandIn, &TtsStandIn, &LlmStandIn),
         extra: &[(&str, String)],
     ) -> Self {
-        let (stt, tts, llm) = fakes;
+        let (stt, tts, llm) = stand_ins;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")

@@ -1,60 +1,120 @@
-#![allow(dead_code)]
-//! Test support: fakes of Deepgram STT/TTS and Mistral on `127.0.0.1:0` speaking the real wire
-//! formats, the recorded calls, a Twilio replayer, and [`TestEnv`] wiring them to the real
-//! server. Included by several test binaries with `mod support;`, hence `allow(dead_code)`.
+#![allow(dead_code, unused_imports)]
+//! The test environment: the real server wired to the simulated world's provider stand-ins
+//! (`ivr_sim::standin`, with their record and fault hooks on) and the recorded calls, plus
+//! helpers for instances, nginx, Redis and what a call must sound like. Included by several test
+//! binaries with `mod support;`, hence `allow(dead_code)`.
 
 pub mod expect;
-pub mod fake_mistral;
-pub mod fake_stt;
-pub mod fake_tts;
-pub mod faq;
 pub mod fixture;
 pub mod gather_phone;
 pub mod instance;
-pub mod mistral_reply;
-pub mod mistral_rules;
 pub mod nginx;
 pub mod redis_server;
-pub mod replay_log;
-pub mod replayer;
-pub mod stt_bank;
-pub mod stt_conn;
-pub mod stt_engine;
-pub mod twilio_model;
-pub mod wire;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-pub use fake_mistral::FakeMistral;
-pub use fake_stt::FakeStt;
-pub use fake_tts::FakeTts;
 pub use fixture::Fixture;
-pub use replayer::{replay, ReplayLog};
-pub use stt_bank::SttBank;
+pub use ivr_sim::caller::{Inject, PlayOptions, Recording};
+pub use ivr_sim::standin::{
+    stt::transcript, Bank, Delays, LlmStandIn, Setup, SttStandIn, TtsStandIn,
+};
 
-/// The Deepgram key the fakes expect and [`TestEnv`] configures.
+/// The Deepgram key the stand-ins expect and [`TestEnv`] configures.
 pub const DEEPGRAM_KEY: &str = "test-deepgram-key";
-/// The Mistral key the fake expects and [`TestEnv`] configures.
+/// The Mistral key the LLM stand-in expects and [`TestEnv`] configures.
 pub const MISTRAL_KEY: &str = "test-mistral-key";
+
+/// The STT stand-in's bank: every utterance of every recorded call, built once per binary.
+pub fn stt_bank() -> Arc<Bank> {
+    static BANK: OnceLock<Arc<Bank>> = OnceLock::new();
+    let bank = BANK.get_or_init(|| {
+        let mut bank = Bank::new();
+        for fixture in fixture::all() {
+            fixture.teach(&mut bank);
+        }
+        Arc::new(bank)
+    });
+    bank.clone()
+}
+
+/// Starts the STT stand-in for a test: recording, expecting [`DEEPGRAM_KEY`], knowing every
+/// recorded utterance. It runs until the test's runtime ends.
+pub async fn start_stt() -> SttStandIn {
+    let setup = Setup::recording(DEEPGRAM_KEY);
+    let started = SttStandIn::start(&setup, stt_bank(), &CancellationToken::new()).await;
+    started.expect("the STT stand-in starts").0
+}
+
+/// Starts the TTS stand-in for a test: recording, expecting [`DEEPGRAM_KEY`], speaking tones
+/// in awkward chunks after [`Delays::SHORT`].
+pub async fn start_tts() -> TtsStandIn {
+    let setup = Setup::recording(DEEPGRAM_KEY);
+    let delay = Delays::SHORT.tts_first_byte;
+    let started = TtsStandIn::start(&setup, delay, &CancellationToken::new()).await;
+    started.expect("the TTS stand-in starts").0
+}
+
+/// Starts the LLM stand-in for a test: recording, expecting [`MISTRAL_KEY`], answering after
+/// [`Delays::SHORT`].
+pub async fn start_llm() -> LlmStandIn {
+    let setup = Setup::recording(MISTRAL_KEY);
+    let delays = (Delays::SHORT.llm_first_token, Delays::SHORT.llm_total);
+    let started = LlmStandIn::start(&setup, delays, &CancellationToken::new()).await;
+    started.expect("the LLM stand-in starts").0
+}
+
+/// Plays `fixture` into `ws_url` as Twilio would, with default options.
+pub async fn replay(ws_url: &str, fixture: &Fixture) -> Recording {
+    replay_with(ws_url, fixture, PlayOptions::default()).await
+}
+
+/// Plays `fixture` into `ws_url` as `options` say. Panics if the socket cannot be opened
+/// (test setup).
+pub async fn replay_with(ws_url: &str, fixture: &Fixture, options: PlayOptions) -> Recording {
+    let quiet = &mut ivr_sim::caller::Quiet;
+    let played = ivr_sim::caller::play_with(ws_url, fixture, &options, None, quiet).await;
+    played.unwrap_or_else(|e| panic!("{e}"))
+}
 
 /// Serves `app` on an ephemeral local port for the rest of the test; returns the address.
 pub async fn spawn_http(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("binding a fake's port");
-    let addr = listener.local_addr().expect("fake's local address");
+        .expect("binding a test server's port");
+    let addr = listener.local_addr().expect("test server's local address");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     addr
 }
 
-/// Sends the server's and fakes' `tracing` output to the test's captured output. Safe to call
+/// Spawns a system tool (nginx, redis-server) with no terminal I/O. Panics with an install hint
+/// when it is missing: the tests that need it need a real one.
+pub fn spawn_tool(command: &mut std::process::Command, package: &str) -> std::process::Child {
+    use std::process::Stdio;
+    let tool = command.get_program().to_string_lossy().into_owned();
+    let spawned = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{tool} is not installed, and these tests need a real one: \
+             run `apt-get install -y {package}` (CI's .ci/run does)"
+        ),
+        Err(err) => panic!("cannot run {tool}: {err}"),
+    }
+}
+
+/// Sends the server's and stand-ins' `tracing` output to the test's captured output. Safe to call
 /// from every test (only the first call installs); `RUST_LOG` overrides the default filter.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -66,7 +126,7 @@ pub fn init_tracing() {
 }
 
 /// Polls `condition` every 10 ms until it holds; `false` if `limit` passed first. For waiting on
-/// a fake's record without sleeping a fixed time.
+/// a stand-in's record without sleeping a fixed time.
 pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -80,16 +140,16 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
     }
 }
 
-/// The real server wired to the three fakes, all on ephemeral local ports.
+/// The real server wired to the three stand-ins, all on ephemeral local ports.
 pub struct TestEnv {
     /// Where the server listens.
     pub server: SocketAddr,
-    /// Fake Deepgram live STT (bank: every fixture utterance).
-    pub stt: FakeStt,
-    /// Fake Deepgram TTS.
-    pub tts: FakeTts,
-    /// Fake Mistral.
-    pub llm: FakeMistral,
+    /// The Deepgram live STT stand-in (bank: every fixture utterance).
+    pub stt: SttStandIn,
+    /// The Deepgram TTS stand-in.
+    pub tts: TtsStandIn,
+    /// The Mistral stand-in.
+    pub llm: LlmStandIn,
     /// The configuration the server was started with.
     pub config: ivr_bridge::Config,
     /// The server's shared state (live calls, drain).
@@ -101,7 +161,7 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// Starts the fakes and the server with the default test configuration.
+    /// Starts the stand-ins and the server with the default test configuration.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
@@ -109,9 +169,9 @@ impl TestEnv {
     /// Like [`TestEnv::start`], letting the test adjust the configuration first.
     pub async fn start_with(adjust: impl FnOnce(&mut ivr_bridge::Config)) -> Self {
         init_tracing();
-        let stt = FakeStt::start(SttBank::shared()).await;
-        let tts = FakeTts::start().await;
-        let llm = FakeMistral::start().await;
+        let stt = start_stt().await;
+        let tts = start_tts().await;
+        let llm = start_llm().await;
         let mut config = test_config(&stt, &tts, &llm);
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -150,8 +210,8 @@ impl TestEnv {
     }
 
     /// Replays the named fixture into the server with default options.
-    pub async fn replay(&self, fixture: &str) -> ReplayLog {
-        replay(&self.media_url(), &Fixture::load(fixture)).await
+    pub async fn replay(&self, fixture: &str) -> Recording {
+        replay(&self.media_url(), &fixture::load(fixture)).await
     }
 
     /// Starts the server's graceful shutdown and waits up to `limit` for it to finish.
@@ -175,8 +235,8 @@ impl Drop for TestEnv {
     }
 }
 
-/// The server configuration pointing at the fakes: the defaults, with a shorter silence timer.
-fn test_config(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> ivr_bridge::Config {
+/// The server configuration pointing at the stand-ins.
+fn test_config(stt: &SttStandIn, tts: &TtsStandIn, llm: &LlmStandIn) -> ivr_bridge::Config {
     ivr_bridge::Config::builder()
         .set("PORT", "0")
         .set("DEEPGRAM_API_KEY", DEEPGRAM_KEY)
@@ -186,7 +246,7 @@ fn test_config(stt: &FakeStt, tts: &FakeTts, llm: &FakeMistral) -> ivr_bridge::C
         .set("MISTRAL_API_URL", llm.url())
         .set("SILENCE_TIMEOUT_MS", "600")
         .build()
-        .expect("the fakes' configuration")
+        .expect("the stand-ins' configuration")
 }
 
 /// What Twilio must receive for TTS audio `audio`: the same bytes, padded with μ-law silence
@@ -200,10 +260,12 @@ pub fn framed(audio: &[u8]) -> Vec<u8> {
 }
 
 /// The outbound audio the server must send when TTS was asked for `texts`, in order: each
-/// text's fake audio, framed.
+/// text's stand-in audio, framed.
 pub fn spoken(texts: &[String]) -> Vec<u8> {
-    texts
-        .iter()
-        .flat_map(|text| framed(&fake_tts::audio_for(text)))
-        .collect()
+    texts.iter().flat_map(|text| framed(&tones(text))).collect()
+}
+
+/// The TTS stand-in's audio for `text` in tests ([`ivr_sim::standin::Voice::Tones`]).
+pub fn tones(text: &str) -> Vec<u8> {
+    ivr_sim::standin::voice::tones(text)
 }

@@ -31,23 +31,13 @@ impl Nginx {
         let site = site_config(SHIPPED, port, upstreams);
         std::fs::write(dir.join("ivr-bridge.conf"), site).expect("writing the site config");
         std::fs::write(dir.join("nginx.conf"), main_config(&dir)).expect("writing nginx.conf");
-        let spawned = Command::new(nginx_binary())
+        let mut command = Command::new(nginx_binary());
+        command
             .arg("-p")
             .arg(&dir)
             .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
-                "nginx is not installed, and the scale-out test needs a real one: \
-                 run `apt-get install -y nginx` (CI's .ci/run does)"
-            ),
-            Err(err) => panic!("cannot run nginx: {err}"),
-        };
+            .arg(dir.join("nginx.conf"));
+        let child = super::spawn_tool(&mut command, "nginx");
         let mut nginx = Self { port, child, dir };
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

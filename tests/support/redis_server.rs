@@ -101,25 +101,15 @@ impl RedisServer {
 
     /// Spawns `redis-server` and waits until it answers; `false` if it exited (port taken).
     async fn spawn_and_wait(&mut self) -> bool {
-        let spawned = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
-            .arg(self.dir.join("redis.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
-                "redis-server is not installed, and the Redis tests need a real one: \
-                 run `apt-get install -y redis-server` (CI's .ci/run does)"
-            ),
-            Err(err) => panic!("cannot run redis-server: {err}"),
-        };
+            .arg(self.dir.join("redis.log"));
+        let child = super::spawn_tool(&mut command, "redis-server");
         let pid = child.id();
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;

@@ -1,5 +1,6 @@
-//! A recorded call (`fixtures/calls/*.jsonl` with its `.json` sidecar beside it), as the demo
-//! plays it: the Twilio messages to send with their offsets, and what the caller says when.
+//! A recorded call (`fixtures/calls/*.jsonl` with its `.json` sidecar beside it), the one reader
+//! the demo, replay, the load generator and the tests use: the Twilio messages to send with
+//! their offsets (media decoded once), and what the caller says when.
 
 use std::path::{Path, PathBuf};
 
@@ -108,22 +109,71 @@ impl CallFixture {
         })
     }
 
+    /// Loads `<dir>/<name>.jsonl` and its sidecar.
+    pub fn named(dir: &Path, name: &str) -> Result<Self, FixtureError> {
+        Self::load(&dir.join(format!("{name}.jsonl")))
+    }
+
     /// A recogniser bank of the caller's utterances: the audio sent between each one's start and
     /// end, exactly as the server will receive it.
     pub fn bank(&self) -> Bank {
         let mut bank = Bank::new();
-        for u in &self.sidecar.utterances {
-            let audio: Vec<u8> = self
-                .inbound
-                .iter()
-                .filter(|s| (u.start_ms..u.end_ms).contains(&s.at_ms))
-                .filter_map(|s| s.audio.as_deref())
-                .flatten()
-                .copied()
-                .collect();
+        self.teach(&mut bank);
+        bank
+    }
+
+    /// Teaches `bank` this call's utterances (see [`CallFixture::bank`]), so one bank can know
+    /// several recordings.
+    pub fn teach(&self, bank: &mut Bank) {
+        for (u, audio) in self.utterances_mulaw() {
             bank.add(&u.text, &audio);
         }
-        bank
+    }
+
+    /// The `streamSid` of this call.
+    pub fn stream_sid(&self) -> &str {
+        &self.sidecar.stream_sid
+    }
+
+    /// What the caller says in this call, utterance by utterance.
+    pub fn said(&self) -> Vec<&str> {
+        let utterances = self.sidecar.utterances.iter();
+        utterances.map(|u| u.text.as_str()).collect()
+    }
+
+    /// Every inbound `media` frame as `(at_ms, μ-law bytes)`, in order.
+    pub fn inbound_frames(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let media = self.inbound.iter();
+        media.filter_map(|s| Some((s.at_ms, s.audio.as_deref()?)))
+    }
+
+    /// All inbound audio of the call, concatenated.
+    pub fn inbound_mulaw(&self) -> Vec<u8> {
+        self.inbound_frames()
+            .flat_map(|(_, b)| b)
+            .copied()
+            .collect()
+    }
+
+    /// The μ-law bytes of utterance `index` (empty when there is none): the media frames
+    /// starting in `[start_ms, end_ms)`, exactly as a simulated caller sends them.
+    pub fn utterance_mulaw(&self, index: usize) -> Vec<u8> {
+        let Some(u) = self.sidecar.utterances.get(index) else {
+            return Vec::new();
+        };
+        self.inbound_frames()
+            .filter(|(at, _)| (u.start_ms..u.end_ms).contains(at))
+            .flat_map(|(_, b)| b)
+            .copied()
+            .collect()
+    }
+
+    /// Every utterance with its μ-law bytes.
+    pub fn utterances_mulaw(&self) -> Vec<(Utterance, Vec<u8>)> {
+        let utterances = self.sidecar.utterances.iter().enumerate();
+        utterances
+            .map(|(i, u)| (u.clone(), self.utterance_mulaw(i)))
+            .collect()
     }
 }
 

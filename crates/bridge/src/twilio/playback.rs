@@ -3,7 +3,8 @@
 //! `clear` drops what has not played and echoes every pending mark. What actually played is
 //! written at its time into the assistant's channel of the recording.
 //!
-//! Time is an argument, counted in samples (8 kHz) since the call started.
+//! Time is an argument, counted in samples (8 kHz) since the call started. A line that only
+//! needs times (the load generator's) queues lengths with [`Line::media_len`] and keeps no audio.
 
 use std::collections::VecDeque;
 
@@ -12,8 +13,20 @@ use std::collections::VecDeque;
 struct Queued {
     /// Sample at which it starts (or started) playing.
     start: u64,
-    /// μ-law bytes, one per sample.
+    /// Samples it lasts (`audio.len()`, or a length queued with [`Line::media_len`]).
+    len: u64,
+    /// μ-law bytes, one per sample; empty when only the length was queued.
     audio: Vec<u8>,
+}
+
+/// A stretch of audio the caller heard without a break in it: where it starts and how long it
+/// is, in samples since the call started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stretch {
+    /// First sample heard.
+    pub start: u64,
+    /// Samples heard.
+    pub len: u64,
 }
 
 /// The outbound side of one call.
@@ -25,6 +38,8 @@ pub struct Line {
     marks: VecDeque<(String, u64)>,
     /// What the caller heard: μ-law per sample since the call started (0xFF = silence).
     heard: Vec<u8>,
+    /// Each piece of queued audio as far as it was heard, in order.
+    stretches: Vec<Stretch>,
 }
 
 impl Line {
@@ -37,7 +52,7 @@ impl Line {
     fn end(&self, now: u64) -> u64 {
         self.queue
             .back()
-            .map_or(now, |q| (q.start + q.audio.len() as u64).max(now))
+            .map_or(now, |q| (q.start + q.len).max(now))
     }
 
     /// Whether audio is playing at `now`.
@@ -47,14 +62,31 @@ impl Line {
 
     /// When the audio queued so far ends (`None` when nothing is queued).
     pub fn playing_until(&self) -> Option<u64> {
-        self.queue.back().map(|q| q.start + q.audio.len() as u64)
+        self.queue.back().map(|q| q.start + q.len)
     }
 
     /// Queues audio behind what is already queued.
     pub fn media(&mut self, now: u64, audio: Vec<u8>) {
         self.advance(now);
         let start = self.end(now);
-        self.queue.push_back(Queued { start, audio });
+        let len = audio.len() as u64;
+        self.queue.push_back(Queued { start, len, audio });
+    }
+
+    /// Queues `samples` of audio that is timed but not kept (nothing is recorded as heard), for
+    /// a caller that only needs to know when marks fall due. Allocates nothing per call once
+    /// the queue has grown: back-to-back lengths are merged.
+    pub fn media_len(&mut self, now: u64, samples: u64) {
+        self.advance(now);
+        let start = self.end(now);
+        if let Some(back) = self.queue.back_mut() {
+            if back.audio.is_empty() && back.start + back.len == start {
+                back.len += samples;
+                return;
+            }
+        }
+        let (len, audio) = (samples, Vec::new());
+        self.queue.push_back(Queued { start, len, audio });
     }
 
     /// Queues a mark; returns its name when it is due at once (nothing is playing).
@@ -73,9 +105,10 @@ impl Line {
         self.advance(now);
         let mut dropped = 0;
         while let Some(q) = self.queue.pop_front() {
-            let played = now.saturating_sub(q.start).min(q.audio.len() as u64) as usize;
-            self.record(q.start, &q.audio[..played]);
-            dropped += (q.audio.len() - played) as u64;
+            let played = now.saturating_sub(q.start).min(q.len);
+            let kept = (played as usize).min(q.audio.len());
+            self.record(q.start, &q.audio[..kept]);
+            dropped += q.len - played;
         }
         (
             dropped,
@@ -98,6 +131,17 @@ impl Line {
         self.marks.front().map(|(_, at)| *at)
     }
 
+    /// What was heard so far, per sample since the call started (0xFF = silence); audio that
+    /// is still playing is not in it yet.
+    pub fn heard(&self) -> &[u8] {
+        &self.heard
+    }
+
+    /// The stretches of [`Line::heard`] that carry audio, in order.
+    pub fn stretches(&self) -> &[Stretch] {
+        &self.stretches
+    }
+
     /// The call ended at `now`: what was heard, per sample (audio still queued is never heard).
     pub fn hang_up(mut self, now: u64) -> Vec<u8> {
         let _ = self.clear(now);
@@ -106,18 +150,20 @@ impl Line {
 
     /// Moves audio that has finished playing by `now` into the recording.
     fn advance(&mut self, now: u64) {
-        while self
-            .queue
-            .front()
-            .is_some_and(|q| q.start + q.audio.len() as u64 <= now)
-        {
+        while self.queue.front().is_some_and(|q| q.start + q.len <= now) {
             if let Some(q) = self.queue.pop_front() {
                 self.record(q.start, &q.audio);
             }
         }
     }
 
+    /// Writes audio heard from sample `start` into the recording.
     fn record(&mut self, start: u64, audio: &[u8]) {
+        if audio.is_empty() {
+            return;
+        }
+        let len = audio.len() as u64;
+        self.stretches.push(Stretch { start, len });
         let start = start as usize;
         let end = start + audio.len();
         if self.heard.len() < end {
@@ -146,6 +192,39 @@ mod tests {
         assert_eq!(heard[99], 0xFF);
         assert_eq!(heard[100], 1);
         assert_eq!(heard[260], 2);
+    }
+
+    #[test]
+    fn a_timing_only_line_echoes_marks_and_keeps_no_audio() {
+        let mut line = Line::new();
+        line.media_len(0, 160);
+        line.media_len(0, 160);
+        assert_eq!(line.mark(10, "a".into()), None);
+        assert_eq!(line.next_mark(), Some(320));
+        assert_eq!(line.playing_until(), Some(320));
+        let (dropped, marks) = line.clear(100);
+        assert_eq!((dropped, marks), (220, vec!["a".to_owned()]));
+        assert!(line.heard().is_empty() && line.stretches().is_empty());
+    }
+
+    #[test]
+    fn stretches_tell_where_audio_was_heard() {
+        let mut line = Line::new();
+        line.media(10, vec![1; 100]);
+        line.media(500, vec![2; 50]);
+        let _ = line.clear(520);
+        let stretches = [
+            Stretch {
+                start: 10,
+                len: 100,
+            },
+            Stretch {
+                start: 500,
+                len: 20,
+            },
+        ];
+        assert_eq!(line.stretches(), stretches);
+        assert_eq!(line.heard()[500..520], [2; 20]);
     }
 
     #[test]

@@ -1,183 +1,272 @@
 //! The Mistral stand-in: `POST /v1/chat/completions`, whole or streamed as SSE (PROTOCOLS.md §6),
 //! answering the last user message from [`super::faq`].
+//!
+//! Requests are validated like the real API ([`super::llm_rules`]). Hooks, all off by default:
+//! a record of every request (when started with `record`), faults (error statuses, requests
+//! never answered, slow questions) and delays that can change while it runs.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use super::llm_reply::{self, content_text, fault_body};
+use super::llm_rules::{validate, Refusal};
 use super::probe::{Probe, Seen};
-use super::{authorized, faq, request_id};
+use super::wire::{authorization, lock, request_id};
+use super::{faq, serve, Delay, Journal, Setup, StandInError};
+
+/// One request as the stand-in saw it (recorded only when started with `record`).
+#[derive(Clone, Debug)]
+pub struct LlmRequest {
+    /// When it arrived.
+    pub at: Instant,
+    /// Whether `Authorization` was exactly `Bearer <key>`.
+    pub auth_ok: bool,
+    /// The parsed body (`Null` when it was not JSON).
+    pub body: Value,
+    /// `model` from the body.
+    pub model: Option<String>,
+    /// `stream` from the body (`false` when absent).
+    pub stream: bool,
+    /// The conversation as (role, content) pairs; chunked content is joined.
+    pub messages: Vec<(String, String)>,
+    /// Status answered (0 while hanging).
+    pub status: u16,
+    /// The reply content, when answered with 200.
+    pub reply: Option<String>,
+    /// When the response (or SSE stream) ended or was dropped by the client.
+    pub ended_at: Option<Instant>,
+    /// Whether a streamed reply reached `[DONE]` (always true for whole replies sent).
+    pub completed: bool,
+}
+
+/// The fault hooks' state: empty unless a test asked for a fault.
+#[derive(Default)]
+struct Faults {
+    /// Statuses (429/500) to answer the next requests with, in order.
+    fail: VecDeque<StatusCode>,
+    /// This many upcoming requests never get an answer.
+    hang: usize,
+    /// Questions containing these words take this long to answer (first token and whole).
+    slow: Vec<(String, Duration)>,
+}
 
 /// What every request shares.
 struct Shared {
     /// The `Authorization` value a client must send (`Bearer <key>`).
     expected_auth: String,
+    /// Every request, when recording.
+    requests: Option<Journal<LlmRequest>>,
+    /// The fault hooks.
+    faults: Mutex<Faults>,
     /// Time to the first streamed chunk.
-    first_token_delay: Duration,
+    first_token: Delay,
     /// Time to the whole reply (non-streaming) or to the last chunk (streaming).
-    total_delay: Duration,
+    total: Delay,
     /// The load generator's observer, when it runs one.
     probe: Option<Probe>,
 }
 
-/// The router serving `/v1/chat/completions`.
-pub fn router(
-    key: &str,
-    first_token_delay: Duration,
-    total_delay: Duration,
-    probe: Option<Probe>,
-) -> Router {
-    let shared = Arc::new(Shared {
-        expected_auth: format!("Bearer {key}"),
-        first_token_delay,
-        total_delay: total_delay.max(first_token_delay),
-        probe,
-    });
-    Router::new()
-        .route("/v1/chat/completions", post(complete))
-        .with_state(shared)
+/// The running stand-in. Cheap to clone; all clones see the same record and hooks.
+#[derive(Clone)]
+pub struct LlmStandIn {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state, shared with the handlers.
+    shared: Arc<Shared>,
 }
 
-/// The part of a request the stand-in reads; other documented fields are accepted and ignored.
-#[derive(Deserialize)]
-struct ChatRequest {
-    model: String,
-    messages: Vec<RequestMessage>,
-    #[serde(default)]
-    stream: bool,
-}
+impl LlmStandIn {
+    /// Starts it on `setup.port` (0: any free port) until `shutdown` fires; `first_token` and
+    /// `total` are its initial delays.
+    pub async fn start(
+        setup: &Setup,
+        (first_token, total): (Duration, Duration),
+        shutdown: &CancellationToken,
+    ) -> Result<(Self, JoinHandle<()>), StandInError> {
+        let shared = Arc::new(Shared {
+            expected_auth: format!("Bearer {}", setup.key),
+            requests: Journal::when(setup.record),
+            faults: Mutex::default(),
+            first_token: Delay::new(first_token),
+            total: Delay::new(total),
+            probe: setup.probe.clone(),
+        });
+        let app = Router::new().route("/v1/chat/completions", post(complete));
+        let (addr, task) = serve("LLM", app.with_state(shared.clone()), setup, shutdown).await?;
+        Ok((Self { addr, shared }, task))
+    }
 
-#[derive(Deserialize)]
-struct RequestMessage {
-    role: String,
-    #[serde(default)]
-    content: Value,
+    /// `http://127.0.0.1:PORT/v1/chat/completions`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1/chat/completions", self.addr)
+    }
+
+    /// A snapshot of every request, in order of arrival (empty unless recording).
+    pub fn requests(&self) -> Vec<LlmRequest> {
+        Journal::read(&self.shared.requests)
+    }
+
+    /// Fault hook: answer the next `n` requests with `status` (429 or 500 bodies as Mistral's).
+    pub fn fail_next(&self, n: usize, status: StatusCode) {
+        let mut faults = lock(&self.shared.faults);
+        faults.fail.extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Fault hook: the next `n` requests are accepted and never answered.
+    pub fn hang_next(&self, n: usize) {
+        lock(&self.shared.faults).hang = n;
+    }
+
+    /// Sets the time to the first streamed chunk.
+    pub fn set_first_token_delay(&self, delay: Duration) {
+        self.shared.first_token.set(delay);
+    }
+
+    /// Sets the time to the complete reply.
+    pub fn set_total_delay(&self, delay: Duration) {
+        self.shared.total.set(delay);
+    }
+
+    /// Requests whose last user message contains `words` take `delay` to answer (first token
+    /// and whole), the others keep the usual delays: one slow turn among many calls.
+    pub fn slow_when_asked(&self, words: &str, delay: Duration) {
+        lock(&self.shared.faults)
+            .slow
+            .push((words.to_owned(), delay));
+    }
 }
 
 async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers, &shared.expected_auth) {
-        let body = json!({"message": "Unauthorized", "request_id": request_id()});
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
-    }
-    let request: ChatRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(err) => {
-            let body = json!({"object": "error", "message": format!("invalid request: {err}"),
-                "type": "invalid_request_error", "param": null, "code": null});
-            return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
-        }
+    let auth_ok = authorization(&headers).as_deref() == Some(shared.expected_auth.as_str());
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let index = record(&shared, auth_ok, &parsed);
+    let answer = |status: StatusCode, body: Value| {
+        set(&shared, index, |r| r.status = status.as_u16());
+        (status, Json(body)).into_response()
     };
-    let last_user = request
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| content_text(&m.content))
+    if !auth_ok {
+        let body = json!({"message": "Unauthorized", "request_id": request_id()});
+        return answer(StatusCode::UNAUTHORIZED, body);
+    }
+    if let Some(status) = take_fault(&shared) {
+        let mut resp = answer(status, fault_body(status));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return resp;
+    }
+    if take_hang(&shared) {
+        std::future::pending::<()>().await;
+    }
+    if let Err(Refusal { status, body }) = validate(&parsed) {
+        return answer(status, body);
+    }
+    let last_user = parsed["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| content_text(&m["content"]))
         .unwrap_or_default();
     let reply = faq::answer(&last_user);
+    set(&shared, index, |r| {
+        r.status = 200;
+        r.reply = Some(reply.to_owned());
+    });
+    let [first, total] = delays(&shared, &last_user);
     let probe = shared.probe.as_ref().map(|probe| {
         let req = probe.next_id();
         probe.record(Seen::LlmRequest { req, last_user });
         (probe.clone(), req)
     });
-    if request.stream {
-        let delays = (shared.first_token_delay, shared.total_delay);
-        return sse(&request.model, reply, delays, probe);
+    if parsed["stream"] == true {
+        let on_end = index.map(|_| {
+            let shared = shared.clone();
+            Box::new(move |completed| {
+                set(&shared, index, |r| {
+                    r.completed = completed;
+                    r.ended_at = Some(Instant::now());
+                })
+            }) as llm_reply::OnEnd
+        });
+        return llm_reply::sse(&parsed, reply, [first, total], probe, on_end);
     }
-    tokio::time::sleep(shared.total_delay).await;
+    tokio::time::sleep(total).await;
     if let Some((probe, req)) = probe {
         let text = reply.to_owned();
         probe.record(Seen::LlmText { req, text });
     }
-    Json(whole(&request.model, reply)).into_response()
+    let body = llm_reply::whole(&parsed, reply);
+    set(&shared, index, |r| {
+        r.completed = true;
+        r.ended_at = Some(Instant::now());
+    });
+    Json(body).into_response()
 }
 
-/// A message's content as text: a string, or the `text` of each chunk joined.
-fn content_text(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(chunks) => chunks.iter().filter_map(|c| c["text"].as_str()).collect(),
-        _ => String::new(),
-    }
+/// The request's [first token, total] delays: a slow question's, or the usual ones.
+fn delays(shared: &Shared, last_user: &str) -> [Duration; 2] {
+    let slow = lock(&shared.faults)
+        .slow
+        .iter()
+        .find(|(words, _)| last_user.contains(words.as_str()))
+        .map(|(_, delay)| *delay);
+    [
+        slow.unwrap_or_else(|| shared.first_token.get()),
+        slow.unwrap_or_else(|| shared.total.get()),
+    ]
 }
 
-/// The non-streaming completion (§6.2).
-fn whole(model: &str, reply: &str) -> Value {
-    json!({
-        "id": format!("cmpl-{}", request_id()), "object": "chat.completion", "created": now_secs(),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply,
-            "tool_calls": null, "prefix": false}, "finish_reason": "stop"}],
-        "usage": usage(reply),
+/// Records the request when recording; returns its index in the record.
+fn record(shared: &Shared, auth_ok: bool, body: &Value) -> Option<usize> {
+    let journal = shared.requests.as_ref()?;
+    let messages = body["messages"]
+        .as_array()
+        .map(|ms| {
+            let text = |m: &Value| content_text(&m["content"]);
+            ms.iter()
+                .map(|m| (m["role"].as_str().unwrap_or_default().to_owned(), text(m)))
+                .collect()
+        })
+        .unwrap_or_default();
+    journal.push(LlmRequest {
+        at: Instant::now(),
+        auth_ok,
+        body: body.clone(),
+        model: body["model"].as_str().map(str::to_owned),
+        stream: body["stream"] == true,
+        messages,
+        status: 0,
+        reply: None,
+        ended_at: None,
+        completed: false,
     })
 }
 
-/// The reply as SSE (§6.3): a role chunk after `first`, word chunks spread so the last lands at
-/// `total` (with `finish_reason` and `usage`), then `[DONE]`.
-fn sse(
-    model: &str,
-    reply: &'static str,
-    (first, total): (Duration, Duration),
-    probe: Option<(Probe, u64)>,
-) -> Response {
-    let (id, created) = (format!("cmpl-{}", request_id()), now_secs());
-    let chunk = |delta: Value, finish: Option<&str>| {
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    };
-    let pieces: Vec<&str> = reply.split_inclusive(' ').collect();
-    let gap = total.saturating_sub(first) / pieces.len().max(1) as u32;
-    let role = chunk(json!({"role": "assistant", "content": ""}), None);
-    let mut events = vec![(first, format!("data: {role}\n\n"), "")];
-    for (i, piece) in pieces.iter().enumerate() {
-        let last = i + 1 == pieces.len();
-        let mut c = chunk(json!({"content": piece}), last.then_some("stop"));
-        if last {
-            c["usage"] = usage(reply);
-        }
-        events.push((
-            if i == 0 { Duration::ZERO } else { gap },
-            format!("data: {c}\n\n"),
-            *piece,
-        ));
+/// Updates request `index`'s record, if it has one.
+fn set(shared: &Shared, index: Option<usize>, f: impl FnOnce(&mut LlmRequest)) {
+    if let (Some(journal), Some(index)) = (&shared.requests, index) {
+        journal.update(index, f);
     }
-    events.push((Duration::ZERO, "data: [DONE]\n\n".to_owned(), ""));
-    let stream = futures::stream::unfold(events.into_iter(), move |mut events| {
-        let probe = probe.clone();
-        async move {
-            let (wait, event, text) = events.next()?;
-            tokio::time::sleep(wait).await;
-            if let Some((probe, req)) = probe.filter(|_| !text.is_empty()) {
-                let text = text.to_owned();
-                probe.record(Seen::LlmText { req, text });
-            }
-            Some((Ok::<_, Infallible>(Bytes::from(event)), events))
-        }
-    });
-    let headers = [
-        (header::CONTENT_TYPE, "text/event-stream"),
-        (header::CACHE_CONTROL, "no-cache"),
-    ];
-    (headers, Body::from_stream(stream)).into_response()
 }
 
-/// Token counts, approximated by words: the stand-in has no tokenizer.
-fn usage(reply: &str) -> Value {
-    let completion = reply.split_whitespace().count();
-    json!({"prompt_tokens": 0, "completion_tokens": completion, "total_tokens": completion})
+fn take_fault(shared: &Shared) -> Option<StatusCode> {
+    lock(&shared.faults).fail.pop_front()
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+fn take_hang(shared: &Shared) -> bool {
+    let mut faults = lock(&shared.faults);
+    let hit = faults.hang > 0;
+    faults.hang = faults.hang.saturating_sub(1);
+    hit
 }

@@ -2,39 +2,104 @@
 //! completions, each an HTTP server on `127.0.0.1:0` speaking the provider's real wire format.
 //!
 //! They let the real server run a whole call with no account and no network: `ivr-bridge demo`
-//! uses them, and a load generator can too (the artificial [`Delays`] are plain fields for that).
-//! They are not test fakes: they record nothing (unless the load generator attaches a
-//! [`probe::Probe`], which only timestamps what they do), have no fault hooks, keep memory bounded
-//! per connection, and stop cleanly with [`StandIns::shutdown`].
+//! and the load generator use them as they are, the behaviour tests with their hooks on. Every
+//! hook is off by default and bounded when on: a record of what each stand-in received
+//! ([`Setup::record`], read through [`stt::SttStandIn::connections`] and friends), fault
+//! injection (refusals, disconnects, delays, error statuses: methods on each handle, inert until
+//! called) and the load generator's [`probe::Probe`], which only timestamps what they do. They
+//! keep memory bounded per connection and stop cleanly with [`StandIns::shutdown`].
 
 pub mod bank;
 pub mod faq;
+pub mod hooks;
 pub mod llm;
+mod llm_reply;
+pub mod llm_rules;
 pub mod probe;
 pub mod recognizer;
 pub mod stt;
+mod stt_conn;
+mod stt_record;
 pub mod tts;
+mod tts_body;
 pub mod voice;
+pub mod wire;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use bank::Bank;
+pub use hooks::{Delay, Journal};
+pub use llm::LlmStandIn;
 pub use probe::Probe;
+pub use stt::SttStandIn;
+pub use tts::{Chunking, TtsStandIn};
+pub use voice::Voice;
 
 use ivr_bridge::{Config, Secret};
 
-/// The key every stand-in expects: they check it like the providers do, so a server that forgets
-/// its `Authorization` header fails here as it would in production.
+/// The key every stand-in expects unless told otherwise: they check it like the providers do,
+/// so a server that forgets its `Authorization` header fails here as it would in production.
 pub const STAND_IN_KEY: &str = "local-stand-in";
+
+/// How a stand-in runs: the key it expects, its hooks, where it listens and how it sounds.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The key it expects (`Token <key>` for Deepgram, `Bearer <key>` for Mistral).
+    pub key: String,
+    /// Keep a record of what it receives, for a test to read; off for the demo and the load
+    /// generator, which pay nothing for it then.
+    pub record: bool,
+    /// The load generator's observer, when it runs one.
+    pub probe: Option<Probe>,
+    /// Port to listen on (0: any free port).
+    pub port: u16,
+    /// How the TTS stand-in sounds.
+    pub voice: Voice,
+    /// How the TTS stand-in cuts its audio into body chunks.
+    pub chunking: Chunking,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            key: STAND_IN_KEY.to_owned(),
+            record: false,
+            probe: None,
+            port: 0,
+            voice: Voice::Hum,
+            chunking: Chunking::Even,
+        }
+    }
+}
+
+impl Setup {
+    /// What behaviour tests want: `key`, a record of everything, audio that can be compared
+    /// byte for byte ([`Voice::Tones`]) and cut awkwardly ([`Chunking::Awkward`]).
+    pub fn recording(key: &str) -> Self {
+        Self {
+            key: key.to_owned(),
+            record: true,
+            voice: Voice::Tones,
+            chunking: Chunking::Awkward,
+            ..Self::default()
+        }
+    }
+
+    /// The same setup on another port.
+    fn on_port(&self, port: u16) -> Self {
+        Self {
+            port,
+            ..self.clone()
+        }
+    }
+}
 
 /// How slow the stand-ins pretend to be. Defaults are in the range real providers show, so a
 /// demo's latencies look like a real call's.
@@ -46,6 +111,15 @@ pub struct Delays {
     pub llm_total: Duration,
     /// Deepgram TTS: time to the first audio byte.
     pub tts_first_byte: Duration,
+}
+
+impl Delays {
+    /// Short but real delays, so behaviour tests run fast and still see providers take time.
+    pub const SHORT: Self = Self {
+        llm_first_token: Duration::from_millis(50),
+        llm_total: Duration::from_millis(50),
+        tts_first_byte: Duration::from_millis(20),
+    };
 }
 
 impl Default for Delays {
@@ -72,14 +146,15 @@ pub enum StandInError {
 }
 
 /// The three running stand-ins.
-#[derive(Debug)]
 pub struct StandIns {
-    /// Where the STT stand-in listens.
-    pub stt: SocketAddr,
-    /// Where the TTS stand-in listens.
-    pub tts: SocketAddr,
-    /// Where the LLM stand-in listens.
-    pub llm: SocketAddr,
+    /// The STT stand-in.
+    pub stt: SttStandIn,
+    /// The TTS stand-in.
+    pub tts: TtsStandIn,
+    /// The LLM stand-in.
+    pub llm: LlmStandIn,
+    /// The key all three expect.
+    key: String,
     /// Stops the servers and closes open STT sockets.
     shutdown: CancellationToken,
     /// The three server tasks, awaited on shutdown.
@@ -89,7 +164,7 @@ pub struct StandIns {
 impl StandIns {
     /// Starts all three; the STT stand-in recognises the utterances of `bank`.
     pub async fn start(bank: Bank, delays: Delays) -> Result<Self, StandInError> {
-        Self::start_probed(bank, delays, None, 0).await
+        Self::start_with(&Setup::default(), Arc::new(bank), delays).await
     }
 
     /// Starts all three, reporting what they see to `probe` when there is one (the load
@@ -102,54 +177,59 @@ impl StandIns {
         probe: Option<Probe>,
         base_port: u16,
     ) -> Result<Self, StandInError> {
+        let setup = Setup {
+            probe,
+            port: base_port,
+            ..Setup::default()
+        };
+        Self::start_with(&setup, Arc::new(bank), delays).await
+    }
+
+    /// Starts all three as `setup` says (ports: see [`StandIns::start_probed`]).
+    pub async fn start_with(
+        setup: &Setup,
+        bank: Arc<Bank>,
+        delays: Delays,
+    ) -> Result<Self, StandInError> {
         let port = |offset: u16| {
-            if base_port == 0 {
+            if setup.port == 0 {
                 0
             } else {
-                base_port.saturating_add(offset)
+                setup.port.saturating_add(offset)
             }
         };
         let shutdown = CancellationToken::new();
-        let mut tasks = Vec::with_capacity(3);
-        let stt_app = stt::router(
-            STAND_IN_KEY,
-            Arc::new(bank),
-            shutdown.clone(),
-            probe.clone(),
-        );
-        let tts_app = tts::router(STAND_IN_KEY, delays.tts_first_byte, probe.clone());
-        let llm_app = llm::router(
-            STAND_IN_KEY,
-            delays.llm_first_token,
-            delays.llm_total,
-            probe,
-        );
-        let stt = spawn("STT", stt_app, port(0), &shutdown, &mut tasks).await?;
-        let tts = spawn("TTS", tts_app, port(1), &shutdown, &mut tasks).await?;
-        let llm = spawn("LLM", llm_app, port(2), &shutdown, &mut tasks).await?;
+        let (stt, stt_task) = SttStandIn::start(&setup.on_port(port(0)), bank, &shutdown).await?;
+        let tts_setup = setup.on_port(port(1));
+        let (tts, tts_task) =
+            TtsStandIn::start(&tts_setup, delays.tts_first_byte, &shutdown).await?;
+        let llm_delays = (delays.llm_first_token, delays.llm_total);
+        let llm_setup = setup.on_port(port(2));
+        let (llm, llm_task) = LlmStandIn::start(&llm_setup, llm_delays, &shutdown).await?;
         Ok(Self {
             stt,
             tts,
             llm,
+            key: setup.key.clone(),
             shutdown,
-            tasks,
+            tasks: vec![stt_task, tts_task, llm_task],
         })
     }
 
     /// Points `config` at the stand-ins: their URLs and the key they expect.
     pub fn configure(&self, config: &mut Config) {
         let url = |s: String| reqwest::Url::parse(&s).ok();
-        if let Some(u) = url(format!("ws://{}/v1/listen", self.stt)) {
+        if let Some(u) = url(self.stt.url()) {
             config.stt.deepgram_stt_url = u;
         }
-        if let Some(u) = url(format!("http://{}/v1/speak", self.tts)) {
+        if let Some(u) = url(self.tts.url()) {
             config.tts.deepgram_tts_url = u;
         }
-        if let Some(u) = url(format!("http://{}/v1/chat/completions", self.llm)) {
+        if let Some(u) = url(self.llm.url()) {
             config.llm.mistral_api_url = u;
         }
-        config.keys.deepgram_api_key = Some(Secret::new(STAND_IN_KEY));
-        config.keys.mistral_api_key = Some(Secret::new(STAND_IN_KEY));
+        config.keys.deepgram_api_key = Some(Secret::new(&self.key));
+        config.keys.mistral_api_key = Some(Secret::new(&self.key));
     }
 
     /// Stops accepting, closes open sockets and waits for the servers to finish.
@@ -161,21 +241,21 @@ impl StandIns {
     }
 }
 
-/// Binds `127.0.0.1:port` (0: any free port) and serves `app` until `shutdown` fires.
-async fn spawn(
+/// Binds `127.0.0.1:setup.port` (0: any free port) and serves the `which` stand-in's `app` until
+/// `shutdown` fires; returns the address and the server task.
+async fn serve(
     which: &'static str,
     app: Router,
-    port: u16,
+    setup: &Setup,
     shutdown: &CancellationToken,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Result<SocketAddr, StandInError> {
+) -> Result<(SocketAddr, JoinHandle<()>), StandInError> {
     let bind = |source| StandInError::Bind { which, source };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", setup.port))
         .await
         .map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
     let stop = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
@@ -185,20 +265,6 @@ async fn spawn(
         if let Err(err) = served {
             tracing::warn!(%err, "{which} stand-in stopped with an error");
         }
-    }));
-    Ok(addr)
-}
-
-/// Whether the request's `Authorization` header is exactly `expected`.
-fn authorized(headers: &HeaderMap, expected: &str) -> bool {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .is_some_and(|value| value.as_bytes() == expected.as_bytes())
-}
-
-/// A unique, UUID-shaped id: the providers put one in every response.
-fn request_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("00000000-0000-4000-8000-{n:012x}")
+    });
+    Ok((addr, task))
 }

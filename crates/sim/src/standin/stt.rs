@@ -1,61 +1,148 @@
 //! The Deepgram live STT stand-in: `GET /v1/listen` upgraded to a WebSocket (PROTOCOLS.md §4).
 //!
-//! A wrong key is refused before the upgrade, like Deepgram. Each connection is one task that
-//! owns the socket: binary PCM goes to the [`Recognizer`], control messages (`KeepAlive`,
-//! `Finalize`, `CloseStream`) are obeyed, and a socket silent for 10 s is closed with NET-0001.
+//! A wrong key is refused before the upgrade, like Deepgram. Each connection ([`super::stt_conn`])
+//! feeds binary PCM to a [`super::recognizer::Recognizer`] and obeys `KeepAlive`, `Finalize` and
+//! `CloseStream`; a socket silent for 10 s is closed with NET-0001.
+//!
+//! Hooks, all off by default: a record of every connection and refused handshake (when started
+//! with `record`: query, key, audio bytes, control messages, what was sent and when, anything a
+//! real Deepgram would reject), and faults (refuse every handshake with 503, hold transcripts,
+//! drop every open connection with 1011).
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Value};
-use tokio::time::timeout;
+use axum::Router;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::bank::{frame_hash, Bank, PCM_FRAME_BYTES};
-use super::probe::{Probe, Seen};
-use super::recognizer::{Recognizer, Settings};
-use super::{authorized, request_id};
+use super::bank::Bank;
+use super::probe::Probe;
+use super::recognizer::Settings;
+use super::stt_record::opened;
+pub use super::stt_record::{transcript, SttConnection, SttRefusal, SttSent, RECORDED_AUDIO_LIMIT};
+use super::wire::{authorization, lock, request_id, Query};
+use super::{serve, stt_conn, Delay, Journal, Setup, StandInError};
 
-/// Deepgram closes a socket that received nothing for this long (NET-0001).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Close reason of an idle socket, as Deepgram words it.
-const NET_0001: &str = "NET-0001 Deepgram did not receive audio data or a text message within \
-the timeout window. See https://dpgr.am/net0001";
-
-/// What every connection shares.
-struct Shared {
+/// What the handle, the handshake handler and the connection tasks share.
+pub(super) struct Shared {
     /// The `Authorization` value a client must send (`Token <key>`).
     expected_auth: String,
     /// The utterances the stand-in recognises.
-    bank: Arc<Bank>,
+    pub(super) bank: Arc<Bank>,
+    /// Every accepted connection, when recording.
+    connections: Option<Journal<SttConnection>>,
+    /// Every refused handshake, when recording.
+    refusals: Option<Journal<SttRefusal>>,
+    /// Fault hook: refuse every handshake with 503.
+    refuse_all: AtomicBool,
+    /// Fault hook: hold each `Results` this long before sending it.
+    transcript_delay: Delay,
     /// Fires when the stand-ins shut down: open sockets close with 1001.
-    shutdown: CancellationToken,
+    pub(super) shutdown: CancellationToken,
+    /// A child of `shutdown`, cancelled and replaced by [`SttStandIn::disconnect_all`].
+    kill: Mutex<CancellationToken>,
     /// The load generator's observer, when it runs one.
-    probe: Option<Probe>,
+    pub(super) probe: Option<Probe>,
 }
 
-/// The router serving `/v1/listen`.
-pub fn router(
-    key: &str,
-    bank: Arc<Bank>,
-    shutdown: CancellationToken,
-    probe: Option<Probe>,
-) -> Router {
-    let shared = Arc::new(Shared {
-        expected_auth: format!("Token {key}"),
-        bank,
-        shutdown,
-        probe,
-    });
-    Router::new()
-        .route("/v1/listen", get(handshake))
-        .with_state(shared)
+impl Shared {
+    /// Updates connection `id`'s record, when recording.
+    pub(super) fn with_conn(&self, id: Option<usize>, f: impl FnOnce(&mut SttConnection)) {
+        if let (Some(journal), Some(id)) = (&self.connections, id) {
+            journal.update(id, f);
+        }
+    }
+
+    /// Whether connections are recorded.
+    pub(super) fn recording(&self) -> bool {
+        self.connections.is_some()
+    }
+
+    /// The transcript delay hook's value (zero unless a test set one).
+    pub(super) fn transcript_delay(&self) -> Duration {
+        self.transcript_delay.get()
+    }
+
+    /// The token that closes every open connection, as of now.
+    pub(super) fn kill(&self) -> CancellationToken {
+        lock(&self.kill).clone()
+    }
+}
+
+/// The running stand-in. Cheap to clone; all clones see the same record and hooks.
+#[derive(Clone)]
+pub struct SttStandIn {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state, shared with the handlers.
+    shared: Arc<Shared>,
+}
+
+impl SttStandIn {
+    /// Starts it on `setup.port` (0: any free port) until `shutdown` fires, recognising the
+    /// utterances of `bank`.
+    pub async fn start(
+        setup: &Setup,
+        bank: Arc<Bank>,
+        shutdown: &CancellationToken,
+    ) -> Result<(Self, JoinHandle<()>), StandInError> {
+        let shared = Arc::new(Shared {
+            expected_auth: format!("Token {}", setup.key),
+            bank,
+            connections: Journal::when(setup.record),
+            refusals: Journal::when(setup.record),
+            refuse_all: AtomicBool::new(false),
+            transcript_delay: Delay::new(Duration::ZERO),
+            shutdown: shutdown.clone(),
+            kill: Mutex::new(shutdown.child_token()),
+            probe: setup.probe.clone(),
+        });
+        let app = Router::new().route("/v1/listen", get(handshake));
+        let (addr, task) = serve("STT", app.with_state(shared.clone()), setup, shutdown).await?;
+        Ok((Self { addr, shared }, task))
+    }
+
+    /// `ws://127.0.0.1:PORT/v1/listen`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/listen", self.addr)
+    }
+
+    /// A snapshot of every accepted connection, in order of arrival (empty unless recording).
+    pub fn connections(&self) -> Vec<SttConnection> {
+        Journal::read(&self.shared.connections)
+    }
+
+    /// A snapshot of every refused handshake (empty unless recording).
+    pub fn refusals(&self) -> Vec<SttRefusal> {
+        Journal::read(&self.shared.refusals)
+    }
+
+    /// Fault hook: refuse every handshake with 503 while set.
+    pub fn set_refuse_all(&self, refuse: bool) {
+        self.shared.refuse_all.store(refuse, Ordering::Relaxed);
+    }
+
+    /// Fault hook: delay every `Results` by `delay` (order is kept; reading goes on).
+    pub fn set_transcript_delay(&self, delay: Duration) {
+        self.shared.transcript_delay.set(delay);
+    }
+
+    /// Fault hook: close every open connection with 1011, as a Deepgram outage would.
+    pub fn disconnect_all(&self) {
+        let mut kill = lock(&self.shared.kill);
+        kill.cancel();
+        *kill = self.shared.shutdown.child_token();
+    }
 }
 
 async fn handshake(
@@ -64,141 +151,54 @@ async fn handshake(
     RawQuery(raw): RawQuery,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !authorized(&headers, &shared.expected_auth) {
-        let id = request_id();
-        let body = json!({"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials.",
-            "request_id": id});
-        return (
-            StatusCode::UNAUTHORIZED,
-            [("dg-request-id", id)],
-            Json(body),
-        )
-            .into_response();
-    }
-    let raw = raw.unwrap_or_default();
-    let pairs = form_urlencoded_pairs(&raw);
-    let settings = Settings::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    upgrade
-        .read_buffer_size(ivr_bridge::socket::SOCKET_READ_BUFFER)
-        .on_upgrade(move |socket| serve_connection(shared, settings, socket))
-}
-
-/// `key=value&…` → decoded pairs; anything undecodable is skipped, like an unknown flag.
-fn form_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
-    reqwest::Url::parse(&format!("http://query.invalid/?{raw}"))
-        .map(|url| {
-            url.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// What to do after a client message.
-enum Next {
-    /// Keep reading.
-    Read,
-    /// Send a close frame with this code and reason, then stop.
-    Close(u16, &'static str),
-    /// The client went away.
-    Gone,
-}
-
-/// Serves one connection until either side closes it.
-async fn serve_connection(shared: Arc<Shared>, settings: Settings, mut socket: WebSocket) {
-    let mut recognizer = Recognizer::new(shared.bank.clone(), settings, request_id());
-    let mut out = Vec::new();
-    let conn = shared.probe.as_ref().map_or(0, Probe::next_id);
-    loop {
-        let next = tokio::select! {
-            () = shared.shutdown.cancelled() => Next::Close(1001, "stand-in shutting down"),
-            read = timeout(IDLE_TIMEOUT, socket.recv()) => match read {
-                Err(_) => {
-                    recognizer.close_stream(&mut out);
-                    Next::Close(1011, NET_0001)
-                }
-                Ok(Some(Ok(message))) => {
-                    if let (Some(probe), Message::Binary(pcm)) = (&shared.probe, &message) {
-                        observe_frames(probe, conn, pcm);
-                    }
-                    on_message(&mut recognizer, message, &mut out)
-                }
-                Ok(Some(Err(_)) | None) => Next::Gone,
-            },
-        };
-        for message in out.drain(..) {
-            if let Some(probe) = &shared.probe {
-                observe_sent(probe, conn, &message);
-            }
-            if socket
-                .send(Message::text(message.to_string()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        match next {
-            Next::Read => {}
-            Next::Gone => return,
-            Next::Close(code, reason) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: reason.into(),
-                };
-                let _ = socket.send(Message::Close(Some(frame))).await;
-                return;
-            }
-        }
-    }
-}
-
-/// Reports each whole 20 ms frame of a binary message (the server sends one frame a message).
-fn observe_frames(probe: &Probe, conn: u64, pcm: &[u8]) {
-    for frame in pcm.chunks_exact(PCM_FRAME_BYTES) {
-        let hash = frame_hash(frame);
-        probe.record(Seen::SttFrame { conn, hash });
-    }
-}
-
-/// Reports a `Results` or `UtteranceEnd` about to be sent.
-fn observe_sent(probe: &Probe, conn: u64, message: &Value) {
-    match message["type"].as_str() {
-        Some("Results") => {
-            let transcript = &message["channel"]["alternatives"][0]["transcript"];
-            probe.record(Seen::SttResults {
-                conn,
-                words: transcript.as_str().is_some_and(|t| !t.trim().is_empty()),
-                is_final: message["is_final"] == true,
-                speech_final: message["speech_final"] == true,
+    let query = Query::parse(raw.as_deref());
+    let auth = authorization(&headers);
+    let status = if shared.refuse_all.load(Ordering::Relaxed) {
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    } else if auth.as_deref() != Some(shared.expected_auth.as_str()) {
+        Some(StatusCode::UNAUTHORIZED)
+    } else {
+        None
+    };
+    let at = Instant::now();
+    if let Some(status) = status {
+        if let Some(journal) = &shared.refusals {
+            let authorization = auth;
+            let status = status.as_u16();
+            journal.push(SttRefusal {
+                at,
+                status,
+                authorization,
+                query,
             });
         }
-        Some("UtteranceEnd") => probe.record(Seen::SttUtteranceEnd { conn }),
-        _ => {}
+        return refuse(status);
     }
+    let settings = Settings::from_pairs(
+        query
+            .params
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.first()?.as_str()))),
+    );
+    let id = shared
+        .connections
+        .as_ref()
+        .and_then(|journal| journal.push(opened(at, query, auth)));
+    upgrade
+        .read_buffer_size(ivr_bridge::socket::SOCKET_READ_BUFFER)
+        .on_upgrade(move |socket| stt_conn::run(shared, id, settings, socket))
 }
 
-/// Applies one client message to the recogniser.
-fn on_message(recognizer: &mut Recognizer, message: Message, out: &mut Vec<Value>) -> Next {
-    match message {
-        Message::Binary(bytes) => recognizer.push_audio(&bytes, out),
-        Message::Text(text) => {
-            let kind = serde_json::from_str::<Value>(text.as_str())
-                .ok()
-                .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned));
-            match kind.as_deref() {
-                Some("Finalize") => recognizer.finalize(out),
-                Some("CloseStream") => {
-                    recognizer.close_stream(out);
-                    return Next::Close(1000, "");
-                }
-                Some("KeepAlive") => {}
-                // Deepgram closes on text it cannot read as a control message.
-                _ => return Next::Close(1008, "DATA-0000 text frame is not a control message"),
-            }
-        }
-        Message::Close(_) => return Next::Gone,
-        Message::Ping(_) | Message::Pong(_) => {}
-    }
-    Next::Read
+fn refuse(status: StatusCode) -> Response {
+    let id = request_id();
+    let (code, msg) = match status {
+        StatusCode::UNAUTHORIZED => ("INVALID_AUTH", "Invalid credentials."),
+        _ => (
+            "SERVICE_UNAVAILABLE",
+            "The service is temporarily unavailable.",
+        ),
+    };
+    let body = json!({"err_code": code, "err_msg": msg, "request_id": id});
+    let headers = [("dg-request-id", id), ("dg-error", msg.to_owned())];
+    (status, headers, axum::Json(body)).into_response()
 }

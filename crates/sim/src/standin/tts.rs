@@ -1,9 +1,16 @@
 //! The Deepgram TTS stand-in: `POST /v1/speak` answering with μ-law 8 kHz audio, streamed
 //! (PROTOCOLS.md §5.1). Auth, the raw-audio query (`encoding=mulaw&sample_rate=8000&
 //! container=none`) and the `{"text": …}` body are checked as Deepgram would.
+//!
+//! Hooks, all off by default: a record of every request and how its body stream went (when
+//! started with `record`), failing the next requests with 500, and a first-byte delay that can
+//! change while it runs. [`Chunking::Awkward`] sends the audio in sizes no multiple of a frame,
+//! so tests see the server re-frame it.
 
-use std::convert::Infallible;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -12,45 +19,159 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::probe::{Probe, Seen};
-use super::voice;
-use super::{authorized, request_id};
+use super::tts_body::{stream, Progress};
+pub use super::tts_body::{Chunking, AWKWARD_CHUNK_SIZES};
+use super::voice::Voice;
+use super::wire::{authorization, lock, request_id, Query};
+use super::{serve, Delay, Journal, Setup, StandInError};
 
-/// Bytes per body chunk: 100 ms of audio, so the client sees a stream, not one blob.
-const CHUNK_BYTES: usize = 800;
 /// Deepgram's per-request text limit, in characters.
 const MAX_CHARS: usize = 2000;
+/// Texts whose audio is kept for the next request of the same text (up to ~1 MB each): a load
+/// test asks for the same few replies thousands of times, and synthesis is the TTS stand-in's
+/// main cost. When full, the cache starts over.
+const VOICE_CACHE_TEXTS: usize = 32;
+
+/// One request as the stand-in saw it (recorded only when started with `record`).
+#[derive(Clone, Debug)]
+pub struct TtsRequest {
+    /// When it arrived.
+    pub at: Instant,
+    /// Its query string.
+    pub query: Query,
+    /// Whether `Authorization` was exactly `Token <key>`.
+    pub auth_ok: bool,
+    /// `Content-Type` header.
+    pub content_type: Option<String>,
+    /// `text` from the body, when the body was valid.
+    pub text: Option<String>,
+    /// Status answered.
+    pub status: u16,
+    /// Audio bytes handed to the connection so far.
+    pub bytes_sent: usize,
+    /// When the first audio byte was handed over.
+    pub first_byte_at: Option<Instant>,
+    /// Whether the whole audio was streamed; `false` with `ended_at` set means the client hung
+    /// up early (e.g. a cancelled reply on barge-in).
+    pub completed: bool,
+    /// When the body stream ended or was dropped.
+    pub ended_at: Option<Instant>,
+}
 
 /// What every request shares.
-struct Shared {
+pub(super) struct Shared {
     /// The `Authorization` value a client must send (`Token <key>`).
     expected_auth: String,
+    /// How the text sounds.
+    voice: Voice,
+    /// How the audio is cut.
+    chunking: Chunking,
+    /// Audio already synthesised, by text (the voice is deterministic).
+    spoken: Mutex<HashMap<String, Bytes>>,
+    /// Every request, when recording.
+    requests: Option<Journal<TtsRequest>>,
+    /// Fault hook: answer this many upcoming requests with 500.
+    fail_next: AtomicUsize,
     /// Wait before the first audio byte, as a real synthesiser takes time to start.
-    first_byte_delay: Duration,
+    first_byte: Delay,
     /// The load generator's observer, when it runs one.
     probe: Option<Probe>,
 }
 
-/// The router serving `/v1/speak`.
-pub fn router(key: &str, first_byte_delay: Duration, probe: Option<Probe>) -> Router {
-    let shared = Arc::new(Shared {
-        expected_auth: format!("Token {key}"),
-        first_byte_delay,
-        probe,
-    });
-    Router::new()
-        .route("/v1/speak", post(speak))
-        .with_state(shared)
+impl Shared {
+    /// The audio for `text`: synthesised once, then shared.
+    pub(super) fn audio(&self, text: &str) -> Bytes {
+        if let Some(audio) = lock(&self.spoken).get(text) {
+            return audio.clone();
+        }
+        let audio = Bytes::from(self.voice.audio(text));
+        let mut spoken = lock(&self.spoken);
+        if spoken.len() >= VOICE_CACHE_TEXTS {
+            spoken.clear();
+        }
+        spoken.insert(text.to_owned(), audio.clone());
+        audio
+    }
+
+    /// How the audio is cut.
+    pub(super) fn chunking(&self) -> Chunking {
+        self.chunking
+    }
+
+    /// Updates request `index`'s record, when recording.
+    pub(super) fn note(&self, index: Option<usize>, f: impl FnOnce(&mut TtsRequest)) {
+        if let (Some(journal), Some(index)) = (&self.requests, index) {
+            journal.update(index, f);
+        }
+    }
 }
 
-/// The request body: Deepgram's only field.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpeakBody {
-    text: String,
+/// The running stand-in. Cheap to clone; all clones see the same record and hooks.
+#[derive(Clone)]
+pub struct TtsStandIn {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state, shared with the handlers.
+    shared: Arc<Shared>,
+}
+
+impl TtsStandIn {
+    /// Starts it on `setup.port` (0: any free port) until `shutdown` fires, waiting
+    /// `first_byte` before each reply's audio.
+    pub async fn start(
+        setup: &Setup,
+        first_byte: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<(Self, JoinHandle<()>), StandInError> {
+        let shared = Arc::new(Shared {
+            expected_auth: format!("Token {}", setup.key),
+            voice: setup.voice,
+            chunking: setup.chunking,
+            spoken: Mutex::default(),
+            requests: Journal::when(setup.record),
+            fail_next: AtomicUsize::new(0),
+            first_byte: Delay::new(first_byte),
+            probe: setup.probe.clone(),
+        });
+        let app = Router::new().route("/v1/speak", post(speak));
+        let (addr, task) = serve("TTS", app.with_state(shared.clone()), setup, shutdown).await?;
+        Ok((Self { addr, shared }, task))
+    }
+
+    /// `http://127.0.0.1:PORT/v1/speak`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1/speak", self.addr)
+    }
+
+    /// A snapshot of every request, in order of arrival (empty unless recording).
+    pub fn requests(&self) -> Vec<TtsRequest> {
+        Journal::read(&self.shared.requests)
+    }
+
+    /// Texts of the requests that were answered with audio, in order.
+    pub fn texts(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.status == 200)
+            .filter_map(|r| r.text)
+            .collect()
+    }
+
+    /// Fault hook: answer the next `n` requests with 500.
+    pub fn fail_next(&self, n: usize) {
+        self.shared.fail_next.store(n, Ordering::Relaxed);
+    }
+
+    /// Sets the wait before the first audio byte.
+    pub fn set_first_byte_delay(&self, delay: Duration) {
+        self.shared.first_byte.set(delay);
+    }
 }
 
 async fn speak(
@@ -59,32 +180,30 @@ async fn speak(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    if !authorized(&headers, &shared.expected_auth) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_AUTH",
-            "Invalid credentials.",
-        );
-    }
-    let query = raw.unwrap_or_default();
-    for wanted in ["encoding=mulaw", "sample_rate=8000", "container=none"] {
-        if !query.split('&').any(|pair| pair == wanted) {
-            let msg = format!("this stand-in only speaks raw telephone audio: add {wanted}");
-            return refuse(StatusCode::BAD_REQUEST, "INVALID_QUERY_PARAMETER", &msg);
-        }
-    }
-    let text = match serde_json::from_slice::<SpeakBody>(&body) {
-        Ok(SpeakBody { text }) if !text.trim().is_empty() && text.chars().count() <= MAX_CHARS => {
-            text
-        }
-        Ok(_) => {
-            let msg = "`text` must be a non-empty string of at most 2000 characters";
-            return refuse(StatusCode::BAD_REQUEST, "UNPROCESSABLE_ENTITY", msg);
-        }
-        Err(err) => {
-            let msg = format!("body must be {{\"text\": …}}: {err}");
-            return refuse(StatusCode::BAD_REQUEST, "UNPROCESSABLE_ENTITY", &msg);
-        }
+    let query = Query::parse(raw.as_deref());
+    let auth_ok = authorization(&headers).as_deref() == Some(shared.expected_auth.as_str());
+    let verdict = check(&shared, auth_ok, &query, &body);
+    let index = shared.requests.as_ref().and_then(|journal| {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        journal.push(TtsRequest {
+            at: Instant::now(),
+            query,
+            auth_ok,
+            content_type,
+            text: verdict.as_ref().ok().cloned(),
+            status: verdict.as_ref().err().map_or(200, |(s, _)| s.as_u16()),
+            bytes_sent: 0,
+            first_byte_at: None,
+            completed: false,
+            ended_at: None,
+        })
+    });
+    let text = match verdict {
+        Ok(text) => text,
+        Err((status, body)) => return (status, Json(body)).into_response(),
     };
     let probe = shared.probe.as_ref().map(|probe| {
         let req = probe.next_id();
@@ -107,41 +226,59 @@ async fn speak(
             text.chars().count().to_string(),
         ),
     ];
-    (
-        headers,
-        Body::from_stream(audio_stream(text, shared.first_byte_delay, probe)),
-    )
-        .into_response()
+    let delay = shared.first_byte.get();
+    let progress = Progress::new(shared, index, probe, text, delay);
+    (headers, Body::from_stream(stream(progress))).into_response()
 }
 
-/// The audio for `text` in [`CHUNK_BYTES`] pieces, the first after `delay`. Synthesis happens
-/// after the delay, off the request path; at most 2000 characters, so memory is bounded.
-fn audio_stream(
-    text: String,
-    delay: Duration,
-    probe: Option<(Probe, u64)>,
-) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
-    let state: (Option<String>, Bytes) = (Some(text), Bytes::new());
-    futures::stream::unfold(state, move |(text, mut audio)| {
-        let probe = probe.clone();
-        async move {
-            if let Some(text) = text {
-                tokio::time::sleep(delay).await;
-                audio = Bytes::from(voice::speak(&text));
-                if let Some((probe, req)) = probe {
-                    probe.record(Seen::TtsFirstByte { req });
-                }
-            }
-            if audio.is_empty() {
-                return None;
-            }
-            let chunk = audio.split_to(CHUNK_BYTES.min(audio.len()));
-            Some((Ok(chunk), (None, audio)))
+/// An error answer: status and Deepgram-shaped body.
+type Refusal = (StatusCode, Value);
+
+/// Auth, fault hook, query and body checks, in the order Deepgram would apply them.
+fn check(shared: &Shared, auth_ok: bool, query: &Query, body: &[u8]) -> Result<String, Refusal> {
+    let error = |status, code: &str, msg: &str| {
+        let body = json!({"err_code": code, "err_msg": msg, "request_id": request_id()});
+        (status, body)
+    };
+    if !auth_ok {
+        let (status, msg) = (StatusCode::UNAUTHORIZED, "Invalid credentials.");
+        return Err(error(status, "INVALID_AUTH", msg));
+    }
+    let failing = shared
+        .fail_next
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    if failing.is_ok() {
+        let status = StatusCode::INTERNAL_SERVER_ERROR;
+        return Err(error(status, "INTERNAL_SERVER_ERROR", "stand-in failure"));
+    }
+    for (key, want) in [
+        ("encoding", "mulaw"),
+        ("sample_rate", "8000"),
+        ("container", "none"),
+    ] {
+        if query.all(key) != [want] {
+            let msg = format!(
+                "the stand-in expects {key}={want}, got {:?}",
+                query.all(key)
+            );
+            let status = StatusCode::BAD_REQUEST;
+            return Err(error(status, "INVALID_QUERY_PARAMETER", &msg));
         }
-    })
-}
-
-fn refuse(status: StatusCode, code: &str, msg: &str) -> Response {
-    let body = json!({"err_code": code, "err_msg": msg, "request_id": request_id()});
-    (status, Json(body)).into_response()
+    }
+    let bad = |msg: &str| error(StatusCode::BAD_REQUEST, "UNPROCESSABLE_ENTITY", msg);
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad(&format!("body is not JSON: {e}")))?;
+    let Some(obj) = value.as_object() else {
+        return Err(bad("body is not a JSON object"));
+    };
+    if let Some(extra) = obj.keys().find(|k| *k != "text") {
+        let msg = format!("unknown field `{extra}`; the only body field is `text`");
+        return Err(bad(&msg));
+    }
+    match obj.get("text").and_then(Value::as_str) {
+        Some(t) if t.trim().is_empty() => Err(bad("`text` must be a non-empty string")),
+        None => Err(bad("`text` must be a non-empty string")),
+        Some(t) if t.chars().count() > MAX_CHARS => Err(bad("text longer than 2000 characters")),
+        Some(t) => Ok(t.to_owned()),
+    }
 }

@@ -1,9 +1,12 @@
-//! The TTS stand-in's "voice": text → μ-law 8 kHz audio that sounds like speech from afar.
+//! The TTS stand-in's voices: text → μ-law 8 kHz audio, deterministically.
 //!
-//! Not speech synthesis: each character becomes a short sound whose length follows the text
-//! (vowels voiced with two formants over a gliding pitch, consonants as a soft hiss, spaces and
-//! punctuation as pauses), so a demo recording is listenable and a reply lasts about as long as a
-//! real voice would take to say it.
+//! [`Voice::Hum`] sounds like speech from afar. Not speech synthesis: each character becomes a
+//! short sound whose length follows the text (vowels voiced with two formants over a gliding
+//! pitch, consonants as a soft hiss, spaces and punctuation as pauses), so a demo recording is
+//! listenable and a reply lasts about as long as a real voice would take to say it.
+//!
+//! [`Voice::Tones`] is for tests that check every byte: a tone sequence seeded by the text, never
+//! containing μ-law silence (0xFF), so the server's frame padding stands out.
 
 use ivr_bridge::audio::mulaw;
 
@@ -22,9 +25,56 @@ const FADE: usize = 40;
 /// Harmonics summed for a voiced sound (up to the telephone band's top at ~3.4 kHz).
 const HARMONICS: usize = 26;
 
-/// The μ-law audio for `text`. Deterministic: the same text always sounds the same.
+/// μ-law bytes of [`Voice::Tones`] audio per character of text: 150 (so most replies end
+/// mid-frame).
+pub const TONE_BYTES_PER_CHAR: usize = 150;
+
+/// Which sound the TTS stand-in makes of a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Voice {
+    /// Speech-like hum whose length follows the text ([`speak`]): the demo's and load test's.
+    #[default]
+    Hum,
+    /// Tones that never contain 0xFF ([`tones`]): for tests that compare audio byte for byte.
+    Tones,
+}
+
+impl Voice {
+    /// The μ-law audio for `text` in this voice.
+    pub fn audio(self, text: &str) -> Vec<u8> {
+        match self {
+            Self::Hum => speak(text),
+            Self::Tones => tones(text),
+        }
+    }
+}
+
+/// [`Voice::Tones`] audio for `text`: [`TONE_BYTES_PER_CHAR`] μ-law bytes per character, a tone
+/// sequence seeded by a hash of the text, never 0xFF (μ-law silence) so padding stands out.
+pub fn tones(text: &str) -> Vec<u8> {
+    let mut seed = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let len = text.chars().count() * TONE_BYTES_PER_CHAR;
+    let mut out = Vec::with_capacity(len);
+    let mut freq = 0.0;
+    for i in 0..len {
+        if i % 400 == 0 {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            freq = 200.0 + (seed >> 33) as f64 % 1800.0;
+        }
+        let phase = 2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(SAMPLE_RATE);
+        let code = mulaw::encode((phase.sin() * 8000.0) as i16);
+        out.push(if code == 0xFF { 0xFE } else { code });
+    }
+    out
+}
+
+/// [`Voice::Hum`] audio for `text`. Deterministic: the same text always sounds the same.
 pub fn speak(text: &str) -> Vec<u8> {
-    let mut voice = Voice::default();
+    let mut voice = Hum::default();
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::with_capacity(chars.len() * SAMPLES_PER_CHAR);
     for (i, &c) in chars.iter().enumerate() {
@@ -43,7 +93,7 @@ pub fn duration_ms(bytes: usize) -> u64 {
 
 /// The continuous state of the voice between characters.
 #[derive(Default)]
-struct Voice {
+struct Hum {
     /// Fundamental frequency now, Hz.
     pitch: f64,
     /// Phase of the fundamental, radians, kept across characters so nothing clicks.
@@ -52,7 +102,7 @@ struct Voice {
     noise: u32,
 }
 
-impl Voice {
+impl Hum {
     fn sound(&mut self, c: char, out: &mut Vec<u8>) {
         match c.to_ascii_lowercase() {
             'a' | 'e' | 'i' | 'o' | 'u' | 'y' => {

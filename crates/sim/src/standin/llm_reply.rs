@@ -9,6 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::probe::{Probe, Seen};
 use super::wire::request_id;
 
 /// Called once when an SSE body ends: `true` if it reached `[DONE]`, `false` if dropped early.
@@ -45,6 +46,7 @@ pub fn fault_body(status: StatusCode) -> Value {
     }
 }
 
+/// Token counts, approximated by words: the stand-in has no tokenizer.
 fn usage(request: &Value, reply: &str) -> Value {
     let prompt: usize = request["messages"].as_array().map_or(0, |ms| {
         ms.iter()
@@ -62,10 +64,20 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// One SSE event: the wait before it, its bytes, and the reply text it carries (for the probe).
+type Event = (Duration, String, String);
+
 /// The reply as SSE: a role chunk, word-sized content chunks (the last with `finish_reason`
 /// and `usage`), then `[DONE]`. `[first, total]`: the first chunk waits `first`; the others are
-/// spread so the last lands at `total`.
-pub fn sse(request: &Value, reply: &str, [first, total]: [Duration; 2], on_end: OnEnd) -> Response {
+/// spread so the last lands at `total`. `probe` (with the request's id) sees each text piece as
+/// it goes out; `on_end` hears how the stream ended.
+pub fn sse(
+    request: &Value,
+    reply: &str,
+    [first, total]: [Duration; 2],
+    probe: Option<(Probe, u64)>,
+    on_end: Option<OnEnd>,
+) -> Response {
     let (id, created) = (format!("cmpl-{}", request_id()), now_secs());
     let chunk = |delta: Value, finish: Option<&str>| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created,
@@ -75,7 +87,7 @@ pub fn sse(request: &Value, reply: &str, [first, total]: [Duration; 2], on_end: 
     let pieces: Vec<&str> = reply.split_inclusive(' ').collect();
     let gap = total.saturating_sub(first) / pieces.len().max(1) as u32;
     let role = chunk(json!({"role": "assistant", "content": ""}), None);
-    let mut events = vec![(first, format!("data: {role}\n\n"))];
+    let mut events: Vec<Event> = vec![(first, format!("data: {role}\n\n"), String::new())];
     for (i, piece) in pieces.iter().enumerate() {
         let last = i + 1 == pieces.len();
         let mut c = chunk(json!({"content": piece}), last.then_some("stop"));
@@ -83,16 +95,20 @@ pub fn sse(request: &Value, reply: &str, [first, total]: [Duration; 2], on_end: 
             c["usage"] = usage(request, reply);
         }
         let wait = if i == 0 { Duration::ZERO } else { gap };
-        events.push((wait, format!("data: {c}\n\n")));
+        events.push((wait, format!("data: {c}\n\n"), (*piece).to_owned()));
     }
-    events.push((Duration::ZERO, "data: [DONE]\n\n".to_owned()));
+    events.push((Duration::ZERO, "data: [DONE]\n\n".to_owned(), String::new()));
     let guard = StreamGuard {
         events: events.into_iter(),
-        on_end: Some(on_end),
+        probe,
+        on_end,
     };
     let stream = futures::stream::unfold(guard, |mut g| async move {
-        let (wait, event) = g.events.next()?;
+        let (wait, event, text) = g.events.next()?;
         tokio::time::sleep(wait).await;
+        if let Some((probe, req)) = g.probe.as_ref().filter(|_| !text.is_empty()) {
+            probe.record(Seen::LlmText { req: *req, text });
+        }
         Some((Ok::<_, Infallible>(Bytes::from(event)), g))
     });
     let headers = [
@@ -104,7 +120,11 @@ pub fn sse(request: &Value, reply: &str, [first, total]: [Duration; 2], on_end: 
 
 /// The SSE body's state; reports how the stream ended when dropped.
 struct StreamGuard {
-    events: std::vec::IntoIter<(Duration, String)>,
+    /// The events not sent yet.
+    events: std::vec::IntoIter<Event>,
+    /// The load generator's observer and the request's id, when it runs one.
+    probe: Option<(Probe, u64)>,
+    /// The record's hook, when recording.
     on_end: Option<OnEnd>,
 }
 

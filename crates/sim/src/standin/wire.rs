@@ -1,10 +1,14 @@
-//! Small pieces every fake needs on the wire: a parsed query string and request ids.
+//! Small pieces every stand-in needs on the wire: the request's query string and key, request
+//! ids, and a lock that survives a panicked holder (a record is still worth reading).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// A request's query string as the fake received it, kept both raw and as a multimap, so tests
-/// can assert on repeated parameters (`keyterm=a&keyterm=b`) as well as on single ones.
+use axum::http::HeaderMap;
+
+/// A request's query string as a stand-in received it, kept both raw and as a multimap, so a
+/// test can assert on repeated parameters (`keyterm=a&keyterm=b`) as well as on single ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Query {
     /// Exactly what followed `?` (empty when there was no query).
@@ -14,7 +18,8 @@ pub struct Query {
 }
 
 impl Query {
-    /// Parses a raw query string (without the `?`) the way a form decoder would.
+    /// Parses a raw query string (without the `?`) the way a form decoder would; anything
+    /// undecodable is skipped, like an unknown flag.
     pub fn parse(raw: Option<&str>) -> Self {
         let raw = raw.unwrap_or_default().to_owned();
         let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -51,7 +56,7 @@ impl Query {
     }
 }
 
-/// A unique, UUID-shaped id, because the real providers put one in every response and header.
+/// A unique, UUID-shaped id: the providers put one in every response and header.
 pub fn request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -59,9 +64,22 @@ pub fn request_id() -> String {
 }
 
 /// The `Authorization` header as text, if present and printable.
-pub fn authorization(headers: &axum::http::HeaderMap) -> Option<String> {
+pub fn authorization(headers: &HeaderMap) -> Option<String> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// Whether the request's `Authorization` header is exactly `expected`.
+pub fn authorized(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .is_some_and(|value| value.as_bytes() == expected.as_bytes())
+}
+
+/// Locks `mutex`, reading through poisoning: a hook's state stays usable after a panic
+/// elsewhere, and a stand-in never panics because a test did.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

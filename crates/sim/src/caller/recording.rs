@@ -1,11 +1,11 @@
-//! What a replay saw: the server's media, marks and clears, what the caller heard, and every
-//! breach of Twilio's rules, each with its instant so tests can measure latencies.
+//! What a simulated caller saw: the server's media, marks and clears, what the caller heard,
+//! every breach of Twilio's rules, and both sides of the call as audio, each with its instant
+//! so tests can measure latencies and the demo can write its WAV.
 
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::time::Instant;
-
-use super::twilio_model::Played;
 
 /// A media message the server sent.
 #[derive(Clone, Debug)]
@@ -25,7 +25,7 @@ pub struct MarkRecord {
     pub name: String,
     /// When the server sent it.
     pub sent_at: Instant,
-    /// When the replayer echoed it (`None`: never, e.g. the call ended first).
+    /// When the caller echoed it (`None`: never, e.g. the call ended first).
     pub echoed_at: Option<Instant>,
     /// Echoed because a `clear` discarded its audio, not because it played.
     pub discarded: bool,
@@ -40,9 +40,18 @@ pub struct ClearRecord {
     pub dropped_bytes: usize,
 }
 
-/// Everything the replay saw.
+/// A stretch of audio the caller heard, starting at `started`.
 #[derive(Clone, Debug)]
-pub struct ReplayLog {
+pub struct Played {
+    /// When it started playing.
+    pub started: Instant,
+    /// The μ-law bytes heard.
+    pub bytes: Vec<u8>,
+}
+
+/// Everything the call saw.
+#[derive(Clone, Debug)]
+pub struct Recording {
     /// When the socket opened: offset zero of the fixture's `at_ms`.
     pub started: Instant,
     /// The `streamSid` the server had to use.
@@ -61,29 +70,31 @@ pub struct ReplayLog {
     pub violations: Vec<String>,
     /// When `stop` was sent.
     pub stop_sent_at: Option<Instant>,
-    /// When the server closed the socket (close frame or EOF) before the replayer did.
+    /// When the server closed the socket (close frame or EOF) before the caller did.
     pub server_closed_at: Option<Instant>,
     /// The close code the server sent, if it sent a close frame.
     pub server_close_code: Option<u16>,
-    /// When the replay ended.
+    /// When the call ended.
     pub finished: Instant,
+    /// Every JSON message the server sent, with its offset in ms (for `replay`'s comparison).
+    pub outbound: Vec<(u64, Value)>,
+    /// What the caller sent, as μ-law, one byte per sample from the start of the call.
+    pub caller: Vec<u8>,
+    /// What the caller heard of the assistant, the same way (0xFF where the line was quiet).
+    pub assistant: Vec<u8>,
 }
 
-impl ReplayLog {
+impl Recording {
     /// All outbound audio received, in order (clears not applied).
     pub fn media_bytes(&self) -> Vec<u8> {
-        self.media
-            .iter()
-            .flat_map(|m| m.bytes.iter().copied())
-            .collect()
+        let media = self.media.iter();
+        media.flat_map(|m| m.bytes.iter().copied()).collect()
     }
 
     /// What the caller heard, concatenated.
     pub fn heard(&self) -> Vec<u8> {
-        self.played
-            .iter()
-            .flat_map(|p| p.bytes.iter().copied())
-            .collect()
+        let played = self.played.iter();
+        played.flat_map(|p| p.bytes.iter().copied()).collect()
     }
 
     /// Milliseconds from the socket opening to `at`.

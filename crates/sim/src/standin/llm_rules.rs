@@ -1,4 +1,4 @@
-//! What Mistral's chat completions endpoint refuses, so the fake catches request bugs the real
+//! What Mistral's chat completions endpoint refuses, so the stand-in catches request bugs the real
 //! API would (PROTOCOLS.md §6.1, §6.4): unknown fields are 422 `extra_forbidden`, missing or
 //! mistyped fields 422, a conversation not ending on a user (or tool) turn 400.
 
