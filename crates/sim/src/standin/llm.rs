@@ -58,7 +58,7 @@ pub struct LlmRequest {
     pub completed: bool,
 }
 
-/// The fault hooks' state: empty unless a test asked for a fault.
+/// The fault hooks' state (and how tool calls are cut): empty unless a test asked for a fault.
 #[derive(Default)]
 struct Faults {
     /// Statuses (429/500) to answer the next requests with, in order.

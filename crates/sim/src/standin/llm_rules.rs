@@ -167,3 +167,21 @@ fn bad_request(message: &str) -> Refusal {
             "param": null, "code": null}),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_without_a_name_is_a_422_and_tool_order_a_400() {
+        let user = json!({"role": "user", "content": "q"});
+        let nameless = json!({"model": "m", "messages": [user],
+            "tools": [{"type": "function", "function": {"parameters": {}}}]});
+        let refused = validate(&nameless).err().map(|r| r.status);
+        assert_eq!(refused, Some(StatusCode::UNPROCESSABLE_ENTITY));
+        let stray = json!({"model": "m", "messages": [user,
+            {"role": "tool", "tool_call_id": "abcDEF123", "content": "r"}]});
+        let refused = validate(&stray).err().map(|r| r.status);
+        assert_eq!(refused, Some(StatusCode::BAD_REQUEST));
+    }
+}

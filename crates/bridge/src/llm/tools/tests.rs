@@ -161,3 +161,23 @@ fn a_call_reads_from_a_message_with_object_arguments() {
     .unwrap();
     assert_eq!(call.arguments, r#"{"a":1}"#);
 }
+
+#[test]
+fn any_split_of_the_arguments_assembles_the_same_call() {
+    let text = r#"{"reason": "déjà vu, \"quoted\"", "n": [1, 2]}"#;
+    let chars: Vec<char> = text.chars().collect();
+    for size in 1..=chars.len() {
+        let mut deltas = vec![json!([{"index":0,"id":"abcDEF123","function":{"name":"f"}}])];
+        for piece in chars.chunks(size) {
+            let piece: String = piece.iter().collect();
+            deltas.push(json!([{"index":0,"function":{"arguments":piece}}]));
+        }
+        let calls = assemble(&deltas);
+        assert_eq!(calls.len(), 1, "size {size}");
+        assert_eq!(calls[0].call.arguments, text, "size {size}");
+        assert_eq!(
+            args(&calls[0]),
+            json!({"reason": "déjà vu, \"quoted\"", "n": [1, 2]})
+        );
+    }
+}
