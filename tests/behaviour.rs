@@ -29,5 +29,6 @@ mod scale_out;
 mod security;
 mod standins;
 mod store;
+mod tools;
 mod transcribe;
 mod turn_detection;

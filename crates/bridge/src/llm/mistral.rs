@@ -1,15 +1,16 @@
 //! Mistral chat completions: the conversation in, the assistant's reply text out.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 use tokio::time::Instant;
 
-use super::sse::{SseError, SseParser};
+use super::answer::{reply_text, whole_reply, Deltas};
+pub use super::answer::{Piece, Reply};
+use super::sse::SseError;
+use super::tools::{Tool, ToolChoice, ToolOffer};
 use super::ChatMessage;
 use crate::secret::Secret;
 use crate::settings::{self, Schemes};
@@ -107,22 +108,33 @@ struct Request<'a> {
     temperature: f32,
     max_tokens: u32,
     stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [Tool]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct Completion {
-    choices: Vec<Choice>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    message: AssistantMessage,
-}
-
-#[derive(Deserialize)]
-struct AssistantMessage {
-    #[serde(default)]
-    content: Value,
+impl<'a> Request<'a> {
+    /// A request for `model`, offering `offer`'s tools when there is one.
+    fn new(
+        model: &'a str,
+        messages: &'a [ChatMessage],
+        stream: bool,
+        offer: Option<&'a ToolOffer>,
+    ) -> Self {
+        Self {
+            model,
+            messages,
+            temperature: TEMPERATURE,
+            max_tokens: MAX_TOKENS,
+            stream,
+            tools: offer.map(|o| o.tools.as_slice()),
+            tool_choice: offer.map(|o| &o.choice),
+            parallel_tool_calls: offer.map(|o| o.parallel),
+        }
+    }
 }
 
 impl Mistral {
@@ -139,8 +151,19 @@ impl Mistral {
 
     /// Asks for the assistant's next message given the whole conversation.
     pub async fn complete(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
-        let response = self.send(messages, false).await?;
+        let response = self.send(messages, false, None).await?;
         reply_text(&response.bytes().await?)
+    }
+
+    /// Asks for the assistant's next message offering `offer`'s tools: its text, the tools it
+    /// called, or both. An answer with neither is [`LlmError::NoText`].
+    pub async fn complete_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        offer: &ToolOffer,
+    ) -> Result<Reply, LlmError> {
+        let response = self.send(messages, false, Some(offer)).await?;
+        whole_reply(&response.bytes().await?)
     }
 
     /// Asks for the next message as a stream of text pieces, yielded as Mistral writes them.
@@ -153,10 +176,40 @@ impl Mistral {
         messages: &[ChatMessage],
     ) -> Result<impl Stream<Item = Result<String, LlmError>> + Send + Unpin + 'static, LlmError>
     {
+        let pieces = self.pieces(messages, None).await?;
+        Ok(pieces.filter_map(|piece| {
+            futures::future::ready(match piece {
+                Ok(Piece::Text(text)) => Some(Ok(text)),
+                Ok(Piece::ToolCalls(_)) => None,
+                Err(err) => Some(Err(err)),
+            })
+        }))
+    }
+
+    /// Like [`Mistral::stream`], offering `offer`'s tools: text pieces as they come, then the
+    /// tools the model called (assembled from the deltas, arguments parsed) when it has ended.
+    /// The first piece, text or calls, must come within the budget.
+    pub async fn stream_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        offer: &ToolOffer,
+    ) -> Result<impl Stream<Item = Result<Piece, LlmError>> + Send + Unpin + 'static, LlmError>
+    {
+        self.pieces(messages, Some(offer)).await
+    }
+
+    /// A streamed reply, retried once if the budget allows.
+    async fn pieces(
+        &self,
+        messages: &[ChatMessage],
+        offer: Option<&ToolOffer>,
+    ) -> Result<impl Stream<Item = Result<Piece, LlmError>> + Send + Unpin + 'static, LlmError>
+    {
         let deadline = Instant::now() + self.budget;
         let mut retried = false;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.first_piece(messages)).await;
+            let first = self.first_piece(messages, offer);
+            let attempt = tokio::time::timeout_at(deadline, first).await;
             match attempt {
                 Err(_) => return Err(LlmError::Timeout(self.budget)),
                 Ok(Ok(stream)) => return Ok(stream),
@@ -174,19 +227,15 @@ impl Mistral {
         }
     }
 
-    /// Sends a streamed request and waits for its first text piece.
+    /// Sends a streamed request and waits for its first piece.
     async fn first_piece(
         &self,
         messages: &[ChatMessage],
-    ) -> Result<impl Stream<Item = Result<String, LlmError>> + Send + Unpin + 'static, LlmError>
+        offer: Option<&ToolOffer>,
+    ) -> Result<impl Stream<Item = Result<Piece, LlmError>> + Send + Unpin + 'static, LlmError>
     {
-        let response = self.send(messages, true).await?;
-        let state = Deltas {
-            body: Box::pin(response.bytes_stream()),
-            parser: SseParser::new(),
-            ready: VecDeque::new(),
-            done: false,
-        };
+        let response = self.send(messages, true, offer).await?;
+        let state = Deltas::new(Box::pin(response.bytes_stream()));
         let mut deltas = Box::pin(futures::stream::unfold(state, Deltas::next));
         let first = match deltas.next().await {
             Some(Ok(text)) => text,
@@ -201,6 +250,7 @@ impl Mistral {
         &self,
         messages: &[ChatMessage],
         stream: bool,
+        offer: Option<&ToolOffer>,
     ) -> Result<reqwest::Response, LlmError> {
         let accept = if stream {
             "text/event-stream"
@@ -213,13 +263,7 @@ impl Mistral {
             .bearer_auth(self.key.expose())
             .header(reqwest::header::ACCEPT, accept)
             .timeout(REQUEST_TIMEOUT)
-            .json(&Request {
-                model: &self.model,
-                messages,
-                temperature: TEMPERATURE,
-                max_tokens: MAX_TOKENS,
-                stream,
-            })
+            .json(&Request::new(&self.model, messages, stream, offer))
             .send()
             .await?;
         let status = response.status();
@@ -237,9 +281,6 @@ impl Mistral {
     }
 }
 
-type ByteStream =
-    std::pin::Pin<Box<dyn Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static>>;
-
 /// A pause of 50–250 ms before a retry, different from call to call so that calls failing
 /// together do not retry together.
 fn jitter() -> Duration {
@@ -249,176 +290,5 @@ fn jitter() -> Duration {
     Duration::from_millis(50 + u64::from(nanos % 200))
 }
 
-/// State of a streamed completion: the body, the SSE parser, text pieces not yet yielded.
-struct Deltas {
-    body: ByteStream,
-    parser: SseParser,
-    ready: VecDeque<String>,
-    done: bool,
-}
-
-impl Deltas {
-    async fn next(mut self) -> Option<(Result<String, LlmError>, Self)> {
-        loop {
-            if let Some(text) = self.ready.pop_front() {
-                return Some((Ok(text), self));
-            }
-            if self.done {
-                return None;
-            }
-            match self.body.next().await {
-                Some(Ok(bytes)) => {
-                    if let Err(err) = self.read(&bytes) {
-                        self.done = true;
-                        return Some((Err(err), self));
-                    }
-                }
-                Some(Err(err)) => {
-                    self.done = true;
-                    return Some((Err(err.into()), self));
-                }
-                None => {
-                    self.done = true;
-                }
-            }
-        }
-    }
-
-    /// Parses bytes into text pieces; `[DONE]` ends the stream.
-    fn read(&mut self, bytes: &[u8]) -> Result<(), LlmError> {
-        let mut events = Vec::new();
-        self.parser.push(bytes, &mut events)?;
-        for data in events {
-            if data.trim() == "[DONE]" {
-                self.done = true;
-                break;
-            }
-            if let Some(text) = delta_text(&data)? {
-                self.ready.push_back(text);
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    delta: Delta,
-}
-
-#[derive(Deserialize, Default)]
-struct Delta {
-    #[serde(default)]
-    content: Value,
-}
-
-/// The text of one streamed chunk, if it carries any.
-fn delta_text(data: &str) -> Result<Option<String>, LlmError> {
-    let chunk: Chunk =
-        serde_json::from_str(data).map_err(|err| LlmError::NoText(err.to_string()))?;
-    let Some(choice) = chunk.choices.into_iter().next() else {
-        return Ok(None);
-    };
-    let text = content_text(choice.delta.content);
-    Ok((!text.is_empty()).then_some(text))
-}
-
-/// Text of a `content` value: a string, or the text chunks of an array (others skipped).
-fn content_text(content: Value) -> String {
-    match content {
-        Value::String(text) => text,
-        Value::Array(chunks) => chunks
-            .iter()
-            .filter(|chunk| chunk.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|chunk| chunk.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
-}
-
-/// The reply text of a chat completion body. `content` may be a string or an array of content
-/// chunks (reasoning models); text chunks are joined, other kinds skipped.
-fn reply_text(body: &[u8]) -> Result<String, LlmError> {
-    let completion: Completion =
-        serde_json::from_slice(body).map_err(|err| LlmError::NoText(err.to_string()))?;
-    let content = completion
-        .choices
-        .into_iter()
-        .next()
-        .map(|choice| choice.message.content)
-        .ok_or_else(|| LlmError::NoText("no choices".into()))?;
-    let text = content_text(content);
-    if text.trim().is_empty() {
-        return Err(LlmError::NoText("empty content".into()));
-    }
-    Ok(text.trim().to_owned())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_string_content() {
-        let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!","tool_calls":null,"prefix":false},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
-        assert_eq!(reply_text(body).unwrap(), "Hello!");
-    }
-
-    #[test]
-    fn reads_chunked_content_and_skips_thinking() {
-        let body = br#"{"choices":[{"message":{"role":"assistant","content":[{"type":"thinking","thinking":[]},{"type":"text","text":"Open "},{"type":"text","text":"at eight."}]}}]}"#;
-        assert_eq!(reply_text(body).unwrap(), "Open at eight.");
-    }
-
-    #[test]
-    fn empty_or_missing_content_is_an_error() {
-        assert!(reply_text(br#"{"choices":[]}"#).is_err());
-        assert!(reply_text(br#"{"choices":[{"message":{"content":"  "}}]}"#).is_err());
-        assert!(reply_text(b"not json").is_err());
-    }
-
-    #[test]
-    fn streamed_chunks_yield_their_text() {
-        let role = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
-        assert_eq!(delta_text(role).unwrap(), None);
-        let piece = r#"{"choices":[{"index":0,"delta":{"content":"Open "},"finish_reason":null}]}"#;
-        assert_eq!(delta_text(piece).unwrap().as_deref(), Some("Open "));
-        let last = r#"{"choices":[{"index":0,"delta":{"content":"daily."},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
-        assert_eq!(delta_text(last).unwrap().as_deref(), Some("daily."));
-        let chunks = r#"{"choices":[{"delta":{"content":[{"type":"text","text":"Hi"}]}}]}"#;
-        assert_eq!(delta_text(chunks).unwrap().as_deref(), Some("Hi"));
-        assert!(delta_text("{not json").is_err());
-        assert_eq!(delta_text(r#"{"choices":[]}"#).unwrap(), None);
-    }
-
-    #[test]
-    fn request_has_only_documented_fields() {
-        let messages = [ChatMessage::new(super::super::Role::User, "Hi")];
-        let body = serde_json::to_value(Request {
-            model: "m",
-            messages: &messages,
-            temperature: TEMPERATURE,
-            max_tokens: MAX_TOKENS,
-            stream: false,
-        })
-        .unwrap();
-        let mut keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
-        keys.sort();
-        assert_eq!(
-            keys,
-            ["max_tokens", "messages", "model", "stream", "temperature"]
-        );
-        assert_eq!(
-            body["messages"][0],
-            serde_json::json!({"role":"user","content":"Hi"})
-        );
-    }
-}
+mod tests;

@@ -1,9 +1,12 @@
 //! The Mistral stand-in: `POST /v1/chat/completions`, whole or streamed as SSE (PROTOCOLS.md §6),
 //! answering the last user message from [`super::faq`].
 //!
-//! Requests are validated like the real API ([`super::llm_rules`]). Hooks, all off by default:
+//! Requests are validated like the real API ([`super::llm_rules`], [`super::llm_order`]). A
+//! request that offers `tools` may get tool calls back ([`super::llm_tools`]), and a tool result
+//! gets words that use it. Hooks, all off by default:
 //! a record of every request (when started with `record`), faults (error statuses, requests
-//! never answered, slow questions) and delays that can change while it runs.
+//! never answered, slow questions), delays that can change while it runs, and how tool calls
+//! are cut into chunks ([`ToolCallShape`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::llm_reply::{self, content_text, fault_body};
 use super::llm_rules::{validate, Refusal};
+pub use super::llm_tools::ToolCallShape;
 use super::probe::{Probe, Seen};
 use super::wire::{authorization, lock, request_id};
-use super::{faq, serve, Delay, Journal, Setup, StandInError};
+use super::{llm_tools, serve, Delay, Journal, Setup, StandInError};
 
 /// One request as the stand-in saw it (recorded only when started with `record`).
 #[derive(Clone, Debug)]
@@ -46,13 +50,15 @@ pub struct LlmRequest {
     pub status: u16,
     /// The reply content, when answered with 200.
     pub reply: Option<String>,
+    /// The tool calls answered (Mistral's wire items), when the request offered tools.
+    pub tool_calls: Vec<Value>,
     /// When the response (or SSE stream) ended or was dropped by the client.
     pub ended_at: Option<Instant>,
     /// Whether a streamed reply reached `[DONE]` (always true for whole replies sent).
     pub completed: bool,
 }
 
-/// The fault hooks' state: empty unless a test asked for a fault.
+/// The fault hooks' state (and how tool calls are cut): empty unless a test asked for a fault.
 #[derive(Default)]
 struct Faults {
     /// Statuses (429/500) to answer the next requests with, in order.
@@ -61,6 +67,8 @@ struct Faults {
     hang: usize,
     /// Questions containing these words take this long to answer (first token and whole).
     slow: Vec<(String, Duration)>,
+    /// How tool calls are sent.
+    tool_calls: ToolCallShape,
 }
 
 /// What every request shares.
@@ -140,6 +148,11 @@ impl LlmStandIn {
         self.shared.total.set(delay);
     }
 
+    /// Hook: how the next answers send their tool calls (whole, as Mistral does, by default).
+    pub fn set_tool_call_shape(&self, shape: ToolCallShape) {
+        lock(&self.shared.faults).tool_calls = shape;
+    }
+
     /// Requests whose last user message contains `words` take `delay` to answer (first token
     /// and whole), the others keep the usual delays: one slow turn among many calls.
     pub fn slow_when_asked(&self, words: &str, delay: Duration) {
@@ -178,10 +191,12 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
         .map(|m| content_text(&m["content"]))
         .unwrap_or_default();
-    let reply = faq::answer(&last_user);
+    let answer = llm_tools::answer(&parsed, &last_user);
+    let shape = lock(&shared.faults).tool_calls;
     set(&shared, index, |r| {
         r.status = 200;
-        r.reply = Some(reply.to_owned());
+        r.reply = Some(answer.text.clone());
+        r.tool_calls.clone_from(&answer.calls);
     });
     let [first, total] = delays(&shared, &last_user);
     let probe = shared.probe.as_ref().map(|probe| {
@@ -199,14 +214,15 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
                 })
             }) as llm_reply::OnEnd
         });
-        return llm_reply::sse(&parsed, reply, [first, total], probe, on_end);
+        let answer = (&answer, shape);
+        return llm_reply::sse(&parsed, answer, [first, total], probe, on_end);
     }
     tokio::time::sleep(total).await;
     if let Some((probe, req)) = probe {
-        let text = reply.to_owned();
+        let text = answer.text.clone();
         probe.record(Seen::LlmText { req, text });
     }
-    let body = llm_reply::whole(&parsed, reply);
+    let body = llm_reply::whole(&parsed, &answer, shape);
     set(&shared, index, |r| {
         r.completed = true;
         r.ended_at = Some(Instant::now());
@@ -248,6 +264,7 @@ fn record(shared: &Shared, auth_ok: bool, body: &Value) -> Option<usize> {
         messages,
         status: 0,
         reply: None,
+        tool_calls: Vec::new(),
         ended_at: None,
         completed: false,
     })

@@ -9,6 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::llm_tools::{call_deltas, Answer, ToolCallShape};
 use super::probe::{Probe, Seen};
 use super::wire::request_id;
 
@@ -24,15 +25,27 @@ pub fn content_text(content: &Value) -> String {
     }
 }
 
-/// The non-streaming completion for `request` answering `reply`.
-pub fn whole(request: &Value, reply: &str) -> Value {
+/// The non-streaming completion for `request` answering `answer`.
+pub fn whole(request: &Value, answer: &Answer, shape: ToolCallShape) -> Value {
+    let (calls, finish) = match call_deltas(&answer.calls, whole_shape(shape)).first() {
+        None => (Value::Null, "stop"),
+        Some(delta) => (delta["tool_calls"].clone(), "tool_calls"),
+    };
     json!({
         "id": format!("cmpl-{}", request_id()), "object": "chat.completion", "created": now_secs(),
         "model": request["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply,
-            "tool_calls": null, "prefix": false}, "finish_reason": "stop"}],
-        "usage": usage(request, reply),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text,
+            "tool_calls": calls, "prefix": false}, "finish_reason": finish}],
+        "usage": usage(request, &answer.text),
     })
+}
+
+/// A whole message holds whole calls; only a malformed one stays malformed.
+fn whole_shape(shape: ToolCallShape) -> ToolCallShape {
+    match shape {
+        ToolCallShape::Malformed => ToolCallShape::Malformed,
+        ToolCallShape::Whole | ToolCallShape::Split => ToolCallShape::Whole,
+    }
 }
 
 /// The body of a 429 or 500 fault.
@@ -67,13 +80,13 @@ fn now_secs() -> u64 {
 /// One SSE event: the wait before it, its bytes, and the reply text it carries (for the probe).
 type Event = (Duration, String, String);
 
-/// The reply as SSE: a role chunk, word-sized content chunks (the last with `finish_reason`
-/// and `usage`), then `[DONE]`. `[first, total]`: the first chunk waits `first`; the others are
-/// spread so the last lands at `total`. `probe` (with the request's id) sees each text piece as
-/// it goes out; `on_end` hears how the stream ended.
+/// The answer as SSE: a role chunk, word-sized content chunks, the tool calls in `shape` (the
+/// last chunk with `finish_reason` and `usage`), then `[DONE]`. `[first, total]`: the first
+/// chunk waits `first`; the others are spread so the last lands at `total`. `probe` (with the
+/// request's id) sees each text piece as it goes out; `on_end` hears how the stream ended.
 pub fn sse(
     request: &Value,
-    reply: &str,
+    (answer, shape): (&Answer, ToolCallShape),
     [first, total]: [Duration; 2],
     probe: Option<(Probe, u64)>,
     on_end: Option<OnEnd>,
@@ -84,18 +97,30 @@ pub fn sse(
             "model": request["model"],
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let pieces: Vec<&str> = reply.split_inclusive(' ').collect();
-    let gap = total.saturating_sub(first) / pieces.len().max(1) as u32;
+    let mut deltas: Vec<(Value, String)> = answer
+        .text
+        .split_inclusive(' ')
+        .map(|piece| (json!({"content": piece}), piece.to_owned()))
+        .collect();
+    let calls = call_deltas(&answer.calls, shape);
+    deltas.extend(calls.into_iter().map(|delta| (delta, String::new())));
+    let finish = if answer.calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    let gap = total.saturating_sub(first) / deltas.len().max(1) as u32;
     let role = chunk(json!({"role": "assistant", "content": ""}), None);
     let mut events: Vec<Event> = vec![(first, format!("data: {role}\n\n"), String::new())];
-    for (i, piece) in pieces.iter().enumerate() {
-        let last = i + 1 == pieces.len();
-        let mut c = chunk(json!({"content": piece}), last.then_some("stop"));
+    let count = deltas.len();
+    for (i, (delta, text)) in deltas.into_iter().enumerate() {
+        let last = i + 1 == count;
+        let mut c = chunk(delta, last.then_some(finish));
         if last {
-            c["usage"] = usage(request, reply);
+            c["usage"] = usage(request, &answer.text);
         }
         let wait = if i == 0 { Duration::ZERO } else { gap };
-        events.push((wait, format!("data: {c}\n\n"), (*piece).to_owned()));
+        events.push((wait, format!("data: {c}\n\n"), text));
     }
     events.push((Duration::ZERO, "data: [DONE]\n\n".to_owned(), String::new()));
     let guard = StreamGuard {

@@ -1,9 +1,12 @@
 //! What Mistral's chat completions endpoint refuses, so the stand-in catches request bugs the real
 //! API would (PROTOCOLS.md §6.1, §6.4): unknown fields are 422 `extra_forbidden`, missing or
-//! mistyped fields 422, a conversation not ending on a user (or tool) turn 400.
+//! mistyped fields 422, tool traffic out of order 400 ([`super::llm_order`]), a conversation not
+//! ending on a user (or tool) turn 400.
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
+
+use super::llm_order::check_order;
 
 /// Top-level body fields Mistral documents (the brief's list plus PROTOCOLS.md §6.1's extras).
 pub const ALLOWED_FIELDS: &[&str] = &[
@@ -74,6 +77,9 @@ pub fn validate(body: &Value) -> Result<(), Refusal> {
             "list_type",
         )),
     }
+    if let Some(tools) = obj.get("tools") {
+        check_tools(tools, &mut detail);
+    }
     if !detail.is_empty() {
         return Err(Refusal {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -85,6 +91,7 @@ pub fn validate(body: &Value) -> Result<(), Refusal> {
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
+    check_order(messages)?;
     match messages.last() {
         Some(m) if m["role"] == "user" || m["role"] == "tool" || m["prefix"] == true => Ok(()),
         Some(m) => Err(bad_request(&format!(
@@ -125,6 +132,21 @@ fn check_messages(messages: &[Value], detail: &mut Vec<Value>) {
     }
 }
 
+/// `tools` must be a list of functions, each with a name.
+fn check_tools(tools: &Value, detail: &mut Vec<Value>) {
+    let Some(tools) = tools.as_array() else {
+        detail.push(problem(Some(tools), json!(["body", "tools"]), "list_type"));
+        return;
+    };
+    for (i, tool) in tools.iter().enumerate() {
+        let name = &tool["function"]["name"];
+        if !name.is_string() {
+            let loc = json!(["body", "tools", i, "function", "name"]);
+            detail.push(problem(tool["function"].get("name"), loc, "string_type"));
+        }
+    }
+}
+
 fn extra(loc: Value, input: &Value) -> Value {
     json!({"type": "extra_forbidden", "loc": loc, "msg": "Extra inputs are not permitted", "input": input})
 }
@@ -143,5 +165,23 @@ fn bad_request(message: &str) -> Refusal {
         status: StatusCode::BAD_REQUEST,
         body: json!({"object": "error", "message": message, "type": "invalid_request_error",
             "param": null, "code": null}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_without_a_name_is_a_422_and_tool_order_a_400() {
+        let user = json!({"role": "user", "content": "q"});
+        let nameless = json!({"model": "m", "messages": [user],
+            "tools": [{"type": "function", "function": {"parameters": {}}}]});
+        let refused = validate(&nameless).err().map(|r| r.status);
+        assert_eq!(refused, Some(StatusCode::UNPROCESSABLE_ENTITY));
+        let stray = json!({"model": "m", "messages": [user,
+            {"role": "tool", "tool_call_id": "abcDEF123", "content": "r"}]});
+        let refused = validate(&stray).err().map(|r| r.status);
+        assert_eq!(refused, Some(StatusCode::BAD_REQUEST));
     }
 }
