@@ -84,7 +84,7 @@ pub struct ServerSettings {
     pub max_calls: usize,
 
     /// Seconds calls in progress may continue after SIGTERM before the process exits.
-    #[arg(long = "drain-timeout-s", env = "DRAIN_TIMEOUT_S", default_value = "60",
+    #[arg(long = "drain-timeout-s", env = "DRAIN_TIMEOUT_S", value_name = "DRAIN_TIMEOUT_S", default_value = "60",
           value_parser = settings::seconds("DRAIN_TIMEOUT_S", 0..=3600))]
     pub drain_timeout: Duration,
 }

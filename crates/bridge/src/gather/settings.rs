@@ -27,7 +27,7 @@ pub struct GatherSettings {
 
     /// Milliseconds /speak_response waits for a reply still being written before apologising
     /// (at most 14000: Twilio gives up on a webhook after 15 s).
-    #[arg(long = "speak-response-wait-ms", env = "SPEAK_RESPONSE_WAIT_MS", default_value = "10000",
+    #[arg(long = "speak-response-wait-ms", env = "SPEAK_RESPONSE_WAIT_MS", value_name = "SPEAK_RESPONSE_WAIT_MS", default_value = "10000",
           value_parser = settings::millis("SPEAK_RESPONSE_WAIT_MS", 1..=WEBHOOK_BUDGET_MS))]
     pub speak_response_wait: Duration,
 }

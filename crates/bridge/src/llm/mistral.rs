@@ -80,7 +80,7 @@ pub struct MistralSettings {
     /// Milliseconds a reply has to start coming (retry included). The Gather flow answers a
     /// slower model with a holding phrase and a redirect to /speak_response (Twilio gives up on
     /// a webhook after 15 s, so at most 14000).
-    #[arg(long = "llm-timeout-ms", env = "LLM_TIMEOUT_MS", default_value = "8000",
+    #[arg(long = "llm-timeout-ms", env = "LLM_TIMEOUT_MS", value_name = "LLM_TIMEOUT_MS", default_value = "8000",
           value_parser = settings::millis("LLM_TIMEOUT_MS", 1..=WEBHOOK_BUDGET_MS))]
     pub llm_timeout: Duration,
 }

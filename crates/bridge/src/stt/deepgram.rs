@@ -77,13 +77,13 @@ pub struct SttSettings {
 
     /// Silence, in milliseconds, after which Deepgram finalizes speech with `speech_final`
     /// (its `endpointing` parameter).
-    #[arg(long = "stt-endpointing-ms", env = "STT_ENDPOINTING_MS", default_value = "300",
+    #[arg(long = "stt-endpointing-ms", env = "STT_ENDPOINTING_MS", value_name = "STT_ENDPOINTING_MS", default_value = "300",
           value_parser = settings::millis("STT_ENDPOINTING_MS", MILLIS))]
     pub stt_endpointing: Duration,
 
     /// Gap, in milliseconds, after the last word before Deepgram sends `UtteranceEnd` (its
     /// `utterance_end_ms` parameter; at least 1000).
-    #[arg(long = "stt-utterance-end-ms", env = "STT_UTTERANCE_END_MS", default_value = "1000",
+    #[arg(long = "stt-utterance-end-ms", env = "STT_UTTERANCE_END_MS", value_name = "STT_UTTERANCE_END_MS", default_value = "1000",
           value_parser = parse_utterance_end)]
     pub stt_utterance_end: Duration,
 }
