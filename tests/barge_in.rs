@@ -5,6 +5,7 @@ use crate::support;
 
 use std::time::Duration;
 
+use ivr_bridge::call::turns::CUT_OFF;
 use ivr_sim::standin::faq::{DIRECTIONS, WEEKEND};
 use support::expect::{call_audio, reply_phrases, GREETING};
 use support::transcript;
@@ -90,15 +91,28 @@ async fn talking_over_the_reply_clears_it_at_once_and_starts_the_next_turn() {
     let requests = env.llm.requests();
     assert_eq!(requests.len(), 2);
     let dialogue = support::expect::dialogue(&requests[1].messages);
-    // The history keeps what the caller heard of the directions: the phrases that played.
-    let heard_part = reply_phrases(DIRECTIONS)[..played].join(" ");
-    assert_eq!(
-        dialogue,
-        vec![
-            ("user", question.as_str()),
-            ("assistant", heard_part.as_str()),
-            ("user", interruption.text.as_str())
-        ]
+    assert_eq!(dialogue.len(), 3);
+    assert_eq!(dialogue[0], ("user", question.as_str()));
+    assert_eq!(dialogue[2], ("user", interruption.text.as_str()));
+    // The history keeps what the caller heard of the directions, to the word: the phrases
+    // whose marks came back, then the words of the one playing when the caller spoke, cut off.
+    let (role, heard_text) = dialogue[1];
+    assert_eq!(role, "assistant");
+    let heard_words = heard_text
+        .strip_suffix(CUT_OFF)
+        .unwrap_or_else(|| panic!("{heard_text:?} is not marked as cut off"));
+    let phrases = reply_phrases(DIRECTIONS);
+    assert!(
+        heard_words.starts_with(&phrases[..played].join(" ")),
+        "{heard_words:?}"
+    );
+    assert!(
+        phrases.join(" ").starts_with(heard_words),
+        "{heard_words:?}"
+    );
+    assert!(
+        heard_words.len() < phrases[..=played].join(" ").len(),
+        "{heard_words:?} goes past the phrase that was playing"
     );
 }
 
@@ -132,4 +146,49 @@ async fn speech_while_the_model_thinks_joins_the_turn_instead_of_answering_twice
     let texts = support::expect::requested(&env.tts);
     assert_eq!(texts[0], GREETING);
     assert!(!texts.contains(&reply_phrases(DIRECTIONS)[0]), "{texts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interruption_in_the_first_phrase_is_a_turn_of_its_own() {
+    let env = TestEnv::start().await;
+    // A model that takes half a second, so that the interruption (1.6 s after the question)
+    // lands about 0.3 s into the answer's first phrase, which plays for about 0.5 s.
+    env.llm.set_first_token_delay(Duration::from_millis(500));
+    env.llm.set_total_delay(Duration::from_millis(500));
+    let fixture = support::fixture::load("early_interruption");
+    let question = fixture.sidecar.utterances[0].text.clone();
+    let interruption = fixture.sidecar.utterances[1].text.clone();
+    let log = env.replay("early_interruption").await;
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+    assert_eq!(log.clears.len(), 1, "one interruption, one clear");
+
+    // The caller spoke before the first phrase of the answer was over: none of its marks came
+    // back before the clear.
+    let answer: Vec<_> = log
+        .marks
+        .iter()
+        .filter(|m| m.name.starts_with("reply-2."))
+        .collect();
+    assert!(!answer.is_empty());
+    assert!(answer.iter().all(|m| m.discarded), "{answer:?}");
+
+    // Yet its audio had been playing, so the new question is a turn of its own, not glued to
+    // the old one; the history keeps the words the caller heard, cut off.
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let dialogue = support::expect::dialogue(&requests[1].messages);
+    assert_eq!(dialogue.len(), 3, "{dialogue:?}");
+    assert_eq!(dialogue[0], ("user", question.as_str()));
+    assert_eq!(dialogue[2], ("user", interruption.as_str()));
+    let (role, heard) = dialogue[1];
+    assert_eq!(role, "assistant");
+    let words = heard
+        .strip_suffix(CUT_OFF)
+        .unwrap_or_else(|| panic!("{heard:?} is not marked as cut off"));
+    let first_phrase = &reply_phrases(DIRECTIONS)[0];
+    assert!(
+        !words.is_empty() && first_phrase.starts_with(words),
+        "{heard:?}"
+    );
+    assert!(words.len() < first_phrase.len(), "{heard:?}");
 }

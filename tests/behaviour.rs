@@ -17,6 +17,7 @@ mod fakes;
 mod gather;
 mod greeting_cache;
 mod http_surface;
+mod idle_caller;
 mod lifecycle;
 mod limits;
 mod loadtest;

@@ -117,10 +117,27 @@ impl Listener for Story<'_> {
         match event {
             CallEvent::TurnEnded { text, .. } => self.turn_ended(at, text),
             CallEvent::Phrase { text, .. } => self.phrase(at, text),
-            CallEvent::BargeIn { .. } => self.line(
+            CallEvent::BargeIn { heard, .. } => {
+                let what = match heard {
+                    Some(heard) => format!(
+                        "barge-in: the caller spoke over the assistant after hearing {heard:?}; \
+                         their words are a new turn"
+                    ),
+                    None => "barge-in: the caller spoke before hearing the answer; their words \
+                             continue their turn"
+                        .to_owned(),
+                };
+                self.line(at, "server", &what);
+            }
+            CallEvent::IdlePrompt { n } => self.line(
                 at,
                 "server",
-                "barge-in: the caller spoke over the assistant",
+                &format!("the caller is silent: idle prompt {n}"),
+            ),
+            CallEvent::IdleGoodbye => self.line(
+                at,
+                "server",
+                "the caller stayed silent: saying goodbye, then ending the call",
             ),
             CallEvent::Problem { what } => self.line(at, "server", &format!("warning: {what}")),
             _ => {}

@@ -11,6 +11,10 @@ use ivr_sim::fixture::Sidecar;
 /// A reply whose audio length differs by more than this fraction is reported as different.
 pub const AUDIO_TOLERANCE: f64 = 0.25;
 
+/// Words by which what the caller heard of a cut reply may differ between two runs: where the
+/// cut lands is a matter of timing.
+pub const HEARD_TOLERANCE_WORDS: usize = 3;
+
 /// μ-law bytes per millisecond at 8 kHz.
 const BYTES_PER_MS: u64 = 8;
 
@@ -21,6 +25,8 @@ pub struct SaidReply {
     pub phrases: Vec<String>,
     /// The caller spoke over it.
     pub interrupted: bool,
+    /// What the caller heard of it when they cut it off, when that is known.
+    pub heard: Option<String>,
 }
 
 /// What was heard and said in a call.
@@ -45,14 +51,15 @@ impl Conversation {
                     ids.push(*reply);
                     self.replies.push(SaidReply {
                         phrases: vec![text.clone()],
-                        interrupted: false,
+                        ..SaidReply::default()
                     });
                 }
             },
-            CallEvent::BargeIn { reply } => {
+            CallEvent::BargeIn { reply, heard } => {
                 self.barge_ins += 1;
                 if let Some(i) = ids.iter().position(|id| id == reply) {
                     self.replies[i].interrupted = true;
+                    self.replies[i].heard.clone_from(heard);
                 }
             }
             _ => {}
@@ -72,6 +79,12 @@ impl Conversation {
                 .map(|r| SaidReply {
                     phrases: r.phrases.clone(),
                     interrupted: r.interrupted,
+                    heard: sidecar
+                        .barge_ins
+                        .iter()
+                        .flatten()
+                        .find(|b| b.reply == r.reply)
+                        .and_then(|b| b.heard.clone()),
                 })
                 .collect()
         });
@@ -101,10 +114,22 @@ pub fn same_reply(a: &SaidReply, b: &SaidReply) -> bool {
         normalise(&b.phrases.join(" ")),
     );
     if a.interrupted || b.interrupted {
-        x.starts_with(&y) || y.starts_with(&x)
+        (x.starts_with(&y) || y.starts_with(&x)) && same_heard(a, b)
     } else {
         x == y
     }
+}
+
+/// Whether two cut replies were heard to about the same word: one's heard words start the
+/// other's, and their counts differ by at most [`HEARD_TOLERANCE_WORDS`]. Unknown on either
+/// side (a recording made before this was kept) is not a difference.
+fn same_heard(a: &SaidReply, b: &SaidReply) -> bool {
+    let (Some(x), Some(y)) = (&a.heard, &b.heard) else {
+        return true;
+    };
+    let (x, y) = (normalise(x), normalise(y));
+    let (nx, ny) = (x.split(' ').count(), y.split(' ').count());
+    (x.starts_with(&y) || y.starts_with(&x)) && nx.abs_diff(ny) <= HEARD_TOLERANCE_WORDS
 }
 
 /// One reply as the wire shows it.
@@ -208,7 +233,25 @@ mod tests {
         SaidReply {
             phrases: text.iter().map(|s| (*s).to_owned()).collect(),
             interrupted,
+            heard: None,
         }
+    }
+
+    #[test]
+    fn cut_replies_differ_when_heard_to_a_different_word() {
+        let phrases = ["We are open from eight in the morning until six in the evening."];
+        let heard = |words: &str| SaidReply {
+            heard: Some(format!("{words}…")),
+            ..reply(&phrases, true)
+        };
+        let early = heard("We are open from");
+        assert!(same_reply(&early, &heard("We are open from eight in")));
+        assert!(!same_reply(
+            &early,
+            &heard("We are open from eight in the morning")
+        ));
+        assert!(!same_reply(&early, &heard("We are closed")));
+        assert!(same_reply(&early, &reply(&phrases, true)));
     }
 
     #[test]

@@ -280,10 +280,10 @@ impl<'w> Report<'w> {
 }
 
 fn said(reply: &SaidReply) -> String {
-    let cut = if reply.interrupted {
-        " [cut short by the caller]"
-    } else {
-        ""
+    let cut = match (&reply.heard, reply.interrupted) {
+        (Some(heard), _) => format!(" [cut short by the caller, who heard {heard:?}]"),
+        (None, true) => " [cut short by the caller]".to_owned(),
+        (None, false) => String::new(),
     };
     format!("{:?}{cut}", reply.phrases.join(" "))
 }

@@ -8,7 +8,14 @@ pub use ivr_bridge::audio::frames::FRAME_BYTES;
 pub use ivr_sim::fixture::{CallFixture as Fixture, Scheduled};
 
 /// Every recorded call, so helpers can load them all (the STT bank needs every utterance).
-pub const ALL: [&str; 4] = ["one_question", "three_turns", "barge_in", "visiting_hours"];
+pub const ALL: [&str; 6] = [
+    "one_question",
+    "three_turns",
+    "barge_in",
+    "visiting_hours",
+    "early_interruption",
+    "silent_caller",
+];
 
 /// Loads `fixtures/calls/<name>.jsonl` and its sidecar.
 pub fn load(name: &str) -> Fixture {
@@ -16,7 +23,7 @@ pub fn load(name: &str) -> Fixture {
     Fixture::named(&dir, name).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
-/// All four recordings.
+/// All the recordings.
 pub fn all() -> Vec<Fixture> {
     ALL.iter().map(|name| load(name)).collect()
 }

@@ -16,8 +16,8 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
 pub use crate::call::settings::{
-    AssistantSettings, TurnSettings, BUILT_IN_SYSTEM_PROMPT, DEFAULT_FALLBACK_PHRASE,
-    DEFAULT_GREETING,
+    AssistantSettings, IdleSettings, TurnSettings, BUILT_IN_SYSTEM_PROMPT, DEFAULT_FALLBACK_PHRASE,
+    DEFAULT_GREETING, DEFAULT_IDLE_GOODBYE, DEFAULT_IDLE_PROMPT,
 };
 pub use crate::call::turns::TurnDetection;
 pub use crate::gather::GatherSettings;
@@ -141,6 +141,9 @@ pub struct Config {
     /// How the streaming call's turns end.
     #[command(flatten)]
     pub turns: TurnSettings,
+    /// What the streaming call does about a silent caller.
+    #[command(flatten)]
+    pub idle: IdleSettings,
     /// The Gather flow's TwiML and waits.
     #[command(flatten)]
     pub gather: GatherSettings,

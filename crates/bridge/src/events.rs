@@ -55,7 +55,18 @@ pub enum CallEvent {
     BargeIn {
         /// The interrupted reply.
         reply: u64,
+        /// What the caller heard of it, to the word and ending in "…"; `None` when nothing of
+        /// it was audible yet (the caller's words then continue their turn).
+        heard: Option<String>,
     },
+    /// The caller said nothing for `IDLE_TIMEOUT_S`: the assistant asks if they are still
+    /// there (the `n`th time in a row).
+    IdlePrompt {
+        /// How many prompts in a row, this one included.
+        n: u32,
+    },
+    /// The caller answered no idle prompt: the assistant says goodbye and ends the call.
+    IdleGoodbye,
     /// The caller pressed a key.
     Dtmf {
         /// The key, e.g. `"1"` or `"#"`.

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub turn_latency: Histogram,
     /// Transcript webhook messages, by outcome (transcription mode).
     pub transcript_webhooks: Family<WebhookOutcome, Counter>,
+    /// Times a silent caller was asked whether they are still there.
+    pub idle_prompts: Counter,
 }
 
 /// Buckets from 10 ms to about 20 s.
@@ -93,6 +95,7 @@ impl Metrics {
             tts_first_byte: latency_buckets(),
             turn_latency: latency_buckets(),
             transcript_webhooks: Family::default(),
+            idle_prompts: Counter::default(),
         };
         registry.register(
             "active_calls",
@@ -144,6 +147,11 @@ impl Metrics {
             "transcript_webhooks",
             "Transcript webhook messages, by outcome: delivered, failed or dropped",
             metrics.transcript_webhooks.clone(),
+        );
+        registry.register(
+            "idle_prompts",
+            "Times a silent caller was asked whether they are still there",
+            metrics.idle_prompts.clone(),
         );
         Self {
             registry: root,

@@ -105,6 +105,7 @@ impl AppState {
             turn_detection: config.turns.turn_detection,
             system_prompt: config.assistant.system_prompt.clone(),
             fallback_phrase: config.assistant.fallback_phrase.clone(),
+            idle: config.idle.policy(),
             shutdown: transcribe
                 .as_ref()
                 .map_or_else(CancellationToken::new, |t| t.shutdown.clone()),

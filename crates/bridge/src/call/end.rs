@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::turns::Goodbye;
 use super::Call;
 use crate::events::{CallEvent, CallSummary};
 use crate::twilio::stream::StreamEnd;
@@ -15,8 +16,8 @@ const WRITER_GRACE: Duration = Duration::from_millis(300);
 pub(super) enum EndReason {
     /// Twilio stopped the stream, or its socket closed or failed.
     Stream(StreamEnd),
-    /// Speech recognition could not be reached: the caller was told and the call ended.
-    SttUnavailable,
+    /// The brain ended the call once its goodbye was over.
+    Goodbye(Goodbye),
     /// The server ended the calls still in progress.
     ServerShutdown,
 }
@@ -26,7 +27,8 @@ impl EndReason {
     fn label(self) -> &'static str {
         match self {
             EndReason::Stream(end) => end.label(),
-            EndReason::SttUnavailable => "stt_unavailable",
+            EndReason::Goodbye(Goodbye::SttLost) => "stt_unavailable",
+            EndReason::Goodbye(Goodbye::Idle) => "idle",
             EndReason::ServerShutdown => "server_shutdown",
         }
     }
@@ -35,8 +37,11 @@ impl EndReason {
     fn describe(self) -> &'static str {
         match self {
             EndReason::Stream(end) => end.describe(),
-            EndReason::SttUnavailable => {
+            EndReason::Goodbye(Goodbye::SttLost) => {
                 "speech recognition unavailable: the caller was told, the call ended"
+            }
+            EndReason::Goodbye(Goodbye::Idle) => {
+                "the caller stayed silent through every idle prompt: goodbye said, call ended"
             }
             EndReason::ServerShutdown => "the server is shutting down",
         }

@@ -39,7 +39,7 @@ use publish::Publisher;
 use reply::{ReplyError, ReplyEvent, Script, Voice};
 use speaker::Speaker;
 pub use turns::STT_APOLOGY;
-use turns::{Action, ReplyFailure, ReplyId, TurnDetection, Turns};
+use turns::{Action, Goodbye, IdlePolicy, IdleStep, ReplyFailure, ReplyId, TurnDetection, Turns};
 
 /// What every call needs, shared read-only by all calls.
 #[derive(Debug)]
@@ -58,6 +58,8 @@ pub struct CallServices {
     pub system_prompt: String,
     /// Said when a reply cannot be produced.
     pub fallback_phrase: String,
+    /// What to do about a caller who stays silent; `None` never checks on them.
+    pub idle: Option<IdlePolicy>,
     /// Cancelled when the server ends the calls still in progress (end of a drain).
     pub shutdown: CancellationToken,
     /// Counters and latency histograms shared by every call.
@@ -110,8 +112,8 @@ struct Call {
     publisher: Publisher,
     /// Copies the conversation to the shared store, when there is one.
     mirror: Option<mirror::Mirror>,
-    /// The brain hung up: the call ends before its next event.
-    hung_up: bool,
+    /// The brain hung up, and why: the call ends before its next event.
+    hung_up: Option<Goodbye>,
 }
 
 impl Call {
@@ -137,9 +139,12 @@ impl Call {
             call.map(|call| mirror::Mirror::start(store, call))
         });
         let speaker = Speaker::new(services.voice.clone(), sink, start.stream_sid, tap);
-        let turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
+        let mut turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
             .with_detection(services.turn_detection)
             .with_fallback(services.fallback_phrase.clone());
+        if let Some(idle) = services.idle.clone() {
+            turns = turns.with_idle(idle);
+        }
         publisher.publish(started);
         Self {
             services,
@@ -150,7 +155,7 @@ impl Call {
             started: Instant::now(),
             publisher,
             mirror,
-            hung_up: false,
+            hung_up: None,
         }
     }
 
@@ -158,15 +163,17 @@ impl Call {
         let greeting = self.services.greeting.clone();
         let actions = self.turns.start(&greeting);
         self.apply(actions);
-        // Have the fallback phrase's audio ready before a provider fails, not after.
+        // Have the fallback phrase's audio ready before a provider fails, not after. (The idle
+        // phrases are cached the first time they are said, like the greeting: a silent caller
+        // can wait the voice's first byte.)
         let (voice, fallback) = (
             self.services.voice.clone(),
             self.services.fallback_phrase.clone(),
         );
         tokio::spawn(async move { voice.prefetch(&fallback).await });
         let reason = loop {
-            if self.hung_up {
-                break EndReason::SttUnavailable;
+            if let Some(goodbye) = self.hung_up {
+                break EndReason::Goodbye(goodbye);
             }
             let deadline = self.turns.next_deadline();
             tokio::select! {
@@ -200,7 +207,7 @@ impl Call {
             }
             StreamEvent::Mark(name) => {
                 let was_speaking = self.turns.is_speaking();
-                let actions = self.turns.on_mark(&name);
+                let actions = self.turns.on_mark(&name, Instant::now());
                 if was_speaking && !self.turns.is_speaking() {
                     tracing::debug!(mark = %name, "the caller heard the whole reply");
                 }
@@ -237,9 +244,18 @@ impl Call {
                 };
                 self.publisher.publish(event);
             }
+            ReplyEvent::PhraseAudio {
+                id,
+                index,
+                sent,
+                length,
+            } => match length {
+                None => self.turns.on_phrase_sent(id, index, sent),
+                Some(length) => self.turns.on_phrase_queued(id, index, sent, length),
+            },
             ReplyEvent::Queued { id, phrases } => {
                 tracing::debug!(reply = id.0, phrases, "reply fully queued");
-                let actions = self.turns.on_reply_queued(id);
+                let actions = self.turns.on_reply_queued(id, Instant::now());
                 self.apply(actions);
             }
             ReplyEvent::Failed { id, error } => self.on_reply_failed(id, &error),
@@ -262,7 +278,7 @@ impl Call {
                     .has_cached(&self.services.fallback_phrase),
             },
         };
-        let actions = self.turns.on_reply_failed(id, failure);
+        let actions = self.turns.on_reply_failed(id, failure, Instant::now());
         if actions.iter().any(|a| matches!(a, Action::Say { .. })) {
             tracing::error!(reply = id.0, %error, "reply failed; telling the caller and listening again");
         } else {
@@ -284,11 +300,33 @@ impl Call {
                     }
                     self.speaker.start(id, Script::Answer(messages));
                 }
-                Action::Interrupt { id } => {
+                Action::Interrupt { id, heard } => {
                     self.speaker.interrupt(id);
-                    self.publisher.publish(CallEvent::BargeIn { reply: id.0 });
+                    match &heard {
+                        Some(heard) => {
+                            tracing::info!(reply = id.0, %heard, "the caller heard this much before interrupting")
+                        }
+                        None => tracing::info!(
+                            reply = id.0,
+                            "interrupted before anything was audible: the caller's turn goes on"
+                        ),
+                    }
+                    self.publisher
+                        .publish(CallEvent::BargeIn { reply: id.0, heard });
                 }
-                Action::Hangup => self.hung_up = true,
+                Action::Idle(IdleStep::Prompt(n)) => {
+                    tracing::info!(
+                        prompt = n,
+                        "the caller is silent: asking if they are still there"
+                    );
+                    self.services.metrics.idle_prompts.inc();
+                    self.publisher.publish(CallEvent::IdlePrompt { n });
+                }
+                Action::Idle(IdleStep::Goodbye) => {
+                    tracing::info!("the caller stayed silent through every prompt: saying goodbye");
+                    self.publisher.publish(CallEvent::IdleGoodbye);
+                }
+                Action::Hangup(why) => self.hung_up = Some(why),
             }
         }
     }

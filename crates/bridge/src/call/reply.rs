@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -29,6 +30,8 @@ const LOOKAHEAD: usize = 2;
 const SYNTHESIS_BUFFER_CHUNKS: usize = 256;
 /// Pause before the one retry of a failed synthesis request.
 const TTS_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+/// The audio in one frame.
+const FRAME: Duration = Duration::from_millis(20);
 /// Fixed texts (greeting, fallbacks) whose audio is kept; a bound, not an expected size.
 const CACHE_ENTRIES: usize = 16;
 
@@ -56,6 +59,18 @@ pub enum ReplyEvent {
     FirstAudio {
         /// Which reply.
         id: ReplyId,
+    },
+    /// Audio of phrase `index` is going out: told at its first frame (`length: None`) and
+    /// when all of it is queued (its length), so the call knows what the caller has heard.
+    PhraseAudio {
+        /// Which reply.
+        id: ReplyId,
+        /// Which phrase.
+        index: usize,
+        /// When its first frame was handed to the writer.
+        sent: Instant,
+        /// Its audio's length, once all of it is queued.
+        length: Option<Duration>,
     },
     /// Every phrase and mark is queued for the writer.
     Queued {
@@ -208,6 +223,17 @@ struct Reply {
     audio_started: AtomicBool,
 }
 
+/// The phrase whose audio is being queued: when its first frame went out, and how many.
+#[derive(Debug, Default)]
+struct Outgoing {
+    /// Which phrase.
+    index: usize,
+    /// When its first frame was queued.
+    sent: Option<Instant>,
+    /// Frames queued.
+    frames: u32,
+}
+
 /// A phrase whose audio is being fetched by its own task.
 struct Synthesis {
     /// Position in the reply, for its mark.
@@ -247,8 +273,9 @@ impl Reply {
             if let Some(audio) = self.voice.cached(&pieces[0]) {
                 self.phrase_event(&pieces[0]).await;
                 let mut chunker = FrameChunker::new();
-                self.queue_audio(&mut chunker, &audio).await;
-                self.end_phrase(&mut chunker, 0).await;
+                let mut outgoing = Outgoing::default();
+                self.queue_audio(&mut chunker, &audio, &mut outgoing).await;
+                self.end_phrase(&mut chunker, &mut outgoing).await;
                 return Ok(1);
             }
         }
@@ -267,6 +294,7 @@ impl Reply {
         let mut splitter_done = false;
         let mut count = 0;
         let mut chunker = FrameChunker::new();
+        let mut outgoing = Outgoing::default();
         let mut kept: Vec<u8> = Vec::new();
         loop {
             tokio::select! {
@@ -286,15 +314,19 @@ impl Reply {
                 }
                 chunk = next_chunk(&mut pending), if !pending.is_empty() => match chunk {
                     Some(Ok(audio)) => {
-                        if pending.front().is_some_and(|s| s.cache_as.is_some()) {
-                            kept.extend_from_slice(&audio);
+                        if let Some(front) = pending.front() {
+                            outgoing.index = front.index;
+                            if front.cache_as.is_some() {
+                                kept.extend_from_slice(&audio);
+                            }
                         }
-                        self.queue_audio(&mut chunker, &audio).await;
+                        self.queue_audio(&mut chunker, &audio, &mut outgoing).await;
                     }
                     Some(Err(err)) => return Err(err.into()),
                     None => {
                         if let Some(done) = pending.pop_front() {
-                            self.end_phrase(&mut chunker, done.index).await;
+                            outgoing.index = done.index;
+                            self.end_phrase(&mut chunker, &mut outgoing).await;
                             if let Some(text) = done.cache_as {
                                 self.voice.remember(&text, Bytes::from(std::mem::take(&mut kept)));
                             }
@@ -367,21 +399,34 @@ impl Reply {
     }
 
     /// Cuts audio into frames and hands the complete ones to the writer.
-    async fn queue_audio(&self, chunker: &mut FrameChunker, audio: &[u8]) {
+    async fn queue_audio(&self, chunker: &mut FrameChunker, audio: &[u8], outgoing: &mut Outgoing) {
         let mut frames: Vec<[u8; FRAME_BYTES]> = Vec::new();
         chunker.push(audio, |frame| frames.push(*frame));
         for audio in frames {
-            self.send_frame(audio).await;
+            self.send_frame(audio, outgoing).await;
         }
     }
 
-    /// Queues one frame for the writer; the reply's first one is reported to the call.
-    async fn send_frame(&self, audio: [u8; FRAME_BYTES]) {
+    /// Queues one frame for the writer; the reply's first one, and each phrase's, is reported
+    /// to the call.
+    async fn send_frame(&self, audio: [u8; FRAME_BYTES], outgoing: &mut Outgoing) {
         if !self.audio_started.swap(true, Ordering::Relaxed) {
             let _ = self
                 .events
                 .send(ReplyEvent::FirstAudio { id: self.id })
                 .await;
+        }
+        outgoing.frames += 1;
+        if outgoing.sent.is_none() {
+            let sent = Instant::now();
+            outgoing.sent = Some(sent);
+            let event = ReplyEvent::PhraseAudio {
+                id: self.id,
+                index: outgoing.index,
+                sent,
+                length: None,
+            };
+            let _ = self.events.send(event).await;
         }
         let _ = self
             .speech
@@ -392,11 +437,13 @@ impl Reply {
             .await;
     }
 
-    /// A phrase's audio is complete: pad its last frame and mark its end.
-    async fn end_phrase(&self, chunker: &mut FrameChunker, index: usize) {
+    /// A phrase's audio is complete: pad its last frame, mark its end and tell the call how
+    /// long it plays.
+    async fn end_phrase(&self, chunker: &mut FrameChunker, outgoing: &mut Outgoing) {
         if let Some(audio) = chunker.finish() {
-            self.send_frame(audio).await;
+            self.send_frame(audio, outgoing).await;
         }
+        let index = outgoing.index;
         let _ = self
             .speech
             .send(Speech::Mark {
@@ -404,6 +451,17 @@ impl Reply {
                 phrase: index,
             })
             .await;
+        let done = std::mem::take(outgoing);
+        if let Some(sent) = done.sent {
+            let event = ReplyEvent::PhraseAudio {
+                id: self.id,
+                index,
+                sent,
+                length: Some(FRAME * done.frames),
+            };
+            let _ = self.events.send(event).await;
+        }
+        outgoing.index = index + 1;
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::turns::TurnDetection;
+use super::turns::{IdlePolicy, TurnDetection};
 use crate::settings::{self, MILLIS};
 
 /// The instructions the assistant follows when `SYSTEM_PROMPT_FILE` is not set. Written for the
@@ -65,6 +65,51 @@ pub struct TurnSettings {
     #[arg(long, env = "TURN_DETECTION", value_enum, ignore_case = true,
           default_value_t = TurnDetection::Timer)]
     pub turn_detection: TurnDetection,
+}
+
+/// Asked when the caller has been silent for `IDLE_TIMEOUT_S`, unless `IDLE_PROMPT` says otherwise.
+pub const DEFAULT_IDLE_PROMPT: &str = "Are you still there?";
+
+/// Said when no idle prompt was answered, unless `IDLE_GOODBYE` says otherwise; then the call ends.
+pub const DEFAULT_IDLE_GOODBYE: &str =
+    "I haven't heard anything, so I'll end the call now. Goodbye.";
+
+/// What the streaming call does about a caller who stays silent.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleSettings {
+    /// Seconds of silence, after the assistant finished speaking, before it checks on the
+    /// caller; 0 never checks.
+    #[arg(long = "idle-timeout-s", env = "IDLE_TIMEOUT_S", value_name = "IDLE_TIMEOUT_S",
+          default_value = "10", value_parser = settings::seconds("IDLE_TIMEOUT_S", 0..=3600))]
+    pub idle_timeout: Duration,
+
+    /// Said to a caller who has been silent for `IDLE_TIMEOUT_S`.
+    #[arg(long, env = "IDLE_PROMPT", default_value = DEFAULT_IDLE_PROMPT,
+          value_parser = settings::text("IDLE_PROMPT"))]
+    pub idle_prompt: String,
+
+    /// Idle prompts in a row before the assistant says `IDLE_GOODBYE` and ends the call.
+    #[arg(long, env = "IDLE_PROMPTS", default_value = "2",
+          value_parser = settings::count("IDLE_PROMPTS", 0..=10))]
+    pub idle_prompts: usize,
+
+    /// Said, after one more silence, to a caller who answered no idle prompt; the call ends
+    /// once it was heard.
+    #[arg(long, env = "IDLE_GOODBYE", default_value = DEFAULT_IDLE_GOODBYE,
+          value_parser = settings::text("IDLE_GOODBYE"))]
+    pub idle_goodbye: String,
+}
+
+impl IdleSettings {
+    /// The brain's idle rules; `None` when `IDLE_TIMEOUT_S` is 0.
+    pub fn policy(&self) -> Option<IdlePolicy> {
+        (!self.idle_timeout.is_zero()).then(|| IdlePolicy {
+            timeout: self.idle_timeout,
+            prompt: self.idle_prompt.clone(),
+            prompts: u32::try_from(self.idle_prompts).unwrap_or(u32::MAX),
+            goodbye: self.idle_goodbye.clone(),
+        })
+    }
 }
 
 /// `SYSTEM_PROMPT_FILE`: the file's text, or the built-in prompt when none is named.

@@ -182,13 +182,14 @@ impl CallRecording {
                     text: text.clone(),
                 }),
                 CallEvent::Phrase { reply, text } => add_phrase(&mut replies, *reply, at_ms, text),
-                CallEvent::BargeIn { reply } => {
+                CallEvent::BargeIn { reply, heard } => {
                     if let Some(r) = replies.iter_mut().find(|r: &&mut Reply| r.reply == *reply) {
                         r.interrupted = true;
                     }
                     barge_ins.push(BargeIn {
                         at_ms,
                         reply: *reply,
+                        heard: heard.clone(),
                     });
                 }
                 CallEvent::Dtmf { digit } => dtmf.push(Key {
@@ -370,7 +371,13 @@ mod tests {
                     text: "next to the station.".into(),
                 },
             ),
-            (5000, CallEvent::BargeIn { reply: 2 }),
+            (
+                5000,
+                CallEvent::BargeIn {
+                    reply: 2,
+                    heard: Some("We open…".into()),
+                },
+            ),
         ];
         for (ms, event) in events {
             rec.event(at(ms), event);

@@ -145,6 +145,10 @@ pub struct BargeIn {
     pub at_ms: u64,
     /// The interrupted reply.
     pub reply: u64,
+    /// What the caller heard of it, to the word ("…" at the cut); absent when nothing of it
+    /// was audible yet, or in recordings made before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard: Option<String>,
 }
 
 /// A key press.

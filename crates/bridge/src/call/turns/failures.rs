@@ -25,6 +25,15 @@ pub enum ReplyFailure {
     },
 }
 
+/// Why the brain ends a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
+    /// Speech recognition is gone: the caller was told ([`STT_APOLOGY`]).
+    SttLost,
+    /// The caller stayed silent through every idle prompt.
+    Idle,
+}
+
 /// The call's goodbye, from the moment it is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) enum Farewell {
@@ -37,6 +46,8 @@ pub(super) enum Farewell {
         id: ReplyId,
         /// When the call ends even if the goodbye is still playing.
         by: Instant,
+        /// Why the call ends.
+        why: Goodbye,
     },
     /// The hang-up was asked for.
     Done,
@@ -47,11 +58,12 @@ impl Turns {
     /// reply), then [`Action::Hangup`] follows once it was heard, cut off or failed, or
     /// [`FAREWELL_LIMIT`] after `now` at the latest.
     pub fn on_stt_lost(&mut self, now: Instant) -> Vec<Action> {
-        let actions = self.speak(STT_APOLOGY);
+        let actions = self.speak(STT_APOLOGY, now);
         if let Some(id) = self.current_reply() {
             self.farewell = Farewell::Saying {
                 id,
                 by: now + FAREWELL_LIMIT,
+                why: Goodbye::SttLost,
             };
         }
         actions
@@ -61,17 +73,28 @@ impl Turns {
     /// turn with nothing heard leaves none (no orphaned user message). The caller then hears the
     /// fallback phrase, unless it cannot be played, it is itself what failed, or the call is
     /// saying goodbye; either way the call keeps listening.
-    pub fn on_reply_failed(&mut self, id: ReplyId, failure: ReplyFailure) -> Vec<Action> {
+    pub fn on_reply_failed(
+        &mut self,
+        id: ReplyId,
+        failure: ReplyFailure,
+        now: Instant,
+    ) -> Vec<Action> {
         if self.current_reply() == Some(id) {
-            self.record_heard();
+            // Audio already queued still plays: the whole phrases heard are what is kept.
+            if let Reply::Speaking { spoken, .. } = &self.reply {
+                let (user_text, heard) = (spoken.user_text.clone(), spoken.heard());
+                self.remember(user_text.as_deref(), heard);
+            }
             self.reply = Reply::Idle;
         }
         let mut actions = Vec::new();
         if let Some(fallback) = self.fallback_for(id, failure) {
-            actions = self.speak(&fallback);
+            actions = self.speak(&fallback, now);
             self.fallback = self.current_reply();
+        } else {
+            self.floor_to_caller(now);
         }
-        self.hang_up_when_done(actions, None)
+        self.hang_up_when_done(actions, Some(now))
     }
 
     /// The fallback phrase to say after reply `id` failed with `failure`, if it should be said.
@@ -94,11 +117,11 @@ impl Turns {
         mut actions: Vec<Action>,
         now: Option<Instant>,
     ) -> Vec<Action> {
-        if let Farewell::Saying { id, by } = self.farewell {
+        if let Farewell::Saying { id, by, why } = self.farewell {
             let out_of_time = now.is_some_and(|now| now >= by);
             if self.current_reply() != Some(id) || out_of_time {
                 self.farewell = Farewell::Done;
-                actions.push(Action::Hangup);
+                actions.push(Action::Hangup(why));
             }
         }
         actions

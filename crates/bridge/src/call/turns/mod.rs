@@ -8,7 +8,9 @@
 mod detection;
 mod failures;
 mod history;
+mod idle;
 mod latency;
+mod playout;
 mod progress;
 
 use std::time::Duration;
@@ -18,10 +20,13 @@ use tokio::time::Instant;
 use crate::llm::{ChatMessage, Role};
 pub use detection::{Heard, TurnDetection};
 use failures::Farewell;
-pub use failures::{ReplyFailure, FAREWELL_LIMIT, STT_APOLOGY};
+pub use failures::{Goodbye, ReplyFailure, FAREWELL_LIMIT, STT_APOLOGY};
 use history::History;
 pub use history::{MAX_HISTORY_CHARS, MAX_HISTORY_EXCHANGES};
+use idle::IdleWatch;
+pub use idle::{IdlePolicy, IdleStep};
 use latency::TurnLatency;
+pub use playout::{AUDIBLE, CUT_OFF};
 pub use progress::ReplyId;
 use progress::{Reply, Spoken};
 
@@ -46,10 +51,14 @@ pub enum Action {
     Interrupt {
         /// The reply being cut off.
         id: ReplyId,
+        /// What the caller heard of it, to the word and ending in [`CUT_OFF`]; `None` when
+        /// nothing of it was audible yet.
+        heard: Option<String>,
     },
-    /// End the call: its goodbye (the apology for lost speech recognition) is over, or ran out
-    /// of time.
-    Hangup,
+    /// The caller stayed silent: the `Say` that follows is this step of the idle rules.
+    Idle(IdleStep),
+    /// End the call: its goodbye is over, or ran out of time.
+    Hangup(Goodbye),
 }
 
 /// The turn-taking state of one call.
@@ -92,6 +101,8 @@ pub struct Turns {
     farewell: Farewell,
     /// End of speech → first answer audio, turn by turn.
     latency: TurnLatency,
+    /// Checks on a caller who stays silent.
+    idle: IdleWatch,
 }
 
 /// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
@@ -119,6 +130,7 @@ impl Turns {
             fallback: None,
             farewell: Farewell::None,
             latency: TurnLatency::default(),
+            idle: IdleWatch::default(),
         }
     }
 
@@ -153,17 +165,17 @@ impl Turns {
 
     /// The assistant must say `text` now, whatever it was doing: the current reply is
     /// interrupted and the caller's unfinished words are dropped.
-    pub fn say(&mut self, text: &str) -> Vec<Action> {
-        let actions = self.speak(text);
-        self.hang_up_when_done(actions, None)
+    pub fn say(&mut self, text: &str, now: Instant) -> Vec<Action> {
+        let actions = self.speak(text, now);
+        self.hang_up_when_done(actions, Some(now))
     }
 
     /// [`Turns::say`] without the hang-up check, for the brain's own phrases.
-    fn speak(&mut self, text: &str) -> Vec<Action> {
+    fn speak(&mut self, text: &str, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         if let Some(id) = self.current_reply() {
-            self.record_heard();
-            actions.push(Action::Interrupt { id });
+            let heard = self.cut_off(now);
+            actions.push(Action::Interrupt { id, heard });
         }
         self.heard.clear();
         self.interim_pending = false;
@@ -198,7 +210,8 @@ impl Turns {
                 Heard::Interim | Heard::Final => Vec::new(),
             };
         }
-        let mut actions = self.barge_in();
+        self.caller_answered();
+        let mut actions = self.barge_in(now);
         self.deadline = Some(now + self.silence_timeout);
         if heard == Heard::Interim {
             self.interim_pending = true;
@@ -247,11 +260,12 @@ impl Turns {
         if self.keyed.len() < 4 * MAX_DIGITS {
             self.keyed.push_str(key);
         }
+        self.caller_answered();
         match key {
             "#" if !self.digits.is_empty() => {
                 let pressed = format!("The caller pressed: {}", self.digits.join(" "));
                 self.digits.clear();
-                let mut actions = self.barge_in();
+                let mut actions = self.barge_in(now);
                 self.heard.push(pressed);
                 self.interim_pending = false;
                 actions.extend(self.end_turn(now));
@@ -276,10 +290,11 @@ impl Turns {
         &self.keyed
     }
 
-    /// Time passed; ends the caller's turn when the silence timer has run out, and the call
-    /// when its goodbye has.
+    /// Time passed; ends the caller's turn when the silence timer has run out, checks on a
+    /// silent caller, and ends the call when its goodbye has run out of time.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
-        let actions = self.silence_tick(now);
+        let mut actions = self.silence_tick(now);
+        actions.extend(self.idle_tick(now));
         self.hang_up_when_done(actions, Some(now))
     }
 
@@ -296,17 +311,24 @@ impl Turns {
         if self.interim_pending {
             // Words are still being finalized: take them as soon as the final arrives.
             self.end_on_final = true;
+        } else if matches!(self.reply, Reply::Idle) {
+            // Speech that never became words: the caller still has the floor.
+            self.floor_to_caller(now);
         }
         Vec::new()
     }
 
-    /// When [`Turns::on_tick`] must next be called: the silence timer or the goodbye's limit,
-    /// whichever comes first.
+    /// When [`Turns::on_tick`] must next be called: the silence timer, the idle timer or the
+    /// goodbye's limit, whichever comes first.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.deadline, self.farewell_deadline()) {
-            (Some(silence), Some(farewell)) => Some(silence.min(farewell)),
-            (silence, farewell) => silence.or(farewell),
-        }
+        [
+            self.deadline,
+            self.idle_deadline(),
+            self.farewell_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The caller's latest final words ended at `end` (their audio, on our clock, capped at
@@ -356,24 +378,36 @@ impl Turns {
         self.history.remembered()
     }
 
-    /// The caller spoke: stop whatever the assistant is preparing or saying. If they heard no
-    /// whole phrase of the answer yet, their new words continue the same turn.
-    fn barge_in(&mut self) -> Vec<Action> {
+    /// The caller spoke at `now`: stop whatever the assistant is preparing or saying. Once
+    /// its audio was audible ([`AUDIBLE`]), the history keeps what they heard of it and their
+    /// words are a turn of their own; before that, they continue the turn being answered. A
+    /// caller who answers the idle goodbye keeps the call.
+    fn barge_in(&mut self, now: Instant) -> Vec<Action> {
         let Some(id) = self.reply.id() else {
             return Vec::new();
         };
         self.barge_ins += 1;
+        let heard = self.cut_off(now);
         match std::mem::replace(&mut self.reply, Reply::Idle) {
             Reply::Thinking { user_text, .. } => self.rejoin(user_text),
-            Reply::Speaking { spoken, .. } if spoken.played == 0 => {
+            Reply::Speaking { spoken, .. } if heard.is_none() => {
                 if let Some(user_text) = spoken.user_text {
                     self.rejoin(user_text);
                 }
             }
-            Reply::Speaking { spoken, .. } => self.remember(&spoken),
-            Reply::Idle => {}
+            Reply::Speaking { .. } | Reply::Idle => {}
         }
-        vec![Action::Interrupt { id }]
+        if let Farewell::Saying {
+            id: goodbye,
+            why: Goodbye::Idle,
+            ..
+        } = self.farewell
+        {
+            if goodbye == id {
+                self.farewell = Farewell::None;
+            }
+        }
+        vec![Action::Interrupt { id, heard }]
     }
 
     /// The caller's unanswered words open their next turn.

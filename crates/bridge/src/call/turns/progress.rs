@@ -1,6 +1,11 @@
 //! How far the assistant's side has got: which reply is being prepared or played, which of its
 //! phrases the caller has heard (their marks came back), and what of it the history keeps.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::playout::{words_heard, Playout, AUDIBLE, CUT_OFF};
 use super::{Action, Turns};
 
 /// Identifies one reply (the greeting included); ids only grow, so "this reply and every older
@@ -54,6 +59,8 @@ pub(super) struct Spoken {
     pub(super) played: usize,
     /// Every phrase and mark is queued: once `played` reaches the count, the reply is over.
     pub(super) complete: bool,
+    /// When its audio went out and how long each phrase plays.
+    pub(super) playout: Playout,
 }
 
 impl Spoken {
@@ -63,6 +70,7 @@ impl Spoken {
             phrases: Vec::new(),
             played: 0,
             complete: false,
+            playout: Playout::default(),
         }
     }
 
@@ -73,6 +81,28 @@ impl Spoken {
     /// What the caller heard: whole phrases whose marks came back.
     pub(super) fn heard(&self) -> String {
         self.phrases[..self.played.min(self.phrases.len())].join(" ")
+    }
+
+    /// What the caller had heard at `now`, when they cut the reply off there: to the word,
+    /// ending in [`CUT_OFF`]. `None` while less than [`AUDIBLE`] of it had played.
+    pub(super) fn heard_until(&self, now: Instant) -> Option<String> {
+        let position = self.playout.position(self.played, &self.phrases, now);
+        if self.played == 0 && position.played < AUDIBLE {
+            return None;
+        }
+        let mut words: Vec<&str> = self.phrases[..position.whole.min(self.phrases.len())]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        if let Some(phrase) = self.phrases.get(position.whole) {
+            let part = words_heard(phrase, position.part);
+            if !part.is_empty() {
+                words.push(part);
+            }
+        }
+        let mut heard = words.join(" ");
+        heard.push_str(CUT_OFF);
+        Some(heard)
     }
 }
 
@@ -103,8 +133,34 @@ impl Turns {
         }
     }
 
+    /// Reply `id` handed the first frame of phrase `index` to the socket at `now`.
+    pub fn on_phrase_sent(&mut self, id: ReplyId, index: usize, now: Instant) {
+        if let Some(spoken) = self.speaking(id) {
+            spoken.playout.sent(index, now);
+        }
+    }
+
+    /// All of phrase `index` of reply `id` is queued: its first frame went out at `sent`, and
+    /// it plays for `length`.
+    pub fn on_phrase_queued(&mut self, id: ReplyId, index: usize, sent: Instant, length: Duration) {
+        if let Some(spoken) = self.speaking(id) {
+            spoken.playout.queued(index, sent, length);
+        }
+    }
+
+    /// The reply being spoken, if it is `id`.
+    fn speaking(&mut self, id: ReplyId) -> Option<&mut Spoken> {
+        match &mut self.reply {
+            Reply::Speaking {
+                id: current,
+                spoken,
+            } if *current == id => Some(spoken),
+            _ => None,
+        }
+    }
+
     /// Every phrase of reply `id` and its mark are queued.
-    pub fn on_reply_queued(&mut self, id: ReplyId) -> Vec<Action> {
+    pub fn on_reply_queued(&mut self, id: ReplyId, now: Instant) -> Vec<Action> {
         match &mut self.reply {
             Reply::Speaking {
                 id: current,
@@ -112,11 +168,14 @@ impl Turns {
             } if *current == id => {
                 spoken.complete = true;
                 if spoken.finished() {
-                    self.finish_reply();
+                    self.finish_reply(now);
                 }
             }
             // The model said nothing speakable: the caller's turn stays unanswered.
-            Reply::Thinking { id: current, .. } if *current == id => self.reply = Reply::Idle,
+            Reply::Thinking { id: current, .. } if *current == id => {
+                self.reply = Reply::Idle;
+                self.floor_to_caller(now);
+            }
             _ => {}
         }
         self.hang_up_when_done(Vec::new(), None)
@@ -124,50 +183,55 @@ impl Turns {
 
     /// Twilio echoed a mark: the caller heard that phrase (a clear sent before makes the reply
     /// no longer current, so echoes of discarded audio are ignored).
-    pub fn on_mark(&mut self, name: &str) -> Vec<Action> {
+    pub fn on_mark(&mut self, name: &str, now: Instant) -> Vec<Action> {
         if let Some((id, index)) = ReplyId::parse_mark(name) {
-            self.mark_played(id, index);
+            self.mark_played(id, index, now);
         }
-        self.hang_up_when_done(Vec::new(), None)
+        self.hang_up_when_done(Vec::new(), Some(now))
     }
 
     /// Phrase `index` of reply `id` played, if it is the next one of the current reply.
-    fn mark_played(&mut self, id: ReplyId, index: usize) {
-        if let Reply::Speaking {
-            id: current,
-            spoken,
-        } = &mut self.reply
-        {
-            if *current == id && index == spoken.played {
+    fn mark_played(&mut self, id: ReplyId, index: usize, now: Instant) {
+        if let Some(spoken) = self.speaking(id) {
+            if index == spoken.played {
                 spoken.played += 1;
+                spoken.playout.confirmed(now);
                 if spoken.finished() {
-                    self.finish_reply();
+                    self.finish_reply(now);
                 }
             }
         }
     }
 
-    /// The current reply was heard to the end.
-    pub(super) fn finish_reply(&mut self) {
-        self.record_heard();
-        self.reply = Reply::Idle;
-    }
-
-    /// Adds what the caller heard of the current reply to the history.
-    pub(super) fn record_heard(&mut self) {
+    /// The current reply was heard to the end: the caller has the floor.
+    pub(super) fn finish_reply(&mut self, now: Instant) {
         if let Reply::Speaking { spoken, .. } = &self.reply {
-            let spoken = spoken.clone();
-            self.remember(&spoken);
+            let (user_text, heard) = (spoken.user_text.clone(), spoken.heard());
+            self.remember(user_text.as_deref(), heard);
         }
+        self.reply = Reply::Idle;
+        self.floor_to_caller(now);
     }
 
-    /// Adds a reply's exchange to the history: the caller's turn and what they heard of it.
-    pub(super) fn remember(&mut self, spoken: &Spoken) {
-        let (Some(user_text), heard) = (&spoken.user_text, spoken.heard()) else {
-            return;
+    /// The current reply stops at `now` before its end: what the caller heard of it, to the
+    /// word, goes into the history. Returns that text, or `None` when nothing was audible yet.
+    pub(super) fn cut_off(&mut self, now: Instant) -> Option<String> {
+        let Reply::Speaking { spoken, .. } = &self.reply else {
+            return None;
         };
-        if !heard.is_empty() {
-            self.history.add(user_text, heard);
+        let heard = spoken.heard_until(now)?;
+        let user_text = spoken.user_text.clone();
+        self.remember(user_text.as_deref(), heard.clone());
+        Some(heard)
+    }
+
+    /// Adds an exchange to the history: the caller's turn and what they heard of its answer
+    /// (fixed texts like the greeting answer no turn and are not kept).
+    pub(super) fn remember(&mut self, user_text: Option<&str>, heard: String) {
+        if let Some(user_text) = user_text {
+            if !heard.is_empty() {
+                self.history.add(user_text, heard);
+            }
         }
     }
 }

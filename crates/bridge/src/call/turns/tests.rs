@@ -6,6 +6,8 @@ use super::*;
 mod deepgram;
 /// What the caller hears when a provider fails, and when the call hangs up.
 mod failures;
+/// Prompts for a silent caller, and their goodbye.
+mod idle;
 /// End of speech → first answer audio.
 mod latency;
 
@@ -17,20 +19,21 @@ fn ms(base: Instant, n: u64) -> Instant {
 
 /// A call whose greeting is being spoken.
 fn greeting() -> (Turns, Instant, ReplyId) {
+    let t0 = Instant::now();
     let mut turns = Turns::new(TIMEOUT, "Be brief.".into());
     let actions = turns.start("Hello.");
     let Action::Say { id, .. } = actions[0] else {
         panic!("{actions:?}")
     };
     turns.on_phrase(id, "Hello.");
-    turns.on_reply_queued(id);
-    (turns, Instant::now(), id)
+    turns.on_reply_queued(id, t0);
+    (turns, t0, id)
 }
 
 /// A call whose greeting was heard: the caller has the floor.
 fn listening() -> (Turns, Instant) {
     let (mut turns, t0, id) = greeting();
-    turns.on_mark(&id.mark_name(0));
+    turns.on_mark(&id.mark_name(0), t0);
     assert!(!turns.is_speaking());
     (turns, t0)
 }
@@ -50,14 +53,25 @@ fn asked(actions: &[Action]) -> (ReplyId, String, usize) {
     }
 }
 
+/// Each phrase's audio in [`speak_at`]: one second.
+const PHRASE: Duration = Duration::from_secs(1);
+
 /// Speaks `phrases` as reply `id` and plays the first `played` of them.
 fn speak(turns: &mut Turns, id: ReplyId, phrases: &[&str], played: usize) {
-    for phrase in phrases {
+    speak_at(turns, id, phrases, played, Instant::now());
+}
+
+/// Speaks `phrases` as reply `id`, all their audio ([`PHRASE`] each) sent at `at`, and plays
+/// the first `played` of them: phrase `n` is heard from `at + n s` to `at + (n + 1) s`.
+fn speak_at(turns: &mut Turns, id: ReplyId, phrases: &[&str], played: usize, at: Instant) {
+    for (index, phrase) in phrases.iter().enumerate() {
         turns.on_phrase(id, phrase);
+        turns.on_phrase_queued(id, index, at, PHRASE);
     }
-    turns.on_reply_queued(id);
+    turns.on_reply_queued(id, at);
     for index in 0..played {
-        turns.on_mark(&id.mark_name(index));
+        let heard = at + PHRASE * u32::try_from(index + 1).unwrap_or(u32::MAX);
+        turns.on_mark(&id.mark_name(index), heard);
     }
 }
 
@@ -75,12 +89,12 @@ fn mark_names_round_trip() {
 
 #[test]
 fn the_greeting_is_spoken_until_its_mark_returns() {
-    let (mut turns, _, greeting) = greeting();
+    let (mut turns, t0, greeting) = greeting();
     assert!(turns.is_speaking());
-    turns.on_mark("reply-999.0");
-    turns.on_mark(&greeting.mark_name(1));
+    turns.on_mark("reply-999.0", t0);
+    turns.on_mark(&greeting.mark_name(1), t0);
     assert!(turns.is_speaking());
-    turns.on_mark(&greeting.mark_name(0));
+    turns.on_mark(&greeting.mark_name(0), t0);
     assert!(!turns.is_speaking());
     assert!(
         turns.history().is_empty(),
@@ -136,10 +150,16 @@ fn empty_transcripts_are_ignored() {
 fn speech_during_the_greeting_interrupts_it() {
     let (mut turns, t0, greeting) = greeting();
     let actions = turns.on_transcript("wait", Heard::Interim, ms(t0, 100));
-    assert_eq!(actions, vec![Action::Interrupt { id: greeting }]);
+    assert_eq!(
+        actions,
+        vec![Action::Interrupt {
+            id: greeting,
+            heard: None
+        }]
+    );
     assert!(!turns.is_speaking());
     // Twilio echoes the discarded mark after the clear: it changes nothing.
-    turns.on_mark(&greeting.mark_name(0));
+    turns.on_mark(&greeting.mark_name(0), t0);
     assert_eq!(turns.barge_ins(), 1);
     assert!(turns.history().is_empty());
 }
@@ -158,7 +178,13 @@ fn speech_while_thinking_cancels_and_joins_the_turn() {
     turns.on_transcript("What are your hours", Heard::Final, ms(t0, 0));
     let (first, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
     let actions = turns.on_transcript("on Sunday?", Heard::Final, ms(t0, 2100));
-    assert_eq!(actions, vec![Action::Interrupt { id: first }]);
+    assert_eq!(
+        actions,
+        vec![Action::Interrupt {
+            id: first,
+            heard: None
+        }]
+    );
     // A late phrase of the cancelled reply changes nothing.
     turns.on_phrase(first, "We open at eight.");
     assert!(!turns.is_speaking());
@@ -170,43 +196,130 @@ fn speech_while_thinking_cancels_and_joins_the_turn() {
 }
 
 #[test]
-fn interrupting_before_a_whole_phrase_was_heard_joins_the_turn_too() {
+fn interrupting_before_the_answer_was_audible_joins_the_turn_too() {
     let (mut turns, t0) = listening();
     turns.on_transcript("Directions please", Heard::Final, ms(t0, 0));
     let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
-    speak(&mut turns, id, &["From the station,", "walk north."], 0);
-    assert!(turns.is_speaking());
-    assert_eq!(
-        turns.on_transcript("by car", Heard::Final, ms(t0, 2500)),
-        vec![Action::Interrupt { id }]
+    speak_at(
+        &mut turns,
+        id,
+        &["From the station,", "walk north."],
+        0,
+        ms(t0, 2400),
     );
-    let (_, said, len) = asked(&turns.on_tick(ms(t0, 4500)));
+    assert!(turns.is_speaking());
+    // 99 ms of audio played: not yet heard.
+    assert_eq!(
+        turns.on_transcript("by car", Heard::Interim, ms(t0, 2499)),
+        vec![Action::Interrupt { id, heard: None }]
+    );
+    turns.on_transcript("by car", Heard::Final, ms(t0, 2600));
+    let (_, said, len) = asked(&turns.on_tick(ms(t0, 4600)));
     assert_eq!(said, "Directions please by car");
     assert_eq!(len, 2);
+    assert!(turns.history().is_empty());
 }
 
 #[test]
-fn an_interrupted_reply_is_remembered_as_far_as_it_was_heard() {
+fn interrupting_audible_speech_is_a_new_turn_even_in_the_first_phrase() {
+    let (mut turns, t0) = listening();
+    turns.on_transcript("What are your hours?", Heard::Final, ms(t0, 0));
+    let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
+    // A 3-second first sentence; its audio went out at 2.4 s.
+    let sentence = "We are open from eight in the morning until six in the evening.";
+    turns.on_phrase(id, sentence);
+    turns.on_phrase_sent(id, 0, ms(t0, 2400));
+    // 0.4 s into it the caller asks something else: no mark has come back yet.
+    let actions = turns.on_transcript("What is", Heard::Interim, ms(t0, 2800));
+    let [Action::Interrupt {
+        id: cut,
+        heard: Some(heard),
+    }] = actions.as_slice()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(*cut, id);
+    assert!(
+        heard.starts_with("We are") && heard.ends_with(CUT_OFF),
+        "{heard}"
+    );
+    turns.on_transcript("What is your address?", Heard::Final, ms(t0, 3200));
+    let (_, said, len) = asked(&turns.on_tick(ms(t0, 5200)));
+    assert_eq!(
+        said, "What is your address?",
+        "not glued to the old question"
+    );
+    assert_eq!(
+        len, 4,
+        "system, the answered turn and what was heard of it, the new turn"
+    );
+    assert_eq!(history(&turns)[0], "What are your hours?");
+    assert_eq!(turns.turns(), 2);
+}
+
+#[test]
+fn an_interrupted_reply_is_remembered_to_the_word() {
     let (mut turns, t0) = listening();
     turns.on_transcript("Directions please", Heard::Final, ms(t0, 0));
     let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
-    speak(
-        &mut turns,
-        id,
-        &["From the station,", "walk north.", "Then left."],
-        2,
-    );
+    // Heard from 2 s: "From the station," then "walk north." then "Then left." (1 s each).
+    let phrases = ["From the station,", "walk north.", "Then left."];
+    speak_at(&mut turns, id, &phrases, 2, ms(t0, 2000));
     assert!(turns.is_speaking());
-    turns.on_transcript("Sorry, by car?", Heard::Final, ms(t0, 5000));
+    // Halfway through the third phrase.
+    turns.on_transcript("Sorry, by car?", Heard::Final, ms(t0, 4500));
     // The echo of the discarded third phrase arrives after the clear: ignored.
-    turns.on_mark(&id.mark_name(2));
+    turns.on_mark(&id.mark_name(2), ms(t0, 4600));
     assert_eq!(
         history(&turns),
-        ["Directions please", "From the station, walk north."]
+        ["Directions please", "From the station, walk north. Then…"]
     );
-    let (_, said, len) = asked(&turns.on_tick(ms(t0, 7000)));
+    let (_, said, len) = asked(&turns.on_tick(ms(t0, 6500)));
     assert_eq!(said, "Sorry, by car?");
     assert_eq!(len, 4);
+}
+
+#[test]
+fn a_twelve_word_phrase_cut_halfway_keeps_about_six_words() {
+    let (mut turns, t0) = listening();
+    turns.on_transcript("Hours?", Heard::Final, ms(t0, 0));
+    let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
+    let sentence = "Our main clinic opens at eight and closes at six each weekday.";
+    turns.on_phrase(id, sentence);
+    turns.on_phrase_queued(id, 0, ms(t0, 2000), Duration::from_millis(3000));
+    turns.on_reply_queued(id, ms(t0, 2100));
+    let actions = turns.on_transcript("And Sunday?", Heard::Final, ms(t0, 3500));
+    let [Action::Interrupt {
+        heard: Some(heard), ..
+    }] = actions.as_slice()
+    else {
+        panic!("{actions:?}")
+    };
+    let words = heard.trim_end_matches(CUT_OFF).split_whitespace().count();
+    assert!((5..=7).contains(&words), "{heard}");
+    assert_eq!(history(&turns)[1], heard.as_str());
+}
+
+#[test]
+fn a_late_mark_moves_the_estimate() {
+    let (mut turns, t0) = listening();
+    turns.on_transcript("Hours?", Heard::Final, ms(t0, 0));
+    let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
+    speak_at(
+        &mut turns,
+        id,
+        &["Eight to six.", "one two three four"],
+        0,
+        ms(t0, 2000),
+    );
+    // Twilio began playing late: the first phrase ended at 3.5 s, not 3 s.
+    turns.on_mark(&id.mark_name(0), ms(t0, 3500));
+    let actions = turns.on_transcript("Thanks", Heard::Final, ms(t0, 3850));
+    let [Action::Interrupt { heard, .. }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    // 350 ms into the second phrase (not 850 ms).
+    assert_eq!(heard.as_deref(), Some("Eight to six. one two…"));
 }
 
 #[test]
@@ -215,15 +328,15 @@ fn a_reply_is_over_when_its_last_phrase_was_heard() {
     turns.on_transcript("Hours?", Heard::Final, ms(t0, 0));
     let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
     turns.on_phrase(id, "Eight to six.");
-    turns.on_mark(&id.mark_name(0));
+    turns.on_mark(&id.mark_name(0), t0);
     assert!(
         turns.is_speaking(),
         "more phrases may follow until the reply is queued"
     );
     turns.on_phrase(id, "Anything else?");
-    turns.on_reply_queued(id);
+    turns.on_reply_queued(id, t0);
     assert!(turns.is_speaking());
-    turns.on_mark(&id.mark_name(1));
+    turns.on_mark(&id.mark_name(1), t0);
     assert!(!turns.is_speaking());
     assert_eq!(history(&turns), ["Hours?", "Eight to six. Anything else?"]);
 }
@@ -270,7 +383,13 @@ fn digits_then_hash_become_a_turn_for_the_model() {
         assert!(turns.on_dtmf(key, t0).is_empty());
     }
     let actions = turns.on_dtmf("#", t0);
-    assert_eq!(actions[0], Action::Interrupt { id: greeting });
+    assert_eq!(
+        actions[0],
+        Action::Interrupt {
+            id: greeting,
+            heard: None
+        }
+    );
     let (_, said, _) = asked(&actions[1..]);
     assert_eq!(said, "The caller pressed: 4 5 6");
     assert_eq!(turns.keyed(), "12*456#");
@@ -310,7 +429,9 @@ fn a_failed_reply_leaves_no_orphaned_turn() {
     turns.on_transcript("Hours?", Heard::Final, ms(t0, 0));
     let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
     assert!(
-        turns.on_reply_failed(id, ReplyFailure::Model).is_empty(),
+        turns
+            .on_reply_failed(id, ReplyFailure::Model, t0)
+            .is_empty(),
         "no fallback phrase was given"
     );
     assert!(turns.history().is_empty());
@@ -324,7 +445,7 @@ fn saying_something_now_interrupts_and_forgets_unfinished_words() {
     turns.on_transcript("Directions", Heard::Final, ms(t0, 0));
     let (id, _, _) = asked(&turns.on_tick(ms(t0, 2000)));
     turns.on_transcript("half a sentence", Heard::Interim, ms(t0, 2100));
-    let actions = turns.say("Sorry, goodbye.");
+    let actions = turns.say("Sorry, goodbye.", t0);
     let [Action::Say { id: apology, text }] = actions.as_slice() else {
         panic!("{actions:?}")
     };
@@ -334,8 +455,14 @@ fn saying_something_now_interrupts_and_forgets_unfinished_words() {
     assert_eq!(turns.current_reply(), Some(*apology));
 
     let (mut turns, _, greeting) = greeting();
-    let actions = turns.say("Sorry.");
-    assert_eq!(actions[0], Action::Interrupt { id: greeting });
+    let actions = turns.say("Sorry.", t0);
+    assert_eq!(
+        actions[0],
+        Action::Interrupt {
+            id: greeting,
+            heard: None
+        }
+    );
 }
 
 #[test]

@@ -111,7 +111,7 @@ fn speech_during_a_reply_interrupts_then_ends_the_joined_turn_on_speech_final() 
     let (mut turns, t0) = deepgram();
     let (first, _, _) = asked(&turns.on_transcript("Hours", Heard::EndOfSpeech, ms(t0, 0)));
     let actions = turns.on_transcript("on Sunday?", Heard::EndOfSpeech, ms(t0, 500));
-    let [Action::Interrupt { id }, Action::Answer { messages, .. }] = actions.as_slice() else {
+    let [Action::Interrupt { id, .. }, Action::Answer { messages, .. }] = actions.as_slice() else {
         panic!("{actions:?}")
     };
     assert_eq!(*id, first);

@@ -33,7 +33,7 @@ fn a_failed_answer_gets_the_fallback_phrase_and_the_call_listens_again() {
     let id = answering(&mut turns, t0);
     let fallback = ReplyId(id.0 + 1);
     assert_eq!(
-        turns.on_reply_failed(id, ReplyFailure::Model),
+        turns.on_reply_failed(id, ReplyFailure::Model, t0),
         vec![Action::Say {
             id: fallback,
             text: FALLBACK.into()
@@ -54,10 +54,10 @@ fn a_failed_answer_gets_the_fallback_phrase_and_the_call_listens_again() {
 fn a_failing_fallback_is_not_followed_by_another() {
     let (mut turns, t0) = with_fallback();
     let id = answering(&mut turns, t0);
-    turns.on_reply_failed(id, ReplyFailure::Model);
+    turns.on_reply_failed(id, ReplyFailure::Model, t0);
     let fallback = ReplyId(id.0 + 1);
     assert!(turns
-        .on_reply_failed(fallback, ReplyFailure::Model)
+        .on_reply_failed(fallback, ReplyFailure::Model, t0)
         .is_empty());
     assert_eq!(turns.current_reply(), None);
 }
@@ -69,7 +69,7 @@ fn with_the_voice_failing_the_fallback_is_said_only_from_the_cache() {
     let uncached = ReplyFailure::Voice {
         fallback_cached: false,
     };
-    assert!(turns.on_reply_failed(id, uncached).is_empty());
+    assert!(turns.on_reply_failed(id, uncached, t0).is_empty());
     assert_eq!(turns.current_reply(), None);
 
     let (mut turns, t0) = with_fallback();
@@ -77,7 +77,7 @@ fn with_the_voice_failing_the_fallback_is_said_only_from_the_cache() {
     let cached = ReplyFailure::Voice {
         fallback_cached: true,
     };
-    let actions = turns.on_reply_failed(id, cached);
+    let actions = turns.on_reply_failed(id, cached, t0);
     assert!(
         matches!(actions.as_slice(), [Action::Say { text, .. }] if text == FALLBACK),
         "{actions:?}"
@@ -91,9 +91,12 @@ fn an_older_reply_failing_late_cuts_off_the_current_one_for_the_fallback() {
     turns.on_transcript("on Sunday?", Heard::Final, ms(t0, 2100));
     let second = asked(&turns.on_tick(ms(t0, 4100))).0;
     assert_eq!(
-        turns.on_reply_failed(first, ReplyFailure::Model),
+        turns.on_reply_failed(first, ReplyFailure::Model, t0),
         vec![
-            Action::Interrupt { id: second },
+            Action::Interrupt {
+                id: second,
+                heard: None
+            },
             Action::Say {
                 id: ReplyId(second.0 + 1),
                 text: FALLBACK.into()
@@ -108,10 +111,13 @@ fn lost_recognition_apologises_then_hangs_up_once_the_apology_was_heard() {
     let apology = apologising(&mut turns, t0);
     assert_eq!(turns.next_deadline(), Some(t0 + FAREWELL_LIMIT));
     turns.on_phrase(apology, STT_APOLOGY);
-    assert!(turns.on_reply_queued(apology).is_empty());
+    assert!(turns.on_reply_queued(apology, t0).is_empty());
     assert!(turns.on_tick(ms(t0, 5000)).is_empty());
-    assert!(turns.on_mark("reply-999.0").is_empty());
-    assert_eq!(turns.on_mark(&apology.mark_name(0)), vec![Action::Hangup]);
+    assert!(turns.on_mark("reply-999.0", t0).is_empty());
+    assert_eq!(
+        turns.on_mark(&apology.mark_name(0), t0),
+        vec![Action::Hangup(Goodbye::SttLost)]
+    );
     assert_eq!(turns.next_deadline(), None);
     assert!(
         turns.on_tick(t0 + FAREWELL_LIMIT).is_empty(),
@@ -124,10 +130,10 @@ fn an_apology_still_playing_at_the_limit_hangs_up_there() {
     let (mut turns, t0) = listening();
     let apology = apologising(&mut turns, t0);
     turns.on_phrase(apology, STT_APOLOGY);
-    turns.on_reply_queued(apology);
+    turns.on_reply_queued(apology, t0);
     let limit = t0 + FAREWELL_LIMIT;
     assert!(turns.on_tick(limit - Duration::from_millis(1)).is_empty());
-    assert_eq!(turns.on_tick(limit), vec![Action::Hangup]);
+    assert_eq!(turns.on_tick(limit), vec![Action::Hangup(Goodbye::SttLost)]);
     assert!(turns.on_tick(limit + FAREWELL_LIMIT).is_empty());
 }
 
@@ -136,7 +142,7 @@ fn lost_recognition_cuts_off_what_the_assistant_was_saying() {
     let (mut turns, t0, greeting) = greeting();
     let actions = turns.on_stt_lost(t0);
     assert!(
-        matches!(actions.as_slice(), [Action::Interrupt { id }, Action::Say { text, .. }] if *id == greeting && text == STT_APOLOGY),
+        matches!(actions.as_slice(), [Action::Interrupt { id, .. }, Action::Say { text, .. }] if *id == greeting && text == STT_APOLOGY),
         "{actions:?}"
     );
 }
@@ -146,8 +152,8 @@ fn a_failed_apology_hangs_up_at_once_without_a_fallback() {
     let (mut turns, t0) = with_fallback();
     let apology = apologising(&mut turns, t0);
     assert_eq!(
-        turns.on_reply_failed(apology, ReplyFailure::Model),
-        vec![Action::Hangup]
+        turns.on_reply_failed(apology, ReplyFailure::Model, t0),
+        vec![Action::Hangup(Goodbye::SttLost)]
     );
 }
 
@@ -156,13 +162,13 @@ fn no_reply_fails_into_a_fallback_during_the_apology() {
     let (mut turns, t0) = with_fallback();
     let answer = answering(&mut turns, t0);
     let actions = turns.on_stt_lost(ms(t0, 2500));
-    let [Action::Interrupt { id }, Action::Say { id: apology, .. }] = actions[..] else {
+    let [Action::Interrupt { id, .. }, Action::Say { id: apology, .. }] = actions[..] else {
         panic!("{actions:?}")
     };
     assert_eq!(id, answer);
     // The cut-off answer reports its failure late: the apology goes on.
     assert!(turns
-        .on_reply_failed(answer, ReplyFailure::Model)
+        .on_reply_failed(answer, ReplyFailure::Model, t0)
         .is_empty());
     assert_eq!(turns.current_reply(), Some(apology));
 }
@@ -171,7 +177,10 @@ fn no_reply_fails_into_a_fallback_during_the_apology() {
 fn an_apology_with_nothing_to_play_hangs_up_when_queued() {
     let (mut turns, t0) = listening();
     let apology = apologising(&mut turns, t0);
-    assert_eq!(turns.on_reply_queued(apology), vec![Action::Hangup]);
+    assert_eq!(
+        turns.on_reply_queued(apology, t0),
+        vec![Action::Hangup(Goodbye::SttLost)]
+    );
 }
 
 #[test]
@@ -183,7 +192,7 @@ fn keys_over_the_apology_are_answered_and_the_call_ends() {
     assert!(
         matches!(
             actions.as_slice(),
-            [Action::Interrupt { id }, Action::Answer { .. }, Action::Hangup] if *id == apology
+            [Action::Interrupt { id, .. }, Action::Answer { .. }, Action::Hangup(Goodbye::SttLost)] if *id == apology
         ),
         "{actions:?}"
     );

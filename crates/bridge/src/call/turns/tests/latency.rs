@@ -32,7 +32,7 @@ fn a_speech_end_ahead_of_our_clock_counts_from_now() {
 fn only_the_answer_to_the_latest_turn_is_timed() {
     let (mut turns, t0, greeting) = greeting();
     assert_eq!(turns.on_first_audio(greeting, t0), None, "the greeting");
-    turns.on_mark(&greeting.mark_name(0));
+    turns.on_mark(&greeting.mark_name(0), t0);
     turns.on_speech_ended(ms(t0, 900), ms(t0, 1000));
     turns.on_transcript("What are your hours", Heard::Final, ms(t0, 1000));
     let (first, _, _) = asked(&turns.on_tick(ms(t0, 3000)));
