@@ -19,7 +19,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::fixture::CallFixture;
-use crate::webhooks::{DialOutcome, TwilioHttp};
+use crate::webhooks::{AfterStream, DialOutcome, TwilioHttp};
 use call::Call;
 use ivr_bridge::events::{CallEvent, CallEvents, ObservedEvent};
 pub use recording::{ClearRecord, MarkRecord, MediaFrame, Played, Recording};
@@ -107,6 +107,8 @@ pub trait Listener {
     fn hang_up(&mut self, _at: Duration) {}
     /// The server sent something Twilio would reject (31950/31951), and why.
     fn rejected(&mut self, _at: Duration, _why: &str) {}
+    /// The server closed the stream and Twilio followed the `<Connect action>`: what it ran.
+    fn after_stream(&mut self, _at: Duration, _after: &AfterStream) {}
 }
 
 /// A listener that ignores everything: for callers that only want the [`Recording`].
@@ -197,6 +199,7 @@ pub async fn play_with(
             let twilio = &action.twilio;
             let after = twilio.follow_connect_action(&action.url, call_sid, action.dial);
             let after = after.await;
+            story.after_stream(started.elapsed(), &after);
             call.followed(after);
         }
     }
