@@ -30,6 +30,7 @@ mod scale_out;
 mod security;
 mod standins;
 mod store;
+mod stream_ended;
 mod tools;
 mod transcribe;
 mod turn_detection;

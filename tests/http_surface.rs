@@ -51,7 +51,13 @@ async fn webhook_connects_the_call_to_the_media_stream_behind_a_tunnel() {
     assert!(content_type.starts_with("text/xml"), "{content_type}");
     let (url, verbs) = stream_url(&twiml);
     assert_eq!(url, "wss://abc.ngrok-free.app/media");
-    assert_eq!(verbs, ["Connect", "Hangup"]);
+    // With an action, Twilio runs what `/stream_ended` answers, never a verb after `<Connect>`.
+    assert_eq!(verbs, ["Connect"]);
+    let connect = &support::gather_phone::verbs(&twiml)[0];
+    assert_eq!(
+        connect.attr("action"),
+        "https://abc.ngrok-free.app/stream_ended"
+    );
 }
 
 #[tokio::test]
@@ -62,6 +68,11 @@ async fn webhook_uses_public_url_when_configured() {
     .await;
     let (_, twiml) = post_webhook(&env, &[("host", "internal:8080")]).await;
     assert_eq!(stream_url(&twiml).0, "wss://voice.example.com/media");
+    let connect = &support::gather_phone::verbs(&twiml)[0];
+    assert_eq!(
+        connect.attr("action"),
+        "https://voice.example.com/stream_ended"
+    );
 }
 
 #[tokio::test]
@@ -69,6 +80,11 @@ async fn webhook_without_tls_in_front_gives_a_ws_url() {
     let env = TestEnv::start().await;
     let (_, twiml) = post_webhook(&env, &[]).await;
     assert_eq!(stream_url(&twiml).0, format!("ws://{}/media", env.server));
+    let connect = &support::gather_phone::verbs(&twiml)[0];
+    assert_eq!(
+        connect.attr("action"),
+        format!("http://{}/stream_ended", env.server)
+    );
 }
 
 #[tokio::test]

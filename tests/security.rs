@@ -59,6 +59,7 @@ async fn webhooks_need_twilios_signature_over_the_public_url() {
         "/process_speech",
         "/speak_response",
         "/call_status",
+        "/stream_ended",
     ] {
         let url = format!("{PUBLIC}{path}");
         let good = twilio.sign(&url, &params);

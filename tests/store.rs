@@ -6,7 +6,8 @@ use crate::support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ivr_bridge::store::{CallSid, Exchange, ReplyId, ReplyState, Store, StoreOptions};
+use ivr_bridge::store::{CallSid, Exchange, NextStep, ReplyId, ReplyState, Store, StoreOptions};
+use ivr_bridge::twilio::next_step::Target;
 use support::redis_server::RedisServer;
 use tokio::time::{sleep, Instant};
 
@@ -97,6 +98,8 @@ suite!(
     a_superseded_or_deleted_reply_is_not_stored,
     a_pending_mark_lapses_by_itself,
     concurrent_appends_are_all_kept,
+    a_next_step_is_taken_once,
+    a_next_step_lapses_and_is_freed_with_the_call,
 );
 
 async fn histories_are_per_call(backend: Backend) {
@@ -467,4 +470,48 @@ async fn a_slow_redis_is_waited_for_up_to_our_deadline_not_the_clients_default()
     sleep(Duration::from_millis(1200)).await;
     redis.resume();
     assert_eq!(read.await.unwrap().unwrap(), [exchange(1)]);
+}
+
+fn transfer_step() -> NextStep {
+    NextStep::Transfer {
+        to: Target::parse("sip:desk@pbx.example.com").unwrap(),
+        caller_id: None,
+        apology: "Sorry \"nobody\" & goodbye.".into(),
+    }
+}
+
+async fn a_next_step_is_taken_once(backend: Backend) {
+    let s = backend.open(StoreOptions::default()).await;
+    let (a, b) = (sid("CAaaa"), sid("CAbbb"));
+    assert_eq!(s.store.take_next_step(&a).await.unwrap(), None);
+    s.store.set_next_step(&a, &NextStep::Hangup).await.unwrap();
+    // A later step replaces the earlier one; calls do not see each other's.
+    s.store.set_next_step(&a, &transfer_step()).await.unwrap();
+    s.store.set_next_step(&b, &NextStep::Hangup).await.unwrap();
+    assert_eq!(
+        s.store.take_next_step(&a).await.unwrap(),
+        Some(transfer_step())
+    );
+    assert_eq!(s.store.take_next_step(&a).await.unwrap(), None);
+    assert_eq!(
+        s.store.take_next_step(&b).await.unwrap(),
+        Some(NextStep::Hangup)
+    );
+}
+
+async fn a_next_step_lapses_and_is_freed_with_the_call(backend: Backend) {
+    let s = backend
+        .open(StoreOptions {
+            next_step_ttl: Duration::from_millis(200),
+            ..StoreOptions::default()
+        })
+        .await;
+    let (a, b) = (sid("CAaaa"), sid("CAbbb"));
+    s.store.set_next_step(&a, &transfer_step()).await.unwrap();
+    s.store.append(&b, &exchange(1)).await.unwrap();
+    s.store.set_next_step(&b, &NextStep::Hangup).await.unwrap();
+    s.store.delete(&b).await.unwrap();
+    assert_eq!(s.store.take_next_step(&b).await.unwrap(), None);
+    sleep(Duration::from_millis(400)).await;
+    assert_eq!(s.store.take_next_step(&a).await.unwrap(), None);
 }

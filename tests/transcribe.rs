@@ -197,6 +197,12 @@ async fn both_tracks_are_transcribed_separately_and_delivered_with_their_fields(
     let twiml = http.post(env.http_url()).send().await.unwrap();
     let twiml = twiml.text().await.unwrap();
     assert!(twiml.contains("<Connect><Stream url=\"ws://"), "{twiml}");
+    // No `<Connect action>`: nothing records a next step here, and the `<Hangup/>` after
+    // `<Connect>` ends the call as soon as the stream does.
+    let verbs = support::gather_phone::verbs(&twiml);
+    let names: Vec<&str> = verbs.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["Connect", "Hangup"], "{twiml}");
+    assert!(!verbs[0].attrs.contains_key("action"), "{twiml}");
     let gather = http.post(format!("{}/call", env.http_url())).send().await;
     assert_eq!(gather.unwrap().status(), 404);
 }

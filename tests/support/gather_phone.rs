@@ -1,62 +1,11 @@
 //! Twilio's side of the Gather flow for tests: posts the webhooks' forms as Twilio does and
-//! parses the TwiML answers with a real XML parser (never by string matching).
-
-use std::collections::BTreeMap;
+//! parses the TwiML answers with a real XML parser (never by string matching), the simulated
+//! Twilio's own ([`ivr_sim::twiml`]).
 
 use super::TestEnv;
 
-/// One TwiML verb (or noun) as parsed from the XML.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verb {
-    /// Tag name, e.g. `Gather`.
-    pub name: String,
-    /// Attributes, unescaped.
-    pub attrs: BTreeMap<String, String>,
-    /// Text content, unescaped.
-    pub text: String,
-    /// Nested verbs.
-    pub children: Vec<Verb>,
-}
-
-impl Verb {
-    /// The attribute's value; panics naming the verb when it is absent.
-    pub fn attr(&self, name: &str) -> &str {
-        self.attrs.get(name).map_or_else(
-            || panic!("{} has no {name}: {self:?}", self.name),
-            String::as_str,
-        )
-    }
-}
-
-/// Parses TwiML with a real XML parser: the verbs under `<Response>`.
-pub fn verbs(twiml: &str) -> Vec<Verb> {
-    fn verb(node: roxmltree::Node<'_, '_>) -> Verb {
-        Verb {
-            name: node.tag_name().name().to_owned(),
-            attrs: node
-                .attributes()
-                .map(|a| (a.name().to_owned(), a.value().to_owned()))
-                .collect(),
-            text: node
-                .children()
-                .filter(|n| n.is_text())
-                .filter_map(|n| n.text())
-                .collect(),
-            children: node
-                .children()
-                .filter(|n| n.is_element())
-                .map(verb)
-                .collect(),
-        }
-    }
-    let doc = roxmltree::Document::parse(twiml).unwrap_or_else(|e| panic!("{e}: {twiml}"));
-    assert_eq!(doc.root_element().tag_name().name(), "Response", "{twiml}");
-    doc.root_element()
-        .children()
-        .filter(|n| n.is_element())
-        .map(verb)
-        .collect()
-}
+/// The one TwiML reader, shared with the simulated Twilio (`ivr_sim::twiml`).
+pub use ivr_sim::twiml::{verbs, Verb};
 
 /// What the server answered.
 #[derive(Debug)]

@@ -20,10 +20,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use fixture::Fixture;
-pub use ivr_sim::caller::{Inject, PlayOptions, Recording};
+pub use ivr_sim::caller::{ConnectAction, Inject, PlayOptions, Recording};
 pub use ivr_sim::standin::{
     stt::transcript, Bank, Delays, LlmStandIn, Setup, SttStandIn, TtsStandIn,
 };
+pub use ivr_sim::twiml::{DialTarget, Instruction};
+pub use ivr_sim::webhooks::{AfterStream, DialOutcome, TwilioHttp};
 
 /// The Deepgram key the stand-ins expect and [`TestEnv`] configures.
 pub const DEEPGRAM_KEY: &str = "test-deepgram-key";
@@ -207,6 +209,53 @@ impl TestEnv {
     /// `http://127.0.0.1:PORT`, for the webhooks.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.server)
+    }
+
+    /// Twilio's HTTP side for this server: signing with its `TWILIO_AUTH_TOKEN` (if set), and
+    /// reaching it through its local address when `PUBLIC_URL` names another host (a tunnel).
+    pub fn twilio(&self) -> TwilioHttp {
+        let token = self
+            .config
+            .twilio
+            .auth_token()
+            .map(|t| t.expose().to_owned());
+        let twilio = TwilioHttp::new(token.as_deref());
+        match &self.config.twilio.public_url {
+            Some(_) => twilio.via(&self.http_url()),
+            None => twilio,
+        }
+    }
+
+    /// A whole streaming call as Twilio makes it: the voice webhook (`POST /`) for the
+    /// fixture's call, the fixture played into the `<Stream>` (this server's `/media`), and, if
+    /// the server closes the stream first, its `<Connect action>` followed
+    /// ([`Recording::after_stream`]), the dialled party of a transfer behaving as `dial` says.
+    /// `options.connect_action` is filled in from the TwiML. The stream's handshake is not
+    /// signed: use a server without `TWILIO_AUTH_TOKEN`.
+    pub async fn call_through_twilio(
+        &self,
+        fixture: &str,
+        dial: DialOutcome,
+        options: PlayOptions,
+    ) -> Recording {
+        let fixture = fixture::load(fixture);
+        let twilio = self.twilio();
+        let webhook = match &self.config.twilio.public_url {
+            Some(public) => format!("{}/", public.as_str().trim_end_matches('/')),
+            None => format!("{}/", self.http_url()),
+        };
+        let connect = twilio
+            .incoming_call(&webhook, &fixture.sidecar.call_sid)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let connect_action = connect
+            .action
+            .map(|url| ConnectAction { url, twilio, dial });
+        let options = PlayOptions {
+            connect_action,
+            ..options
+        };
+        replay_with(&self.media_url(), &fixture, options).await
     }
 
     /// Replays the named fixture into the server with default options.

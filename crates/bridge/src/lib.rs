@@ -6,7 +6,8 @@
 //! turn in [`call::turns`], a reply in [`llm`], sound in [`tts`], 20 ms frames in
 //! [`audio::frames`], and leaves through [`twilio::media`] again, written by [`call::writer`].
 //! Barge-in is decided in [`call::turns`] and carried out in [`call::writer`]. The Gather flow
-//! ([`gather`]) and transcription ([`transcribe`]) use the same lower layers; [`server`] wires
+//! ([`gather`]) and transcription ([`transcribe`]) use the same lower layers; what Twilio does
+//! once a stream is over is answered by [`stream_ended`]; [`server`] wires
 //! them to the HTTP surface, and [`config`] gathers every module's settings.
 
 // Shared ground: credentials, setting parsers, socket sizes, counters, log filters.
@@ -34,6 +35,7 @@ pub mod store;
 pub mod admission;
 pub mod call;
 pub mod gather;
+pub mod stream_ended;
 pub mod transcribe;
 
 // The HTTP surface and its configuration.

@@ -1,5 +1,5 @@
-//! The HTTP surface: the TwiML webhook, the Media Stream upgrade, the Gather flow's webhooks
-//! ([`crate::gather`]) and the health check.
+//! The HTTP surface: the TwiML webhook, the Media Stream upgrade, what follows a stream
+//! ([`crate::stream_ended`]), the Gather flow's webhooks ([`crate::gather`]) and the health check.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +28,7 @@ use crate::record::format::RecordedSettings;
 use crate::record::Recorder;
 use crate::socket::SOCKET_READ_BUFFER;
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::stream_ended::{self, StreamEndServices};
 use crate::stt::deepgram::DeepgramStt;
 use crate::transcribe::{self, TranscribeServices};
 use crate::tts::deepgram::DeepgramTts;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Transcription mode's services; `None` in the assistant mode.
     pub transcribe: Option<Arc<TranscribeServices>>,
+    /// `/stream_ended`: the next step a call recorded before its stream closed.
+    pub stream_end: Arc<StreamEndServices>,
     /// Calls in progress, `MAX_CALLS` and the drain.
     admission: Arc<Admission>,
 }
@@ -75,6 +78,11 @@ impl AppState {
         let admission = Arc::new(Admission::new(config.server.max_calls));
         let store = open_store(&config)?;
         let mistral = || Mistral::new(http.clone(), &config.llm, config.keys.mistral());
+        let stream_end = Arc::new(StreamEndServices {
+            store: store.clone(),
+            voice: config.gather.twilio_voice.clone(),
+            public_url: config.twilio.public_url.clone(),
+        });
         let gather = GatherServices::new(
             &config.gather,
             &config.assistant,
@@ -132,6 +140,7 @@ impl AppState {
             admission,
             metrics,
             transcribe,
+            stream_end,
         })
     }
 
@@ -234,6 +243,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     let twilio = Router::new()
         .route("/", get(incoming_call).post(incoming_call))
         .route("/media", get(media_stream))
+        // Served in both modes: a call whose TwiML came from an assistant instance still gets a
+        // clean `<Hangup/>` here rather than a 404 (Twilio would say "an application error").
+        .merge(stream_ended::routes().with_state(state.stream_end.clone()))
         .merge(match state.transcribe {
             None => gather::routes().with_state(state.gather.clone()),
             Some(_) => Router::new(), // transcription mode: no assistant, no Gather flow
@@ -389,8 +401,13 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     "ok".into_response()
 }
 
-/// `POST /`: Twilio's "a call comes in" webhook. Answers with `<Connect><Stream>` to `/media`
-/// and hangs up when the stream ends.
+/// `POST /`: Twilio's "a call comes in" webhook. Answers with `<Connect><Stream>` to `/media`.
+///
+/// The assistant's `<Connect>` has `action="{public base}/stream_ended"`: when the call closes
+/// its stream (to hang up or transfer) Twilio asks there what to do next ([`stream_ended`]).
+/// Transcription has no action and a `<Hangup/>` after `<Connect>`: nothing in that mode ever
+/// records a next step, and Twilio runs the next verb when the stream ends, so the call ends at
+/// once without a webhook round-trip whose only possible answer is `<Hangup/>`.
 async fn incoming_call(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(refusal) = state.admission.refuse_new_call() {
         return refusal;
@@ -402,10 +419,15 @@ async fn incoming_call(State(state): State<Arc<AppState>>, headers: HeaderMap) -
         )
             .into_response();
     };
-    let stream_url = websocket_url(&base, "/media");
-    let body = twiml::response([
-        Element::new("Connect").child(Element::new("Stream").attr("url", stream_url)),
-        Element::new("Hangup"),
-    ]);
+    let stream = Element::new("Stream").attr("url", websocket_url(&base, "/media"));
+    let body = match state.transcribe {
+        None => twiml::response([Element::new("Connect")
+            .attr("action", stream_ended::action_url(&base))
+            .child(stream)]),
+        Some(_) => twiml::response([
+            Element::new("Connect").child(stream),
+            Element::new("Hangup"),
+        ]),
+    };
     ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
 }

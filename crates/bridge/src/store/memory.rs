@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{CallSid, Exchange, ReplyId, ReplyState, StoreOptions};
+use super::{CallSid, Exchange, NextStep, ReplyId, ReplyState, StoreOptions};
 
 /// Independent locks; calls on different shards never wait for each other.
 const SHARDS: usize = 16;
@@ -50,6 +50,8 @@ struct Entry {
     bytes: usize,
     /// The reply being written, if any.
     pending: Option<Pending>,
+    /// What Twilio does after the stream, and when that lapses.
+    next_step: Option<(NextStep, Instant)>,
     /// When the call is forgotten unless written again.
     expires_at: Instant,
 }
@@ -157,6 +159,22 @@ impl MemoryStore {
         .unwrap_or(ReplyState::Latest(None))
     }
 
+    /// See [`super::Store::set_next_step`].
+    pub fn set_next_step(&self, call: &CallSid, step: &NextStep) {
+        self.write(call, |entry, options, now| {
+            entry.next_step = Some((step.clone(), now + options.next_step_ttl));
+        });
+    }
+
+    /// See [`super::Store::take_next_step`].
+    pub fn take_next_step(&self, call: &CallSid) -> Option<NextStep> {
+        let now = Instant::now();
+        let mut shard = self.shard(call);
+        let entry = shard.live_entry(call, now)?;
+        let (step, expires_at) = entry.next_step.take()?;
+        (expires_at > now).then_some(step)
+    }
+
     /// See [`super::Store::delete`].
     pub fn delete(&self, call: &CallSid) {
         self.shard(call).calls.remove(call);
@@ -240,6 +258,7 @@ impl Shard {
             exchanges: VecDeque::new(),
             bytes: 0,
             pending: None,
+            next_step: None,
             expires_at: now,
         })
     }

@@ -14,6 +14,11 @@
 //! marks it before asking ([`Store::begin_reply`]), and the task that gets the answer stores the
 //! exchange and clears the mark in one step ([`Store::finish_reply`]). `/speak_response`, on any
 //! instance, reads [`Store::reply_state`] to know whether to wait, apologise or speak.
+//!
+//! A streaming call may also have a *next step* ([`NextStep`]: hang up, or transfer): the instance
+//! serving the Media Stream records it ([`Store::set_next_step`]) before it closes the stream,
+//! and `/stream_ended`, on whichever instance Twilio reaches, takes it
+//! ([`Store::take_next_step`]) to answer Twilio's `<Connect action>`.
 
 pub mod memory;
 pub mod redis;
@@ -27,6 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::llm::{ChatMessage, Role};
+pub use crate::twilio::next_step::NextStep;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 pub use url::RedisUrl;
@@ -44,6 +50,9 @@ pub struct StoreSettings {
 pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(60 * 60);
 /// How long a pending-reply mark lives: longer than any model request (Mistral's is 15 s).
 pub const DEFAULT_PENDING_TTL: Duration = Duration::from_secs(60);
+/// How long a recorded next step waits for `/stream_ended` (which comes within seconds of the
+/// stream's close) and, for a transfer, for the dial's outcome (ringing lasts 30 s by default).
+pub const DEFAULT_NEXT_STEP_TTL: Duration = Duration::from_secs(5 * 60);
 /// Exchanges kept per call; a phone call rarely has more, and the prompt stays small.
 pub const DEFAULT_MAX_EXCHANGES: usize = 20;
 /// Bytes of history kept per call (as stored: JSON per exchange).
@@ -62,6 +71,8 @@ pub struct StoreOptions {
     pub history_ttl: Duration,
     /// Time-to-live of a pending-reply mark.
     pub pending_ttl: Duration,
+    /// Time-to-live of a call's recorded next step.
+    pub next_step_ttl: Duration,
     /// Exchanges kept per call.
     pub max_exchanges: usize,
     /// Stored bytes kept per call; the newest exchange is always kept.
@@ -77,6 +88,7 @@ impl Default for StoreOptions {
         Self {
             history_ttl: DEFAULT_HISTORY_TTL,
             pending_ttl: DEFAULT_PENDING_TTL,
+            next_step_ttl: DEFAULT_NEXT_STEP_TTL,
             max_exchanges: DEFAULT_MAX_EXCHANGES,
             max_bytes: DEFAULT_MAX_BYTES,
             max_calls: DEFAULT_MAX_CALLS,
@@ -209,7 +221,7 @@ pub enum StoreError {
     #[error("Redis failed: {0}")]
     Redis(#[from] ::redis::RedisError),
     /// A stored value is not what this program writes.
-    #[error("stored history is corrupt: {0}")]
+    #[error("a stored value is corrupt: {0}")]
     Corrupt(String),
 }
 
@@ -298,6 +310,19 @@ impl Store {
         dispatch!(self.reply_state(call))
     }
 
+    /// Records what Twilio does with the call once its Media Stream closes, replacing any step
+    /// recorded before; it lapses after [`StoreOptions::next_step_ttl`]. Await it before closing
+    /// the stream: Twilio asks `/stream_ended` right after the close.
+    pub async fn set_next_step(&self, call: &CallSid, step: &NextStep) -> Result<(), StoreError> {
+        dispatch!(self.set_next_step(call, step))
+    }
+
+    /// The call's recorded next step, removed in the same step so that only one request acts
+    /// on it; `None` when there is none (never recorded, taken, lapsed or freed).
+    pub async fn take_next_step(&self, call: &CallSid) -> Result<Option<NextStep>, StoreError> {
+        dispatch!(self.take_next_step(call))
+    }
+
     /// Checks that the store answers; for Redis this also opens the shared connection, so the
     /// first caller after a start does not pay for it.
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -307,7 +332,7 @@ impl Store {
         }
     }
 
-    /// Forgets the call: its history and any pending reply.
+    /// Forgets the call: its history, any pending reply and any next step.
     pub async fn delete(&self, call: &CallSid) -> Result<(), StoreError> {
         dispatch!(self.delete(call))
     }

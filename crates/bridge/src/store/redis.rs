@@ -3,7 +3,8 @@
 //! A call has two keys, both under the hash tag `{CallSid}` so they live in one Redis Cluster
 //! slot and one script may touch both:
 //! - `ivr-bridge:call:{CA…}:history` — a list of exchanges (JSON), oldest first;
-//! - `ivr-bridge:call:{CA…}:pending` — `wait:<id>` or `fail:<id>` while a reply is written.
+//! - `ivr-bridge:call:{CA…}:pending` — `wait:<id>` or `fail:<id>` while a reply is written;
+//! - `ivr-bridge:call:{CA…}:next` — the call's next step (JSON) once its stream is to close.
 //!
 //! Appends run as Lua scripts, so append + trim + expire (+ clearing the pending mark) happen as
 //! one step on the server. Every operation is bounded by our own `tokio::time::timeout`: when
@@ -20,7 +21,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
-use super::{CallSid, Exchange, ReplyId, ReplyState, StoreError, StoreOptions};
+use super::{CallSid, Exchange, NextStep, ReplyId, ReplyState, StoreError, StoreOptions};
 
 /// Prefix of every key this program writes.
 const KEY_PREFIX: &str = "ivr-bridge:call:";
@@ -220,6 +221,41 @@ impl RedisStore {
         })
     }
 
+    /// See [`super::Store::set_next_step`].
+    pub async fn set_next_step(&self, call: &CallSid, step: &NextStep) -> Result<(), StoreError> {
+        let mut con = self.connection.clone();
+        let value = serde_json::to_string(step).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: () = self
+            .bounded(
+                redis::cmd("SET")
+                    .arg(next_step_key(call))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis(self.options.next_step_ttl))
+                    .query_async(&mut con),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// See [`super::Store::take_next_step`]: `GET` and `DEL` in one transaction (rather than
+    /// `GETDEL`, which Redis before 6.2 lacks).
+    pub async fn take_next_step(&self, call: &CallSid) -> Result<Option<NextStep>, StoreError> {
+        let mut con = self.connection.clone();
+        let key = next_step_key(call);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("GET")
+            .arg(&key)
+            .cmd("DEL")
+            .arg(&key)
+            .ignore();
+        let (stored,): (Option<String>,) = self.bounded(pipe.query_async(&mut con)).await?;
+        stored
+            .map(|json| serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
     /// See [`super::Store::ping`].
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut con = self.connection.clone();
@@ -237,6 +273,7 @@ impl RedisStore {
                 redis::cmd("DEL")
                     .arg(history_key(call))
                     .arg(pending_key(call))
+                    .arg(next_step_key(call))
                     .query_async(&mut con),
             )
             .await?;
@@ -274,6 +311,11 @@ pub fn pending_key(call: &CallSid) -> String {
     format!("{KEY_PREFIX}{{{call}}}:pending")
 }
 
+/// A call's next step.
+pub fn next_step_key(call: &CallSid) -> String {
+    format!("{KEY_PREFIX}{{{call}}}:next")
+}
+
 fn decode_all(items: &[String]) -> Result<Vec<Exchange>, StoreError> {
     items.iter().map(|item| Exchange::decode(item)).collect()
 }
@@ -294,6 +336,7 @@ mod tests {
         let call = CallSid::parse("CA42").unwrap();
         assert_eq!(history_key(&call), "ivr-bridge:call:{CA42}:history");
         assert_eq!(pending_key(&call), "ivr-bridge:call:{CA42}:pending");
+        assert_eq!(next_step_key(&call), "ivr-bridge:call:{CA42}:next");
     }
 
     #[test]

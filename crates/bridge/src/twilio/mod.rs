@@ -1,7 +1,8 @@
 //! Everything that speaks Twilio: Media Stream messages and their reader, Twilio's playback
-//! model, TwiML, the public URL and request signatures.
+//! model, TwiML (and what follows a stream: [`next_step`]), the public URL and request signatures.
 
 pub mod media;
+pub mod next_step;
 pub mod playback;
 pub mod signature;
 pub mod stream;

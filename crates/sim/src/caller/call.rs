@@ -12,6 +12,7 @@ use super::recording::{ClearRecord, MarkRecord, MediaFrame, Played, Recording};
 use super::{Inject, Listener};
 use crate::fixture::CallFixture;
 use crate::twilio::{self, Outbound};
+use crate::webhooks::AfterStream;
 use ivr_bridge::twilio::playback::Line;
 
 /// Samples per millisecond at 8 kHz.
@@ -62,6 +63,8 @@ impl Call {
             unplayed_bytes: 0,
             violations: Vec::new(),
             stop_sent_at: None,
+            call_sid: None,
+            after_stream: None,
             server_closed_at: None,
             server_close_code: None,
             finished: started,
@@ -83,6 +86,22 @@ impl Call {
     /// Whether the server has closed the socket.
     pub(super) fn server_closed(&self) -> bool {
         self.rec.server_closed_at.is_some()
+    }
+
+    /// Whether the server closed the socket while the caller was still on the line: Twilio
+    /// then goes on with the call's TwiML (`<Connect action>`).
+    pub(super) fn server_ended_stream(&self) -> bool {
+        self.server_closed() && self.rec.stop_sent_at.is_none()
+    }
+
+    /// The `callSid` of the `start` sent, once sent.
+    pub(super) fn call_sid(&self) -> Option<&str> {
+        self.rec.call_sid.as_deref()
+    }
+
+    /// Notes what Twilio did after the stream.
+    pub(super) fn followed(&mut self, after: AfterStream) {
+        self.rec.after_stream = Some(after);
     }
 
     /// Notes that the socket broke while writing.
@@ -149,7 +168,11 @@ impl Call {
             msg["sequenceNumber"] = json!(self.seq.to_string());
         }
         match msg["event"].as_str() {
-            Some("start") => self.started_stream = true,
+            Some("start") => {
+                self.started_stream = true;
+                let call_sid = msg["start"]["callSid"].as_str().map(str::to_owned);
+                self.rec.call_sid = call_sid;
+            }
             Some("stop") => {
                 let (now, since, _) = self.now();
                 self.rec.stop_sent_at = Some(now);

@@ -3,7 +3,9 @@
 //! early hang-up), everything the server sends checked against Twilio's rules and played
 //! through a [`Line`](ivr_bridge::twilio::playback::Line) (marks echoed when played, `clear`
 //! applied), and what happens told to a [`Listener`] as it happens: the caller's script, the
-//! line, and the server's typed [`CallEvent`]s when it runs in this process. The demo, `replay`
+//! line, and the server's typed [`CallEvent`]s when it runs in this process. When the server
+//! closes the stream while the caller is still on the line, Twilio goes on with the call's
+//! `<Connect action>` ([`PlayOptions::connect_action`], [`crate::webhooks`]). The demo, `replay`
 //! and the behaviour tests all call through here; the result is a [`Recording`].
 
 mod call;
@@ -17,6 +19,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::fixture::CallFixture;
+use crate::webhooks::{AfterStream, DialOutcome, TwilioHttp};
 use call::Call;
 use ivr_bridge::events::{CallEvent, CallEvents, ObservedEvent};
 pub use recording::{ClearRecord, MarkRecord, MediaFrame, Played, Recording};
@@ -59,6 +62,20 @@ pub struct PlayOptions {
     pub linger: Duration,
     /// Hang up early: skip recorded lines after this offset and send `stop` there instead.
     pub hang_up_at_ms: Option<u64>,
+    /// The call's `<Connect action>`, followed as Twilio does when the server closes the stream
+    /// before the caller hangs up; `None`: the call just ends there.
+    pub connect_action: Option<ConnectAction>,
+}
+
+/// A `<Connect action>` to follow after the stream, and how.
+#[derive(Clone, Debug)]
+pub struct ConnectAction {
+    /// The action URL, as the voice webhook's TwiML gave it ([`TwilioHttp::incoming_call`]).
+    pub url: String,
+    /// Twilio's HTTP side: the account that signs, the tunnel or balancer it goes through.
+    pub twilio: TwilioHttp,
+    /// What the dialled party does if the TwiML transfers the call.
+    pub dial: DialOutcome,
 }
 
 impl Default for PlayOptions {
@@ -67,6 +84,7 @@ impl Default for PlayOptions {
             inject: Vec::new(),
             linger: Duration::from_millis(1500),
             hang_up_at_ms: None,
+            connect_action: None,
         }
     }
 }
@@ -89,6 +107,8 @@ pub trait Listener {
     fn hang_up(&mut self, _at: Duration) {}
     /// The server sent something Twilio would reject (31950/31951), and why.
     fn rejected(&mut self, _at: Duration, _why: &str) {}
+    /// The server closed the stream and Twilio followed the `<Connect action>`: what it ran.
+    fn after_stream(&mut self, _at: Duration, _after: &AfterStream) {}
 }
 
 /// A listener that ignores everything: for callers that only want the [`Recording`].
@@ -172,6 +192,15 @@ pub async fn play_with(
             if matches!(event.event, CallEvent::Ended { .. }) {
                 break;
             }
+        }
+    }
+    if let (Some(action), Some(call_sid)) = (&options.connect_action, call.call_sid()) {
+        if call.server_ended_stream() {
+            let twilio = &action.twilio;
+            let after = twilio.follow_connect_action(&action.url, call_sid, action.dial);
+            let after = after.await;
+            story.after_stream(started.elapsed(), &after);
+            call.followed(after);
         }
     }
     Ok(call.finish(fixture))

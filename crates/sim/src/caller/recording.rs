@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::webhooks::AfterStream;
+
 /// A media message the server sent.
 #[derive(Clone, Debug)]
 pub struct MediaFrame {
@@ -70,6 +72,12 @@ pub struct Recording {
     pub violations: Vec<String>,
     /// When `stop` was sent.
     pub stop_sent_at: Option<Instant>,
+    /// The `callSid` of the `start` message sent, once sent.
+    pub call_sid: Option<String>,
+    /// What Twilio did after the server closed the stream (with
+    /// [`PlayOptions::connect_action`](super::PlayOptions::connect_action) set and the caller
+    /// still on the line); `None` otherwise.
+    pub after_stream: Option<AfterStream>,
     /// When the server closed the socket (close frame or EOF) before the caller did.
     pub server_closed_at: Option<Instant>,
     /// The close code the server sent, if it sent a close frame.

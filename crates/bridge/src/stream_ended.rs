@@ -1,0 +1,185 @@
+//! `POST /stream_ended`: Twilio's `<Connect action>`, requested when a call's Media Stream is over.
+//!
+//! To end or hand over a call, the instance serving its stream records a [`NextStep`] in the
+//! store ([`Store::set_next_step`]) and then closes the socket; Twilio requests this route, on
+//! whichever instance, and runs the TwiML it gets (PROTOCOLS §8.1):
+//! - a transfer → `<Dial action="…/stream_ended?after=dial">` with `<Number>` or `<Sip>`;
+//! - a hang-up, no recorded step (the stream ended any other way), or a store that does not
+//!   answer → `<Hangup/>`.
+//!
+//! The dial's outcome comes back here with `?after=dial` and `DialCallStatus`: `<Hangup/>` when
+//! the dialled party answered, else the transfer's apology and `<Hangup/>`. (Without a dial
+//! action Twilio would run the verbs after `<Dial>` also when the person who answered hangs up
+//! first, and the caller would hear "nobody could take your call" after talking to someone.)
+//!
+//! Every answer is TwiML that ends in a hang-up or a dial, never an error: the request is
+//! signature-checked before it gets here, so it is Twilio with a caller on the line, and a 4xx
+//! would have Twilio play its "application error" message instead of a clean goodbye. A form
+//! without a usable `CallSid` is logged and hung up.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{DefaultBodyLimit, Form, RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::store::{CallSid, NextStep, Store};
+use crate::twilio::next_step::{after_dial, hangup, DEFAULT_APOLOGY};
+use crate::twilio::url::public_base;
+
+/// The route Twilio requests when a stream is over; the `action` of `<Connect>`.
+pub const STREAM_ENDED_PATH: &str = "/stream_ended";
+/// The query that marks the request Twilio makes when a transfer's dial is over.
+const AFTER_DIAL_QUERY: &str = "after=dial";
+/// Largest form accepted; Twilio's are a few kilobytes.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+/// Call statuses after which the call is over ([PROTOCOLS §3.5]).
+const TERMINAL_STATUSES: [&str; 5] = ["completed", "failed", "busy", "no-answer", "canceled"];
+
+/// What `/stream_ended` needs.
+#[derive(Debug)]
+pub struct StreamEndServices {
+    /// Where next steps are recorded: the same store the calls write to (Redis when several
+    /// instances share calls).
+    pub store: Store,
+    /// `<Say voice>` of the transfer apology (`TWILIO_VOICE`): Twilio speaks it, not our TTS.
+    pub voice: String,
+    /// `PUBLIC_URL`, when set: the base of the dial's action URL.
+    pub public_url: Option<Url>,
+}
+
+/// The route, with its body limit.
+pub fn routes() -> Router<Arc<StreamEndServices>> {
+    Router::new()
+        .route(STREAM_ENDED_PATH, post(stream_ended))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+}
+
+/// The `<Connect action>` URL for a call answered with base URL `base` (see
+/// [`crate::twilio::url::public_base`]).
+pub fn action_url(base: &str) -> String {
+    format!("{base}{STREAM_ENDED_PATH}")
+}
+
+/// The parameters we read; Twilio sends many more.
+#[derive(Debug, Deserialize)]
+struct EndForm {
+    #[serde(rename = "CallSid")]
+    call_sid: Option<String>,
+    #[serde(rename = "CallStatus")]
+    call_status: Option<String>,
+    #[serde(rename = "DialCallStatus")]
+    dial_call_status: Option<String>,
+}
+
+/// `POST /stream_ended` (and `?after=dial`): the call's next step as TwiML.
+#[tracing::instrument(skip_all, fields(call_sid))]
+async fn stream_ended(
+    State(services): State<Arc<StreamEndServices>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    form: Result<Form<EndForm>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => {
+            tracing::warn!(%rejection, "stream ended with an unusable form: hanging up");
+            return twiml(hangup());
+        }
+    };
+    let Some(call) = form.call_sid.as_deref().and_then(CallSid::parse) else {
+        tracing::warn!("stream ended without a valid CallSid: hanging up");
+        return twiml(hangup());
+    };
+    tracing::Span::current().record("call_sid", call.as_str());
+    let status = form.call_status.as_deref().unwrap_or_default();
+    if TERMINAL_STATUSES.contains(&status) {
+        tracing::info!(status, "stream ended after the call did: freeing it");
+        free(&services.store, &call).await;
+        return twiml(hangup());
+    }
+    if query.as_deref() == Some(AFTER_DIAL_QUERY) {
+        return after_transfer(&services, &call, form.dial_call_status.as_deref()).await;
+    }
+    let step = match services.store.take_next_step(&call).await {
+        Ok(step) => step,
+        Err(err) => {
+            tracing::warn!(%err, "stream ended but the next step cannot be read: hanging up");
+            return twiml(hangup());
+        }
+    };
+    match step {
+        Some(step @ NextStep::Transfer { .. }) => transfer(&services, &headers, &call, step).await,
+        Some(NextStep::Hangup) => {
+            tracing::info!("stream ended: hanging up, as the call asked");
+            twiml(hangup())
+        }
+        None => {
+            tracing::info!("stream ended with no next step recorded: hanging up");
+            twiml(hangup())
+        }
+    }
+}
+
+/// Dials the transfer target. The step goes back into the store so that the dial's outcome
+/// finds its apology; if it cannot, a missed transfer gets [`DEFAULT_APOLOGY`] instead.
+async fn transfer(
+    services: &StreamEndServices,
+    headers: &HeaderMap,
+    call: &CallSid,
+    step: NextStep,
+) -> Response {
+    if let NextStep::Transfer { to, .. } = &step {
+        tracing::info!(%to, "stream ended: transferring the call");
+    }
+    if let Err(err) = services.store.set_next_step(call, &step).await {
+        tracing::warn!(%err, "transfer's apology not kept: a missed transfer gets the default one");
+    }
+    let base = public_base(services.public_url.as_ref(), headers).unwrap_or_default();
+    let dial_action = format!("{}?{AFTER_DIAL_QUERY}", action_url(&base));
+    twiml(step.after_stream(&dial_action))
+}
+
+/// The transfer's dial is over: hang up if someone answered, else apologise and hang up. Either
+/// way the call ends here, so its stored state is freed.
+async fn after_transfer(
+    services: &StreamEndServices,
+    call: &CallSid,
+    dial_status: Option<&str>,
+) -> Response {
+    let step = services
+        .store
+        .take_next_step(call)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(%err, "the transfer's apology cannot be read: using the default one");
+            None
+        });
+    let apology = match &step {
+        Some(NextStep::Transfer { apology, .. }) => apology.as_str(),
+        _ => DEFAULT_APOLOGY,
+    };
+    tracing::info!(
+        dial_status = dial_status.unwrap_or("missing"),
+        "transfer's dial ended"
+    );
+    free(&services.store, call).await;
+    twiml(after_dial(dial_status, apology, &services.voice))
+}
+
+/// Frees the call's history, pending reply and next step, as `/call_status` does; a failure
+/// only costs memory until the TTL.
+async fn free(store: &Store, call: &CallSid) {
+    if let Err(err) = store.delete(call).await {
+        tracing::warn!(%err, "call's stored state not freed now; it expires by itself");
+    }
+}
+
+fn twiml(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+}
