@@ -142,6 +142,11 @@ const ABBREVIATIONS: &[&str] = &[
 /// Cuts a reply that arrives in pieces into phrases worth synthesizing on their own: sentences,
 /// lines, and — for the first phrase, so the caller hears something sooner — the first clause.
 ///
+/// A phrase is cut the moment its closing punctuation arrives, not when the next token does
+/// (the first phrase's synthesis starts one model token sooner), unless that punctuation is
+/// ambiguous: a `.` or `,` right after a digit ("9.30", "4,000") or a known abbreviation's
+/// period ("Dr.") waits for the next character to decide.
+///
 /// The cut points depend only on the text, never on how it was split into pieces, so the same
 /// reply always becomes the same phrases.
 #[derive(Debug, Default)]
@@ -162,8 +167,16 @@ impl PhraseSplitter {
     pub fn push(&mut self, piece: &str) -> Vec<String> {
         let mut phrases = Vec::new();
         for c in piece.chars() {
+            if self.buffer.is_empty()
+                && self.emitted > 0
+                && matches!(c, '"' | '”' | '’' | ')' | ']')
+            {
+                // It closes the phrase just cut (`"hi."`): nothing to say on its own.
+                continue;
+            }
+            let ends = ends_now(last_word(&self.buffer), c);
             self.buffer.push(c);
-            if c.is_whitespace() {
+            if c.is_whitespace() || ends {
                 if let Some(cut) = self.cut_point() {
                     let rest = self.buffer.split_off(cut);
                     let phrase = std::mem::replace(&mut self.buffer, rest);
@@ -184,13 +197,15 @@ impl PhraseSplitter {
 
     fn emit(&mut self, phrase: String, phrases: &mut Vec<String>) {
         let phrase = phrase.trim();
-        if !phrase.is_empty() {
+        // Punctuation alone (the rest of an ellipsis, a closing quote) is nothing to say.
+        if phrase.chars().any(char::is_alphanumeric) {
             phrases.push(phrase.to_owned());
             self.emitted += 1;
         }
     }
 
-    /// Where the buffer (whose last char is whitespace) should be cut, if anywhere.
+    /// Where the buffer (whose last char is whitespace, or punctuation that may end a phrase
+    /// at once) should be cut, if anywhere.
     fn cut_point(&self) -> Option<usize> {
         let text = self.buffer.as_str();
         if text.ends_with('\n') && !text.trim().is_empty() {
@@ -205,6 +220,26 @@ impl PhraseSplitter {
                 || body.chars().count() >= LONG_PHRASE_CHARS);
         (sentence_end || clause_end).then_some(text.len())
     }
+}
+
+/// The word at the end of `text` (since its last whitespace).
+fn last_word(text: &str) -> &str {
+    text.rsplit(char::is_whitespace).next().unwrap_or("")
+}
+
+/// Whether punctuation `c`, right after `word`, may end a phrase as soon as it arrives. It may
+/// not when it could be inside a token the next character continues: a number ("9.30",
+/// "4,000", "9:30"), a web or mail address ("example.com", "https://", "a@b.org"), or a word
+/// with a period already in it ("e.g.", "a.m."); those wait for the next character.
+fn ends_now(word: &str, c: char) -> bool {
+    if !matches!(c, '.' | ',' | '!' | '?' | ';' | ':') || word.is_empty() {
+        return false;
+    }
+    let lower = word.to_ascii_lowercase();
+    let address =
+        lower.contains(['/', '@', ':', '.']) || lower.contains("http") || lower.contains("www");
+    let number = matches!(c, '.' | ',' | ':') && word.ends_with(|d: char| d.is_ascii_digit());
+    !address && !number
 }
 
 fn ends_with_abbreviation(text: &str) -> bool {
@@ -274,6 +309,63 @@ mod tests {
         let got = phrases(&format!("Short first. {long}"));
         assert_eq!(got.len(), 3, "{got:?}");
         assert!(got[1].ends_with(','));
+    }
+
+    #[test]
+    fn a_phrase_leaves_when_its_punctuation_arrives() {
+        let mut splitter = PhraseSplitter::new();
+        assert!(splitter.push("We are open").is_empty());
+        assert_eq!(splitter.push(" today."), ["We are open today."]);
+        assert!(splitter.push(" Come by at").is_empty());
+        assert_eq!(splitter.push(" noon!"), ["Come by at noon!"]);
+        assert_eq!(splitter.push(" Right?"), ["Right?"]);
+    }
+
+    #[test]
+    fn ambiguous_punctuation_waits_for_the_next_character() {
+        let mut splitter = PhraseSplitter::new();
+        // A digit before `.`: maybe a decimal.
+        assert!(splitter.push("It costs 9.").is_empty());
+        assert!(splitter.push("50 dollars at 9").is_empty());
+        assert!(splitter.push(".").is_empty());
+        assert_eq!(splitter.push(" "), ["It costs 9.50 dollars at 9."]);
+        // An abbreviation's period.
+        assert!(splitter.push("Ask Dr.").is_empty());
+        assert!(splitter.push(" Smith").is_empty());
+        assert_eq!(splitter.push("."), ["Ask Dr. Smith."]);
+        // A digit before `,`: maybe a thousands separator.
+        let mut first = PhraseSplitter::new();
+        assert!(first.push("We have 4,").is_empty());
+        assert_eq!(first.push("000 beds,"), ["We have 4,000 beds,"]);
+    }
+
+    #[test]
+    fn addresses_and_times_are_not_cut() {
+        let reply =
+            "See [the map](https://example.com/map). Call at 9:30, or write to a@b.org. Bye.";
+        let mut splitter = PhraseSplitter::new();
+        let mut got = Vec::new();
+        for c in reply.chars() {
+            got.extend(splitter.push(&c.to_string()));
+        }
+        got.extend(splitter.finish());
+        assert_eq!(
+            got,
+            [
+                "See [the map](https://example.com/map).",
+                "Call at 9:30, or write to a@b.org.",
+                "Bye."
+            ]
+        );
+    }
+
+    #[test]
+    fn punctuation_alone_is_not_a_phrase() {
+        assert_eq!(phrases("Well... okay."), ["Well.", "okay."]);
+        assert_eq!(
+            phrases("He said \"hi.\" Then left."),
+            ["He said \"hi.", "Then left."]
+        );
     }
 
     #[test]
