@@ -129,6 +129,15 @@ impl Listener for Story<'_> {
                 };
                 self.line(at, "server", &what);
             }
+            CallEvent::Resumed { from, .. } => self.line(
+                at,
+                "server",
+                &format!(
+                    "only a backchannel: the reply resumes from phrase {} with the audio it had, \
+                     and nothing goes to the model",
+                    from + 1
+                ),
+            ),
             CallEvent::IdlePrompt { n } => self.line(
                 at,
                 "server",

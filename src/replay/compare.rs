@@ -62,6 +62,12 @@ impl Conversation {
                     self.replies[i].heard.clone_from(heard);
                 }
             }
+            CallEvent::Resumed { reply, .. } => {
+                if let Some(i) = ids.iter().position(|id| id == reply) {
+                    self.replies[i].interrupted = false;
+                    self.replies[i].heard = None;
+                }
+            }
             _ => {}
         }
     }
@@ -83,7 +89,7 @@ impl Conversation {
                         .barge_ins
                         .iter()
                         .flatten()
-                        .find(|b| b.reply == r.reply)
+                        .find(|b| b.reply == r.reply && !b.resumed)
                         .and_then(|b| b.heard.clone()),
                 })
                 .collect()

@@ -59,6 +59,14 @@ pub enum CallEvent {
         /// it was audible yet (the caller's words then continue their turn).
         heard: Option<String>,
     },
+    /// The interruption of `reply` was only a backchannel or a noise: the reply plays again
+    /// from the start of phrase `from`, and the history is as if nothing happened.
+    Resumed {
+        /// The interrupted reply.
+        reply: u64,
+        /// The phrase it resumes from (0-based).
+        from: usize,
+    },
     /// The caller said nothing for `IDLE_TIMEOUT_S`: the assistant asks if they are still
     /// there (the `n`th time in a row).
     IdlePrompt {

@@ -64,6 +64,9 @@ pub struct Metrics {
     pub transcript_webhooks: Family<WebhookOutcome, Counter>,
     /// Times a silent caller was asked whether they are still there.
     pub idle_prompts: Counter,
+    /// Callers' interruptions of the assistant, by outcome: `barge_in` (they took the floor),
+    /// `resumed` (a backchannel or noise: the reply went on), `ignored` (too few words).
+    pub interruptions: Family<Outcome, Counter>,
 }
 
 /// Buckets from 10 ms to about 20 s.
@@ -96,6 +99,7 @@ impl Metrics {
             turn_latency: latency_buckets(),
             transcript_webhooks: Family::default(),
             idle_prompts: Counter::default(),
+            interruptions: Family::default(),
         };
         registry.register(
             "active_calls",
@@ -152,6 +156,11 @@ impl Metrics {
             "idle_prompts",
             "Times a silent caller was asked whether they are still there",
             metrics.idle_prompts.clone(),
+        );
+        registry.register(
+            "interruptions",
+            "Callers' interruptions of the assistant, by outcome: barge_in, resumed or ignored",
+            metrics.interruptions.clone(),
         );
         Self {
             registry: root,

@@ -114,6 +114,7 @@ impl AppState {
             system_prompt: config.assistant.system_prompt.clone(),
             fallback_phrase: config.assistant.fallback_phrase.clone(),
             idle: config.idle.policy(),
+            interruptions: config.turns.interruptions(),
             shutdown: transcribe
                 .as_ref()
                 .map_or_else(CancellationToken::new, |t| t.shutdown.clone()),

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::events::{CallEvent, CallObserver};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
 use crate::record::{Recorder, Tap};
 use crate::store::{CallSid, Store};
 use crate::stt::deepgram::{DeepgramStt, SttStream};
@@ -39,7 +39,10 @@ use publish::Publisher;
 use reply::{ReplyError, ReplyEvent, Script, Voice};
 use speaker::Speaker;
 pub use turns::STT_APOLOGY;
-use turns::{Action, Goodbye, IdlePolicy, IdleStep, ReplyFailure, ReplyId, TurnDetection, Turns};
+use turns::{
+    Action, Goodbye, IdlePolicy, IdleStep, InterruptionPolicy, ReplyFailure, ReplyId,
+    TurnDetection, Turns,
+};
 
 /// What every call needs, shared read-only by all calls.
 #[derive(Debug)]
@@ -60,6 +63,8 @@ pub struct CallServices {
     pub fallback_phrase: String,
     /// What to do about a caller who stays silent; `None` never checks on them.
     pub idle: Option<IdlePolicy>,
+    /// How interruptions are told from acknowledgements.
+    pub interruptions: InterruptionPolicy,
     /// Cancelled when the server ends the calls still in progress (end of a drain).
     pub shutdown: CancellationToken,
     /// Counters and latency histograms shared by every call.
@@ -141,7 +146,8 @@ impl Call {
         let speaker = Speaker::new(services.voice.clone(), sink, start.stream_sid, tap);
         let mut turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
             .with_detection(services.turn_detection)
-            .with_fallback(services.fallback_phrase.clone());
+            .with_fallback(services.fallback_phrase.clone())
+            .with_interruptions(services.interruptions.clone());
         if let Some(idle) = services.idle.clone() {
             turns = turns.with_idle(idle);
         }
@@ -189,6 +195,7 @@ impl Call {
                     self.apply(actions);
                 }
             }
+            self.count_interruptions();
             self.mirror_new_exchanges();
         };
         self.end(reason, stream.malformed()).await;
@@ -212,6 +219,7 @@ impl Call {
                     tracing::debug!(mark = %name, "the caller heard the whole reply");
                 }
                 self.apply(actions);
+                self.retire_finished();
             }
             StreamEvent::Dtmf(digit) => {
                 tracing::info!(digit = %digit, "caller pressed a key");
@@ -257,6 +265,7 @@ impl Call {
                 tracing::debug!(reply = id.0, phrases, "reply fully queued");
                 let actions = self.turns.on_reply_queued(id, Instant::now());
                 self.apply(actions);
+                self.retire_finished();
             }
             ReplyEvent::Failed { id, error } => self.on_reply_failed(id, &error),
         }
@@ -290,7 +299,7 @@ impl Call {
     fn apply(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Say { id, text } => self.speaker.start(id, Script::Say(text)),
+                Action::Say { id, text } => self.speaker.start(id, Script::Say(text), false),
                 Action::Answer { id, messages } => {
                     self.services.metrics.turns.inc();
                     if let Some(turn) = messages.last() {
@@ -298,10 +307,10 @@ impl Call {
                         tracing::info!(turn, %text, "caller's turn ended");
                         self.publisher.publish(CallEvent::TurnEnded { turn, text });
                     }
-                    self.speaker.start(id, Script::Answer(messages));
+                    self.speaker.start(id, Script::Answer(messages), false);
                 }
-                Action::Interrupt { id, heard } => {
-                    self.speaker.interrupt(id);
+                Action::Interrupt { id, heard, hold } => {
+                    self.speaker.interrupt(id, hold);
                     match &heard {
                         Some(heard) => {
                             tracing::info!(reply = id.0, %heard, "the caller heard this much before interrupting")
@@ -314,6 +323,13 @@ impl Call {
                     self.publisher
                         .publish(CallEvent::BargeIn { reply: id.0, heard });
                 }
+                Action::Resume { id, from } => {
+                    tracing::info!(reply = id.0, from, "only a backchannel: the reply resumes");
+                    self.speaker.play(id, from);
+                    let reply = id.0;
+                    self.publisher.publish(CallEvent::Resumed { reply, from });
+                }
+                Action::Discard { id } => self.speaker.retire(id),
                 Action::Idle(IdleStep::Prompt(n)) => {
                     tracing::info!(
                         prompt = n,
@@ -329,6 +345,23 @@ impl Call {
                 Action::Hangup(why) => self.hung_up = Some(why),
             }
         }
+    }
+
+    /// Counts the outcomes of the brain's latest interruptions.
+    fn count_interruptions(&mut self) {
+        for outcome in self.turns.counted() {
+            let outcome = Outcome {
+                outcome: outcome.label().to_owned(),
+            };
+            let metrics = &self.services.metrics;
+            metrics.interruptions.get_or_create(&outcome).inc();
+        }
+    }
+
+    /// A reply the brain is done with (heard to the end, or answered nothing) lets go of the
+    /// audio it kept for resuming.
+    fn retire_finished(&mut self) {
+        self.speaker.retire_unless(self.turns.current_reply());
     }
 
     /// Hands exchanges the brain added to its history since last time to the mirror.

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::turns::ReplyId;
 use super::writer::Speech;
-use crate::audio::frames::{FrameChunker, FRAME_BYTES};
+use crate::audio::frames::FRAME_BYTES;
+use crate::audio::mulaw::SILENCE;
 use crate::llm::mistral::{LlmError, Mistral};
 use crate::llm::ChatMessage;
 use crate::metrics::Metrics;
@@ -179,16 +180,45 @@ impl Voice {
     }
 }
 
-/// Starts reply `id` in its own task. Cancelling `cancel` stops it at once: no request result
-/// is used and no further frame is queued after that.
+/// What the call tells a running reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyCommand {
+    /// Stop sending (the caller spoke over it, or it answers a turn not yet over): the audio
+    /// made so far, and what is still being made, is kept for [`ReplyCommand::Play`].
+    Hold,
+    /// Send from the start of phrase `from` on, as take `take` (see [`super::writer::Take`]).
+    Play {
+        /// The first phrase to send.
+        from: usize,
+        /// The take's number.
+        take: u32,
+    },
+}
+
+/// Commands a reply may have waiting; the call sends at most a few per reply.
+const COMMANDS: usize = 8;
+
+/// A running reply's handles.
+#[derive(Debug)]
+pub struct Running {
+    /// Where its commands go.
+    pub commands: mpsc::Sender<ReplyCommand>,
+}
+
+/// Starts reply `id` in its own task, sending its audio at once, or holding it until told to
+/// play when `held`. Cancelling `cancel` stops it at once: no request result is used and no
+/// further frame is queued after that. The task keeps the reply's audio until it is cancelled,
+/// so the reply can be played again from any phrase.
 pub fn spawn(
     id: ReplyId,
     script: Script,
+    held: bool,
     voice: Arc<Voice>,
     speech: mpsc::Sender<Speech>,
     events: mpsc::Sender<ReplyEvent>,
     cancel: CancellationToken,
-) {
+) -> Running {
+    let (commands, commands_rx) = mpsc::channel(COMMANDS);
     tokio::spawn(async move {
         let reply = Reply {
             id,
@@ -198,16 +228,22 @@ pub fn spawn(
             cancel: cancel.clone(),
             audio_started: AtomicBool::new(false),
         };
+        let mut run = Run::new(held, commands_rx);
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
-            outcome = reply.produce(script) => outcome,
+            outcome = reply.produce(script, &mut run) => outcome,
         };
-        let event = match outcome {
-            Ok(phrases) => ReplyEvent::Queued { id, phrases },
-            Err(error) => ReplyEvent::Failed { id, error },
-        };
-        let _ = events.send(event).await;
+        if let Err(error) = outcome {
+            let _ = events.send(ReplyEvent::Failed { id, error }).await;
+            return;
+        }
+        // Everything is made and queued: keep the audio for a replay until cancelled.
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = reply.serve_replays(&mut run) => {}
+        }
     });
+    Running { commands }
 }
 
 type TextStream = Pin<Box<dyn Stream<Item = Result<String, ReplyError>> + Send>>;
@@ -223,17 +259,6 @@ struct Reply {
     audio_started: AtomicBool,
 }
 
-/// The phrase whose audio is being queued: when its first frame went out, and how many.
-#[derive(Debug, Default)]
-struct Outgoing {
-    /// Which phrase.
-    index: usize,
-    /// When its first frame was queued.
-    sent: Option<Instant>,
-    /// Frames queued.
-    frames: u32,
-}
-
 /// A phrase whose audio is being fetched by its own task.
 struct Synthesis {
     /// Position in the reply, for its mark.
@@ -244,11 +269,115 @@ struct Synthesis {
     cache_as: Option<String>,
 }
 
+/// One phrase's audio, as far as it has arrived.
+#[derive(Debug, Default)]
+struct Taped {
+    /// μ-law bytes.
+    audio: Vec<u8>,
+    /// All of it arrived.
+    complete: bool,
+}
+
+/// The audio of the whole reply, kept for as long as the reply may be played again, and where
+/// sending has got to.
+struct Run {
+    /// Commands from the call.
+    commands: mpsc::Receiver<ReplyCommand>,
+    /// Every phrase's audio, in order.
+    tape: Vec<Taped>,
+    /// Whether audio is being sent (false while held).
+    playing: bool,
+    /// The take being sent.
+    take: u32,
+    /// The phrase being sent.
+    phrase: usize,
+    /// Bytes of it sent.
+    offset: usize,
+    /// When the phrase being sent had its first frame queued.
+    sent: Option<Instant>,
+    /// The take whose [`ReplyEvent::Queued`] was reported.
+    queued: Option<u32>,
+}
+
+impl Run {
+    fn new(held: bool, commands: mpsc::Receiver<ReplyCommand>) -> Self {
+        Self {
+            commands,
+            tape: Vec::new(),
+            playing: !held,
+            take: 0,
+            phrase: 0,
+            offset: 0,
+            sent: None,
+            queued: None,
+        }
+    }
+
+    fn obey(&mut self, command: ReplyCommand) {
+        match command {
+            ReplyCommand::Hold => self.playing = false,
+            ReplyCommand::Play { from, take } => {
+                self.playing = true;
+                self.take = take;
+                self.phrase = from.min(self.tape.len());
+                self.offset = 0;
+                self.sent = None;
+                self.queued = None;
+            }
+        }
+    }
+
+    /// What to send next, if anything can be sent now.
+    fn next(&self) -> Option<Next> {
+        if !self.playing {
+            return None;
+        }
+        let taped = self.tape.get(self.phrase)?;
+        let left = taped.audio.len() - self.offset;
+        if left >= FRAME_BYTES || (taped.complete && left > 0) {
+            Some(Next::Frame)
+        } else if taped.complete {
+            Some(Next::Mark)
+        } else {
+            None
+        }
+    }
+
+    /// The next frame at the cursor (the phrase's last one padded with silence), and moves on.
+    fn frame(&mut self) -> [u8; FRAME_BYTES] {
+        let mut frame = [SILENCE; FRAME_BYTES];
+        let audio = &self.tape[self.phrase].audio[self.offset..];
+        let n = audio.len().min(FRAME_BYTES);
+        frame[..n].copy_from_slice(&audio[..n]);
+        self.offset += n;
+        frame
+    }
+
+    /// Every phrase made has been sent.
+    fn all_sent(&self) -> bool {
+        self.phrase >= self.tape.len()
+    }
+
+    /// Phrases made but not yet sent (the one being sent included).
+    fn ahead(&self) -> usize {
+        self.tape.len().saturating_sub(self.phrase)
+    }
+}
+
+/// What the sending side does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Send a frame of the phrase at the cursor.
+    Frame,
+    /// The phrase at the cursor is all sent: send its mark.
+    Mark,
+}
+
 impl Reply {
-    /// Produces the whole reply; returns the number of phrases queued.
-    async fn produce(&self, script: Script) -> Result<usize, ReplyError> {
+    /// Produces and sends the whole reply; returns the number of phrases.
+    async fn produce(&self, script: Script, run: &mut Run) -> Result<usize, ReplyError> {
         match script {
-            Script::Say(text) => self.say(&text).await,
+            Script::Say(text) => self.say(&text, run).await,
             Script::Answer(messages) => {
                 let asked = Instant::now();
                 let deltas = self.voice.llm.stream(&messages).await?;
@@ -257,13 +386,13 @@ impl Reply {
                     .llm_first_token
                     .observe(asked.elapsed().as_secs_f64());
                 let finished = move || metrics.llm_total.observe(asked.elapsed().as_secs_f64());
-                self.speak(phrases_of(deltas, finished), None).await
+                self.speak(phrases_of(deltas, finished), None, run).await
             }
         }
     }
 
     /// Fixed text: from the cache, or synthesized and then cached.
-    async fn say(&self, text: &str) -> Result<usize, ReplyError> {
+    async fn say(&self, text: &str, run: &mut Run) -> Result<usize, ReplyError> {
         let spoken = speakable(text);
         let pieces: Vec<String> = split_for_tts(&spoken, TTS_MAX_CHARS)
             .into_iter()
@@ -272,71 +401,161 @@ impl Reply {
         if pieces.len() == 1 {
             if let Some(audio) = self.voice.cached(&pieces[0]) {
                 self.phrase_event(&pieces[0]).await;
-                let mut chunker = FrameChunker::new();
-                let mut outgoing = Outgoing::default();
-                self.queue_audio(&mut chunker, &audio, &mut outgoing).await;
-                self.end_phrase(&mut chunker, &mut outgoing).await;
-                return Ok(1);
+                run.tape.push(Taped {
+                    audio: audio.to_vec(),
+                    complete: true,
+                });
+                let none: TextStream = Box::pin(futures::stream::empty());
+                return self.speak(none, None, run).await;
             }
         }
         let cache_as = (pieces.len() == 1).then(|| pieces[0].clone());
         let phrases = futures::stream::iter(pieces.into_iter().map(Ok));
-        self.speak(Box::pin(phrases), cache_as).await
+        self.speak(Box::pin(phrases), cache_as, run).await
     }
 
-    /// Speaks phrases as they arrive, keeping up to [`LOOKAHEAD`] syntheses ahead.
+    /// Speaks phrases as they arrive, keeping up to [`LOOKAHEAD`] phrases made ahead of the one
+    /// being sent, and obeying the call's commands meanwhile. Returns once every phrase is
+    /// made and the current take has sent them all.
     async fn speak(
         &self,
         mut phrases: TextStream,
         cache_as: Option<String>,
+        run: &mut Run,
     ) -> Result<usize, ReplyError> {
         let mut pending: VecDeque<Synthesis> = VecDeque::new();
-        let mut splitter_done = false;
-        let mut count = 0;
-        let mut chunker = FrameChunker::new();
-        let mut outgoing = Outgoing::default();
-        let mut kept: Vec<u8> = Vec::new();
+        let mut source_done = false;
         loop {
+            let next = run.next();
+            let made = source_done && pending.is_empty();
+            if made && run.playing && run.all_sent() {
+                self.report_queued(run).await;
+                return Ok(run.tape.len());
+            }
             tokio::select! {
-                phrase = phrases.next(), if !splitter_done && pending.len() < LOOKAHEAD => {
+                command = run.commands.recv() => match command {
+                    Some(command) => run.obey(command),
+                    // The call is gone; the token ends this task.
+                    None => std::future::pending::<()>().await,
+                },
+                phrase = phrases.next(), if !source_done && run.ahead() < LOOKAHEAD => {
                     match phrase {
                         Some(Ok(text)) => {
                             let spoken = speakable(&text);
                             for piece in split_for_tts(&spoken, TTS_MAX_CHARS) {
                                 self.phrase_event(piece).await;
-                                pending.push_back(self.synthesize(piece, count, cache_as.clone()));
-                                count += 1;
+                                let index = run.tape.len();
+                                pending.push_back(self.synthesize(piece, index, cache_as.clone()));
+                                run.tape.push(Taped::default());
                             }
                         }
                         Some(Err(err)) => return Err(err),
-                        None => splitter_done = true,
+                        None => source_done = true,
                     }
                 }
                 chunk = next_chunk(&mut pending), if !pending.is_empty() => match chunk {
                     Some(Ok(audio)) => {
                         if let Some(front) = pending.front() {
-                            outgoing.index = front.index;
-                            if front.cache_as.is_some() {
-                                kept.extend_from_slice(&audio);
-                            }
+                            run.tape[front.index].audio.extend_from_slice(&audio);
                         }
-                        self.queue_audio(&mut chunker, &audio, &mut outgoing).await;
                     }
                     Some(Err(err)) => return Err(err.into()),
                     None => {
                         if let Some(done) = pending.pop_front() {
-                            outgoing.index = done.index;
-                            self.end_phrase(&mut chunker, &mut outgoing).await;
+                            let taped = &mut run.tape[done.index];
+                            taped.complete = true;
                             if let Some(text) = done.cache_as {
-                                self.voice.remember(&text, Bytes::from(std::mem::take(&mut kept)));
+                                self.voice.remember(&text, Bytes::from(taped.audio.clone()));
                             }
                         }
                     }
                 },
-                else => break,
+                permit = self.speech.reserve(), if next.is_some() => match permit {
+                    Ok(permit) => self.send_next(permit, next, run).await,
+                    // The writer is gone: the call is ending.
+                    Err(_) => return Ok(run.tape.len()),
+                },
             }
         }
-        Ok(count)
+    }
+
+    /// Once everything is made and sent: plays the reply again whenever told to, until
+    /// cancelled.
+    async fn serve_replays(&self, run: &mut Run) {
+        loop {
+            let next = run.next();
+            if run.playing && run.all_sent() {
+                self.report_queued(run).await;
+            }
+            tokio::select! {
+                command = run.commands.recv() => match command {
+                    Some(command) => run.obey(command),
+                    None => return,
+                },
+                permit = self.speech.reserve(), if next.is_some() => match permit {
+                    Ok(permit) => self.send_next(permit, next, run).await,
+                    Err(_) => return,
+                },
+            }
+        }
+    }
+
+    /// Sends the next frame or mark of the current take through `permit`.
+    async fn send_next(&self, permit: mpsc::Permit<'_, Speech>, next: Option<Next>, run: &mut Run) {
+        let take = (self.id, run.take);
+        match next {
+            Some(Next::Frame) => {
+                let first_of_phrase = run.sent.is_none();
+                let sent = *run.sent.get_or_insert_with(Instant::now);
+                let audio = run.frame();
+                permit.send(Speech::Frame { take, audio });
+                if !self.audio_started.swap(true, Ordering::Relaxed) {
+                    let _ = self
+                        .events
+                        .send(ReplyEvent::FirstAudio { id: self.id })
+                        .await;
+                }
+                if first_of_phrase {
+                    self.audio_event(run.phrase, sent, None).await;
+                }
+            }
+            Some(Next::Mark) => {
+                permit.send(Speech::Mark {
+                    take,
+                    phrase: run.phrase,
+                });
+                let frames = run.tape[run.phrase].audio.len().div_ceil(FRAME_BYTES);
+                let length = FRAME * u32::try_from(frames).unwrap_or(u32::MAX);
+                if let Some(sent) = run.sent.take() {
+                    self.audio_event(run.phrase, sent, Some(length)).await;
+                }
+                run.phrase += 1;
+                run.offset = 0;
+            }
+            None => drop(permit),
+        }
+    }
+
+    /// Tells the call that every phrase of the current take is queued (once per take).
+    async fn report_queued(&self, run: &mut Run) {
+        if run.queued != Some(run.take) {
+            run.queued = Some(run.take);
+            let event = ReplyEvent::Queued {
+                id: self.id,
+                phrases: run.tape.len(),
+            };
+            let _ = self.events.send(event).await;
+        }
+    }
+
+    async fn audio_event(&self, index: usize, sent: Instant, length: Option<Duration>) {
+        let event = ReplyEvent::PhraseAudio {
+            id: self.id,
+            index,
+            sent,
+            length,
+        };
+        let _ = self.events.send(event).await;
     }
 
     /// Starts fetching a phrase's audio in its own task, so it downloads while earlier phrases
@@ -396,72 +615,6 @@ impl Reply {
                 text: text.to_owned(),
             })
             .await;
-    }
-
-    /// Cuts audio into frames and hands the complete ones to the writer.
-    async fn queue_audio(&self, chunker: &mut FrameChunker, audio: &[u8], outgoing: &mut Outgoing) {
-        let mut frames: Vec<[u8; FRAME_BYTES]> = Vec::new();
-        chunker.push(audio, |frame| frames.push(*frame));
-        for audio in frames {
-            self.send_frame(audio, outgoing).await;
-        }
-    }
-
-    /// Queues one frame for the writer; the reply's first one, and each phrase's, is reported
-    /// to the call.
-    async fn send_frame(&self, audio: [u8; FRAME_BYTES], outgoing: &mut Outgoing) {
-        if !self.audio_started.swap(true, Ordering::Relaxed) {
-            let _ = self
-                .events
-                .send(ReplyEvent::FirstAudio { id: self.id })
-                .await;
-        }
-        outgoing.frames += 1;
-        if outgoing.sent.is_none() {
-            let sent = Instant::now();
-            outgoing.sent = Some(sent);
-            let event = ReplyEvent::PhraseAudio {
-                id: self.id,
-                index: outgoing.index,
-                sent,
-                length: None,
-            };
-            let _ = self.events.send(event).await;
-        }
-        let _ = self
-            .speech
-            .send(Speech::Frame {
-                reply: self.id,
-                audio,
-            })
-            .await;
-    }
-
-    /// A phrase's audio is complete: pad its last frame, mark its end and tell the call how
-    /// long it plays.
-    async fn end_phrase(&self, chunker: &mut FrameChunker, outgoing: &mut Outgoing) {
-        if let Some(audio) = chunker.finish() {
-            self.send_frame(audio, outgoing).await;
-        }
-        let index = outgoing.index;
-        let _ = self
-            .speech
-            .send(Speech::Mark {
-                reply: self.id,
-                phrase: index,
-            })
-            .await;
-        let done = std::mem::take(outgoing);
-        if let Some(sent) = done.sent {
-            let event = ReplyEvent::PhraseAudio {
-                id: self.id,
-                index,
-                sent,
-                length: Some(FRAME * done.frames),
-            };
-            let _ = self.events.send(event).await;
-        }
-        outgoing.index = index + 1;
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::turns::{IdlePolicy, TurnDetection};
+use super::turns::{IdlePolicy, InterruptionPolicy, TurnDetection, DEFAULT_BACKCHANNEL_WORDS};
 use crate::settings::{self, MILLIS};
 
 /// The instructions the assistant follows when `SYSTEM_PROMPT_FILE` is not set. Written for the
@@ -65,6 +65,64 @@ pub struct TurnSettings {
     #[arg(long, env = "TURN_DETECTION", value_enum, ignore_case = true,
           default_value_t = TurnDetection::Timer)]
     pub turn_detection: TurnDetection,
+
+    /// Words that alone do not take the floor (comma-separated): an interruption that is only
+    /// these resumes the reply.
+    #[arg(long, env = "BACKCHANNEL_WORDS", value_name = "WORDS",
+          default_value = "uh-huh, mm-hmm, mhm, uh, um, hmm, okay, ok, right, yeah",
+          value_parser = backchannel_words)]
+    pub backchannel_words: Backchannel,
+
+    /// Milliseconds after an interruption with no words at all by which the reply resumes.
+    #[arg(long = "false-interruption-ms", env = "FALSE_INTERRUPTION_MS",
+          value_name = "FALSE_INTERRUPTION_MS", default_value = "1500",
+          value_parser = settings::millis("FALSE_INTERRUPTION_MS", 100..=10_000))]
+    pub false_interruption: Duration,
+
+    /// Fewer words than this, while the assistant speaks, never interrupt it.
+    #[arg(long, env = "BARGE_IN_MIN_WORDS", default_value = "1",
+          value_parser = settings::count("BARGE_IN_MIN_WORDS", 1..=10))]
+    pub barge_in_min_words: usize,
+}
+
+/// `BACKCHANNEL_WORDS`, lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backchannel(pub Vec<String>);
+
+impl Default for Backchannel {
+    fn default() -> Self {
+        Self(
+            DEFAULT_BACKCHANNEL_WORDS
+                .iter()
+                .map(|w| (*w).to_owned())
+                .collect(),
+        )
+    }
+}
+
+/// `BACKCHANNEL_WORDS`: single words, comma-separated; empty turns resuming off.
+fn backchannel_words(raw: &str) -> Result<Backchannel, String> {
+    let mut words = Vec::new();
+    for word in raw.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if word.contains(char::is_whitespace) || !word.chars().any(char::is_alphanumeric) {
+            return Err(format!(
+                "BACKCHANNEL_WORDS must be single words separated by commas, not {word:?}"
+            ));
+        }
+        words.push(word.to_lowercase());
+    }
+    Ok(Backchannel(words))
+}
+
+impl TurnSettings {
+    /// The brain's rules for interruptions.
+    pub fn interruptions(&self) -> InterruptionPolicy {
+        InterruptionPolicy {
+            backchannel: self.backchannel_words.0.clone(),
+            false_after: self.false_interruption,
+            min_words: self.barge_in_min_words,
+        }
+    }
 }
 
 /// Asked when the caller has been silent for `IDLE_TIMEOUT_S`, unless `IDLE_PROMPT` says otherwise.
@@ -129,6 +187,28 @@ fn read_prompt(raw: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backchannel_words_are_single_words() {
+        assert_eq!(
+            backchannel_words(" Uh-huh, OK ,, yeah"),
+            Ok(Backchannel(vec![
+                "uh-huh".into(),
+                "ok".into(),
+                "yeah".into()
+            ]))
+        );
+        assert_eq!(backchannel_words(""), Ok(Backchannel(Vec::new())));
+        let err = backchannel_words("uh huh, ok").unwrap_err();
+        assert!(
+            err.starts_with("BACKCHANNEL_WORDS must be single words"),
+            "{err}"
+        );
+        assert_eq!(
+            backchannel_words(&DEFAULT_BACKCHANNEL_WORDS.join(", ")),
+            Ok(Backchannel::default())
+        );
+    }
 
     #[test]
     fn no_prompt_file_means_the_built_in_prompt() {

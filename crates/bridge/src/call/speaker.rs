@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::reply::{self, ReplyEvent, Script, Voice};
+use super::reply::{self, ReplyCommand, ReplyEvent, Script, Voice};
 use super::turns::ReplyId;
 use super::writer::{self, Control, Writer};
 use crate::record::Tap;
@@ -30,10 +30,23 @@ pub(super) struct Speaker {
     events_tx: mpsc::Sender<ReplyEvent>,
     /// What the replies report, read by the call task.
     pub(super) events: mpsc::Receiver<ReplyEvent>,
-    /// The reply in progress and the token that cancels it.
-    current: Option<(ReplyId, CancellationToken)>,
+    /// The reply in progress.
+    current: Option<Current>,
     /// Cancels every reply and the writer when the call ends.
     cancel: CancellationToken,
+}
+
+/// The reply a speaker runs.
+#[derive(Debug)]
+struct Current {
+    /// Which reply.
+    id: ReplyId,
+    /// Cancels it.
+    token: CancellationToken,
+    /// Where its commands go.
+    commands: mpsc::Sender<ReplyCommand>,
+    /// The take it is sending (each resume is a new one).
+    take: u32,
 }
 
 impl Speaker {
@@ -57,35 +70,51 @@ impl Speaker {
         }
     }
 
-    /// Starts reply `id`; the reply it replaces (if any) stops producing.
-    pub(super) fn start(&mut self, id: ReplyId, script: Script) {
+    /// Starts reply `id`, sending at once or `held` until [`Speaker::play`]; the reply it
+    /// replaces (if any) stops producing.
+    pub(super) fn start(&mut self, id: ReplyId, script: Script, held: bool) {
         let token = self.cancel.child_token();
-        reply::spawn(
+        let running = reply::spawn(
             id,
             script,
+            held,
             self.voice.clone(),
             self.writer.speech.clone(),
             self.events_tx.clone(),
             token.clone(),
         );
-        if let Some((_, old)) = self.current.replace((id, token)) {
-            old.cancel();
+        let current = Current {
+            id,
+            token,
+            commands: running.commands,
+            take: 0,
+        };
+        if let Some(old) = self.current.replace(current) {
+            old.token.cancel();
         }
     }
 
-    /// Barge-in: reply `id` stops producing, its queued audio is dropped and Twilio clears.
-    pub(super) fn interrupt(&mut self, id: ReplyId) {
-        if let Some((current, token)) = self.current.take() {
-            if current == id {
-                token.cancel();
+    /// Barge-in: Twilio clears reply `id`'s audio and the audio queued for it is dropped. The
+    /// reply stops for good, or, when `hold`, keeps its audio for [`Speaker::play`].
+    pub(super) fn interrupt(&mut self, id: ReplyId, hold: bool) {
+        let mut take = (id, u32::MAX);
+        if let Some(current) = self.current.take() {
+            if current.id == id {
+                take.1 = current.take;
+                if hold {
+                    let _ = current.commands.try_send(ReplyCommand::Hold);
+                    self.current = Some(current);
+                } else {
+                    current.token.cancel();
+                }
             } else {
-                self.current = Some((current, token));
+                self.current = Some(current);
             }
         }
         if self
             .writer
             .control
-            .try_send(Control::Clear { reply: id })
+            .try_send(Control::Clear { take })
             .is_err()
         {
             tracing::warn!("could not queue clear: writer gone or busy");
@@ -96,13 +125,44 @@ impl Speaker {
         );
     }
 
+    /// Reply `id` (held) plays from the start of phrase `from`.
+    pub(super) fn play(&mut self, id: ReplyId, from: usize) {
+        if let Some(current) = self.current.as_mut().filter(|c| c.id == id) {
+            current.take += 1;
+            let command = ReplyCommand::Play {
+                from,
+                take: current.take,
+            };
+            if current.commands.try_send(command).is_err() {
+                tracing::warn!(reply = id.0, "could not resume the reply: it is gone");
+            }
+        }
+    }
+
+    /// Reply `id` is over (heard to the end, or dropped while held): its task and the audio it
+    /// kept go.
+    pub(super) fn retire(&mut self, id: ReplyId) {
+        if let Some(current) = self.current.take() {
+            if current.id == id {
+                current.token.cancel();
+            } else {
+                self.current = Some(current);
+            }
+        }
+    }
+
+    /// The reply running, unless it is `current`, is over: its task and the audio it kept go.
+    pub(super) fn retire_unless(&mut self, current: Option<ReplyId>) {
+        if let Some(running) = self.current.as_ref().map(|c| c.id) {
+            if Some(running) != current {
+                self.retire(running);
+            }
+        }
+    }
+
     /// Reply `id` failed: there is nothing left of it to cancel.
     pub(super) fn failed(&mut self, id: ReplyId) {
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|(current, _)| *current == id)
-        {
+        if self.current.as_ref().is_some_and(|c| c.id == id) {
             self.current = None;
         }
     }
@@ -110,8 +170,8 @@ impl Speaker {
     /// The call ended: every reply stops at once; the returned future gives the writer up to
     /// `grace` to finish.
     pub(super) fn finish(self, grace: Duration) -> impl Future<Output = ()> {
-        if let Some((_, token)) = &self.current {
-            token.cancel();
+        if let Some(current) = &self.current {
+            current.token.cancel();
         }
         self.cancel.cancel();
         async move {

@@ -23,29 +23,33 @@ use crate::twilio::media::Outbound;
 /// where cancellation is instant.
 pub const SPEECH_QUEUE_FRAMES: usize = 100;
 
+/// One playing of a reply: its first is take 0, and each time it resumes after an interruption
+/// that turned out not to be one, the next. A `clear` drops a take and everything older.
+pub type Take = (ReplyId, u32);
+
 /// Audio and marks of one reply, in the order Twilio must play them.
 #[derive(Debug)]
 pub enum Speech {
     /// 20 ms of μ-law.
     Frame {
-        /// The reply the frame belongs to.
-        reply: ReplyId,
+        /// The reply and take the frame belongs to.
+        take: Take,
         /// The audio.
         audio: [u8; FRAME_BYTES],
     },
     /// Ask Twilio to tell us when playback reaches this point: the end of one phrase.
     Mark {
-        /// The reply the mark belongs to.
-        reply: ReplyId,
+        /// The reply and take the mark belongs to.
+        take: Take,
         /// The phrase it ends.
         phrase: usize,
     },
 }
 
 impl Speech {
-    fn reply(&self) -> ReplyId {
+    fn take(&self) -> Take {
         match self {
-            Speech::Frame { reply, .. } | Speech::Mark { reply, .. } => *reply,
+            Speech::Frame { take, .. } | Speech::Mark { take, .. } => *take,
         }
     }
 }
@@ -53,10 +57,10 @@ impl Speech {
 /// Orders that overtake queued speech.
 #[derive(Debug)]
 pub enum Control {
-    /// Barge-in: drop everything queued for `reply` and older, then send Twilio `clear`.
+    /// Barge-in: drop everything queued for `take` and older, then send Twilio `clear`.
     Clear {
-        /// The interrupted reply.
-        reply: ReplyId,
+        /// The interrupted take.
+        take: Take,
     },
 }
 
@@ -107,8 +111,8 @@ struct TwilioWriter {
     control: mpsc::Receiver<Control>,
     /// Speech of newer replies found while draining for a clear; sent before anything else.
     held: VecDeque<Speech>,
-    /// Replies up to and including this one were interrupted: their speech is dropped.
-    dropped_through: Option<ReplyId>,
+    /// Takes up to and including this one were interrupted: their speech is dropped.
+    dropped_through: Option<Take>,
     /// The call's recording, when `RECORD_DIR` is set.
     tap: Option<Tap>,
 }
@@ -120,7 +124,7 @@ impl TwilioWriter {
                 biased;
                 () = cancel.cancelled() => break,
                 control = self.control.recv() => match control {
-                    Some(Control::Clear { reply }) => self.clear(reply).await,
+                    Some(Control::Clear { take }) => self.clear(take).await,
                     None => break,
                 },
                 speech = next_speech(&mut self.held, &mut self.speech) => match speech {
@@ -136,16 +140,16 @@ impl TwilioWriter {
         let _ = self.sink.close().await;
     }
 
-    async fn clear(&mut self, reply: ReplyId) -> Result<(), axum::Error> {
-        self.dropped_through = self.dropped_through.max(Some(reply));
+    async fn clear(&mut self, take: Take) -> Result<(), axum::Error> {
+        self.dropped_through = self.dropped_through.max(Some(take));
         let mut dropped = 0usize;
         self.held.retain(|s| {
-            let keep = s.reply() > reply;
+            let keep = s.take() > take;
             dropped += usize::from(!keep);
             keep
         });
         while let Ok(speech) = self.speech.try_recv() {
-            if speech.reply() > reply {
+            if speech.take() > take {
                 self.held.push_back(speech);
             } else {
                 dropped += 1;
@@ -156,14 +160,15 @@ impl TwilioWriter {
     }
 
     async fn play(&mut self, speech: Speech) -> Result<(), axum::Error> {
-        if Some(speech.reply()) <= self.dropped_through {
+        if Some(speech.take()) <= self.dropped_through {
             return Ok(());
         }
         match speech {
             Speech::Frame { audio, .. } => self.send(Outbound::Media(&audio)).await,
-            Speech::Mark { reply, phrase } => {
-                self.send(Outbound::Mark(&reply.mark_name(phrase))).await
-            }
+            Speech::Mark {
+                take: (reply, _),
+                phrase,
+            } => self.send(Outbound::Mark(&reply.mark_name(phrase))).await,
         }
     }
 

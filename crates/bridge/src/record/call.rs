@@ -190,7 +190,16 @@ impl CallRecording {
                         at_ms,
                         reply: *reply,
                         heard: heard.clone(),
+                        resumed: false,
                     });
+                }
+                CallEvent::Resumed { reply, .. } => {
+                    if let Some(r) = replies.iter_mut().find(|r: &&mut Reply| r.reply == *reply) {
+                        r.interrupted = false;
+                    }
+                    if let Some(b) = barge_ins.iter_mut().rev().find(|b| b.reply == *reply) {
+                        b.resumed = true;
+                    }
                 }
                 CallEvent::Dtmf { digit } => dtmf.push(Key {
                     at_ms,

@@ -149,6 +149,9 @@ pub struct BargeIn {
     /// was audible yet, or in recordings made before this was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heard: Option<String>,
+    /// It was only a backchannel or a noise: the reply resumed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }
 
 /// A key press.

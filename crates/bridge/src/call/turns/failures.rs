@@ -81,8 +81,14 @@ impl Turns {
     ) -> Vec<Action> {
         if self.current_reply() == Some(id) {
             // Audio already queued still plays: the whole phrases heard are what is kept.
-            if let Reply::Speaking { spoken, .. } = &self.reply {
-                let (user_text, heard) = (spoken.user_text.clone(), spoken.heard());
+            let kept = match &self.reply {
+                Reply::Speaking { spoken, .. } => Some((spoken.user_text.clone(), spoken.heard())),
+                Reply::Paused { spoken, pause, .. } => {
+                    Some((spoken.user_text.clone(), pause.heard.clone()))
+                }
+                Reply::Idle | Reply::Thinking { .. } => None,
+            };
+            if let Some((user_text, heard)) = kept {
                 self.remember(user_text.as_deref(), heard);
             }
             self.reply = Reply::Idle;

@@ -9,6 +9,7 @@ mod detection;
 mod failures;
 mod history;
 mod idle;
+mod interruption;
 mod latency;
 mod playout;
 mod progress;
@@ -25,6 +26,7 @@ use history::History;
 pub use history::{MAX_HISTORY_CHARS, MAX_HISTORY_EXCHANGES};
 use idle::IdleWatch;
 pub use idle::{IdlePolicy, IdleStep};
+pub use interruption::{Interruption, InterruptionPolicy, DEFAULT_BACKCHANNEL_WORDS};
 use latency::TurnLatency;
 pub use playout::{AUDIBLE, CUT_OFF};
 pub use progress::ReplyId;
@@ -47,13 +49,28 @@ pub enum Action {
         /// System prompt, history and the caller's new turn.
         messages: Vec<ChatMessage>,
     },
-    /// Barge-in: cancel reply `id`, drop its queued audio and send Twilio `clear`.
+    /// Barge-in: drop reply `id`'s queued audio and send Twilio `clear`; the reply stops for
+    /// good, or, when `hold`, keeps its audio for an [`Action::Resume`] or [`Action::Discard`].
     Interrupt {
         /// The reply being cut off.
         id: ReplyId,
         /// What the caller heard of it, to the word and ending in [`CUT_OFF`]; `None` when
         /// nothing of it was audible yet.
         heard: Option<String>,
+        /// The interruption may prove to be a backchannel: keep the reply for resuming.
+        hold: bool,
+    },
+    /// The interruption was no turn: reply `id` plays again from the start of phrase `from`.
+    Resume {
+        /// The held reply.
+        id: ReplyId,
+        /// The phrase that was cut.
+        from: usize,
+    },
+    /// Held reply `id` will not play again: drop it and its audio.
+    Discard {
+        /// The held reply.
+        id: ReplyId,
     },
     /// The caller stayed silent: the `Say` that follows is this step of the idle rules.
     Idle(IdleStep),
@@ -103,6 +120,10 @@ pub struct Turns {
     latency: TurnLatency,
     /// Checks on a caller who stays silent.
     idle: IdleWatch,
+    /// Tells interruptions from acknowledgements.
+    interruptions: InterruptionPolicy,
+    /// Outcomes of interruptions not yet handed to the metrics ([`Turns::counted`]).
+    counted: Vec<Interruption>,
 }
 
 /// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
@@ -131,6 +152,8 @@ impl Turns {
             farewell: Farewell::None,
             latency: TurnLatency::default(),
             idle: IdleWatch::default(),
+            interruptions: InterruptionPolicy::default(),
+            counted: Vec::new(),
         }
     }
 
@@ -175,7 +198,12 @@ impl Turns {
         let mut actions = Vec::new();
         if let Some(id) = self.current_reply() {
             let heard = self.cut_off(now);
-            actions.push(Action::Interrupt { id, heard });
+            self.keep_the_call(id);
+            actions.push(Action::Interrupt {
+                id,
+                heard,
+                hold: false,
+            });
         }
         self.heard.clear();
         self.interim_pending = false;
@@ -205,20 +233,39 @@ impl Turns {
     fn take_transcript(&mut self, text: &str, heard: Heard, now: Instant) -> Vec<Action> {
         let text = text.trim();
         if text.is_empty() {
+            let paused = matches!(self.reply, Reply::Paused { .. });
+            if paused && heard != Heard::Interim && self.heard.is_empty() {
+                // The recogniser found no words in what interrupted the reply.
+                self.interim_pending = false;
+                return self.resume();
+            }
             return match heard {
                 Heard::EndOfSpeech => self.on_end_of_speech(now),
                 Heard::Interim | Heard::Final => Vec::new(),
             };
         }
+        if self.too_few_to_interrupt(text) {
+            if heard != Heard::Interim {
+                self.counted.push(Interruption::Ignored);
+            }
+            return Vec::new();
+        }
         self.caller_answered();
-        let mut actions = self.barge_in(now);
+        // Final words that are more than a backchannel take the floor without a doubt.
+        let may_resume = heard == Heard::Interim || self.interruptions.is_backchannel(text);
+        let mut actions = self.barge_in(now, may_resume);
         self.deadline = Some(now + self.silence_timeout);
         if heard == Heard::Interim {
             self.interim_pending = true;
+            self.paused_interim(text);
             return actions;
         }
         self.heard.push(text.to_owned());
         self.interim_pending = false;
+        actions.extend(self.settle(now));
+        if self.reply_is_paused_or_resumed() {
+            return actions;
+        }
         if self.end_on_final {
             actions.extend(self.end_turn(now));
         } else if heard == Heard::EndOfSpeech {
@@ -265,7 +312,7 @@ impl Turns {
             "#" if !self.digits.is_empty() => {
                 let pressed = format!("The caller pressed: {}", self.digits.join(" "));
                 self.digits.clear();
-                let mut actions = self.barge_in(now);
+                let mut actions = self.barge_in(now, false);
                 self.heard.push(pressed);
                 self.interim_pending = false;
                 actions.extend(self.end_turn(now));
@@ -293,7 +340,8 @@ impl Turns {
     /// Time passed; ends the caller's turn when the silence timer has run out, checks on a
     /// silent caller, and ends the call when its goodbye has run out of time.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
-        let mut actions = self.silence_tick(now);
+        let mut actions = self.settle(now);
+        actions.extend(self.silence_tick(now));
         actions.extend(self.idle_tick(now));
         self.hang_up_when_done(actions, Some(now))
     }
@@ -325,6 +373,7 @@ impl Turns {
             self.deadline,
             self.idle_deadline(),
             self.farewell_deadline(),
+            self.pause_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -358,6 +407,11 @@ impl Turns {
         matches!(self.reply, Reply::Speaking { .. })
     }
 
+    /// Outcomes of interruptions since the last call, for the metrics.
+    pub fn counted(&mut self) -> std::vec::Drain<'_, Interruption> {
+        self.counted.drain(..)
+    }
+
     /// Caller turns taken so far.
     pub fn turns(&self) -> u32 {
         self.turns
@@ -379,35 +433,62 @@ impl Turns {
     }
 
     /// The caller spoke at `now`: stop whatever the assistant is preparing or saying. Once
-    /// its audio was audible ([`AUDIBLE`]), the history keeps what they heard of it and their
-    /// words are a turn of their own; before that, they continue the turn being answered. A
-    /// caller who answers the idle goodbye keeps the call.
-    fn barge_in(&mut self, now: Instant) -> Vec<Action> {
+    /// its audio was audible ([`AUDIBLE`]), their words are a turn of their own and the history
+    /// keeps what they heard of it, unless they prove to be a backchannel (`may_resume`: the
+    /// reply is held meanwhile, see `interruption.rs`); before that, they continue the turn
+    /// being answered.
+    fn barge_in(&mut self, now: Instant, may_resume: bool) -> Vec<Action> {
         let Some(id) = self.reply.id() else {
             return Vec::new();
         };
+        if matches!(self.reply, Reply::Paused { .. }) {
+            // Already interrupted: the words decide (keys take the floor at once).
+            return if may_resume {
+                Vec::new()
+            } else {
+                self.take_the_floor()
+            };
+        }
         self.barge_ins += 1;
-        let heard = self.cut_off(now);
+        let heard = self.heard_now(now);
+        if let (Some((text, from)), true) = (&heard, may_resume) {
+            let (heard, from) = (text.clone(), *from);
+            self.pause(heard.clone(), from, now);
+            return vec![Action::Interrupt {
+                id,
+                heard: Some(heard),
+                hold: true,
+            }];
+        }
+        let heard = heard.map(|(text, _)| text);
         match std::mem::replace(&mut self.reply, Reply::Idle) {
             Reply::Thinking { user_text, .. } => self.rejoin(user_text),
-            Reply::Speaking { spoken, .. } if heard.is_none() => {
-                if let Some(user_text) = spoken.user_text {
-                    self.rejoin(user_text);
+            Reply::Speaking { spoken, .. } => match &heard {
+                None => {
+                    if let Some(user_text) = spoken.user_text {
+                        self.rejoin(user_text);
+                    }
                 }
-            }
-            Reply::Speaking { .. } | Reply::Idle => {}
+                Some(text) => self.remember(spoken.user_text.as_deref(), text.clone()),
+            },
+            Reply::Paused { .. } | Reply::Idle => {}
         }
-        if let Farewell::Saying {
-            id: goodbye,
-            why: Goodbye::Idle,
-            ..
-        } = self.farewell
-        {
-            if goodbye == id {
-                self.farewell = Farewell::None;
-            }
+        self.keep_the_call(id);
+        self.counted.push(Interruption::BargeIn);
+        vec![Action::Interrupt {
+            id,
+            heard,
+            hold: false,
+        }]
+    }
+
+    /// After the caller's final words: the reply is paused (waiting for more) or resumed.
+    fn reply_is_paused_or_resumed(&self) -> bool {
+        match &self.reply {
+            Reply::Paused { .. } => true,
+            Reply::Speaking { .. } => self.heard.is_empty(),
+            Reply::Idle | Reply::Thinking { .. } => false,
         }
-        vec![Action::Interrupt { id, heard }]
     }
 
     /// The caller's unanswered words open their next turn.

@@ -63,6 +63,13 @@ impl Playout {
         self.phrase(index).length = Some(length);
     }
 
+    /// Phrases from `from` on will be sent again: their times so far are void.
+    pub(super) fn forget_from(&mut self, from: usize) {
+        for phrase in self.phrases.iter_mut().skip(from) {
+            *phrase = PhraseAudio::default();
+        }
+    }
+
     /// The mark after a phrase came back at `now`: it ended then.
     pub(super) fn confirmed(&mut self, now: Instant) {
         self.confirmed = Some(now);

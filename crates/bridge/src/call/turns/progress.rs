@@ -36,6 +36,26 @@ pub(super) enum Reply {
     Thinking { id: ReplyId, user_text: String },
     /// Phrases of `id` are being synthesized, sent or played, until Twilio echoes the last mark.
     Speaking { id: ReplyId, spoken: Spoken },
+    /// The caller spoke over `id` once it was audible: its audio was cleared but kept, until
+    /// their words show whether they took the floor or only acknowledged it.
+    Paused {
+        id: ReplyId,
+        spoken: Spoken,
+        pause: Pause,
+    },
+}
+
+/// An interruption not yet known to be a turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Pause {
+    /// The phrase that was playing: a resumed reply starts again there.
+    pub(super) from: usize,
+    /// What the caller had heard, to the word, for the history if it was a turn.
+    pub(super) heard: String,
+    /// When the caller spoke.
+    pub(super) at: Instant,
+    /// Words other than backchannels were seen (interim): no resuming for lack of words.
+    pub(super) words: bool,
 }
 
 impl Reply {
@@ -43,7 +63,9 @@ impl Reply {
     pub(super) fn id(&self) -> Option<ReplyId> {
         match self {
             Reply::Idle => None,
-            Reply::Thinking { id, .. } | Reply::Speaking { id, .. } => Some(*id),
+            Reply::Thinking { id, .. } | Reply::Speaking { id, .. } | Reply::Paused { id, .. } => {
+                Some(*id)
+            }
         }
     }
 }
@@ -84,8 +106,9 @@ impl Spoken {
     }
 
     /// What the caller had heard at `now`, when they cut the reply off there: to the word,
-    /// ending in [`CUT_OFF`]. `None` while less than [`AUDIBLE`] of it had played.
-    pub(super) fn heard_until(&self, now: Instant) -> Option<String> {
+    /// ending in [`CUT_OFF`], and the phrase that was playing. `None` while less than
+    /// [`AUDIBLE`] of it had played.
+    pub(super) fn heard_until(&self, now: Instant) -> Option<(String, usize)> {
         let position = self.playout.position(self.played, &self.phrases, now);
         if self.played == 0 && position.played < AUDIBLE {
             return None;
@@ -102,7 +125,16 @@ impl Spoken {
         }
         let mut heard = words.join(" ");
         heard.push_str(CUT_OFF);
-        Some(heard)
+        Some((
+            heard,
+            position.whole.min(self.phrases.len().saturating_sub(1)),
+        ))
+    }
+
+    /// Played again from phrase `from`: what was estimated from there on is void.
+    pub(super) fn replay_from(&mut self, from: usize) {
+        self.played = from;
+        self.playout.forget_from(from);
     }
 }
 
@@ -125,6 +157,11 @@ impl Turns {
         if let Reply::Speaking {
             id: current,
             spoken,
+        }
+        | Reply::Paused {
+            id: current,
+            spoken,
+            ..
         } = &mut self.reply
         {
             if *current == id {
@@ -171,6 +208,11 @@ impl Turns {
                     self.finish_reply(now);
                 }
             }
+            Reply::Paused {
+                id: current,
+                spoken,
+                ..
+            } if *current == id => spoken.complete = true,
             // The model said nothing speakable: the caller's turn stays unanswered.
             Reply::Thinking { id: current, .. } if *current == id => {
                 self.reply = Reply::Idle;
@@ -213,14 +255,26 @@ impl Turns {
         self.floor_to_caller(now);
     }
 
+    /// What the caller had heard of the current reply at `now` and the phrase that was
+    /// playing (for a paused reply: when it paused); `None` when nothing of it was audible.
+    pub(super) fn heard_now(&self, now: Instant) -> Option<(String, usize)> {
+        match &self.reply {
+            Reply::Speaking { spoken, .. } => spoken.heard_until(now),
+            Reply::Paused { pause, .. } => Some((pause.heard.clone(), pause.from)),
+            Reply::Idle | Reply::Thinking { .. } => None,
+        }
+    }
+
     /// The current reply stops at `now` before its end: what the caller heard of it, to the
     /// word, goes into the history. Returns that text, or `None` when nothing was audible yet.
     pub(super) fn cut_off(&mut self, now: Instant) -> Option<String> {
-        let Reply::Speaking { spoken, .. } = &self.reply else {
-            return None;
+        let (heard, _) = self.heard_now(now)?;
+        let user_text = match &self.reply {
+            Reply::Speaking { spoken, .. } | Reply::Paused { spoken, .. } => {
+                spoken.user_text.clone()
+            }
+            Reply::Idle | Reply::Thinking { .. } => None,
         };
-        let heard = spoken.heard_until(now)?;
-        let user_text = spoken.user_text.clone();
         self.remember(user_text.as_deref(), heard.clone());
         Some(heard)
     }

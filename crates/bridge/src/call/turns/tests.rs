@@ -8,6 +8,8 @@ mod deepgram;
 mod failures;
 /// Prompts for a silent caller, and their goodbye.
 mod idle;
+/// Backchannels resume a reply; real words take the floor.
+mod interruptions;
 /// End of speech → first answer audio.
 mod latency;
 
@@ -154,7 +156,8 @@ fn speech_during_the_greeting_interrupts_it() {
         actions,
         vec![Action::Interrupt {
             id: greeting,
-            heard: None
+            heard: None,
+            hold: false
         }]
     );
     assert!(!turns.is_speaking());
@@ -182,7 +185,8 @@ fn speech_while_thinking_cancels_and_joins_the_turn() {
         actions,
         vec![Action::Interrupt {
             id: first,
-            heard: None
+            heard: None,
+            hold: false
         }]
     );
     // A late phrase of the cancelled reply changes nothing.
@@ -211,7 +215,11 @@ fn interrupting_before_the_answer_was_audible_joins_the_turn_too() {
     // 99 ms of audio played: not yet heard.
     assert_eq!(
         turns.on_transcript("by car", Heard::Interim, ms(t0, 2499)),
-        vec![Action::Interrupt { id, heard: None }]
+        vec![Action::Interrupt {
+            id,
+            heard: None,
+            hold: false
+        }]
     );
     turns.on_transcript("by car", Heard::Final, ms(t0, 2600));
     let (_, said, len) = asked(&turns.on_tick(ms(t0, 4600)));
@@ -234,6 +242,7 @@ fn interrupting_audible_speech_is_a_new_turn_even_in_the_first_phrase() {
     let [Action::Interrupt {
         id: cut,
         heard: Some(heard),
+        ..
     }] = actions.as_slice()
     else {
         panic!("{actions:?}")
@@ -387,7 +396,8 @@ fn digits_then_hash_become_a_turn_for_the_model() {
         actions[0],
         Action::Interrupt {
             id: greeting,
-            heard: None
+            heard: None,
+            hold: false
         }
     );
     let (_, said, _) = asked(&actions[1..]);
@@ -460,7 +470,8 @@ fn saying_something_now_interrupts_and_forgets_unfinished_words() {
         actions[0],
         Action::Interrupt {
             id: greeting,
-            heard: None
+            heard: None,
+            hold: false
         }
     );
 }

@@ -95,7 +95,8 @@ fn an_older_reply_failing_late_cuts_off_the_current_one_for_the_fallback() {
         vec![
             Action::Interrupt {
                 id: second,
-                heard: None
+                heard: None,
+                hold: false
             },
             Action::Say {
                 id: ReplyId(second.0 + 1),
