@@ -28,6 +28,7 @@ use crate::settings;
 pub use crate::store::{RedisUrl, StoreSettings};
 pub use crate::stt::deepgram::{SttSettings, MIN_UTTERANCE_END_MS};
 pub use crate::telemetry::{LogFormat, LogSettings};
+pub use crate::tools::ToolSettings;
 pub use crate::transcribe::TranscribeSettings;
 pub use crate::tts::deepgram::TtsSettings;
 pub use crate::twilio::TwilioSettings;
@@ -156,6 +157,9 @@ pub struct Config {
     /// Whether calls are recorded.
     #[command(flatten)]
     pub record: RecordSettings,
+    /// The assistant's tools: the operator's, and where a transfer dials.
+    #[command(flatten)]
+    pub tools: ToolSettings,
     /// How the binary logs.
     #[command(flatten)]
     pub log: LogSettings,
@@ -163,7 +167,8 @@ pub struct Config {
 
 impl Config {
     /// Checks what no single setting can: the keys the mode needs (Deepgram always, Mistral
-    /// unless transcribing). `--transcribe` becomes `MODE=transcribe`.
+    /// unless transcribing), and `TOOLS_SECRET` when there is a `TOOLS_FILE` (tool requests
+    /// are always signed). `--transcribe` becomes `MODE=transcribe`.
     pub fn validated(mut self) -> Result<Self, ConfigError> {
         if self.server.transcribe {
             self.server.mode = Mode::Transcribe;
@@ -177,6 +182,11 @@ impl Config {
         if self.server.mode == Mode::Converse && missing(&self.keys.mistral_api_key) {
             return Err(ConfigError::Missing {
                 var: "MISTRAL_API_KEY",
+            });
+        }
+        if self.tools.tools_file.is_some() && missing(&self.tools.tools_secret) {
+            return Err(ConfigError::Missing {
+                var: "TOOLS_SECRET",
             });
         }
         Ok(self)

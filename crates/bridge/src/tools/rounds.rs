@@ -1,0 +1,137 @@
+//! Tool rounds: the model asks for tools, the bridge runs them, and the model is asked again
+//! with the results, until it answers in words, ends or transfers the call, or the rounds run
+//! out.
+//!
+//! [`Toolbox::round`] runs the calls of one reply and shapes its messages as Mistral expects
+//! them (PROTOCOLS.md 6.5: the assistant's calls echoed, then one `tool` message per call, same
+//! ids); it is what a streamed reply uses once its [`crate::llm::mistral::Piece::ToolCalls`]
+//! arrived. [`answer`] drives whole (non-streamed) replies, for the Gather flow.
+
+use crate::llm::mistral::{LlmError, Mistral};
+use crate::llm::tools::ToolRequest;
+use crate::llm::ChatMessage;
+
+use super::{ToolOutcome, Toolbox};
+
+/// Tool rounds allowed in one turn; a model still asking for tools after them gets no more
+/// and the caller hears the fallback phrase.
+pub const MAX_TOOL_ROUNDS: usize = 3;
+
+/// The result a built-in tool returns to the model.
+const BUILT_IN_DONE: &str = "{\"ok\": true}";
+
+/// What the call does after the assistant's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The conversation goes on.
+    Continue,
+    /// The call ends once the words were heard.
+    End,
+    /// The caller is put through to a person once the words were heard.
+    Transfer {
+        /// Why, in the model's words.
+        reason: String,
+    },
+}
+
+/// One reply's tool calls, run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Round {
+    /// The assistant message with its calls, then one `tool` message per call, in call order.
+    pub messages: Vec<ChatMessage>,
+    /// An end or transfer the model asked for (the first, if several).
+    pub step: Step,
+}
+
+impl Toolbox {
+    /// Runs `requests` (the calls of one reply whose words were `text`) one after the other
+    /// for call `call_sid`, and shapes the round's messages.
+    pub async fn round(&self, call_sid: &str, text: &str, requests: &[ToolRequest]) -> Round {
+        let calls = requests.iter().map(|r| r.call.clone()).collect();
+        let mut messages = vec![ChatMessage::assistant_tool_calls(text, calls)];
+        let mut step = Step::Continue;
+        for request in requests {
+            let result = match self.run(call_sid, request).await {
+                ToolOutcome::Result(text) => text,
+                ToolOutcome::EndCall => {
+                    if step == Step::Continue {
+                        step = Step::End;
+                    }
+                    BUILT_IN_DONE.to_owned()
+                }
+                ToolOutcome::Transfer { reason } => {
+                    if step == Step::Continue {
+                        step = Step::Transfer { reason };
+                    }
+                    BUILT_IN_DONE.to_owned()
+                }
+            };
+            messages.push(ChatMessage::tool_result(&request.call, result));
+        }
+        Round { messages, step }
+    }
+}
+
+/// A whole answer after any tool rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolAnswer {
+    /// What the caller hears: the model's final words (or its closing words, for an end or a
+    /// transfer; possibly empty then), or the fallback phrase when the rounds ran out.
+    pub text: String,
+    /// What happens after the words.
+    pub step: Step,
+    /// The tool traffic between the caller's words and `text`, for the history: each round's
+    /// assistant message and its results. With `text` as the assistant's last message after
+    /// them, the history obeys Mistral's rules.
+    pub tool_messages: Vec<ChatMessage>,
+}
+
+/// Asks `llm` for the answer to `conversation` (which ends on the caller's words) offering the
+/// toolbox's tools, running the operator's tools for up to [`MAX_TOOL_ROUNDS`] rounds.
+pub async fn answer(
+    llm: &Mistral,
+    toolbox: &Toolbox,
+    call_sid: &str,
+    mut conversation: Vec<ChatMessage>,
+    fallback: &str,
+) -> Result<ToolAnswer, LlmError> {
+    let start = conversation.len();
+    for round in 0..=MAX_TOOL_ROUNDS {
+        let reply = llm
+            .complete_with_tools(&conversation, toolbox.offer())
+            .await?;
+        if reply.tool_calls.is_empty() {
+            return Ok(ToolAnswer {
+                text: reply.text,
+                step: Step::Continue,
+                tool_messages: conversation.split_off(start),
+            });
+        }
+        if round == MAX_TOOL_ROUNDS {
+            break;
+        }
+        let mut done = toolbox
+            .round(call_sid, &reply.text, &reply.tool_calls)
+            .await;
+        if done.step != Step::Continue {
+            // The closing words become the answer after the calls, not part of them.
+            done.messages[0].content.clear();
+            conversation.extend(done.messages);
+            return Ok(ToolAnswer {
+                text: reply.text,
+                step: done.step,
+                tool_messages: conversation.split_off(start),
+            });
+        }
+        conversation.extend(done.messages);
+    }
+    tracing::warn!(
+        rounds = MAX_TOOL_ROUNDS,
+        "the model still asks for tools after the last round; the caller hears the fallback"
+    );
+    Ok(ToolAnswer {
+        text: fallback.to_owned(),
+        step: Step::Continue,
+        tool_messages: conversation.split_off(start),
+    })
+}
