@@ -29,6 +29,7 @@ use crate::record::Recorder;
 use crate::socket::SOCKET_READ_BUFFER;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::stt::deepgram::DeepgramStt;
+use crate::tools::Toolbox;
 use crate::transcribe::{self, TranscribeServices};
 use crate::tts::deepgram::DeepgramTts;
 use crate::twilio::signature::{require_signature, SignatureCheck, Validator};
@@ -48,6 +49,8 @@ pub struct AppState {
     pub calls: Arc<CallServices>,
     /// The Gather flow's store, model client and page settings.
     pub gather: Arc<GatherServices>,
+    /// The assistant's tools (built-in and the operator's), for every mode that has a model.
+    pub toolbox: Arc<Toolbox>,
     /// Checks Twilio's request signatures (lets everything through when no auth token is set).
     pub signatures: Arc<SignatureCheck>,
     /// Counters and latencies served at `/metrics`.
@@ -75,15 +78,17 @@ impl AppState {
         let admission = Arc::new(Admission::new(config.server.max_calls));
         let store = open_store(&config)?;
         let mistral = || Mistral::new(http.clone(), &config.llm, config.keys.mistral());
+        let metrics = Arc::new(Metrics::new());
+        let toolbox = Arc::new(Toolbox::new(&config.tools, http.clone(), metrics.clone()));
         let gather = GatherServices::new(
             &config.gather,
             &config.assistant,
             store.clone(),
             (mistral(), config.llm.llm_timeout),
+            (toolbox.clone(), config.tools.transfer()),
             admission.clone(),
             config.twilio.public_url.clone(),
         );
-        let metrics = Arc::new(Metrics::new());
         let stt = DeepgramStt::new(&config.stt, config.keys.deepgram());
         let transcribe = (config.server.mode == Mode::Transcribe).then(|| {
             Arc::new(TranscribeServices::new(
@@ -129,6 +134,7 @@ impl AppState {
             config,
             calls,
             gather: Arc::new(gather),
+            toolbox,
             admission,
             metrics,
             transcribe,

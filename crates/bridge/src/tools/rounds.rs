@@ -9,9 +9,9 @@
 
 use crate::llm::mistral::{LlmError, Mistral};
 use crate::llm::tools::ToolRequest;
-use crate::llm::ChatMessage;
+use crate::llm::{ChatMessage, Role};
 
-use super::{ToolOutcome, Toolbox};
+use super::{ToolOutcome, Toolbox, END_CALL, TRANSFER_CALL};
 
 /// Tool rounds allowed in one turn; a model still asking for tools after them gets no more
 /// and the caller hears the fallback phrase.
@@ -32,6 +32,38 @@ pub enum Step {
         /// Why, in the model's words.
         reason: String,
     },
+}
+
+impl Step {
+    /// The end or transfer recorded in a turn's tool traffic (as [`ToolAnswer::tool_messages`]
+    /// keeps it), for a webhook that finds the answer in the store rather than from the model.
+    pub fn of(tool_messages: &[ChatMessage]) -> Self {
+        let done = |name: &str| {
+            tool_messages.iter().find(|m| {
+                m.role == Role::Tool
+                    && m.name.as_deref() == Some(name)
+                    && m.content == BUILT_IN_DONE
+            })
+        };
+        if done(END_CALL).is_some() {
+            return Self::End;
+        }
+        let Some(result) = done(TRANSFER_CALL) else {
+            return Self::Continue;
+        };
+        let call = tool_messages
+            .iter()
+            .flat_map(|m| &m.tool_calls)
+            .find(|c| Some(c.id.as_str()) == result.tool_call_id.as_deref());
+        let reason = call
+            .and_then(|c| c.parse_arguments().ok())
+            .and_then(|args| {
+                args.get("reason")
+                    .and_then(|r| r.as_str().map(str::to_owned))
+            })
+            .unwrap_or_else(|| "not given".into());
+        Self::Transfer { reason }
+    }
 }
 
 /// One reply's tool calls, run.
