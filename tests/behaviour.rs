@@ -23,6 +23,7 @@ mod limits;
 mod loadtest;
 mod malformed_input;
 mod metrics;
+mod operator_tools;
 mod properties;
 mod provider_faults;
 mod record_replay;

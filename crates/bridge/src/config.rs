@@ -332,6 +332,25 @@ mod tests {
         assert!(config.store.redis_url.is_none());
         assert!(config.twilio.public_url.is_none());
         assert!(config.record.record_dir.is_none());
+        assert!(config.tools.tools_file.is_none() && config.tools.transfer_to.is_none());
+        assert_eq!(
+            config.tools.transfer_phrase,
+            crate::tools::DEFAULT_TRANSFER_PHRASE
+        );
+    }
+
+    #[test]
+    fn a_tools_file_needs_its_secret() {
+        let path =
+            std::env::temp_dir().join(format!("ivr-config-tools-{}.json", std::process::id()));
+        std::fs::write(&path, "[]").expect("a temp file");
+        let with_file = keyed().set("TOOLS_FILE", path.to_string_lossy());
+        let err = error(with_file.clone());
+        assert!(err.starts_with("TOOLS_SECRET is not set"), "{err}");
+        let config = with_file.set("TOOLS_SECRET", "tools-secret").build();
+        let _ = std::fs::remove_file(&path);
+        let config = config.expect("file and secret");
+        assert!(!format!("{config:?}").contains("tools-secret"));
     }
 
     #[test]
@@ -396,6 +415,14 @@ mod tests {
             ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of: text, json"),
             ("PORT", "eighty", "PORT is not valid"),
             ("MAX_CALLS", "0", "MAX_CALLS must be"),
+            ("TRANSFER_TO", "555-1234", "TRANSFER_TO must be"),
+            ("TRANSFER_TO", "sip:", "TRANSFER_TO must be"),
+            ("TRANSFER_CALLER_ID", "me", "TRANSFER_CALLER_ID must be"),
+            (
+                "TOOLS_FILE",
+                "/nonexistent/tools.json",
+                "TOOLS_FILE /nonexistent/tools.json: cannot be read",
+            ),
             ("PUBLIC_URL", "https://a.example/?x=1", "PUBLIC_URL="),
             ("REDIS_URL", "http://:hunter2@cache", "REDIS_URL="),
             (

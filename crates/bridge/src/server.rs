@@ -226,6 +226,16 @@ fn announce(config: &Config) {
         ),
         (Mode::Converse, None) => {}
     }
+    if config.server.mode == Mode::Converse {
+        let tools = &config.tools;
+        let file = tools.tools_file.as_ref();
+        tracing::info!(
+            transfer_call = tools.transfer_to.is_some(),
+            operator_tools = file.map_or(0, |f| f.tools.len()),
+            tools_file = %file.map_or_else(String::new, |f| f.path.display().to_string()),
+            "tools offered to the model: end_call, transfer_call when TRANSFER_TO is set, and TOOLS_FILE's"
+        );
+    }
 }
 
 /// How long the recordings of the last calls get to be written when the server stops.

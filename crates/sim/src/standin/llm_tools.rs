@@ -94,6 +94,27 @@ pub fn answer(request: &Value, last_user: &str) -> Answer {
     }
 }
 
+/// The answer to a tool result when the stand-in is told to keep calling tools (a model stuck
+/// in a loop): the last call again, same name and arguments, with a fresh id. `None` unless
+/// the conversation ends on a tool result.
+pub fn call_again(request: &Value) -> Option<Answer> {
+    let messages = request["messages"].as_array()?;
+    messages.last().filter(|m| m["role"] == "tool")?;
+    let asked = messages
+        .iter()
+        .rev()
+        .find_map(|m| m["tool_calls"].as_array().and_then(|calls| calls.first()))?;
+    let name = asked["function"]["name"].as_str()?;
+    let arguments = asked["function"]["arguments"]
+        .as_str()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_else(|| json!({}));
+    Some(Answer {
+        text: String::new(),
+        calls: vec![wire_call(name, &arguments)],
+    })
+}
+
 /// The offered functions: (name, parameters schema).
 fn offered_tools(request: &Value) -> Vec<(&str, &Value)> {
     let tools = request["tools"]
