@@ -15,6 +15,7 @@ mod demo;
 mod drain;
 mod fakes;
 mod gather;
+mod gather_tools;
 mod greeting_cache;
 mod http_surface;
 mod idle_caller;

@@ -1,133 +1,27 @@
-//! The assistant's tools through real sockets: the operator's tools file checked at start-up
-//! (a bad one stops the binary with one line, exit 2), the signed POST to a tool endpoint (a
-//! small axum server here that checks the HMAC), each way a tool can fail becoming a result the
-//! model answers, the 3-round limit, and the Gather flow ending, transferring and using a tool.
+//! The assistant's tools through real sockets: the signed POST to an operator's endpoint
+//! ([`crate::support::tool_endpoint`], which checks the HMAC), each way a tool can fail becoming
+//! a result the model answers, the 3-round limit, built-in steps, and the operator's tools file
+//! checked at start-up (a bad one stops the binary with one line, exit 2).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
-use hmac::{Hmac, Mac};
 use ivr_bridge::llm::history;
 use ivr_bridge::llm::mistral::Mistral;
 use ivr_bridge::llm::tools::ToolRequest;
 use ivr_bridge::llm::{ChatMessage, Role, ToolCall};
 use ivr_bridge::metrics::Metrics;
-use ivr_bridge::tools::TRANSFER_APOLOGY;
-use ivr_bridge::tools::{rounds, Step, ToolAnswer, ToolOutcome, Toolbox, DEFAULT_TRANSFER_PHRASE};
+use ivr_bridge::tools::{rounds, Step, ToolAnswer, ToolOutcome, Toolbox};
 use ivr_sim::standin::{faq, LlmStandIn, ToolCallShape};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
-use crate::support::gather_phone::{Phone, Verb};
-use crate::support::{spawn_http, start_llm, TestEnv, MISTRAL_KEY};
+use crate::support::tool_endpoint::{
+    endpoint, tools_file, write_temp, Record, Seen, APPOINTMENT, SECRET,
+};
+use crate::support::{start_llm, MISTRAL_KEY};
 
-const SECRET: &str = "tools-test-secret";
 const FALLBACK: &str = "Sorry, I could not do that just now.";
-const APPOINTMENT: &str = "Your appointment is on Monday at 9:00.";
-
-/// A request the tool endpoint received.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    content_type: String,
-    signature_ok: bool,
-    body: Value,
-}
-
-type Record = Arc<Mutex<Vec<Seen>>>;
-
-/// The operator's endpoint: records each request, checks its signature, answers by path.
-async fn endpoint(record: Record) -> String {
-    async fn handle(
-        State(record): State<Record>,
-        uri: axum::http::Uri,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Response {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key");
-        mac.update(&body);
-        let expected: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let signature_ok = header("x-ivr-bridge-signature") == expected;
-        let path = uri.path().to_owned();
-        record.lock().expect("record").push(Seen {
-            path: path.clone(),
-            content_type: header("content-type"),
-            signature_ok,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        });
-        if !signature_ok {
-            return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
-        }
-        match path.as_str() {
-            "/lookup" => APPOINTMENT.into_response(),
-            "/slow" => std::future::pending().await,
-            "/down" => (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response(),
-            "/big" => "x".repeat(17 * 1024).into_response(),
-            "/binary" => vec![0xffu8, 0xfe, 0x00].into_response(),
-            "/badjson" => ([("content-type", "application/json")], "{oops").into_response(),
-            _ => StatusCode::NOT_FOUND.into_response(),
-        }
-    }
-    let app = Router::new()
-        .route("/{*path}", post(handle))
-        .with_state(record);
-    format!("http://{}", spawn_http(app).await)
-}
-
-/// A tools file for `base`, written to a fresh temporary folder; returns its path.
-fn tools_file(base: &str, tag: &str) -> PathBuf {
-    let tool = |name: &str, path: &str, parameters: Value| {
-        json!({"name": name, "description": format!("The {name} tool."),
-            "parameters": parameters, "url": format!("{base}{path}"), "timeout_ms": 2000})
-    };
-    let named = json!({"type": "object", "properties": {"name": {"type": "string"}},
-        "required": ["name"]});
-    let mut slow = tool("slow_tool", "/slow", named.clone());
-    slow["timeout_ms"] = json!(100);
-    let tools = json!([
-        tool("lookup_appointment", "/lookup", named.clone()),
-        slow,
-        tool("down_tool", "/down", named.clone()),
-        tool("big_tool", "/big", named.clone()),
-        tool("binary_tool", "/binary", named.clone()),
-        tool("badjson_tool", "/badjson", named.clone()),
-        tool(
-            "count_visits",
-            "/lookup",
-            json!({"type": "object",
-            "properties": {"count": {"type": "integer"}}, "required": ["count"]})
-        ),
-    ]);
-    write_temp(tag, "tools.json", &tools.to_string())
-}
-
-fn write_temp(tag: &str, name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ivr-tools-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("writing a temp file");
-    path
-}
 
 /// A configuration with the stand-in as Mistral and `path` as the tools file.
 fn config(llm: &LlmStandIn, path: &Path) -> ivr_bridge::Config {
@@ -476,125 +370,4 @@ fn a_bad_tools_setting_stops_the_binary_with_one_line() {
         );
         assert!(!lines[0].contains("very-secret"), "{}", lines[0]);
     }
-}
-
-// ---- The Gather flow ----
-
-/// A server whose tools come from `path` (when given), with `transfer` as TRANSFER_TO and
-/// `vars` for the model's settings.
-async fn gather_env(path: Option<&Path>, transfer: Option<&str>, vars: &[(&str, &str)]) -> TestEnv {
-    let mut builder = ivr_bridge::Config::builder()
-        .set("DEEPGRAM_API_KEY", "unused")
-        .set("MISTRAL_API_KEY", "unused")
-        .set("TRANSFER_CALLER_ID", "+15551230000");
-    for (var, value) in vars {
-        builder = builder.set(var, *value);
-    }
-    if let Some(path) = path {
-        builder = builder
-            .set("TOOLS_FILE", path.to_string_lossy())
-            .set("TOOLS_SECRET", SECRET);
-    }
-    if let Some(target) = transfer {
-        builder = builder.set("TRANSFER_TO", target);
-    }
-    let built = builder.build().expect("tool settings");
-    TestEnv::start_with(move |config| {
-        config.tools = built.tools;
-        config.llm.llm_timeout = built.llm.llm_timeout;
-    })
-    .await
-}
-
-fn names(page: &[Verb]) -> Vec<&str> {
-    page.iter().map(|v| v.name.as_str()).collect()
-}
-
-#[tokio::test]
-async fn gather_end_call_says_goodbye_and_hangs_up() {
-    let env = gather_env(None, None, &[]).await;
-    let page = Phone::new(&env, "CAgatherend")
-        .say("That is all, goodbye!")
-        .await
-        .twiml();
-    assert_eq!(names(&page), ["Say", "Hangup"], "{page:?}");
-    assert_eq!(page[0].text, faq::GOODBYE);
-    let offered = &env.llm.requests()[0].body["tools"];
-    let offered: Vec<&str> = offered
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["function"]["name"].as_str())
-        .collect();
-    assert_eq!(
-        offered,
-        ["end_call"],
-        "no transfer_call without TRANSFER_TO"
-    );
-}
-
-#[tokio::test]
-async fn gather_transfer_says_the_phrase_then_dials_the_number_or_sip_uri() {
-    for (target, noun) in [
-        ("+15557654321", "Number"),
-        ("sip:desk@pbx.example.com", "Sip"),
-    ] {
-        let env = gather_env(None, Some(target), &[]).await;
-        let page = Phone::new(&env, "CAgathertransfer")
-            .say("Can I talk to a person about my bill?")
-            .await
-            .twiml();
-        assert_eq!(names(&page), ["Say", "Dial", "Say", "Hangup"], "{page:?}");
-        assert_eq!(page[0].text, DEFAULT_TRANSFER_PHRASE);
-        assert_eq!(page[1].attr("callerId"), "+15551230000");
-        assert_eq!(page[1].children.len(), 1);
-        assert_eq!(page[1].children[0].name, noun);
-        assert_eq!(page[1].children[0].text, target);
-        assert_eq!(page[2].text, TRANSFER_APOLOGY);
-    }
-}
-
-#[tokio::test]
-async fn gather_operator_tool_answers_and_stays_in_the_history() {
-    let seen = Record::default();
-    let base = endpoint(seen.clone()).await;
-    let path = tools_file(&base, "gather");
-    let env = gather_env(Some(&path), None, &[]).await;
-    let phone = Phone::new(&env, "CAgathertool");
-    let words = "Could you lookup appointment for Jane?";
-    let said = phone.say(words).await.says();
-    assert_eq!(said, format!("lookup_appointment answered: {APPOINTMENT}"));
-    assert_eq!(
-        seen.lock().expect("record")[0].body["call_sid"],
-        "CAgathertool"
-    );
-
-    let next = phone.say("What are your opening hours?").await.says();
-    assert_eq!(next, faq::HOURS);
-    let requests = env.llm.requests();
-    let roles: Vec<&str> = requests[2]
-        .messages
-        .iter()
-        .map(|(role, _)| role.as_str())
-        .collect();
-    assert_eq!(
-        roles,
-        ["system", "user", "assistant", "tool", "assistant", "user"],
-        "the tool traffic is kept in the history, in Mistral's order"
-    );
-    assert_eq!(requests[2].messages[3].1, APPOINTMENT);
-    assert_eq!(requests[2].status, 200, "Mistral's rules hold");
-}
-
-#[tokio::test]
-async fn a_slow_end_call_is_spoken_and_hung_up_by_speak_response() {
-    let env = gather_env(None, None, &[("LLM_TIMEOUT_MS", "50")]).await;
-    env.llm
-        .slow_when_asked("goodbye", Duration::from_millis(400));
-    let phone = Phone::new(&env, "CAgatherslow");
-    let holding = phone.say("Thanks, goodbye").await.twiml();
-    assert_eq!(names(&holding), ["Say", "Redirect"], "{holding:?}");
-    let page = phone.post("/speak_response", &[]).await.twiml();
-    assert_eq!(names(&page), ["Say", "Hangup"], "{page:?}");
-    assert_eq!(page[0].text, faq::GOODBYE);
 }

@@ -169,6 +169,31 @@ mod tests {
     }
 
     #[test]
+    fn an_end_hangs_up_and_a_transfer_dials_then_apologises() {
+        use crate::tools::{Step, Transfer, TransferTarget};
+        let style = style();
+        let pages = Pages::new(&style, None);
+        let end = pages.answer("Goodbye!", &Step::End, None);
+        assert!(end.ends_with("Goodbye!</Say><Hangup/></Response>"), "{end}");
+        let transfer = Transfer {
+            target: TransferTarget::Number("+15557654321".into()),
+            caller_id: None,
+            phrase: "Hold on.".into(),
+        };
+        let step = Step::Transfer {
+            reason: "billing".into(),
+        };
+        let page = pages.answer("Hold on.", &step, Some(&transfer));
+        assert!(
+            page.contains("Hold on.</Say><Dial><Number>+15557654321</Number></Dial><Say"),
+            "{page}"
+        );
+        assert!(page.ends_with("</Say><Hangup/></Response>"), "{page}");
+        let listening = pages.answer("Hi.", &Step::Continue, Some(&transfer));
+        assert!(listening.contains("<Gather"), "{listening}");
+    }
+
+    #[test]
     fn relative_urls_without_a_base() {
         let style = style();
         let page = Pages::new(&style, None).holding();

@@ -110,23 +110,24 @@ impl Toolbox {
     /// Runs one call the model made, for call `call_sid`, and counts its outcome.
     pub async fn run(&self, call_sid: &str, request: &ToolRequest) -> ToolOutcome {
         let name = request.call.name.as_str();
-        let (outcome, label) = match name {
-            END_CALL => (ToolOutcome::EndCall, "end_call"),
-            TRANSFER_CALL if self.transfer => (transfer(request), "transfer"),
-            _ => match self.tools.iter().find(|t| t.tool.name == name) {
-                Some(tool) => self.run_operator_tool(call_sid, tool, request).await,
-                None => (
-                    ToolOutcome::error(format!("there is no tool named {name:?}")),
-                    "unknown_tool",
-                ),
-            },
+        let operator = self.tools.iter().find(|t| t.tool.name == name);
+        let (outcome, label) = match (name, operator) {
+            (END_CALL, _) => (ToolOutcome::EndCall, "end_call"),
+            (TRANSFER_CALL, _) if self.transfer => (transfer(request), "transfer"),
+            (_, Some(tool)) => self.run_operator_tool(call_sid, tool, request).await,
+            (_, None) => (
+                ToolOutcome::error(format!("there is no tool named {name:?}")),
+                "unknown_tool",
+            ),
         };
-        let known = name == END_CALL
-            || (name == TRANSFER_CALL && self.transfer)
-            || self.tools.iter().any(|t| t.tool.name == name);
-        let tool_label = if known { name } else { UNKNOWN_LABEL };
-        self.metrics.tool_call(tool_label, label);
-        tracing::info!(tool = tool_label, outcome = label, "tool call");
+        // Only names of this toolbox become labels: the model may invent any.
+        let tool = if label == "unknown_tool" {
+            UNKNOWN_LABEL
+        } else {
+            name
+        };
+        self.metrics.tool_call(tool, label);
+        tracing::info!(tool, outcome = label, "tool call");
         outcome
     }
 

@@ -167,3 +167,44 @@ pub async fn answer(
         tool_messages: conversation.split_off(start),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::ToolCall;
+
+    fn call(id: &str, name: &str, arguments: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    #[test]
+    fn the_step_is_read_back_from_the_tool_traffic() {
+        let lookup = call("abcDEF001", "lookup", "{}");
+        let transfer = call("abcDEF002", TRANSFER_CALL, r#"{"reason": "billing"}"#);
+        let traffic = vec![
+            ChatMessage::assistant_tool_calls("", vec![lookup.clone()]),
+            ChatMessage::tool_result(&lookup, "9:00"),
+            ChatMessage::assistant_tool_calls("", vec![transfer.clone()]),
+            ChatMessage::tool_result(&transfer, BUILT_IN_DONE),
+        ];
+        assert_eq!(
+            Step::of(&traffic),
+            Step::Transfer {
+                reason: "billing".into()
+            }
+        );
+        assert_eq!(Step::of(&traffic[..2]), Step::Continue);
+        let refused = ChatMessage::tool_result(&transfer, r#"{"error": "there is no tool"}"#);
+        assert_eq!(Step::of(&[traffic[2].clone(), refused]), Step::Continue);
+        let end = call("abcDEF003", END_CALL, "");
+        let ended = [
+            ChatMessage::assistant_tool_calls("", vec![end.clone()]),
+            ChatMessage::tool_result(&end, BUILT_IN_DONE),
+        ];
+        assert_eq!(Step::of(&ended), Step::End);
+    }
+}

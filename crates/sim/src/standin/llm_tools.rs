@@ -317,6 +317,21 @@ mod tests {
     }
 
     #[test]
+    fn a_model_stuck_in_a_loop_calls_the_same_tool_again() {
+        let words = "Please check appointment for me";
+        let got = answer(&request(&["check_appointment"], words), words);
+        let follow_up = json!({"messages": [
+            {"role": "user", "content": words},
+            {"role": "assistant", "content": "", "tool_calls": [got.calls[0]]},
+            {"role": "tool", "tool_call_id": got.calls[0]["id"], "content": "at 9"}]});
+        let again = call_again(&follow_up).expect("a call again");
+        assert_eq!(again.calls.len(), 1);
+        assert_eq!(again.calls[0]["function"], got.calls[0]["function"]);
+        assert_ne!(again.calls[0]["id"], got.calls[0]["id"]);
+        assert_eq!(call_again(&request(&["check_appointment"], words)), None);
+    }
+
+    #[test]
     fn split_calls_rebuild_their_arguments() {
         let call = wire_call("f", &json!({"reason": "a long enough reason"}));
         let deltas = call_deltas(std::slice::from_ref(&call), ToolCallShape::Split);
