@@ -36,6 +36,7 @@ async fn gather_env(path: Option<&Path>, transfer: Option<&str>, vars: &[(&str, 
     TestEnv::start_with(move |config| {
         config.tools = built.tools;
         config.llm.llm_timeout = built.llm.llm_timeout;
+        config.gather.speak_response_wait = built.gather.speak_response_wait;
         config.store.redis_url = built.store.redis_url;
     })
     .await
@@ -136,4 +137,32 @@ async fn a_slow_end_call_is_spoken_and_hung_up_by_speak_response() {
     let page = phone.post("/speak_response", &[]).await.twiml();
     assert_eq!(names(&page), ["Say", "Hangup"], "{page:?}");
     assert_eq!(page[0].text, faq::GOODBYE);
+}
+
+#[tokio::test]
+async fn an_answer_is_abandoned_at_the_gather_budget_not_at_a_fixed_15_s() {
+    let vars = [("LLM_TIMEOUT_MS", "50"), ("SPEAK_RESPONSE_WAIT_MS", "100")];
+    let env = gather_env(None, None, &vars).await;
+    env.llm.hang_next(1);
+    let phone = Phone::new(&env, "CAgatherbudget");
+    let holding = phone.say("What are your opening hours?").await.twiml();
+    assert_eq!(names(&holding), ["Say", "Redirect"], "{holding:?}");
+    // Past the budget (150 ms) the answer is given up and marked failed: /speak_response
+    // apologises for a failed answer instead of still waiting for a pending one (which it did
+    // for Mistral's fixed 15 s request timeout).
+    let mut heard = Vec::new();
+    for _ in 0..40 {
+        let said = phone.post("/speak_response", &[]).await.says();
+        let failed = said.starts_with("Sorry, I couldn't find an answer");
+        heard.push(said);
+        if failed {
+            break;
+        }
+    }
+    assert!(
+        heard
+            .last()
+            .is_some_and(|s| s.starts_with("Sorry, I couldn't find an answer")),
+        "the hung answer was never given up: {heard:?}"
+    );
 }
