@@ -5,9 +5,10 @@
 //! - `POST /process_speech` asks the model with the call's history and answers with the reply
 //!   inside a barge-in `<Gather>`. The model may call tools: the operator's are run and their
 //!   results fed back; `end_call` answers `<Say>` + `<Hangup/>`, `transfer_call` `<Say>` +
-//!   `<Dial>` (then an apology and `<Hangup/>` if nobody takes the call). A silent turn is asked again once (the count rides in the
-//!   action URL, `?silence=1`), then the call ends. A model slower than `LLM_TIMEOUT_MS` gets a
-//!   holding phrase and a `<Redirect>` to `/speak_response` while it keeps writing.
+//!   `<Dial>` (then an apology and `<Hangup/>` if nobody takes the call). A silent turn is
+//!   asked again once (the count rides in the action URL, `?silence=1`), then the call ends.
+//!   A model slower than `LLM_TIMEOUT_MS` gets a holding phrase and a `<Redirect>` to
+//!   `/speak_response` while it keeps writing.
 //! - `POST /speak_response` waits (bounded) for a pending reply, else speaks the latest one.
 //! - `POST /call_status` frees a finished call's history.
 //!
@@ -129,9 +130,7 @@ impl GatherServices {
             public_url,
         }
     }
-}
 
-impl GatherServices {
     /// How long an answer may take: the webhook waits `LLM_TIMEOUT_MS`, then
     /// `/speak_response` up to `SPEAK_RESPONSE_WAIT_MS` more.
     pub fn budget(&self) -> Duration {
