@@ -10,6 +10,7 @@ pub mod gather_phone;
 pub mod instance;
 pub mod nginx;
 pub mod redis_server;
+pub mod tool_endpoint;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

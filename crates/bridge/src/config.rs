@@ -28,6 +28,7 @@ use crate::settings;
 pub use crate::store::{RedisUrl, StoreSettings};
 pub use crate::stt::deepgram::{SttSettings, MIN_UTTERANCE_END_MS};
 pub use crate::telemetry::{LogFormat, LogSettings};
+pub use crate::tools::ToolSettings;
 pub use crate::transcribe::TranscribeSettings;
 pub use crate::tts::deepgram::TtsSettings;
 pub use crate::twilio::TwilioSettings;
@@ -156,6 +157,9 @@ pub struct Config {
     /// Whether calls are recorded.
     #[command(flatten)]
     pub record: RecordSettings,
+    /// The assistant's tools: the operator's, and where a transfer dials.
+    #[command(flatten)]
+    pub tools: ToolSettings,
     /// How the binary logs.
     #[command(flatten)]
     pub log: LogSettings,
@@ -163,7 +167,8 @@ pub struct Config {
 
 impl Config {
     /// Checks what no single setting can: the keys the mode needs (Deepgram always, Mistral
-    /// unless transcribing). `--transcribe` becomes `MODE=transcribe`.
+    /// unless transcribing), and `TOOLS_SECRET` when there is a `TOOLS_FILE` (tool requests
+    /// are always signed). `--transcribe` becomes `MODE=transcribe`.
     pub fn validated(mut self) -> Result<Self, ConfigError> {
         if self.server.transcribe {
             self.server.mode = Mode::Transcribe;
@@ -177,6 +182,11 @@ impl Config {
         if self.server.mode == Mode::Converse && missing(&self.keys.mistral_api_key) {
             return Err(ConfigError::Missing {
                 var: "MISTRAL_API_KEY",
+            });
+        }
+        if self.tools.tools_file.is_some() && missing(&self.tools.tools_secret) {
+            return Err(ConfigError::Missing {
+                var: "TOOLS_SECRET",
             });
         }
         Ok(self)
@@ -322,6 +332,25 @@ mod tests {
         assert!(config.store.redis_url.is_none());
         assert!(config.twilio.public_url.is_none());
         assert!(config.record.record_dir.is_none());
+        assert!(config.tools.tools_file.is_none() && config.tools.transfer_to.is_none());
+        assert_eq!(
+            config.tools.transfer_phrase,
+            crate::tools::DEFAULT_TRANSFER_PHRASE
+        );
+    }
+
+    #[test]
+    fn a_tools_file_needs_its_secret() {
+        let path =
+            std::env::temp_dir().join(format!("ivr-config-tools-{}.json", std::process::id()));
+        std::fs::write(&path, "[]").expect("a temp file");
+        let with_file = keyed().set("TOOLS_FILE", path.to_string_lossy());
+        let err = error(with_file.clone());
+        assert!(err.starts_with("TOOLS_SECRET is not set"), "{err}");
+        let config = with_file.set("TOOLS_SECRET", "tools-secret").build();
+        let _ = std::fs::remove_file(&path);
+        let config = config.expect("file and secret");
+        assert!(!format!("{config:?}").contains("tools-secret"));
     }
 
     #[test]
@@ -386,6 +415,14 @@ mod tests {
             ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of: text, json"),
             ("PORT", "eighty", "PORT is not valid"),
             ("MAX_CALLS", "0", "MAX_CALLS must be"),
+            ("TRANSFER_TO", "555-1234", "TRANSFER_TO must be"),
+            ("TRANSFER_TO", "sip:", "TRANSFER_TO must be"),
+            ("TRANSFER_CALLER_ID", "me", "TRANSFER_CALLER_ID must be"),
+            (
+                "TOOLS_FILE",
+                "/nonexistent/tools.json",
+                "TOOLS_FILE /nonexistent/tools.json: cannot be read",
+            ),
             ("PUBLIC_URL", "https://a.example/?x=1", "PUBLIC_URL="),
             ("REDIS_URL", "http://:hunter2@cache", "REDIS_URL="),
             (

@@ -26,10 +26,12 @@ pub mod llm;
 pub mod stt;
 pub mod tts;
 
-// What a call leaves behind: its events, its recording, its stored conversation.
+// What a call leaves behind (its events, its recording, its stored conversation), and what
+// it can do besides talk (its tools).
 pub mod events;
 pub mod record;
 pub mod store;
+pub mod tools;
 
 // The three ways to serve a call, and the door they share.
 pub mod admission;

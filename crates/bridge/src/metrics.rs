@@ -35,6 +35,27 @@ pub struct WebhookOutcome {
     pub outcome: String,
 }
 
+/// A tool call's fate, as labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolCallLabels {
+    /// The tool's name: a built-in, one of `TOOLS_FILE`'s, or `unknown` for a name the model
+    /// invented (so the label set stays bounded).
+    pub tool: String,
+    /// `ok`, `timeout`, `http_error`, `bad_response`, `too_large`, `unknown_tool`,
+    /// `bad_arguments`, `end_call` or `transfer`.
+    pub outcome: String,
+}
+
+/// A tool, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabel {
+    /// The tool's name (one of `TOOLS_FILE`'s).
+    pub tool: String,
+}
+
+/// Histograms by tool; the constructor gives each tool the latency buckets.
+pub type ToolHistograms = Family<ToolLabel, Histogram, fn() -> Histogram>;
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -67,6 +88,10 @@ pub struct Metrics {
     /// Callers' interruptions of the assistant, by outcome: `barge_in` (they took the floor),
     /// `resumed` (a backchannel or noise: the reply went on), `ignored` (too few words).
     pub interruptions: Family<Outcome, Counter>,
+    /// Tool calls the model made, by tool and outcome.
+    pub tool_calls: Family<ToolCallLabels, Counter>,
+    /// An operator tool's request → its answer (seconds), by tool.
+    pub tool_duration: ToolHistograms,
 }
 
 /// Buckets from 10 ms to about 20 s.
@@ -100,6 +125,8 @@ impl Metrics {
             transcript_webhooks: Family::default(),
             idle_prompts: Counter::default(),
             interruptions: Family::default(),
+            tool_calls: Family::default(),
+            tool_duration: Family::new_with_constructor(latency_buckets),
         };
         registry.register(
             "active_calls",
@@ -162,6 +189,16 @@ impl Metrics {
             "Callers' interruptions of the assistant, by outcome: barge_in, resumed or ignored",
             metrics.interruptions.clone(),
         );
+        registry.register(
+            "tool_calls",
+            "Tool calls the model made, by tool and outcome",
+            metrics.tool_calls.clone(),
+        );
+        registry.register(
+            "tool_duration_seconds",
+            "An operator tool's request to its answer, by tool",
+            metrics.tool_duration.clone(),
+        );
         Self {
             registry: root,
             ..metrics
@@ -175,6 +212,25 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a tool call's outcome (`tool` must come from a bounded set of names).
+    pub fn tool_call(&self, tool: &str, outcome: &str) {
+        self.tool_calls
+            .get_or_create(&ToolCallLabels {
+                tool: tool.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records how long an operator tool took to answer.
+    pub fn tool_took(&self, tool: &str, seconds: f64) {
+        self.tool_duration
+            .get_or_create(&ToolLabel {
+                tool: tool.to_owned(),
+            })
+            .observe(seconds);
     }
 
     /// Counts a call's end.
@@ -218,6 +274,8 @@ mod tests {
         metrics.provider_error("mistral", "http_429");
         metrics.turn_latency.observe(0.35);
         metrics.transcript_webhook("dropped");
+        metrics.tool_call("lookup", "timeout");
+        metrics.tool_took("lookup", 0.2);
         let text = metrics.render();
         for line in [
             "ivr_bridge_active_calls 1",
@@ -226,6 +284,8 @@ mod tests {
             "ivr_bridge_provider_errors_total{provider=\"mistral\",kind=\"http_429\"} 1",
             "ivr_bridge_turn_latency_seconds_count 1",
             "ivr_bridge_transcript_webhooks_total{outcome=\"dropped\"} 1",
+            "ivr_bridge_tool_calls_total{tool=\"lookup\",outcome=\"timeout\"} 1",
+            "ivr_bridge_tool_duration_seconds_count{tool=\"lookup\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -30,6 +30,7 @@ use crate::socket::SOCKET_READ_BUFFER;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::stream_ended::{self, StreamEndServices};
 use crate::stt::deepgram::DeepgramStt;
+use crate::tools::Toolbox;
 use crate::transcribe::{self, TranscribeServices};
 use crate::tts::deepgram::DeepgramTts;
 use crate::twilio::signature::{require_signature, SignatureCheck, Validator};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub calls: Arc<CallServices>,
     /// The Gather flow's store, model client and page settings.
     pub gather: Arc<GatherServices>,
+    /// The assistant's tools (built-in and the operator's), for every mode that has a model.
+    pub toolbox: Arc<Toolbox>,
     /// Checks Twilio's request signatures (lets everything through when no auth token is set).
     pub signatures: Arc<SignatureCheck>,
     /// Counters and latencies served at `/metrics`.
@@ -83,15 +86,17 @@ impl AppState {
             voice: config.gather.twilio_voice.clone(),
             public_url: config.twilio.public_url.clone(),
         });
+        let metrics = Arc::new(Metrics::new());
+        let toolbox = Arc::new(Toolbox::new(&config.tools, http.clone(), metrics.clone()));
         let gather = GatherServices::new(
             &config.gather,
             &config.assistant,
             store.clone(),
             (mistral(), config.llm.llm_timeout),
+            (toolbox.clone(), config.tools.transfer()),
             admission.clone(),
             config.twilio.public_url.clone(),
         );
-        let metrics = Arc::new(Metrics::new());
         let stt = DeepgramStt::new(&config.stt, config.keys.deepgram());
         let transcribe = (config.server.mode == Mode::Transcribe).then(|| {
             Arc::new(TranscribeServices::new(
@@ -138,6 +143,7 @@ impl AppState {
             config,
             calls,
             gather: Arc::new(gather),
+            toolbox,
             admission,
             metrics,
             transcribe,
@@ -229,6 +235,16 @@ fn announce(config: &Config) {
             "TRANSCRIPT_WEBHOOK_URL is ignored: it is used only with MODE=transcribe"
         ),
         (Mode::Converse, None) => {}
+    }
+    if config.server.mode == Mode::Converse {
+        let tools = &config.tools;
+        let file = tools.tools_file.as_ref();
+        tracing::info!(
+            transfer_call = tools.transfer_to.is_some(),
+            operator_tools = file.map_or(0, |f| f.tools.len()),
+            tools_file = %file.map_or_else(String::new, |f| f.path.display().to_string()),
+            "tools offered to the model: end_call, transfer_call when TRANSFER_TO is set, and TOOLS_FILE's"
+        );
     }
 }
 

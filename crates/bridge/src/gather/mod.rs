@@ -3,9 +3,12 @@
 //!
 //! - `POST /call` greets inside a speech `<Gather>` whose action is `/process_speech`.
 //! - `POST /process_speech` asks the model with the call's history and answers with the reply
-//!   inside a barge-in `<Gather>`. A silent turn is asked again once (the count rides in the
-//!   action URL, `?silence=1`), then the call ends. A model slower than `LLM_TIMEOUT_MS` gets a
-//!   holding phrase and a `<Redirect>` to `/speak_response` while it keeps writing.
+//!   inside a barge-in `<Gather>`. The model may call tools: the operator's are run and their
+//!   results fed back; `end_call` answers `<Say>` + `<Hangup/>`, `transfer_call` `<Say>` +
+//!   `<Dial>` (then an apology and `<Hangup/>` if nobody takes the call). A silent turn is
+//!   asked again once (the count rides in the action URL, `?silence=1`), then the call ends.
+//!   A model slower than `LLM_TIMEOUT_MS` gets a holding phrase and a `<Redirect>` to
+//!   `/speak_response` while it keeps writing.
 //! - `POST /speak_response` waits (bounded) for a pending reply, else speaks the latest one.
 //! - `POST /call_status` frees a finished call's history.
 //!
@@ -35,6 +38,7 @@ use crate::admission::Admission;
 use crate::call::settings::AssistantSettings;
 use crate::llm::mistral::Mistral;
 use crate::store::{CallSid, ReplyId, ReplyState, Store, StoreError};
+use crate::tools::{Step, Toolbox, Transfer};
 use crate::twilio::url::public_base;
 use pages::Pages;
 pub use pages::{for_say, PageStyle, MAX_REPROMPTS, POLLY_MAX_CHARS};
@@ -75,6 +79,12 @@ pub struct GatherServices {
     pub llm_timeout: Duration,
     /// How long `/speak_response` waits for a pending reply.
     pub speak_response_wait: Duration,
+    /// The tools the model is offered, and runs them.
+    pub toolbox: Arc<Toolbox>,
+    /// Where `transfer_call` puts the caller through (`TRANSFER_TO`), when set.
+    pub transfer: Option<Transfer>,
+    /// Said when the model still asks for tools after the last round.
+    pub fallback_phrase: String,
     /// Answers still being written. A drain waits for them: once the holding phrase has gone
     /// out, another instance will speak the answer, so it must reach the store before this
     /// process exits.
@@ -87,19 +97,25 @@ pub struct GatherServices {
 
 impl GatherServices {
     /// The Gather flow with these settings, asking `llm` (whose `LLM_TIMEOUT_MS` is
-    /// `llm_timeout`) and keeping conversations in `store`.
+    /// `llm_timeout`) with `tools` and keeping conversations in `store`. A model request may
+    /// take the whole Gather budget ([`GatherServices::budget`]).
     pub fn new(
         settings: &GatherSettings,
         assistant: &AssistantSettings,
         store: Store,
         llm: (Mistral, Duration),
+        tools: (Arc<Toolbox>, Option<Transfer>),
         admission: Arc<Admission>,
         public_url: Option<Url>,
     ) -> Self {
         let (llm, llm_timeout) = llm;
+        let (toolbox, transfer) = tools;
         Self {
             store,
-            llm,
+            llm: llm.with_request_timeout(llm_timeout + settings.speak_response_wait),
+            toolbox,
+            transfer,
+            fallback_phrase: assistant.fallback_phrase.clone(),
             system_prompt: assistant.system_prompt.clone(),
             greeting: assistant.greeting.clone(),
             style: PageStyle {
@@ -113,6 +129,12 @@ impl GatherServices {
             admission,
             public_url,
         }
+    }
+
+    /// How long an answer may take: the webhook waits `LLM_TIMEOUT_MS`, then
+    /// `/speak_response` up to `SPEAK_RESPONSE_WAIT_MS` more.
+    pub fn budget(&self) -> Duration {
+        self.llm_timeout + self.speak_response_wait
     }
 }
 
@@ -185,7 +207,9 @@ async fn process_speech(
     };
     let answer = reply::spawn(services.clone(), call, id, &history, speech);
     match timeout(services.llm_timeout, answer).await {
-        Ok(Ok(Ok(reply))) => twiml(pages.listen(&reply, 0)),
+        Ok(Ok(Ok(reply))) => {
+            twiml(pages.answer(&reply.text, &reply.step, services.transfer.as_ref()))
+        }
         Ok(_) => twiml(pages.listen(LLM_APOLOGY, 0)),
         Err(_) => {
             tracing::warn!(
@@ -213,7 +237,10 @@ async fn speak_response(
     loop {
         match services.store.reply_state(&call).await {
             Err(err) => return store_failed(&pages, &err),
-            Ok(ReplyState::Latest(Some(reply))) => return twiml(pages.listen(&reply, 0)),
+            Ok(ReplyState::Latest(Some(reply))) => {
+                let step = latest_step(&services.store, &call, &reply).await;
+                return twiml(pages.answer(&reply, &step, services.transfer.as_ref()));
+            }
             Ok(ReplyState::Latest(None)) => return twiml(pages.listen(&services.greeting, 0)),
             Ok(ReplyState::Failed) => return twiml(pages.listen(LLM_APOLOGY, 0)),
             Ok(ReplyState::Pending) => {}
@@ -246,6 +273,21 @@ async fn call_status(State(services): State<Arc<GatherServices>>, form: FormResu
         tracing::debug!(status, "call status");
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Whether the call's latest answer, `reply`, ended or transferred the call (read from the
+/// tool traffic stored with it); a store that fails now lets the conversation go on.
+async fn latest_step(store: &Store, call: &CallSid, reply: &str) -> Step {
+    match store.history(call).await {
+        Ok(history) => history
+            .last()
+            .filter(|exchange| exchange.assistant == reply)
+            .map_or(Step::Continue, |exchange| Step::of(&exchange.tools)),
+        Err(err) => {
+            tracing::warn!(%err, "could not read how the latest answer ends; listening on");
+            Step::Continue
+        }
+    }
 }
 
 /// A request that is not a Twilio webhook: answered with a 4xx and a one-line reason.

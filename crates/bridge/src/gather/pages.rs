@@ -1,6 +1,7 @@
 //! The TwiML documents of the Gather flow, built with [`crate::twilio::twiml`] so that any text —
 //! a model's reply included — is escaped, stripped of Markdown and short enough for Polly.
 
+use crate::tools::{Step, Transfer, TRANSFER_APOLOGY};
 use crate::tts::text::{speakable, split_for_tts};
 use crate::twilio::twiml::{self, Element};
 
@@ -48,6 +49,22 @@ impl<'a> Pages<'a> {
     /// `silences` counts the caller's consecutive silent turns so far.
     pub fn listen(&self, text: &str, silences: u32) -> String {
         twiml::response([self.gather(text, silences)])
+    }
+
+    /// The page for an answer: said while listening, or said before the call ends, or said
+    /// before the caller is put through to `transfer` (an apology and the end follow the
+    /// `<Dial>`: Twilio goes on with them when nobody took the call).
+    pub fn answer(&self, text: &str, step: &Step, transfer: Option<&Transfer>) -> String {
+        match (step, transfer) {
+            (Step::End, _) => twiml::response([self.say(text), Element::new("Hangup")]),
+            (Step::Transfer { .. }, Some(transfer)) => twiml::response([
+                self.say(text),
+                transfer.dial(),
+                self.say(TRANSFER_APOLOGY),
+                Element::new("Hangup"),
+            ]),
+            _ => self.listen(text, 0),
+        }
     }
 
     /// Asks again after a silent turn, or says goodbye and hangs up once the caller has been
@@ -149,6 +166,31 @@ mod tests {
         let last = pages.after_silence(1);
         assert!(last.ends_with("<Hangup/></Response>"), "{last}");
         assert!(!last.contains("<Gather"), "{last}");
+    }
+
+    #[test]
+    fn an_end_hangs_up_and_a_transfer_dials_then_apologises() {
+        use crate::tools::{Step, Transfer, TransferTarget};
+        let style = style();
+        let pages = Pages::new(&style, None);
+        let end = pages.answer("Goodbye!", &Step::End, None);
+        assert!(end.ends_with("Goodbye!</Say><Hangup/></Response>"), "{end}");
+        let transfer = Transfer {
+            target: TransferTarget::Number("+15557654321".into()),
+            caller_id: None,
+            phrase: "Hold on.".into(),
+        };
+        let step = Step::Transfer {
+            reason: "billing".into(),
+        };
+        let page = pages.answer("Hold on.", &step, Some(&transfer));
+        assert!(
+            page.contains("Hold on.</Say><Dial><Number>+15557654321</Number></Dial><Say"),
+            "{page}"
+        );
+        assert!(page.ends_with("</Say><Hangup/></Response>"), "{page}");
+        let listening = pages.answer("Hi.", &Step::Continue, Some(&transfer));
+        assert!(listening.contains("<Gather"), "{listening}");
     }
 
     #[test]

@@ -15,8 +15,9 @@ use super::ChatMessage;
 use crate::secret::Secret;
 use crate::settings::{self, Schemes};
 
-/// Upper bound on one completion; a caller waiting longer hears nothing useful anyway.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Upper bound on one completion by default; a caller waiting longer hears nothing useful
+/// anyway. The Gather flow sets its own ([`Mistral::with_request_timeout`]).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Replies are spoken: a few sentences at most.
 const MAX_TOKENS: u32 = 300;
 /// Low randomness: a front desk should answer the same question the same way.
@@ -98,6 +99,8 @@ pub struct Mistral {
     model: String,
     /// Time a streamed reply has to produce its first text, retry included.
     budget: Duration,
+    /// Upper bound on one request, answer read included.
+    request_timeout: Duration,
 }
 
 /// The request body: only documented fields (Mistral rejects unknown ones with 422).
@@ -146,7 +149,15 @@ impl Mistral {
             key,
             model: settings.mistral_model.clone(),
             budget: settings.llm_timeout,
+            request_timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    /// The same client with another upper bound on one request (the Gather flow's budget:
+    /// its answer may still be spoken by `/speak_response` after `LLM_TIMEOUT_MS`).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// Asks for the assistant's next message given the whole conversation.
@@ -262,7 +273,7 @@ impl Mistral {
             .post(self.url.clone())
             .bearer_auth(self.key.expose())
             .header(reqwest::header::ACCEPT, accept)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(self.request_timeout)
             .json(&Request::new(&self.model, messages, stream, offer))
             .send()
             .await?;

@@ -124,13 +124,19 @@ impl fmt::Display for CallSid {
     }
 }
 
-/// One turn of the conversation: the caller's words and the assistant's answer to them.
+/// One turn of the conversation: the caller's words, the tools the assistant called on the
+/// way (if any), and its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exchange {
     /// What the caller said.
     pub user: String,
     /// What the assistant answered (as the model wrote it, before Markdown is stripped).
     pub assistant: String,
+    /// The tool traffic between the two, in Mistral's shape: each assistant message with its
+    /// calls, then one `tool` message per call. Absent from exchanges stored before tools
+    /// existed, and from the stored form when empty, so both forms read both ways.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ChatMessage>,
 }
 
 impl Exchange {
@@ -139,12 +145,18 @@ impl Exchange {
         Self {
             user: user.into(),
             assistant: assistant.into(),
+            tools: Vec::new(),
         }
+    }
+
+    /// The same exchange with the tool traffic that led to the answer.
+    pub fn with_tools(self, tools: Vec<ChatMessage>) -> Self {
+        Self { tools, ..self }
     }
 
     /// The stored form: one JSON object. Both stores count bytes in this form.
     pub fn encode(&self) -> String {
-        serde_json::json!({"user": self.user, "assistant": self.assistant}).to_string()
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// The exchange back from its stored form.
@@ -153,12 +165,14 @@ impl Exchange {
     }
 }
 
-/// The conversation for the model: the system prompt, the history, then the caller's new words.
+/// The conversation for the model: the system prompt, the history (tool traffic included),
+/// then the caller's new words.
 pub fn conversation(system: &str, history: &[Exchange], user: &str) -> Vec<ChatMessage> {
     let mut messages = Vec::with_capacity(history.len() * 2 + 2);
     messages.push(ChatMessage::new(Role::System, system));
     for exchange in history {
         messages.push(ChatMessage::new(Role::User, exchange.user.as_str()));
+        messages.extend(exchange.tools.iter().cloned());
         messages.push(ChatMessage::new(
             Role::Assistant,
             exchange.assistant.as_str(),
@@ -359,6 +373,22 @@ mod tests {
     fn exchanges_round_trip_through_their_stored_form() {
         let exchange = Exchange::new("Fish & \"chips\"?", "Yes <b>\n");
         assert_eq!(Exchange::decode(&exchange.encode()).unwrap(), exchange);
+        let old_form = r#"{"user":"Hours?","assistant":"Eight to six."}"#;
+        assert_eq!(
+            Exchange::decode(old_form).unwrap(),
+            Exchange::new("Hours?", "Eight to six.")
+        );
+        assert_eq!(Exchange::new("Hours?", "Eight to six.").encode(), old_form);
+        let call = crate::llm::ToolCall {
+            id: "abcDEF123".into(),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        };
+        let with_tools = Exchange::new("When?", "At nine.").with_tools(vec![
+            ChatMessage::assistant_tool_calls("", vec![call.clone()]),
+            ChatMessage::tool_result(&call, "9:00"),
+        ]);
+        assert_eq!(Exchange::decode(&with_tools.encode()).unwrap(), with_tools);
         assert!(matches!(
             Exchange::decode("nope"),
             Err(StoreError::Corrupt(_))

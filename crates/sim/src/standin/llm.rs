@@ -6,7 +6,8 @@
 //! gets words that use it. Hooks, all off by default:
 //! a record of every request (when started with `record`), faults (error statuses, requests
 //! never answered, slow questions), delays that can change while it runs, and how tool calls
-//! are cut into chunks ([`ToolCallShape`]).
+//! are cut into chunks ([`ToolCallShape`]), and a model that keeps calling tools
+//! ([`LlmStandIn::keep_calling_tools`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -69,6 +70,8 @@ struct Faults {
     slow: Vec<(String, Duration)>,
     /// How tool calls are sent.
     tool_calls: ToolCallShape,
+    /// After a tool result, call the same tool again instead of answering.
+    repeat_tools: bool,
 }
 
 /// What every request shares.
@@ -153,6 +156,12 @@ impl LlmStandIn {
         lock(&self.shared.faults).tool_calls = shape;
     }
 
+    /// Hook: after a tool result, call the same tool again instead of answering (a model
+    /// stuck in a loop of tool calls), while `on`.
+    pub fn keep_calling_tools(&self, on: bool) {
+        lock(&self.shared.faults).repeat_tools = on;
+    }
+
     /// Requests whose last user message contains `words` take `delay` to answer (first token
     /// and whole), the others keep the usual delays: one slow turn among many calls.
     pub fn slow_when_asked(&self, words: &str, delay: Duration) {
@@ -191,8 +200,12 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
         .map(|m| content_text(&m["content"]))
         .unwrap_or_default();
-    let answer = llm_tools::answer(&parsed, &last_user);
-    let shape = lock(&shared.faults).tool_calls;
+    let (shape, repeat) = {
+        let faults = lock(&shared.faults);
+        (faults.tool_calls, faults.repeat_tools)
+    };
+    let again = repeat.then(|| llm_tools::call_again(&parsed)).flatten();
+    let answer = again.unwrap_or_else(|| llm_tools::answer(&parsed, &last_user));
     set(&shared, index, |r| {
         r.status = 200;
         r.reply = Some(answer.text.clone());

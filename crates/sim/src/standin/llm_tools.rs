@@ -94,6 +94,27 @@ pub fn answer(request: &Value, last_user: &str) -> Answer {
     }
 }
 
+/// The answer to a tool result when the stand-in is told to keep calling tools (a model stuck
+/// in a loop): the last call again, same name and arguments, with a fresh id. `None` unless
+/// the conversation ends on a tool result.
+pub fn call_again(request: &Value) -> Option<Answer> {
+    let messages = request["messages"].as_array()?;
+    messages.last().filter(|m| m["role"] == "tool")?;
+    let asked = messages
+        .iter()
+        .rev()
+        .find_map(|m| m["tool_calls"].as_array().and_then(|calls| calls.first()))?;
+    let name = asked["function"]["name"].as_str()?;
+    let arguments = asked["function"]["arguments"]
+        .as_str()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_else(|| json!({}));
+    Some(Answer {
+        text: String::new(),
+        calls: vec![wire_call(name, &arguments)],
+    })
+}
+
 /// The offered functions: (name, parameters schema).
 fn offered_tools(request: &Value) -> Vec<(&str, &Value)> {
     let tools = request["tools"]
@@ -293,6 +314,21 @@ mod tests {
             answer(&follow_up, words).text,
             "check_appointment answered: at 9"
         );
+    }
+
+    #[test]
+    fn a_model_stuck_in_a_loop_calls_the_same_tool_again() {
+        let words = "Please check appointment for me";
+        let got = answer(&request(&["check_appointment"], words), words);
+        let follow_up = json!({"messages": [
+            {"role": "user", "content": words},
+            {"role": "assistant", "content": "", "tool_calls": [got.calls[0]]},
+            {"role": "tool", "tool_call_id": got.calls[0]["id"], "content": "at 9"}]});
+        let again = call_again(&follow_up).expect("a call again");
+        assert_eq!(again.calls.len(), 1);
+        assert_eq!(again.calls[0]["function"], got.calls[0]["function"]);
+        assert_ne!(again.calls[0]["id"], got.calls[0]["id"]);
+        assert_eq!(call_again(&request(&["check_appointment"], words)), None);
     }
 
     #[test]
