@@ -134,6 +134,9 @@ impl AppState {
                 Recorder::new(dir, settings)
             }),
             mirror: matches!(store, Store::Redis(_)).then(|| store.clone()),
+            store: store.clone(),
+            toolbox: toolbox.clone(),
+            transfer: config.tools.transfer(),
         });
         Ok(Self {
             signatures: Arc::new(SignatureCheck {

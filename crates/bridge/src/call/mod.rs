@@ -32,11 +32,12 @@ use crate::record::{Recorder, Tap};
 use crate::store::{CallSid, Store};
 use crate::stt::deepgram::{DeepgramStt, SttStream};
 use crate::stt::SttEvent;
+use crate::tools::{Step, Toolbox, Transfer};
 use crate::twilio::media::Start;
 use crate::twilio::stream::{call_span, MediaStream, StreamEvent, START_TIMEOUT};
 use end::EndReason;
 use publish::Publisher;
-use reply::{ReplyError, ReplyEvent, Script, Voice};
+use reply::{CallTools, ReplyError, ReplyEvent, Script, Voice};
 use speaker::Speaker;
 pub use turns::STT_APOLOGY;
 use turns::{
@@ -76,6 +77,12 @@ pub struct CallServices {
     /// Where each call's conversation is copied when `REDIS_URL` is set, so its record outlives
     /// this instance ([`mirror`]); `None` keeps it in the call's task only.
     pub mirror: Option<Store>,
+    /// Where a call records its next step for `/stream_ended` (memory or Redis).
+    pub store: Store,
+    /// The tools offered to the model (`end_call` always).
+    pub toolbox: Arc<Toolbox>,
+    /// Where `transfer_call` dials, when `TRANSFER_TO` is set.
+    pub transfer: Option<Transfer>,
 }
 
 /// Serves one Media Stream from its first message to its end.
@@ -119,6 +126,8 @@ struct Call {
     mirror: Option<mirror::Mirror>,
     /// The brain hung up, and why: the call ends before its next event.
     hung_up: Option<Goodbye>,
+    /// Twilio's id of the call.
+    call_sid: String,
 }
 
 impl Call {
@@ -143,7 +152,22 @@ impl Call {
             }
             call.map(|call| mirror::Mirror::start(store, call))
         });
-        let speaker = Speaker::new(services.voice.clone(), sink, start.stream_sid, tap);
+        let tools = Arc::new(CallTools {
+            toolbox: services.toolbox.clone(),
+            call_sid: start.call_sid.clone(),
+            transfer_phrase: services
+                .transfer
+                .as_ref()
+                .map_or_else(String::new, |t| t.phrase.clone()),
+            fallback: services.fallback_phrase.clone(),
+        });
+        let speaker = Speaker::new(
+            services.voice.clone(),
+            Some(tools),
+            sink,
+            start.stream_sid,
+            tap,
+        );
         let mut turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
             .with_detection(services.turn_detection)
             .with_fallback(services.fallback_phrase.clone())
@@ -162,6 +186,7 @@ impl Call {
             publisher,
             mirror,
             hung_up: None,
+            call_sid: start.call_sid,
         }
     }
 
@@ -172,11 +197,16 @@ impl Call {
         // Have the fallback phrase's audio ready before a provider fails, not after. (The idle
         // phrases are cached the first time they are said, like the greeting: a silent caller
         // can wait the voice's first byte.)
-        let (voice, fallback) = (
-            self.services.voice.clone(),
-            self.services.fallback_phrase.clone(),
-        );
-        tokio::spawn(async move { voice.prefetch(&fallback).await });
+        let voice = self.services.voice.clone();
+        let mut fixed = vec![self.services.fallback_phrase.clone()];
+        if self.services.toolbox.has_operator_tools() {
+            fixed.push(crate::tools::HOLDING_PHRASE.to_owned());
+        }
+        tokio::spawn(async move {
+            for text in fixed {
+                voice.prefetch(&text).await;
+            }
+        });
         let reason = loop {
             if let Some(goodbye) = self.hung_up {
                 break EndReason::Goodbye(goodbye);
@@ -266,6 +296,31 @@ impl Call {
                 let actions = self.turns.on_reply_queued(id, Instant::now());
                 self.apply(actions);
                 self.retire_finished();
+            }
+            ReplyEvent::ToolRound { id, messages } => {
+                for (name, arguments, result) in tool_calls_of(&messages) {
+                    tracing::info!(reply = id.0, tool = %name, %arguments, %result, "tool called");
+                    let event = CallEvent::ToolCall {
+                        reply: id.0,
+                        name,
+                        arguments,
+                        result,
+                    };
+                    self.publisher.publish(event);
+                }
+                self.turns.on_tool_round(id, messages);
+            }
+            ReplyEvent::Step { id, step } => {
+                let why = match step {
+                    Step::Continue => return,
+                    Step::End => Goodbye::Ended,
+                    Step::Transfer { reason } => {
+                        tracing::info!(reply = id.0, %reason, "the assistant transfers the call once its words are heard");
+                        Goodbye::Transferred
+                    }
+                };
+                let actions = self.turns.on_goodbye(id, why, Instant::now());
+                self.apply(actions);
             }
             ReplyEvent::Failed { id, error } => self.on_reply_failed(id, &error),
         }
@@ -367,7 +422,23 @@ impl Call {
     /// Hands exchanges the brain added to its history since last time to the mirror.
     fn mirror_new_exchanges(&mut self) {
         if let Some(mirror) = &mut self.mirror {
-            mirror.copy_new(self.turns.history(), self.turns.remembered());
+            mirror.copy_new(self.turns.exchanges(), self.turns.remembered());
         }
     }
+}
+
+/// The calls of a tool round and their results: (name, arguments, result) per call, in order.
+fn tool_calls_of(messages: &[crate::llm::ChatMessage]) -> Vec<(String, String, String)> {
+    let results = |id: &str| {
+        messages
+            .iter()
+            .find(|m| m.tool_call_id.as_deref() == Some(id))
+            .map(|m| m.content.clone())
+            .unwrap_or_default()
+    };
+    messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .map(|call| (call.name.clone(), call.arguments.clone(), results(&call.id)))
+        .collect()
 }

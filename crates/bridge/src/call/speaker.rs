@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::reply::{self, ReplyCommand, ReplyEvent, Script, Voice};
+use super::reply::{self, CallTools, Outlets, ReplyCommand, ReplyEvent, Script, Voice};
 use super::turns::ReplyId;
 use super::writer::{self, Control, Writer};
 use crate::record::Tap;
@@ -24,6 +24,8 @@ const REPLY_EVENTS: usize = 16;
 pub(super) struct Speaker {
     /// The model and the voice every reply uses.
     voice: Arc<Voice>,
+    /// The call's tools; `None` answers in words only.
+    tools: Option<Arc<CallTools>>,
     /// The socket's only writer.
     writer: Writer,
     /// Replies report here; the speaker keeps a sender so the channel never closes.
@@ -53,6 +55,7 @@ impl Speaker {
     /// Starts the writer of stream `stream_sid` on `sink` (recording what it sends with a `tap`).
     pub(super) fn new(
         voice: Arc<Voice>,
+        tools: Option<Arc<CallTools>>,
         sink: SplitSink<WebSocket, Message>,
         stream_sid: String,
         tap: Option<Tap>,
@@ -62,6 +65,7 @@ impl Speaker {
         let (events_tx, events) = mpsc::channel(REPLY_EVENTS);
         Self {
             voice,
+            tools,
             writer,
             events_tx,
             events,
@@ -74,15 +78,13 @@ impl Speaker {
     /// replaces (if any) stops producing.
     pub(super) fn start(&mut self, id: ReplyId, script: Script, held: bool) {
         let token = self.cancel.child_token();
-        let running = reply::spawn(
-            id,
-            script,
-            held,
-            self.voice.clone(),
-            self.writer.speech.clone(),
-            self.events_tx.clone(),
-            token.clone(),
-        );
+        let outlets = Outlets {
+            voice: self.voice.clone(),
+            tools: self.tools.clone(),
+            speech: self.writer.speech.clone(),
+            events: self.events_tx.clone(),
+        };
+        let running = reply::spawn(id, script, held, outlets, token.clone());
         let current = Current {
             id,
             token,

@@ -170,13 +170,14 @@ mod tests {
 
     #[test]
     fn an_end_hangs_up_and_a_transfer_dials_then_apologises() {
-        use crate::tools::{Step, Transfer, TransferTarget};
+        use crate::tools::{Step, Transfer};
+        use crate::twilio::next_step::Target;
         let style = style();
         let pages = Pages::new(&style, None);
         let end = pages.answer("Goodbye!", &Step::End, None);
         assert!(end.ends_with("Goodbye!</Say><Hangup/></Response>"), "{end}");
         let transfer = Transfer {
-            target: TransferTarget::Number("+15557654321".into()),
+            target: Target::parse("+15557654321").expect("number"),
             caller_id: None,
             phrase: "Hold on.".into(),
         };

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::llm::{ChatMessage, Role};
+use crate::llm::ChatMessage;
 pub use detection::{Heard, TurnDetection};
 use failures::Farewell;
 pub use failures::{Goodbye, ReplyFailure, FAREWELL_LIMIT, STT_APOLOGY};
@@ -422,9 +422,17 @@ impl Turns {
         self.barge_ins
     }
 
-    /// The conversation so far (without the system prompt).
-    pub fn history(&self) -> &[ChatMessage] {
-        self.history.messages()
+    /// The conversation so far (without the system prompt), as the model gets it.
+    pub fn history(&self) -> Vec<ChatMessage> {
+        let mut messages = self.history.request("", "");
+        messages.remove(0);
+        messages.pop();
+        messages
+    }
+
+    /// The conversation so far, exchange by exchange.
+    pub fn exchanges(&self) -> &[crate::store::Exchange] {
+        self.history.exchanges()
     }
 
     /// Exchanges added to the history since the call began, including any trimmed since.
@@ -469,7 +477,7 @@ impl Turns {
                         self.rejoin(user_text);
                     }
                 }
-                Some(text) => self.remember(spoken.user_text.as_deref(), text.clone()),
+                Some(text) => self.remember(&spoken, text.clone()),
             },
             Reply::Paused { .. } | Reply::Idle => {}
         }
@@ -503,12 +511,12 @@ impl Turns {
         let user_text = self.heard.join(" ");
         self.heard.clear();
         let id = self.new_id();
-        let history = self.history.messages();
-        let mut messages = Vec::with_capacity(history.len() + 2);
-        messages.push(ChatMessage::new(Role::System, self.system_prompt.clone()));
-        messages.extend(history.iter().cloned());
-        messages.push(ChatMessage::new(Role::User, user_text.clone()));
-        self.reply = Reply::Thinking { id, user_text };
+        let messages = self.history.request(&self.system_prompt, &user_text);
+        self.reply = Reply::Thinking {
+            id,
+            user_text,
+            tools: Vec::new(),
+        };
         self.turns += 1;
         self.latency.answering(id, now);
         vec![Action::Answer { id, messages }]

@@ -7,6 +7,8 @@ use tokio::time::Instant;
 
 use super::playout::{words_heard, Playout, AUDIBLE, CUT_OFF};
 use super::{Action, Turns};
+use crate::llm::ChatMessage;
+use crate::store::Exchange;
 
 /// Identifies one reply (the greeting included); ids only grow, so "this reply and every older
 /// one" is a comparison.
@@ -32,8 +34,13 @@ impl ReplyId {
 pub(super) enum Reply {
     /// Nothing prepared or playing: the caller has the floor.
     Idle,
-    /// The model is writing the answer to `user_text`; nothing of it is spoken yet.
-    Thinking { id: ReplyId, user_text: String },
+    /// The model is writing the answer to `user_text` (and calling `tools`); nothing of it is
+    /// spoken yet.
+    Thinking {
+        id: ReplyId,
+        user_text: String,
+        tools: Vec<ChatMessage>,
+    },
     /// Phrases of `id` are being synthesized, sent or played, until Twilio echoes the last mark.
     Speaking { id: ReplyId, spoken: Spoken },
     /// The caller spoke over `id` once it was audible: its audio was cleared but kept, until
@@ -81,6 +88,8 @@ pub(super) struct Spoken {
     pub(super) played: usize,
     /// Every phrase and mark is queued: once `played` reaches the count, the reply is over.
     pub(super) complete: bool,
+    /// Its whole tool rounds so far, in Mistral's shape, for the history.
+    pub(super) tools: Vec<ChatMessage>,
     /// When its audio went out and how long each phrase plays.
     pub(super) playout: Playout,
 }
@@ -92,6 +101,7 @@ impl Spoken {
             phrases: Vec::new(),
             played: 0,
             complete: false,
+            tools: Vec::new(),
             playout: Playout::default(),
         }
     }
@@ -144,14 +154,13 @@ impl Turns {
         if let Reply::Thinking {
             id: current,
             user_text,
+            tools,
         } = &mut self.reply
         {
             if *current == id {
-                let user_text = std::mem::take(user_text);
-                self.reply = Reply::Speaking {
-                    id,
-                    spoken: Spoken::new(Some(user_text)),
-                };
+                let mut spoken = Spoken::new(Some(std::mem::take(user_text)));
+                spoken.tools = std::mem::take(tools);
+                self.reply = Reply::Speaking { id, spoken };
             }
         }
         if let Reply::Speaking {
@@ -248,8 +257,8 @@ impl Turns {
     /// The current reply was heard to the end: the caller has the floor.
     pub(super) fn finish_reply(&mut self, now: Instant) {
         if let Reply::Speaking { spoken, .. } = &self.reply {
-            let (user_text, heard) = (spoken.user_text.clone(), spoken.heard());
-            self.remember(user_text.as_deref(), heard);
+            let (spoken, heard) = (spoken.clone(), spoken.heard());
+            self.remember(&spoken, heard);
         }
         self.reply = Reply::Idle;
         self.floor_to_caller(now);
@@ -269,23 +278,50 @@ impl Turns {
     /// word, goes into the history. Returns that text, or `None` when nothing was audible yet.
     pub(super) fn cut_off(&mut self, now: Instant) -> Option<String> {
         let (heard, _) = self.heard_now(now)?;
-        let user_text = match &self.reply {
-            Reply::Speaking { spoken, .. } | Reply::Paused { spoken, .. } => {
-                spoken.user_text.clone()
-            }
-            Reply::Idle | Reply::Thinking { .. } => None,
+        let spoken = match &self.reply {
+            Reply::Speaking { spoken, .. } | Reply::Paused { spoken, .. } => spoken.clone(),
+            Reply::Idle | Reply::Thinking { .. } => return Some(heard),
         };
-        self.remember(user_text.as_deref(), heard.clone());
+        self.remember(&spoken, heard.clone());
         Some(heard)
     }
 
-    /// Adds an exchange to the history: the caller's turn and what they heard of its answer
-    /// (fixed texts like the greeting answer no turn and are not kept).
-    pub(super) fn remember(&mut self, user_text: Option<&str>, heard: String) {
-        if let Some(user_text) = user_text {
-            if !heard.is_empty() {
-                self.history.add(user_text, heard);
+    /// Adds a reply's exchange to the history: the caller's turn, its whole tool rounds and
+    /// what they heard of the answer (fixed texts like the greeting answer no turn and are not
+    /// kept). Tool traffic is always followed by an assistant message, as Mistral requires.
+    pub(super) fn remember(&mut self, spoken: &Spoken, heard: String) {
+        let Some(user_text) = &spoken.user_text else {
+            return;
+        };
+        if heard.is_empty() && spoken.tools.is_empty() {
+            return;
+        }
+        let heard = if heard.is_empty() {
+            CUT_OFF.to_owned()
+        } else {
+            heard
+        };
+        let exchange = Exchange::new(user_text.as_str(), heard).with_tools(spoken.tools.clone());
+        self.history.add(exchange);
+    }
+
+    /// A whole tool round of reply `id` (the assistant's calls, one result per call), kept
+    /// for the history.
+    pub fn on_tool_round(&mut self, id: ReplyId, messages: Vec<ChatMessage>) {
+        match &mut self.reply {
+            Reply::Thinking {
+                id: current, tools, ..
+            } if *current == id => tools.extend(messages),
+            Reply::Speaking {
+                id: current,
+                spoken,
             }
+            | Reply::Paused {
+                id: current,
+                spoken,
+                ..
+            } if *current == id => spoken.tools.extend(messages),
+            _ => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The brain's unit tests, with invented instants.
 
 use super::*;
+use crate::llm::Role;
 
 /// The rules of `TURN_DETECTION=deepgram`, in their own file.
 mod deepgram;
@@ -77,8 +78,8 @@ fn speak_at(turns: &mut Turns, id: ReplyId, phrases: &[&str], played: usize, at:
     }
 }
 
-fn history(turns: &Turns) -> Vec<&str> {
-    turns.history().iter().map(|m| m.content.as_str()).collect()
+fn history(turns: &Turns) -> Vec<String> {
+    turns.history().into_iter().map(|m| m.content).collect()
 }
 
 #[test]
