@@ -8,6 +8,7 @@
 mod support;
 
 mod barge_in;
+mod call_control;
 mod cli;
 mod concurrency;
 mod conversation;
