@@ -138,6 +138,11 @@ impl Listener for Story<'_> {
                     from + 1
                 ),
             ),
+            CallEvent::ToolCall { name, result, .. } => self.line(
+                at,
+                "assistant",
+                &format!("calls the tool {name} → {result}"),
+            ),
             CallEvent::IdlePrompt { n } => self.line(
                 at,
                 "server",

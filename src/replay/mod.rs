@@ -220,6 +220,16 @@ impl<'w> Report<'w> {
             ),
             None => self.note("barge-ins                not in the recording: not compared"),
         }
+        match Conversation::recorded_tool_calls(&fixture.sidecar) {
+            Some(calls) => self.pairs(
+                "tool call",
+                &calls,
+                &fresh.tool_calls,
+                |a, b| a == b,
+                Clone::clone,
+            ),
+            None => self.note("tool calls               not in the recording: not compared"),
+        }
     }
 
     fn wire(&mut self, recorded: &Wire, replayed: &Wire) {

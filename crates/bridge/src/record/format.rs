@@ -80,6 +80,9 @@ pub struct Sidecar {
     /// Keys the caller pressed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtmf: Option<Vec<Key>>,
+    /// Tools the model called, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallRecord>>,
     /// End of the caller's speech → first reply audio, per answered turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn_latencies_ms: Option<Vec<u64>>,
@@ -152,6 +155,21 @@ pub struct BargeIn {
     /// It was only a backchannel or a noise: the reply resumed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
+}
+
+/// A tool the model called.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct ToolCallRecord {
+    /// When its result came back, ms since the socket opened.
+    pub at_ms: u64,
+    /// The reply whose words called it.
+    pub reply: u64,
+    /// The tool.
+    pub name: String,
+    /// Its arguments, as the model wrote them (JSON).
+    pub arguments: String,
+    /// What the model was given back.
+    pub result: String,
 }
 
 /// A key press.
