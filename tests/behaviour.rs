@@ -26,6 +26,7 @@ mod loadtest;
 mod malformed_input;
 mod metrics;
 mod operator_tools;
+mod preemptive;
 mod properties;
 mod provider_faults;
 mod record_replay;

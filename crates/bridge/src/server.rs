@@ -120,6 +120,7 @@ impl AppState {
             fallback_phrase: config.assistant.fallback_phrase.clone(),
             idle: config.idle.policy(),
             interruptions: config.turns.interruptions(),
+            preemptive: config.turns.preemptive_generation,
             shutdown: transcribe
                 .as_ref()
                 .map_or_else(CancellationToken::new, |t| t.shutdown.clone()),

@@ -66,6 +66,8 @@ pub struct CallServices {
     pub idle: Option<IdlePolicy>,
     /// How interruptions are told from acknowledgements.
     pub interruptions: InterruptionPolicy,
+    /// Whether answers are prepared before the turn ends (`PREEMPTIVE_GENERATION`).
+    pub preemptive: bool,
     /// Cancelled when the server ends the calls still in progress (end of a drain).
     pub shutdown: CancellationToken,
     /// Counters and latency histograms shared by every call.
@@ -171,7 +173,8 @@ impl Call {
         let mut turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
             .with_detection(services.turn_detection)
             .with_fallback(services.fallback_phrase.clone())
-            .with_interruptions(services.interruptions.clone());
+            .with_interruptions(services.interruptions.clone())
+            .with_preemptive(services.preemptive);
         if let Some(idle) = services.idle.clone() {
             turns = turns.with_idle(idle);
         }
@@ -264,10 +267,11 @@ impl Call {
     fn on_reply(&mut self, event: ReplyEvent) {
         match event {
             ReplyEvent::Phrase { id, text } => {
-                tracing::info!(reply = id.0, %text, "assistant says");
-                self.turns.on_phrase(id, &text);
-                self.publisher
-                    .publish(CallEvent::Phrase { reply: id.0, text });
+                if self.turns.on_phrase(id, &text) {
+                    tracing::info!(reply = id.0, %text, "assistant says");
+                    self.publisher
+                        .publish(CallEvent::Phrase { reply: id.0, text });
+                }
             }
             ReplyEvent::FirstAudio { id } => {
                 let turn_latency = self.turns.on_first_audio(id, Instant::now());
@@ -356,13 +360,24 @@ impl Call {
             match action {
                 Action::Say { id, text } => self.speaker.start(id, Script::Say(text), false),
                 Action::Answer { id, messages } => {
-                    self.services.metrics.turns.inc();
                     if let Some(turn) = messages.last() {
-                        let (turn, text) = (self.turns.turns(), turn.content.clone());
-                        tracing::info!(turn, %text, "caller's turn ended");
-                        self.publisher.publish(CallEvent::TurnEnded { turn, text });
+                        self.turn_ended(turn.content.clone());
                     }
                     self.speaker.start(id, Script::Answer(messages), false);
+                }
+                Action::Prepare { id, messages } => {
+                    tracing::debug!(reply = id.0, "preparing the answer before the turn ends");
+                    self.speaker.start(id, Script::Answer(messages), true);
+                }
+                Action::Release { id, text, phrases } => {
+                    tracing::debug!(reply = id.0, "the prepared answer goes out");
+                    self.turn_ended(text);
+                    self.speaker.play(id, 0);
+                    for text in phrases {
+                        tracing::info!(reply = id.0, %text, "assistant says");
+                        self.publisher
+                            .publish(CallEvent::Phrase { reply: id.0, text });
+                    }
                 }
                 Action::Interrupt { id, heard, hold } => {
                     self.speaker.interrupt(id, hold);
@@ -402,8 +417,23 @@ impl Call {
         }
     }
 
-    /// Counts the outcomes of the brain's latest interruptions.
+    /// The caller's turn ended with `text`: logged, counted and published.
+    fn turn_ended(&mut self, text: String) {
+        self.services.metrics.turns.inc();
+        let turn = self.turns.turns();
+        tracing::info!(turn, %text, "caller's turn ended");
+        self.publisher.publish(CallEvent::TurnEnded { turn, text });
+    }
+
+    /// Counts the outcomes of the brain's latest interruptions and preemptive replies.
     fn count_interruptions(&mut self) {
+        for outcome in self.turns.preemptives() {
+            let outcome = Outcome {
+                outcome: outcome.label().to_owned(),
+            };
+            let metrics = &self.services.metrics;
+            metrics.preemptive_replies.get_or_create(&outcome).inc();
+        }
         for outcome in self.turns.counted() {
             let outcome = Outcome {
                 outcome: outcome.label().to_owned(),

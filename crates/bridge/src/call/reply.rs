@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -275,6 +275,7 @@ pub fn spawn(
             events: events.clone(),
             cancel: cancel.clone(),
             audio_started: AtomicBool::new(false),
+            released: watch::Sender::new(!held),
         };
         let mut run = Run::new(held, commands_rx);
         let outcome = tokio::select! {
@@ -307,6 +308,8 @@ struct Reply {
     cancel: CancellationToken,
     /// Set once the first frame is queued, so [`ReplyEvent::FirstAudio`] is sent once.
     audio_started: AtomicBool,
+    /// Whether the reply was ever played: a held one runs no tool before.
+    released: watch::Sender<bool>,
 }
 
 /// A phrase whose audio is being fetched by its own task.
@@ -488,7 +491,7 @@ impl Reply {
             }
             tokio::select! {
                 command = run.commands.recv() => match command {
-                    Some(command) => run.obey(command),
+                    Some(command) => self.obey(run, command),
                     // The call is gone; the token ends this task.
                     None => std::future::pending::<()>().await,
                 },
@@ -551,7 +554,7 @@ impl Reply {
             }
             tokio::select! {
                 command = run.commands.recv() => match command {
-                    Some(command) => run.obey(command),
+                    Some(command) => self.obey(run, command),
                     None => return,
                 },
                 permit = self.speech.reserve(), if next.is_some() => match permit {
@@ -560,6 +563,14 @@ impl Reply {
                 },
             }
         }
+    }
+
+    /// Carries out the call's command; the first play releases a held reply's tools too.
+    fn obey(&self, run: &mut Run, command: ReplyCommand) {
+        if matches!(command, ReplyCommand::Play { .. }) {
+            self.released.send_replace(true);
+        }
+        run.obey(command);
     }
 
     /// Sends the next frame or mark of the current take through `permit`.
@@ -681,8 +692,9 @@ impl Reply {
             return Box::pin(futures::stream::empty());
         };
         let cancel = self.cancel.child_token();
+        let released = self.released.subscribe();
         tokio::spawn(async move {
-            let work = rounds_of(id, &voice, &tools, messages, &tx, &events);
+            let work = rounds_of(id, &voice, &tools, messages, (&tx, &events), released);
             tokio::select! {
                 () = cancel.cancelled() => {}
                 result = work => if let Err(err) = result {
@@ -754,8 +766,11 @@ async fn rounds_of(
     voice: &Voice,
     tools: &CallTools,
     mut conversation: Vec<ChatMessage>,
-    tx: &mpsc::Sender<Result<String, ReplyError>>,
-    events: &mpsc::Sender<ReplyEvent>,
+    (tx, events): (
+        &mpsc::Sender<Result<String, ReplyError>>,
+        &mpsc::Sender<ReplyEvent>,
+    ),
+    mut released: watch::Receiver<bool>,
 ) -> Result<(), ReplyError> {
     let say = |text: String| async move {
         let _ = tx.send(Ok(text)).await;
@@ -797,6 +812,11 @@ async fn rounds_of(
                 "the model still asks for tools after the last round; the caller hears the fallback"
             );
             say(tools.fallback.clone()).await;
+            return Ok(());
+        }
+        // A reply prepared before the turn ended calls no tool until it is released: a
+        // dropped one must leave no trace, at the operator's end neither.
+        if released.wait_for(|r| *r).await.is_err() {
             return Ok(());
         }
         let work = tools.toolbox.round(&tools.call_sid, &text, &calls);

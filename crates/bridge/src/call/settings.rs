@@ -79,6 +79,12 @@ pub struct TurnSettings {
           value_parser = settings::millis("FALSE_INTERRUPTION_MS", 100..=10_000))]
     pub false_interruption: Duration,
 
+    /// Start the reply as soon as a final transcript arrives, holding its audio until the turn
+    /// ends (then it goes out at once; if the caller says more, it is dropped).
+    #[arg(long, env = "PREEMPTIVE_GENERATION", value_name = "BOOL", default_value = "true",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub preemptive_generation: bool,
+
     /// Fewer words than this, while the assistant speaks, never interrupt it.
     #[arg(long, env = "BARGE_IN_MIN_WORDS", default_value = "1",
           value_parser = settings::count("BARGE_IN_MIN_WORDS", 1..=10))]

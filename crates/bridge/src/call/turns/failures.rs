@@ -105,6 +105,13 @@ impl Turns {
         failure: ReplyFailure,
         now: Instant,
     ) -> Vec<Action> {
+        if self.is_held(id) {
+            // A preemptive reply that failed leaves no trace: the turn's end asks again.
+            self.preempted = None;
+            self.reply = Reply::Idle;
+            self.preemptives.push(super::Preemptive::Discarded);
+            return self.hang_up_when_done(Vec::new(), Some(now));
+        }
         if self.current_reply() == Some(id) {
             // Audio already queued still plays: the whole phrases heard are what is kept.
             let kept = match &self.reply {

@@ -96,7 +96,7 @@ impl Turns {
 
     /// While a reply plays, `text` has too few words to interrupt it.
     pub(super) fn too_few_to_interrupt(&self, text: &str) -> bool {
-        matches!(self.reply, Reply::Speaking { .. })
+        matches!(self.reply, Reply::Speaking { id, .. } if !self.is_held(id))
             && word_count(text) < self.interruptions.min_words
     }
 

@@ -12,6 +12,7 @@ mod idle;
 mod interruption;
 mod latency;
 mod playout;
+mod preemptive;
 mod progress;
 
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use idle::{IdlePolicy, IdleStep};
 pub use interruption::{Interruption, InterruptionPolicy, DEFAULT_BACKCHANNEL_WORDS};
 use latency::TurnLatency;
 pub use playout::{AUDIBLE, CUT_OFF};
+pub use preemptive::Preemptive;
 pub use progress::ReplyId;
 use progress::{Reply, Spoken};
 
@@ -48,6 +50,23 @@ pub enum Action {
         id: ReplyId,
         /// System prompt, history and the caller's new turn.
         messages: Vec<ChatMessage>,
+    },
+    /// Ask the model with these messages now, before the caller's turn is over, and prepare
+    /// its answer's audio but hold it until [`Action::Release`] (or drop it).
+    Prepare {
+        /// The reply this becomes.
+        id: ReplyId,
+        /// System prompt, history and what the caller said so far.
+        messages: Vec<ChatMessage>,
+    },
+    /// The turn ended on the text prepared reply `id` answers: send its audio now.
+    Release {
+        /// The prepared reply.
+        id: ReplyId,
+        /// The caller's turn it answers.
+        text: String,
+        /// Its phrases so far (held back from the events until now).
+        phrases: Vec<String>,
     },
     /// Barge-in: drop reply `id`'s queued audio and send Twilio `clear`; the reply stops for
     /// good, or, when `hold`, keeps its audio for an [`Action::Resume`] or [`Action::Discard`].
@@ -124,6 +143,12 @@ pub struct Turns {
     interruptions: InterruptionPolicy,
     /// Outcomes of interruptions not yet handed to the metrics ([`Turns::counted`]).
     counted: Vec<Interruption>,
+    /// Whether replies are prepared before the turn ends (`PREEMPTIVE_GENERATION`).
+    preemptive_on: bool,
+    /// The current reply, while it is a preemptive one not yet released.
+    preempted: Option<ReplyId>,
+    /// Outcomes of preemptive replies not yet handed to the metrics ([`Turns::preemptives`]).
+    preemptives: Vec<Preemptive>,
 }
 
 /// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
@@ -154,6 +179,9 @@ impl Turns {
             idle: IdleWatch::default(),
             interruptions: InterruptionPolicy::default(),
             counted: Vec::new(),
+            preemptive_on: false,
+            preempted: None,
+            preemptives: Vec::new(),
         }
     }
 
@@ -195,7 +223,7 @@ impl Turns {
 
     /// [`Turns::say`] without the hang-up check, for the brain's own phrases.
     fn speak(&mut self, text: &str, now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
+        let mut actions = self.drop_preemptive();
         if let Some(id) = self.current_reply() {
             let heard = self.cut_off(now);
             self.keep_the_call(id);
@@ -270,6 +298,9 @@ impl Turns {
             actions.extend(self.end_turn(now));
         } else if heard == Heard::EndOfSpeech {
             actions.extend(self.on_end_of_speech(now));
+        }
+        if matches!(self.reply, Reply::Idle) && !self.heard.is_empty() {
+            actions.extend(self.prepare(now));
         }
         actions
     }
@@ -412,6 +443,11 @@ impl Turns {
         self.counted.drain(..)
     }
 
+    /// Outcomes of preemptive replies since the last call, for the metrics.
+    pub fn preemptives(&mut self) -> std::vec::Drain<'_, Preemptive> {
+        self.preemptives.drain(..)
+    }
+
     /// Caller turns taken so far.
     pub fn turns(&self) -> u32 {
         self.turns
@@ -446,6 +482,10 @@ impl Turns {
     /// reply is held meanwhile, see `interruption.rs`); before that, they continue the turn
     /// being answered.
     fn barge_in(&mut self, now: Instant, may_resume: bool) -> Vec<Action> {
+        if self.preempted.is_some() {
+            // The caller says more: the reply prepared for fewer words goes.
+            return self.drop_preemptive();
+        }
         let Some(id) = self.reply.id() else {
             return Vec::new();
         };
@@ -506,6 +546,10 @@ impl Turns {
     }
 
     fn end_turn(&mut self, now: Instant) -> Vec<Action> {
+        if let Some(released) = self.release(now) {
+            return released;
+        }
+        let mut actions = self.drop_preemptive();
         self.end_on_final = false;
         self.deadline = None;
         let user_text = self.heard.join(" ");
@@ -519,7 +563,8 @@ impl Turns {
         };
         self.turns += 1;
         self.latency.answering(id, now);
-        vec![Action::Answer { id, messages }]
+        actions.push(Action::Answer { id, messages });
+        actions
     }
 
     fn new_id(&mut self) -> ReplyId {

@@ -150,7 +150,9 @@ impl Spoken {
 
 impl Turns {
     /// Phrase `text` of reply `id` is on its way to the caller (the first one ends "thinking").
-    pub fn on_phrase(&mut self, id: ReplyId, text: &str) {
+    /// Returns whether the call may tell it now: a preemptive reply's phrases are told when it
+    /// is released, and never if it is dropped.
+    pub fn on_phrase(&mut self, id: ReplyId, text: &str) -> bool {
         if let Reply::Thinking {
             id: current,
             user_text,
@@ -177,6 +179,7 @@ impl Turns {
                 spoken.phrases.push(text.to_owned());
             }
         }
+        !self.is_held(id)
     }
 
     /// Reply `id` handed the first frame of phrase `index` to the socket at `now`.

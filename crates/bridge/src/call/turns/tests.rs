@@ -13,6 +13,8 @@ mod idle;
 mod interruptions;
 /// End of speech → first answer audio.
 mod latency;
+/// Answers prepared before the turn ends.
+mod preemptive;
 
 const TIMEOUT: Duration = Duration::from_millis(2000);
 
