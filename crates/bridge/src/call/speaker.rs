@@ -47,7 +47,8 @@ struct Current {
     token: CancellationToken,
     /// Where its commands go.
     commands: mpsc::Sender<ReplyCommand>,
-    /// The take it is sending (each resume is a new one).
+    /// The take it is sending (each resume is a new one; the brain counts takes the same way,
+    /// to tell the marks of a resumed take from echoes of the cleared one).
     take: u32,
 }
 
