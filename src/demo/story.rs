@@ -42,6 +42,9 @@ pub struct Story<'w> {
     speaking: bool,
     /// Every answered turn, for the summary.
     turns: Vec<TurnLatency>,
+    /// An interruption not yet resolved: what the caller had heard of the reply they cut off,
+    /// and the words they have said since.
+    interruption: Option<(String, Vec<String>)>,
 }
 
 impl<'w> Story<'w> {
@@ -53,6 +56,7 @@ impl<'w> Story<'w> {
             pending: None,
             speaking: false,
             turns: Vec::new(),
+            interruption: None,
         }
     }
 
@@ -74,6 +78,16 @@ impl<'w> Story<'w> {
             )
         });
         self.line(at, "heard", &format!("{text:?}{after}"));
+        if let Some((heard, _)) = self.interruption.take() {
+            self.line(
+                at,
+                "server",
+                &format!(
+                    "the interruption is a turn of its own: the model's history keeps {heard:?} \
+                     as what the caller heard of the reply they cut off"
+                ),
+            );
+        }
         self.pending = Some(Pending {
             speech_end,
             turn_end: at,
@@ -117,27 +131,42 @@ impl Listener for Story<'_> {
         match event {
             CallEvent::TurnEnded { text, .. } => self.turn_ended(at, text),
             CallEvent::Phrase { text, .. } => self.phrase(at, text),
+            CallEvent::Transcript { text, .. } => {
+                if let Some((_, said)) = &mut self.interruption {
+                    said.push(text.clone());
+                }
+            }
             CallEvent::BargeIn { heard, .. } => {
                 let what = match heard {
-                    Some(heard) => format!(
-                        "barge-in: the caller spoke over the assistant after hearing {heard:?}; \
-                         their words are a new turn"
-                    ),
+                    Some(heard) => {
+                        self.interruption = Some((heard.clone(), Vec::new()));
+                        format!(
+                            "barge-in: the caller spoke over the assistant after hearing \
+                             {heard:?}; its audio stops at once"
+                        )
+                    }
                     None => "barge-in: the caller spoke before hearing the answer; their words \
                              continue their turn"
                         .to_owned(),
                 };
                 self.line(at, "server", &what);
             }
-            CallEvent::Resumed { from, .. } => self.line(
-                at,
-                "server",
-                &format!(
-                    "only a backchannel: the reply resumes from phrase {} with the audio it had, \
-                     and nothing goes to the model",
-                    from + 1
-                ),
-            ),
+            CallEvent::Resumed { from, .. } => {
+                let said = self.interruption.take().map(|(_, said)| said.join(" "));
+                let what = match said.filter(|s| !s.is_empty()) {
+                    Some(said) => format!("only a backchannel ({said:?})"),
+                    None => "no words".to_owned(),
+                };
+                self.line(
+                    at,
+                    "server",
+                    &format!(
+                        "{what}: the reply resumes from phrase {} with the audio it had; \
+                         nothing goes to the model",
+                        from + 1
+                    ),
+                );
+            }
             CallEvent::IdlePrompt { n } => self.line(
                 at,
                 "server",
