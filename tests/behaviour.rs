@@ -7,6 +7,7 @@
 
 mod support;
 
+mod backchannel;
 mod barge_in;
 mod call_control;
 mod cli;

@@ -29,12 +29,12 @@ use ivr_sim::standin::{Delays, StandInError, StandIns};
 pub use story::TurnLatency;
 
 /// The fixture played when none is named.
-pub const DEFAULT_FIXTURE: &str = "fixtures/calls/three_turns.jsonl";
+pub const DEFAULT_FIXTURE: &str = "fixtures/calls/demo.jsonl";
 /// Where the recording goes when no path is named.
 pub const DEFAULT_OUT: &str = "demo-call.wav";
-/// The demo's silence timeout unless `SILENCE_TIMEOUT_MS` is set: the recorded caller asks again
-/// 6 s after the previous question, and with the 2 s default the end of each reply would be cut
-/// off by the next question.
+/// The demo's silence timeout unless `SILENCE_TIMEOUT_MS` is set: the recorded callers speak again
+/// a few seconds after a question (`three_turns` 6 s later; `demo` is timed for this timer), and
+/// with the 2 s default the end of each reply would be cut off by the next question.
 pub const DEMO_SILENCE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The demo's greeting: short enough to finish before the recorded caller speaks at 2 s.
 pub const DEMO_GREETING: &str = "Hello, how can I help?";

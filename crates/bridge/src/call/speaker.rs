@@ -47,8 +47,11 @@ struct Current {
     token: CancellationToken,
     /// Where its commands go.
     commands: mpsc::Sender<ReplyCommand>,
-    /// The take it is sending (each resume is a new one).
+    /// The take it is sending (each resume is a new one; the brain counts takes the same way,
+    /// to tell the marks of a resumed take from echoes of the cleared one).
     take: u32,
+    /// Whether it has sent anything yet: a reply started held plays its first take as take 0.
+    sent: bool,
 }
 
 impl Speaker {
@@ -90,6 +93,7 @@ impl Speaker {
             token,
             commands: running.commands,
             take: 0,
+            sent: !held,
         };
         if let Some(old) = self.current.replace(current) {
             old.token.cancel();
@@ -130,7 +134,10 @@ impl Speaker {
     /// Reply `id` (held) plays from the start of phrase `from`.
     pub(super) fn play(&mut self, id: ReplyId, from: usize) {
         if let Some(current) = self.current.as_mut().filter(|c| c.id == id) {
-            current.take += 1;
+            if current.sent {
+                current.take += 1;
+            }
+            current.sent = true;
             let command = ReplyCommand::Play {
                 from,
                 take: current.take,

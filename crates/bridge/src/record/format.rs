@@ -38,6 +38,17 @@ pub struct Utterance {
     pub end_ms: u64,
 }
 
+/// A sound the caller makes without words, from a fixture's sidecar.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Noise {
+    /// What it is (`cough`).
+    pub noise: String,
+    /// Start, ms since the socket opened.
+    pub start_ms: u64,
+    /// End, ms since the socket opened.
+    pub end_ms: u64,
+}
+
 /// The sidecar: what the recording is and what the caller says in it. Recordings made with
 /// `RECORD_DIR` also say what the server heard and answered (the `Option` fields; hand-made
 /// fixtures leave them out).
@@ -56,6 +67,10 @@ pub struct Sidecar {
     pub duration_ms: u64,
     /// What the caller says, in order.
     pub utterances: Vec<Utterance>,
+    /// Sounds the caller makes without words (a cough), in order: hand-made fixtures only, a
+    /// recogniser hears no words in them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noises: Vec<Noise>,
     /// When the call was recorded (UTC, RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded_at: Option<String>,

@@ -22,10 +22,29 @@ impl ReplyId {
         format!("reply-{}.{index}", self.0)
     }
 
-    /// The (reply, phrase) a mark name stands for, if it is one of ours.
+    /// The mark after phrase `index` in take `take` of this reply: [`ReplyId::mark_name`] for
+    /// the first, `reply-<n>.<index>.<take>` once it resumed, so that Twilio's echoes of a
+    /// cleared take's marks are never taken for the resumed take's.
+    pub fn take_mark_name(self, take: u32, index: usize) -> String {
+        match take {
+            0 => self.mark_name(index),
+            take => format!("reply-{}.{index}.{take}", self.0),
+        }
+    }
+
+    /// The (reply, phrase) a mark name stands for, if it is one of ours, whatever its take.
     pub fn parse_mark(name: &str) -> Option<(ReplyId, usize)> {
-        let (reply, phrase) = name.strip_prefix("reply-")?.split_once('.')?;
-        Some((ReplyId(reply.parse().ok()?), phrase.parse().ok()?))
+        Self::parse_take_mark(name).map(|(id, index, _)| (id, index))
+    }
+
+    /// The (reply, phrase, take) a mark name stands for, if it is one of ours.
+    pub fn parse_take_mark(name: &str) -> Option<(ReplyId, usize, u32)> {
+        let (reply, rest) = name.strip_prefix("reply-")?.split_once('.')?;
+        let (phrase, take) = match rest.split_once('.') {
+            Some((phrase, take)) => (phrase, take.parse().ok()?),
+            None => (rest, 0),
+        };
+        Some((ReplyId(reply.parse().ok()?), phrase.parse().ok()?, take))
     }
 }
 
@@ -92,6 +111,9 @@ pub(super) struct Spoken {
     pub(super) tools: Vec<ChatMessage>,
     /// When its audio went out and how long each phrase plays.
     pub(super) playout: Playout,
+    /// Which playing of it is on the line: 0, then one more each time it resumes (as the
+    /// speaker counts its takes); marks of an older take echo audio that was cleared.
+    pub(super) take: u32,
 }
 
 impl Spoken {
@@ -103,6 +125,7 @@ impl Spoken {
             complete: false,
             tools: Vec::new(),
             playout: Playout::default(),
+            take: 0,
         }
     }
 
@@ -143,6 +166,7 @@ impl Spoken {
 
     /// Played again from phrase `from`: what was estimated from there on is void.
     pub(super) fn replay_from(&mut self, from: usize) {
+        self.take += 1;
         self.played = from;
         self.playout.forget_from(from);
     }
@@ -238,16 +262,17 @@ impl Turns {
     /// Twilio echoed a mark: the caller heard that phrase (a clear sent before makes the reply
     /// no longer current, so echoes of discarded audio are ignored).
     pub fn on_mark(&mut self, name: &str, now: Instant) -> Vec<Action> {
-        if let Some((id, index)) = ReplyId::parse_mark(name) {
-            self.mark_played(id, index, now);
+        if let Some((id, index, take)) = ReplyId::parse_take_mark(name) {
+            self.mark_played(id, index, take, now);
         }
         self.hang_up_when_done(Vec::new(), Some(now))
     }
 
-    /// Phrase `index` of reply `id` played, if it is the next one of the current reply.
-    fn mark_played(&mut self, id: ReplyId, index: usize, now: Instant) {
+    /// Phrase `index` of reply `id` played, if it is the next one of the current reply's take
+    /// on the line.
+    fn mark_played(&mut self, id: ReplyId, index: usize, take: u32, now: Instant) {
         if let Some(spoken) = self.speaking(id) {
-            if index == spoken.played {
+            if index == spoken.played && take == spoken.take {
                 spoken.played += 1;
                 spoken.playout.confirmed(now);
                 if spoken.finished() {
