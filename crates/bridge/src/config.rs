@@ -27,6 +27,7 @@ use crate::secret::Secret;
 use crate::settings;
 pub use crate::store::{RedisUrl, StoreSettings};
 pub use crate::stt::deepgram::{SttSettings, MIN_UTTERANCE_END_MS};
+pub use crate::stt::flux::FluxSettings;
 pub use crate::telemetry::{LogFormat, LogSettings};
 pub use crate::tools::ToolSettings;
 pub use crate::transcribe::TranscribeSettings;
@@ -130,6 +131,9 @@ pub struct Config {
     /// Deepgram live speech-to-text.
     #[command(flatten)]
     pub stt: SttSettings,
+    /// Deepgram Flux, the recogniser of `TURN_DETECTION=flux`.
+    #[command(flatten)]
+    pub flux: FluxSettings,
     /// Deepgram text-to-speech.
     #[command(flatten)]
     pub tts: TtsSettings,
@@ -188,6 +192,10 @@ impl Config {
             return Err(ConfigError::Missing {
                 var: "TOOLS_SECRET",
             });
+        }
+        if self.turns.turn_detection == TurnDetection::Flux {
+            let preemptive = self.turns.preemptive_generation;
+            self.flux.check(preemptive).map_err(ConfigError::Invalid)?;
         }
         Ok(self)
     }

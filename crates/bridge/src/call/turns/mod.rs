@@ -7,6 +7,7 @@
 
 mod detection;
 mod failures;
+mod flux;
 mod history;
 mod idle;
 mod interruption;
@@ -124,6 +125,8 @@ pub struct Turns {
     interruptions: InterruptionPolicy,
     /// Outcomes of interruptions not yet handed to the metrics ([`Turns::counted`]).
     counted: Vec<Interruption>,
+    /// Deepgram Flux's turn in progress (`TURN_DETECTION=flux` only).
+    flux: flux::FluxTurn,
 }
 
 /// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
@@ -154,6 +157,7 @@ impl Turns {
             idle: IdleWatch::default(),
             interruptions: InterruptionPolicy::default(),
             counted: Vec::new(),
+            flux: flux::FluxTurn::default(),
         }
     }
 

@@ -1,0 +1,106 @@
+//! `TURN_DETECTION=flux`: Deepgram Flux decides when the caller's turn starts and ends, and the
+//! brain follows it. Flux's turn events arrive as calls here (the call task maps
+//! `TurnInfo.event` one to one); the v1 inputs ([`Turns::on_transcript`] and friends) are not
+//! used in this mode, and no silence timer runs: Flux ends every turn itself, after its own
+//! `eot_timeout_ms` of silence at the latest.
+//!
+//! - `StartOfTurn` interrupts the assistant at once, before any words (as any barge-in does:
+//!   once the reply was audible the caller's words are a turn of their own, before that they
+//!   continue the turn being answered).
+//! - `Update` is the turn's text so far: kept, so a recogniser that drops mid-turn loses none of
+//!   it (it becomes the start of the turn the new connection finishes; the silence timer runs
+//!   only then, in case the new connection hears no more words).
+//! - `EndOfTurn` ends the turn with its transcript. Whether an interruption was a real turn
+//!   (issue 15 §2: backchannels, no words) is decided here, on that transcript: that rule, and
+//!   the preemptive reply of `EagerEndOfTurn`/`TurnResumed` (§4), are filled in by that work;
+//!   until then a turn without words ends nothing and the eager events change nothing.
+
+use tokio::time::Instant;
+
+use super::{Action, Reply, Turns};
+
+/// What the brain keeps of the Flux turn in progress.
+#[derive(Debug, Default)]
+pub(super) struct FluxTurn {
+    /// The latest `Update`'s transcript of the turn in progress (empty between turns).
+    text: String,
+}
+
+impl Turns {
+    /// Flux `StartOfTurn`: the caller started speaking. The assistant is interrupted at once
+    /// (Twilio `clear`); until the turn ends, the idle timer does not run.
+    pub fn on_start_of_turn(&mut self, now: Instant) -> Vec<Action> {
+        self.interim_pending = true;
+        self.deadline = None;
+        let actions = self.barge_in(now, false);
+        self.hang_up_when_done(actions, Some(now))
+    }
+
+    /// Flux `Update`: the turn's transcript so far. Words show the caller is there (the idle
+    /// count starts again); a reply still going (a `StartOfTurn` was missed, e.g. across a
+    /// reconnection) is interrupted as `StartOfTurn` would have.
+    pub fn on_turn_update(&mut self, text: &str, now: Instant) -> Vec<Action> {
+        let text = text.trim();
+        self.interim_pending = true;
+        self.deadline = None;
+        if text.is_empty() {
+            return Vec::new();
+        }
+        self.caller_answered();
+        self.flux.text = text.to_owned();
+        let actions = self.barge_in(now, false);
+        self.hang_up_when_done(actions, Some(now))
+    }
+
+    /// Flux `EagerEndOfTurn`: the turn is probably over with `text`. Where the preemptive reply
+    /// starts (issue 15 §4, not built yet); for now the text is kept like an `Update`.
+    pub fn on_eager_end_of_turn(&mut self, text: &str, now: Instant) -> Vec<Action> {
+        self.on_turn_update(text, now)
+    }
+
+    /// Flux `TurnResumed`: the caller went on after `EagerEndOfTurn`. Where the preemptive reply
+    /// is dropped (issue 15 §4, not built yet); for now nothing to do.
+    pub fn on_turn_resumed(&mut self, _now: Instant) -> Vec<Action> {
+        Vec::new()
+    }
+
+    /// Flux `EndOfTurn`: the turn is over, with `text` as its whole transcript (the last
+    /// `Update`'s when Flux sent none). A turn with words is answered at once, after any words
+    /// a drop or an interrupted answer left; a turn without words answers nothing and gives the
+    /// floor back to the caller.
+    pub fn on_end_of_turn(&mut self, text: &str, now: Instant) -> Vec<Action> {
+        let text = match text.trim() {
+            "" => std::mem::take(&mut self.flux.text),
+            text => text.to_owned(),
+        };
+        self.flux.text.clear();
+        self.interim_pending = false;
+        if text.is_empty() && self.heard.is_empty() {
+            if matches!(self.reply, Reply::Idle) {
+                self.floor_to_caller(now);
+            }
+            return Vec::new();
+        }
+        self.caller_answered();
+        let mut actions = self.barge_in(now, false);
+        if !text.is_empty() {
+            self.heard.push(text);
+        }
+        actions.extend(self.end_turn(now));
+        self.hang_up_when_done(actions, Some(now))
+    }
+
+    /// The recogniser's connection dropped mid-call (it reconnects with the caller's audio
+    /// kept). Flux's turn in progress is gone with it: its words so far are kept as the start of
+    /// the turn the new connection hears the rest of. Should the new connection hear no more
+    /// speech (the caller had finished), the silence timer ends the turn with those words.
+    pub fn on_stt_dropped(&mut self, now: Instant) {
+        let text = std::mem::take(&mut self.flux.text);
+        if text.is_empty() {
+            return;
+        }
+        self.heard.push(text);
+        self.interim_pending = false;
+        self.deadline = Some(now + self.silence_timeout);
+    }
+}
