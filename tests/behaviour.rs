@@ -15,6 +15,7 @@ mod conversation;
 mod demo;
 mod drain;
 mod fakes;
+mod flux;
 mod gather;
 mod gather_tools;
 mod greeting_cache;
