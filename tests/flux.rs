@@ -55,7 +55,10 @@ async fn end_of_turn_ends_the_turn_well_before_the_silence_timer() {
     assert_eq!(conn.query.get("encoding"), Some("mulaw"));
     assert_eq!(conn.query.get("sample_rate"), Some("8000"));
     assert_eq!(conn.query.get("eager_eot_threshold"), Some("0.5"));
-    assert!(!conn.query.has("eot_threshold"), "Deepgram's default unless set");
+    assert!(
+        !conn.query.has("eot_threshold"),
+        "Deepgram's default unless set"
+    );
     // Twilio's μ-law went through untouched, in 80 ms chunks, and the stream was closed.
     let sent = fixture.inbound_mulaw();
     assert!(sent.starts_with(&conn.audio) && conn.audio.len() + 640 >= sent.len());
@@ -224,7 +227,11 @@ async fn malformed_messages_and_a_flux_error_beside_a_good_call() {
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 
     let flux = env.stt.flux_connections();
-    assert_eq!(flux.len(), 2, "the Error ended one connection; one reconnection");
+    assert_eq!(
+        flux.len(),
+        2,
+        "the Error ended one connection; one reconnection"
+    );
     assert_eq!(flux[0].close_sent.map(|(_, code)| code), Some(1011));
     let requests = env.llm.requests();
     assert_eq!(requests.len(), 1, "no turn from the malformed messages");

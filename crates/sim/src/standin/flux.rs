@@ -77,7 +77,9 @@ impl Thresholds {
     pub fn from_query(query: &Query) -> Result<(Self, Vec<String>), String> {
         let model = query.get("model").unwrap_or_default();
         if !MODELS.contains(&model) {
-            return Err(format!("No such model: {model:?} (Flux needs a flux model)"));
+            return Err(format!(
+                "No such model: {model:?} (Flux needs a flux model)"
+            ));
         }
         let encoding = query.get("encoding");
         if let Some(encoding) = encoding {
@@ -476,15 +478,24 @@ mod tests {
         assert_eq!(kinds.first(), Some(&"StartOfTurn"));
         assert!(kinds.contains(&"Update"));
         assert_eq!(kinds.last(), Some(&"EndOfTurn"));
-        assert!(!kinds.contains(&"EagerEndOfTurn"), "not without the eager threshold");
+        assert!(
+            !kinds.contains(&"EagerEndOfTurn"),
+            "not without the eager threshold"
+        );
         let end = out.last().unwrap();
         assert_eq!(end["transcript"], "Hello there, general.");
         assert_eq!(end["trigger"], "model");
         assert_eq!(end["turn_index"], 0);
-        assert_eq!(out[0]["transcript"], "", "StartOfTurn comes before any words");
+        assert_eq!(
+            out[0]["transcript"], "",
+            "StartOfTurn comes before any words"
+        );
         // Ended 21 silent frames (eot_threshold 0.7) after the last speech frame.
         assert_eq!(end["audio_window_end"], 1.42);
-        let ids: Vec<u64> = out.iter().filter_map(|m| m["sequence_id"].as_u64()).collect();
+        let ids: Vec<u64> = out
+            .iter()
+            .filter_map(|m| m["sequence_id"].as_u64())
+            .collect();
         assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
     }
 
@@ -506,9 +517,18 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["StartOfTurn", "EagerEndOfTurn", "TurnResumed", "EagerEndOfTurn", "EndOfTurn"]
+            [
+                "StartOfTurn",
+                "EagerEndOfTurn",
+                "TurnResumed",
+                "EagerEndOfTurn",
+                "EndOfTurn"
+            ]
         );
-        let eager = out.iter().rfind(|m| m["event"] == "EagerEndOfTurn").unwrap();
+        let eager = out
+            .iter()
+            .rfind(|m| m["event"] == "EagerEndOfTurn")
+            .unwrap();
         assert_eq!(eager["transcript"], out.last().unwrap()["transcript"]);
     }
 
@@ -551,7 +571,10 @@ mod tests {
         assert!(parse("encoding=mulaw&sample_rate=8000").is_err());
         assert!(parse("model=flux-general-en&encoding=mulaw").is_err());
         assert!(parse("model=flux-general-en&encoding=mp3&sample_rate=8000").is_err());
-        assert!(parse("model=flux-general-en&encoding=mulaw&sample_rate=8000&eot_threshold=0.2").is_err());
+        assert!(
+            parse("model=flux-general-en&encoding=mulaw&sample_rate=8000&eot_threshold=0.2")
+                .is_err()
+        );
         let (_, violations) =
             parse("model=flux-general-en&encoding=linear16&sample_rate=8000&interim_results=true")
                 .unwrap();

@@ -46,7 +46,10 @@ pub(super) async fn handshake(
     let auth = authorization(&headers);
     let at = Instant::now();
     let checked = if shared.refuses_all() {
-        Err((StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.".to_owned()))
+        Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is temporarily unavailable.".to_owned(),
+        ))
     } else if !shared.authorized(auth.as_deref()) {
         Err((StatusCode::UNAUTHORIZED, "Invalid credentials.".to_owned()))
     } else {
@@ -141,7 +144,9 @@ impl Conn {
                 }
                 Ok(Some(Err(_)) | None) => return,
                 Err(_) => {
-                    let error = self.rec.error("NET-0001", "No audio received within the timeout.");
+                    let error = self
+                        .rec
+                        .error("NET-0001", "No audio received within the timeout.");
                     self.out.push(error);
                     self.flush().await;
                     self.close(Some((1011, "NET-0001"))).await;
@@ -158,7 +163,9 @@ impl Conn {
                 }
             }
             FluxFault::Error => {
-                let error = self.rec.error("INTERNAL_SERVER_ERROR", "stand-in Flux failure");
+                let error = self
+                    .rec
+                    .error("INTERNAL_SERVER_ERROR", "stand-in Flux failure");
                 self.out.push(error);
                 self.flush().await;
                 self.close(Some((1011, "INTERNAL_SERVER_ERROR"))).await;
@@ -238,7 +245,12 @@ impl Conn {
             if self.closed {
                 break;
             }
-            if self.socket.send(Message::text(msg.to_string())).await.is_err() {
+            if self
+                .socket
+                .send(Message::text(msg.to_string()))
+                .await
+                .is_err()
+            {
                 self.closed = true;
                 break;
             }
