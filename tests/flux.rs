@@ -197,6 +197,64 @@ async fn a_reconnect_loses_no_speech() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_mid_question_replays_the_turn_and_the_question_is_heard_once_whole() {
+    let env = flux_env(true).await;
+    let fixture = support::fixture::load("one_question");
+    let utterance = fixture.sidecar.utterances[0].clone();
+    let url = env.media_url();
+    let call = tokio::spawn({
+        let fixture = support::fixture::load("one_question");
+        async move { support::replay(&url, &fixture).await }
+    });
+    // Flux drops the socket a second into the question (8 μ-law bytes a millisecond).
+    let mid_question = (utterance.start_ms as usize + 1_000) * 8;
+    let reached = support::eventually(Duration::from_secs(10), || {
+        let flux = env.stt.flux_connections();
+        flux.first().is_some_and(|c| c.audio.len() >= mid_question)
+    })
+    .await;
+    assert!(reached, "Flux heard the first second of the question");
+    env.stt.disconnect_all();
+    let log = call.await.expect("replay");
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+
+    let flux = env.stt.flux_connections();
+    assert_eq!(flux.len(), 2, "one reconnection");
+    let first = &flux[0];
+    assert!(
+        first.sent.iter().all(|s| s.msg["event"] != "EndOfTurn"),
+        "the first connection never finished the question"
+    );
+    // The second connection first heard the question again from before its start: the same
+    // bytes as the caller sent, from at most a second before the question.
+    let sent = fixture.inbound_mulaw();
+    let second = &flux[1].audio;
+    let replayed_from = (0..sent.len())
+        .step_by(160)
+        .find(|&at| sent[at..].starts_with(&second[..640]))
+        .expect("the second connection heard the caller's own audio");
+    assert!(
+        replayed_from <= utterance.start_ms as usize * 8,
+        "{replayed_from}"
+    );
+    assert!(
+        sent[replayed_from..].starts_with(&second[..second.len().min(sent.len() - replayed_from)])
+    );
+    let end = flux[1]
+        .sent
+        .iter()
+        .find(|s| s.msg["event"] == "EndOfTurn")
+        .expect("the second connection ended the turn");
+    assert_eq!(end.msg["transcript"], utterance.text.as_str());
+
+    // Asked once, with the whole question, answered once.
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(user_turns(&requests[0].messages), [utterance.text.as_str()]);
+    assert_eq!(log.media_bytes(), call_audio(&[HOURS]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_and_a_flux_error_beside_a_good_call() {
     let env = flux_env(true).await;
     let fixture = support::fixture::load("one_question");

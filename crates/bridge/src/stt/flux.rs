@@ -4,7 +4,8 @@
 //! Twilio's μ-law goes out as it arrives (`encoding=mulaw&sample_rate=8000`, no decoding), in
 //! 80 ms chunks as Deepgram recommends. Each `TurnInfo` message becomes an [`SttEvent::Turn`];
 //! `Error` ends the connection, which is then reconnected like any drop (the socket handling,
-//! the audio queue and `CloseStream` are shared with v1 in [`super::session`]). Flux has no
+//! the audio queue and `CloseStream` are shared with v1 in [`super::session`]); the new
+//! connection first hears the turn in progress again, from its start ([`super::replay`]). Flux has no
 //! documented `KeepAlive`: Twilio's inbound audio never stops, so none is needed.
 
 use reqwest::Url;
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::replay::TurnEdge;
 use super::session::{self, finite_or_zero, Clock, Dialect, Incoming};
 use super::{SttEvent, SttStream};
 use crate::secret::Secret;
@@ -218,9 +220,21 @@ impl Dialect for Flux {
     const KEEPALIVE: Option<&'static str> = None;
     const BYTES_PER_SECOND: f64 = MULAW_BYTES_PER_SECOND;
     const CHUNK_BYTES: usize = CHUNK_BYTES;
+    const REPLAY_TURN: bool = true;
 
     fn parse(text: &str, clock: &Clock) -> Incoming {
         parse_message(text, clock)
+    }
+
+    fn turn_edge(event: &SttEvent) -> Option<TurnEdge> {
+        match event {
+            SttEvent::Turn(info) => match info.event {
+                TurnEvent::StartOfTurn => Some(TurnEdge::Start),
+                TurnEvent::EndOfTurn => Some(TurnEdge::End),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod deepgram;
 pub mod flux;
+mod replay;
 mod session;
 
 pub use session::{SttError, SttStream, AUDIO_QUEUE_FRAMES};

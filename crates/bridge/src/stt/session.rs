@@ -7,6 +7,8 @@
 //! first words of a call are not lost. If the socket drops mid-call the task reconnects with
 //! backoff while the queue keeps the caller's audio (up to 10 s), so the call goes on without
 //! losing speech; only when Deepgram stays unreachable does the call hear [`SttEvent::Lost`].
+//! A protocol that transcribes whole turns (Flux) also has the turn in progress sent again to
+//! the new connection first ([`super::replay`]), so the turn is heard whole.
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::replay::{TurnAudio, TurnEdge};
 use super::SttEvent;
 use crate::secret::Secret;
 use crate::socket::SOCKET_READ_BUFFER;
@@ -109,8 +112,16 @@ pub(super) trait Dialect: Send + 'static {
     /// Frames are batched into binary messages of at least this many bytes (0: one a frame).
     const CHUNK_BYTES: usize;
 
+    /// A new connection hears the turn in progress again first (see [`super::replay`]).
+    const REPLAY_TURN: bool = false;
+
     /// Reads one server text message.
     fn parse(text: &str, clock: &Clock) -> Incoming;
+
+    /// Where `event` puts the caller's turn, for [`Dialect::REPLAY_TURN`].
+    fn turn_edge(_event: &SttEvent) -> Option<TurnEdge> {
+        None
+    }
 }
 
 /// Opens a recognition stream for one call on `url`. Returns at once; the socket connects in
@@ -132,6 +143,7 @@ pub(super) fn start<D: Dialect>(
         earlier_audio_s: 0.0,
         connection_audio_bytes: 0,
         batch: BytesMut::new(),
+        turn: TurnAudio::new(D::BYTES_PER_SECOND),
         dialect: std::marker::PhantomData,
     };
     SttStream {
@@ -207,6 +219,8 @@ struct Session<D> {
     /// Frames waiting to make up one chunk ([`Dialect::CHUNK_BYTES`]); kept across a
     /// reconnection, so a drop does not lose them.
     batch: BytesMut,
+    /// The turn in progress, sent again on a new connection ([`Dialect::REPLAY_TURN`]).
+    turn: TurnAudio,
     dialect: std::marker::PhantomData<D>,
 }
 
@@ -235,6 +249,10 @@ impl<D: Dialect> Session<D> {
                     self.earlier_audio_s +=
                         self.connection_audio_bytes as f64 / D::BYTES_PER_SECOND;
                     self.connection_audio_bytes = 0;
+                    if D::REPLAY_TURN {
+                        // The replayed turn is sent again, not heard twice.
+                        self.earlier_audio_s -= self.turn.len() as f64 / D::BYTES_PER_SECOND;
+                    }
                     match result {
                         Ok(()) => return,
                         Err(err) => {
@@ -289,6 +307,16 @@ impl<D: Dialect> Session<D> {
             first_audio: None,
             earlier_audio_s: self.earlier_audio_s,
         };
+        if D::REPLAY_TURN && self.turn.len() > 0 {
+            let replayed = Duration::from_secs_f64(self.turn.len() as f64 / D::BYTES_PER_SECOND);
+            clock.first_audio = Instant::now().checked_sub(replayed);
+            for chunk in self.turn.chunks() {
+                sink.send(Message::Binary(chunk.clone()))
+                    .await
+                    .map_err(lost)?;
+                self.connection_audio_bytes += chunk.len() as u64;
+            }
+        }
         loop {
             tokio::select! {
                 () = self.cancel.cancelled() => return Ok(()),
@@ -296,6 +324,9 @@ impl<D: Dialect> Session<D> {
                     Some(frame) => {
                         clock.first_audio.get_or_insert_with(Instant::now);
                         if let Some(chunk) = self.chunk(frame) {
+                            if D::REPLAY_TURN {
+                                self.turn.push(&chunk);
+                            }
                             let len = chunk.len() as u64;
                             sink.send(Message::Binary(chunk)).await.map_err(lost)?;
                             self.connection_audio_bytes += len;
@@ -323,6 +354,9 @@ impl<D: Dialect> Session<D> {
                 message = stream.next() => match message {
                     Some(Ok(Message::Text(text))) => match D::parse(&text, &clock) {
                         Incoming::Event(event) => {
+                            if let Some(edge) = D::turn_edge(&event) {
+                                self.turn.edge(edge);
+                            }
                             if self.events.send(event).await.is_err() {
                                 return Ok(());
                             }

@@ -193,6 +193,32 @@ struct Turn {
     eager: bool,
     /// Utterance id → (votes, furthest position matched), as in the v1 recogniser.
     votes: HashMap<usize, (u32, u32)>,
+    /// Utterance id → earliest position matched: a turn heard from its middle (a connection
+    /// opened mid-utterance) is transcribed from there, as a real recogniser would.
+    earliest: HashMap<usize, u32>,
+}
+
+impl Turn {
+    /// The words this turn heard: [`words_for`] without those spoken before its first frame.
+    fn words(&self, bank: &Bank, words_done: &HashMap<usize, usize>, last: bool) -> Vec<String> {
+        let (mut words, _) = words_for(bank, words_done, &self.votes, last);
+        let best = self
+            .votes
+            .iter()
+            .max_by_key(|(id, (votes, _))| (*votes, usize::MAX - **id));
+        if let Some((&id, _)) = best {
+            let (Some(utterance), Some(&earliest)) = (bank.utterance(id), self.earliest.get(&id))
+            else {
+                return words;
+            };
+            let n = utterance.words.len();
+            let done = words_done.get(&id).copied().unwrap_or(0).min(n);
+            let unheard = earliest as usize * n / utterance.span.max(1) as usize;
+            let skip = unheard.saturating_sub(done).min(words.len());
+            words.drain(..skip);
+        }
+        words
+    }
 }
 
 /// One connection's Flux recogniser.
@@ -329,6 +355,7 @@ impl FluxRecognizer {
             started: false,
             eager: false,
             votes: HashMap::new(),
+            earliest: HashMap::new(),
         });
         turn.last_speech = index;
         turn.speech_frames += 1;
@@ -336,6 +363,8 @@ impl FluxRecognizer {
             let entry = turn.votes.entry(id).or_insert((0, pos));
             entry.0 += 1;
             entry.1 = entry.1.max(pos);
+            let earliest = turn.earliest.entry(id).or_insert(pos);
+            *earliest = (*earliest).min(pos);
         }
         let (start, resumed) = (
             !turn.started && turn.speech_frames >= START_FRAMES,
@@ -367,8 +396,7 @@ impl FluxRecognizer {
         }
         let eager_due = self.thresholds.eager_frames() == Some(self.silence_run);
         if eager_due && !turn.eager {
-            let (words, _) = words_for(&self.bank, &self.words_done, &turn.votes, true);
-            if !words.is_empty() {
+            if !turn.words(&self.bank, &self.words_done, true).is_empty() {
                 turn.eager = true;
                 let msg = self.turn_info("EagerEndOfTurn", None);
                 out.push(msg);
@@ -394,7 +422,7 @@ impl FluxRecognizer {
         let (words, start, last_speech) = match &self.turn {
             Some(turn) if event != "StartOfTurn" => {
                 let last = matches!(event, "EndOfTurn" | "EagerEndOfTurn");
-                let (words, _) = words_for(&self.bank, &self.words_done, &turn.votes, last);
+                let words = turn.words(&self.bank, &self.words_done, last);
                 (words, turn.start, turn.last_speech)
             }
             Some(turn) => (Vec::new(), turn.start, turn.last_speech),
@@ -530,6 +558,18 @@ mod tests {
             .rfind(|m| m["event"] == "EagerEndOfTurn")
             .unwrap();
         assert_eq!(eager["transcript"], out.last().unwrap()["transcript"]);
+    }
+
+    #[test]
+    fn an_utterance_heard_from_its_middle_is_transcribed_from_there() {
+        let speech = tone(40, 8000.0, 3.0);
+        let mut bank = Bank::new();
+        bank.add("one two three four", &speech);
+        let mut rec = FluxRecognizer::new(Arc::new(bank), thresholds(None), "id".into());
+        let mut out = Vec::new();
+        rec.push_audio(&speech[20 * 160..], &mut out);
+        rec.push_audio(&tone(30, 0.0, 0.0), &mut out);
+        assert_eq!(out.last().unwrap()["transcript"], "three four");
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! - `StartOfTurn` interrupts the assistant at once, before any words (as any barge-in does:
 //!   once the reply was audible the caller's words are a turn of their own, before that they
 //!   continue the turn being answered).
-//! - `Update` is the turn's text so far: kept, so a recogniser that drops mid-turn loses none of
-//!   it (it becomes the start of the turn the new connection finishes; the silence timer runs
-//!   only then, in case the new connection hears no more words).
+//! - `Update` is the turn's text so far, used if `EndOfTurn` brings none. (A recogniser that
+//!   drops mid-turn loses none of it: the client sends the whole turn's audio again to the new
+//!   connection, which then transcribes the turn whole.)
 //! - `EndOfTurn` ends the turn with its transcript. Whether an interruption was a real turn
 //!   (issue 15 §2: backchannels, no words) is decided here, on that transcript: that rule, and
 //!   the preemptive reply of `EagerEndOfTurn`/`TurnResumed` (§4), are filled in by that work;
@@ -91,16 +91,10 @@ impl Turns {
     }
 
     /// The recogniser's connection dropped mid-call (it reconnects with the caller's audio
-    /// kept). Flux's turn in progress is gone with it: its words so far are kept as the start of
-    /// the turn the new connection hears the rest of. Should the new connection hear no more
-    /// speech (the caller had finished), the silence timer ends the turn with those words.
-    pub fn on_stt_dropped(&mut self, now: Instant) {
-        let text = std::mem::take(&mut self.flux.text);
-        if text.is_empty() {
-            return;
-        }
-        self.heard.push(text);
-        self.interim_pending = false;
-        self.deadline = Some(now + self.silence_timeout);
+    /// kept). The Flux client sends the turn in progress again to the new connection, from its
+    /// start, so that connection's `Update`s and `EndOfTurn` carry the whole turn: the words the
+    /// old one heard are dropped here, not kept twice.
+    pub fn on_stt_dropped(&mut self, _now: Instant) {
+        self.flux.text.clear();
     }
 }

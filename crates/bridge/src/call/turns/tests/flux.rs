@@ -1,5 +1,5 @@
 //! `TURN_DETECTION=flux`: Flux's turn events start, interrupt and end turns; no silence timer
-//! runs, and a recogniser that drops mid-turn loses none of the words heard so far.
+//! runs, and a recogniser that drops mid-turn leaves the turn to the new connection.
 
 use super::*;
 
@@ -102,28 +102,24 @@ fn eager_end_of_turn_and_turn_resumed_change_nothing_yet() {
 }
 
 #[test]
-fn a_drop_mid_turn_keeps_the_words_heard_so_far() {
+fn a_drop_mid_turn_leaves_the_turn_to_the_new_connection() {
     let (mut turns, t0) = flux();
     turns.on_start_of_turn(ms(t0, 0));
     turns.on_turn_update("What are the", ms(t0, 500));
     turns.on_stt_dropped(ms(t0, 600));
-    // The new connection hears the rest as a turn of its own.
+    assert_eq!(
+        turns.next_deadline(),
+        None,
+        "no timer: Flux will end the turn"
+    );
+    // The new connection hears the whole turn again, from its start.
     assert!(turns.on_start_of_turn(ms(t0, 900)).is_empty());
-    assert_eq!(turns.next_deadline(), None);
-    let (_, said, _) = asked(&turns.on_end_of_turn("opening hours?", ms(t0, 1_500)));
-    assert_eq!(said, "What are the opening hours?");
-}
-
-#[test]
-fn a_drop_at_the_end_of_a_turn_is_ended_by_the_silence_timer() {
-    let (mut turns, t0) = flux();
-    turns.on_start_of_turn(ms(t0, 0));
-    turns.on_turn_update("What are your hours?", ms(t0, 500));
-    turns.on_stt_dropped(ms(t0, 600));
-    assert_eq!(turns.next_deadline(), Some(ms(t0, 600) + TIMEOUT));
-    assert!(turns.on_tick(ms(t0, 2_599)).is_empty());
-    let (_, said, _) = asked(&turns.on_tick(ms(t0, 2_600)));
-    assert_eq!(said, "What are your hours?");
+    turns.on_turn_update("What are the opening", ms(t0, 1_000));
+    let (_, said, _) = asked(&turns.on_end_of_turn("", ms(t0, 1_500)));
+    assert_eq!(
+        said, "What are the opening",
+        "the old Update is not kept twice"
+    );
 }
 
 #[test]
