@@ -395,12 +395,10 @@ impl FluxRecognizer {
             return;
         }
         let eager_due = self.thresholds.eager_frames() == Some(self.silence_run);
-        if eager_due && !turn.eager {
-            if !turn.words(&self.bank, &self.words_done, true).is_empty() {
-                turn.eager = true;
-                let msg = self.turn_info("EagerEndOfTurn", None);
-                out.push(msg);
-            }
+        if eager_due && !turn.eager && !turn.words(&self.bank, &self.words_done, true).is_empty() {
+            turn.eager = true;
+            let msg = self.turn_info("EagerEndOfTurn", None);
+            out.push(msg);
         }
     }
 
