@@ -13,6 +13,7 @@ pub mod bank;
 pub mod faq;
 pub mod flux;
 mod flux_conn;
+mod flux_query;
 pub mod hooks;
 pub mod llm;
 pub mod llm_order;
