@@ -358,6 +358,55 @@ mod tests {
         }
     }
 
+    /// A Flux that accepts every connection and fails it at once with `Error`: the client
+    /// retries through its backoff, then gives the recogniser up, instead of reconnecting
+    /// forever.
+    #[tokio::test]
+    async fn a_flux_that_fails_every_connection_is_given_up() {
+        use futures::{SinkExt, StreamExt};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio_tungstenite::tungstenite::Message;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let Ok(mut socket) = tokio_tungstenite::accept_async(tcp).await else {
+                        return;
+                    };
+                    let error = r#"{"type":"Error","sequence_id":0,"code":"INTERNAL_SERVER_ERROR","description":"always"}"#;
+                    let _ = socket.send(Message::text(error)).await;
+                    while socket.next().await.is_some() {}
+                });
+            }
+        });
+        let mut settings = settings(None, 0.5);
+        settings.deepgram_flux_url = Url::parse(&format!("ws://{address}/v2/listen")).unwrap();
+        let flux = FluxStt::new(&settings, Secret::new("k"), false);
+        let (events_tx, mut events) = mpsc::channel(64);
+        let _stream = flux.start(events_tx, CancellationToken::new());
+        let mut dropped = 0;
+        let lost = loop {
+            match events.recv().await {
+                Some(SttEvent::Dropped) => dropped += 1,
+                Some(SttEvent::Lost(err)) => break err.to_string(),
+                Some(other) => panic!("{other:?}"),
+                None => panic!("the stream ended without giving up"),
+            }
+        };
+        assert!(
+            lost.contains("always") && lost.contains("Deepgram Flux"),
+            "{lost}"
+        );
+        assert_eq!(dropped, 6, "the first try and five retries");
+        assert_eq!(accepted.load(Ordering::Relaxed), 6);
+    }
+
     fn settings(eot: Option<f64>, eager: f64) -> FluxSettings {
         FluxSettings {
             deepgram_flux_url: Url::parse("wss://api.deepgram.com/v2/listen").unwrap(),

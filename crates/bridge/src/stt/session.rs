@@ -44,6 +44,9 @@ const RECONNECT_BACKOFF: [Duration; 5] = [
     Duration::from_secs(1),
     Duration::from_secs(2),
 ];
+/// A connection that lasted this long was healthy: a drop after it reconnects at once, with
+/// the backoff reset; one that dropped sooner counts as a failed attempt.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 /// After `CloseStream`, how long we wait for the last results.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// `CloseStream`, the same in both protocols (PROTOCOLS.md §4.3, §10.2).
@@ -238,13 +241,13 @@ impl<D: Dialect> Session<D> {
                 () = self.cancel.cancelled() => return,
                 result = connect(&self.url, &self.key, D::SERVICE) => result,
             };
-            match connected {
+            let err = match connected {
                 Ok(socket) => {
-                    failures = 0;
                     connections += 1;
                     if connections > 1 {
                         tracing::info!("speech recognition reconnected; buffered audio follows");
                     }
+                    let opened = Instant::now();
                     let result = self.pump(socket).await;
                     self.earlier_audio_s +=
                         self.connection_audio_bytes as f64 / D::BYTES_PER_SECOND;
@@ -253,28 +256,33 @@ impl<D: Dialect> Session<D> {
                         // The replayed turn is sent again, not heard twice.
                         self.earlier_audio_s -= self.turn.len() as f64 / D::BYTES_PER_SECOND;
                     }
-                    match result {
-                        Ok(()) => return,
-                        Err(err) => {
-                            tracing::warn!(
-                                %err,
-                                "speech recognition dropped mid-call; reconnecting, caller audio is kept meanwhile"
-                            );
-                            let _ = self.events.send(SttEvent::Dropped).await;
-                        }
+                    let Err(err) = result else { return };
+                    tracing::warn!(
+                        %err,
+                        "speech recognition dropped mid-call; reconnecting, caller audio is kept meanwhile"
+                    );
+                    let _ = self.events.send(SttEvent::Dropped).await;
+                    if opened.elapsed() >= HEALTHY_AFTER {
+                        failures = 0;
+                        None
+                    } else {
+                        // Dropped as soon as it opened: a failure like a refused handshake, so
+                        // a service that fails every connection is given up, not hammered.
+                        Some(err)
                     }
                 }
-                Err(err) => {
-                    let Some(&delay) = RECONNECT_BACKOFF.get(failures) else {
-                        let _ = self.events.send(SttEvent::Lost(err)).await;
-                        return;
-                    };
-                    failures += 1;
-                    tracing::warn!(%err, attempt = failures, "cannot reach speech recognition; retrying");
-                    tokio::select! {
-                        () = self.cancel.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
+                Err(err) => Some(err),
+            };
+            if let Some(err) = err {
+                let Some(&delay) = RECONNECT_BACKOFF.get(failures) else {
+                    let _ = self.events.send(SttEvent::Lost(err)).await;
+                    return;
+                };
+                failures += 1;
+                tracing::warn!(%err, attempt = failures, "cannot reach speech recognition; retrying");
+                tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
                 }
             }
             if self.audio.is_closed() && self.audio.is_empty() && self.batch.is_empty() {
