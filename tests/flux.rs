@@ -155,6 +155,81 @@ async fn start_of_turn_clears_a_playing_reply_before_any_words() {
     assert!(log.heard().len() < call_audio(&[DIRECTIONS, WEEKEND]).len());
 }
 
+/// Media messages carrying `audio` (μ-law), one 20 ms frame each, from `at_ms` on.
+fn media_at(sid: &str, at_ms: u64, audio: &[u8]) -> Vec<(u64, support::Inject)> {
+    use base64::Engine;
+    let frames = audio.chunks(support::fixture::FRAME_BYTES);
+    frames
+        .enumerate()
+        .map(|(i, frame)| {
+            let payload = base64::engine::general_purpose::STANDARD.encode(frame);
+            let message = serde_json::json!({"event": "media", "streamSid": sid,
+                "sequenceNumber": "1", "media": {"track": "inbound", "chunk": "1",
+                "timestamp": (at_ms + 20 * i as u64).to_string(), "payload": payload}});
+            (at_ms + 20 * i as u64, support::Inject::Message(message))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noise_over_the_reply_clears_it_then_it_resumes_with_no_new_turn() {
+    let env = flux_env(true).await;
+    let fixture = support::fixture::load("barge_in");
+    let sid = fixture.sidecar.stream_sid.clone();
+    // A loud sound no recogniser knows (the stand-in voice's tones), 360 ms, while the
+    // directions play; the call ends before the recording's real interruption.
+    let noise = support::tones("A cough, or a door banging.");
+    let options = support::PlayOptions {
+        inject: media_at(&sid, 5_000, &noise[..18 * 160]),
+        hang_up_at_ms: Some(6_100),
+        ..support::PlayOptions::default()
+    };
+    let log = support::replay_with(&env.media_url(), &fixture, options).await;
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+
+    // Flux heard a turn start and end without words.
+    let conn = &env.stt.flux_connections()[0];
+    let events: Vec<(&str, &str)> = conn
+        .sent
+        .iter()
+        .filter(|s| s.at >= log.at(5_000))
+        .filter_map(|s| Some((s.msg["event"].as_str()?, s.msg["transcript"].as_str()?)))
+        .filter(|(event, _)| *event != "Update")
+        .collect();
+    assert_eq!(events, [("StartOfTurn", ""), ("EndOfTurn", "")]);
+    let end_of_turn = conn.sent.iter().rfind(|s| s.msg["event"] == "EndOfTurn");
+    let end_of_turn = end_of_turn.expect("the noise's turn ended").at;
+
+    // The reply was cleared at once, then resumed from the phrase that was cut: the audio
+    // after the clear is a phrase of the directions from its start, with no new request.
+    assert_eq!(log.clears.len(), 1, "one clear");
+    let clear = &log.clears[0];
+    assert!(clear.at < end_of_turn, "cleared before the turn's end");
+    let after: Vec<u8> = log
+        .media
+        .iter()
+        .filter(|f| f.at > clear.at)
+        .flat_map(|f| f.bytes.iter().copied())
+        .collect();
+    assert!(!after.is_empty(), "the reply resumed");
+    let phrases = reply_phrases(DIRECTIONS);
+    let resumed = phrases.iter().position(|p| {
+        let audio = spoken(std::slice::from_ref(p));
+        audio.starts_with(&after) || after.starts_with(&audio)
+    });
+    assert!(
+        resumed.is_some_and(|n| n >= 1),
+        "the audio after the clear is not a later phrase's start"
+    );
+    assert_eq!(env.llm.requests().len(), 1, "no new turn, no new request");
+    let texts = support::expect::requested(&env.tts);
+    assert_eq!(
+        texts.len(),
+        1 + phrases.len(),
+        "no new voice request: {texts:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_loses_no_speech() {
     let env = flux_env(false).await;

@@ -4,19 +4,22 @@
 //! used in this mode, and no silence timer runs: Flux ends every turn itself, after its own
 //! `eot_timeout_ms` of silence at the latest.
 //!
-//! - `StartOfTurn` interrupts the assistant at once, before any words (as any barge-in does:
-//!   once the reply was audible the caller's words are a turn of their own, before that they
-//!   continue the turn being answered).
-//! - `Update` is the turn's text so far, used if `EndOfTurn` brings none. (A recogniser that
+//! - `StartOfTurn` interrupts the assistant at once, before any words, as the caller's first
+//!   words do with v1: once the reply was audible it is held, and the turn's words decide
+//!   (`interruption.rs`); before that, the caller continues the turn being answered.
+//! - `Update` is the turn's text so far: like v1's interim words, real words rule out resuming
+//!   for lack of words, and the text stands in if `EndOfTurn` brings none. (A recogniser that
 //!   drops mid-turn loses none of it: the client sends the whole turn's audio again to the new
 //!   connection, which then transcribes the turn whole.)
-//! - `EndOfTurn` ends the turn with its transcript. Whether an interruption was a real turn
-//!   (issue 15 §2: backchannels, no words) is decided here, on that transcript: that rule, and
-//!   the preemptive reply of `EagerEndOfTurn`/`TurnResumed` (§4), are filled in by that work;
-//!   until then a turn without words ends nothing and the eager events change nothing.
+//! - `EndOfTurn` ends the turn with its transcript, which is also what decides a held reply:
+//!   only backchannels, fewer than `BARGE_IN_MIN_WORDS` words, or none, and the reply resumes
+//!   with no turn; anything else takes the floor and is answered at once.
+//! - `EagerEndOfTurn` and `TurnResumed` are where the preemptive reply (issue 15 §4) will start
+//!   and be dropped; until then they change nothing.
 
 use tokio::time::Instant;
 
+use super::interruption::{word_count, Interruption};
 use super::{Action, Reply, Turns};
 
 /// What the brain keeps of the Flux turn in progress.
@@ -28,11 +31,12 @@ pub(super) struct FluxTurn {
 
 impl Turns {
     /// Flux `StartOfTurn`: the caller started speaking. The assistant is interrupted at once
-    /// (Twilio `clear`); until the turn ends, the idle timer does not run.
+    /// (Twilio `clear`; an audible reply is held until the turn's words decide); until the turn
+    /// ends, the idle timer does not run.
     pub fn on_start_of_turn(&mut self, now: Instant) -> Vec<Action> {
         self.interim_pending = true;
         self.deadline = None;
-        let actions = self.barge_in(now, false);
+        let actions = self.barge_in(now, true);
         self.hang_up_when_done(actions, Some(now))
     }
 
@@ -48,12 +52,13 @@ impl Turns {
         }
         self.caller_answered();
         self.flux.text = text.to_owned();
-        let actions = self.barge_in(now, false);
+        let actions = self.barge_in(now, true);
+        self.paused_interim(text);
         self.hang_up_when_done(actions, Some(now))
     }
 
     /// Flux `EagerEndOfTurn`: the turn is probably over with `text`. Where the preemptive reply
-    /// starts (issue 15 §4, not built yet); for now the text is kept like an `Update`.
+    /// starts (issue 15 §4, not built yet); for now the text counts like an `Update`.
     pub fn on_eager_end_of_turn(&mut self, text: &str, now: Instant) -> Vec<Action> {
         self.on_turn_update(text, now)
     }
@@ -65,9 +70,9 @@ impl Turns {
     }
 
     /// Flux `EndOfTurn`: the turn is over, with `text` as its whole transcript (the last
-    /// `Update`'s when Flux sent none). A turn with words is answered at once, after any words
-    /// a drop or an interrupted answer left; a turn without words answers nothing and gives the
-    /// floor back to the caller.
+    /// `Update`'s when Flux sent none). A held reply resumes when the turn was no turn
+    /// (backchannels, too few words, nothing); otherwise the turn is answered at once, after
+    /// any words an interrupted answer left.
     pub fn on_end_of_turn(&mut self, text: &str, now: Instant) -> Vec<Action> {
         let text = match text.trim() {
             "" => std::mem::take(&mut self.flux.text),
@@ -75,19 +80,41 @@ impl Turns {
         };
         self.flux.text.clear();
         self.interim_pending = false;
+        let actions = self.end_flux_turn(text, now);
+        self.hang_up_when_done(actions, Some(now))
+    }
+
+    /// [`Turns::on_end_of_turn`] without the hang-up check.
+    fn end_flux_turn(&mut self, text: String, now: Instant) -> Vec<Action> {
+        let no_turn = self.interruptions.is_backchannel(&text)
+            || word_count(&text) < self.interruptions.min_words;
+        let mut actions = Vec::new();
+        match &self.reply {
+            Reply::Paused { .. } if no_turn => return self.resume(),
+            Reply::Paused { .. } => actions.extend(self.take_the_floor()),
+            Reply::Speaking { .. } if no_turn => {
+                // Never interrupted (its StartOfTurn was missed): an acknowledgement changes
+                // nothing.
+                if !text.is_empty() {
+                    self.counted.push(Interruption::Ignored);
+                }
+                return Vec::new();
+            }
+            Reply::Speaking { .. } | Reply::Thinking { .. } | Reply::Idle => {}
+        }
         if text.is_empty() && self.heard.is_empty() {
             if matches!(self.reply, Reply::Idle) {
                 self.floor_to_caller(now);
             }
-            return Vec::new();
+            return actions;
         }
         self.caller_answered();
-        let mut actions = self.barge_in(now, false);
+        actions.extend(self.barge_in(now, false));
         if !text.is_empty() {
             self.heard.push(text);
         }
         actions.extend(self.end_turn(now));
-        self.hang_up_when_done(actions, Some(now))
+        actions
     }
 
     /// The recogniser's connection dropped mid-call (it reconnects with the caller's audio

@@ -1,7 +1,11 @@
-//! `TURN_DETECTION=flux`: Flux's turn events start, interrupt and end turns; no silence timer
-//! runs, and a recogniser that drops mid-turn leaves the turn to the new connection.
+//! `TURN_DETECTION=flux`: Flux's turn events start, interrupt and end turns; an interrupted
+//! reply is held and the turn's transcript decides (section 2's rules); no silence timer runs,
+//! and a recogniser that drops mid-turn leaves the turn to the new connection.
 
 use super::*;
+
+/// The default `FALSE_INTERRUPTION_MS`.
+const FALSE_AFTER: Duration = Duration::from_millis(1500);
 
 /// A call whose greeting was heard, following Deepgram Flux's turns.
 fn flux() -> (Turns, Instant) {
@@ -33,36 +37,90 @@ fn an_end_of_turn_without_text_takes_the_last_update() {
     assert_eq!(said, "Directions please");
 }
 
-#[test]
-fn start_of_turn_interrupts_a_playing_reply_before_any_words() {
+/// A Flux call answering "Directions?" with three 1-second phrases sent at 1 s: the first
+/// heard from 1 s to 2 s (its mark came back), the second playing from 2 s.
+fn answering() -> (Turns, Instant, ReplyId) {
     let (mut turns, t0) = flux();
     turns.on_start_of_turn(ms(t0, 0));
-    let (id, _, _) = asked(&turns.on_end_of_turn("Hours?", ms(t0, 500)));
-    let at = ms(t0, 1_000);
-    speak_at(
-        &mut turns,
-        id,
-        &["We open at eight.", "We close at six."],
-        1,
-        at,
-    );
-    // 1.5 s into the reply: the first phrase was heard, the second half played.
+    let (id, _, _) = asked(&turns.on_end_of_turn("Directions?", ms(t0, 500)));
+    let phrases = ["From the station,", "walk north.", "Then left."];
+    speak_at(&mut turns, id, &phrases, 1, ms(t0, 1_000));
+    (turns, t0, id)
+}
+
+#[test]
+fn start_of_turn_holds_a_playing_reply_before_any_words() {
+    let (mut turns, t0, id) = answering();
     let actions = turns.on_start_of_turn(ms(t0, 2_500));
-    match actions.as_slice() {
-        [Action::Interrupt {
-            id: cut,
-            heard: Some(heard),
-        }] => {
-            assert_eq!(*cut, id);
-            assert!(heard.starts_with("We open at eight."), "{heard}");
-        }
-        other => panic!("expected one Interrupt, got {other:?}"),
-    }
+    assert_eq!(
+        actions,
+        vec![Action::Interrupt {
+            id,
+            heard: Some("From the station, walk…".into()),
+            hold: true
+        }],
+        "the clear is immediate"
+    );
     assert_eq!(turns.barge_ins(), 1);
     assert!(!turns.is_speaking());
-    // The interruption is a turn of its own, decided on its transcript.
-    let (_, said, _) = asked(&turns.on_end_of_turn("And on Sunday?", ms(t0, 3_500)));
-    assert_eq!(said, "And on Sunday?");
+    assert!(turns.on_turn_update("And by", ms(t0, 2_800)).is_empty());
+    // Real words: the interruption is a turn of its own, decided on its transcript.
+    let actions = turns.on_end_of_turn("And by car?", ms(t0, 3_500));
+    let [Action::Discard { id: dropped }, answer] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(*dropped, id);
+    let (_, said, _) = asked(std::slice::from_ref(answer));
+    assert_eq!(said, "And by car?");
+    assert_eq!(history(&turns), ["Directions?", "From the station, walk…"]);
+    assert_eq!(turns.counted().collect::<Vec<_>>(), [Interruption::BargeIn]);
+}
+
+#[test]
+fn a_backchannel_turn_resumes_the_held_reply_and_leaves_no_trace() {
+    let (mut turns, t0, id) = answering();
+    turns.on_start_of_turn(ms(t0, 2_500));
+    turns.on_turn_update("Mm-hmm", ms(t0, 2_700));
+    assert_eq!(turns.next_deadline(), Some(ms(t0, 2_500) + FALSE_AFTER));
+    let actions = turns.on_end_of_turn("Mm-hmm.", ms(t0, 3_200));
+    assert_eq!(actions, vec![Action::Resume { id, from: 1 }]);
+    assert!(turns.is_speaking());
+    assert_eq!(turns.turns(), 1, "no new turn");
+    assert_eq!(turns.counted().collect::<Vec<_>>(), [Interruption::Resumed]);
+    assert_eq!(turns.next_deadline(), None);
+}
+
+#[test]
+fn a_turn_without_words_resumes_the_held_reply() {
+    let (mut turns, t0, id) = answering();
+    turns.on_start_of_turn(ms(t0, 2_500));
+    let actions = turns.on_end_of_turn("", ms(t0, 3_000));
+    assert_eq!(actions, vec![Action::Resume { id, from: 1 }]);
+}
+
+#[test]
+fn no_words_by_the_false_interruption_limit_resume_the_reply() {
+    let (mut turns, t0, id) = answering();
+    turns.on_start_of_turn(ms(t0, 2_500));
+    assert!(turns.on_tick(ms(t0, 3_999)).is_empty());
+    let actions = turns.on_tick(ms(t0, 2_500) + FALSE_AFTER);
+    assert_eq!(actions, vec![Action::Resume { id, from: 1 }]);
+    // Flux's late end of that wordless turn changes nothing.
+    assert!(turns.on_end_of_turn("", ms(t0, 4_500)).is_empty());
+    assert!(turns.is_speaking());
+}
+
+#[test]
+fn real_words_in_an_update_keep_the_reply_held_past_the_limit() {
+    let (mut turns, t0, _) = answering();
+    turns.on_start_of_turn(ms(t0, 2_500));
+    turns.on_turn_update("Actually I", ms(t0, 2_800));
+    assert_eq!(
+        turns.next_deadline(),
+        None,
+        "words came: no resuming for lack of them"
+    );
+    assert!(turns.on_tick(ms(t0, 9_000)).is_empty());
 }
 
 #[test]
@@ -71,7 +129,14 @@ fn a_turn_started_while_the_answer_is_prepared_continues_the_earlier_turn() {
     turns.on_start_of_turn(ms(t0, 0));
     let (id, _, _) = asked(&turns.on_end_of_turn("What are your hours?", ms(t0, 500)));
     let actions = turns.on_start_of_turn(ms(t0, 600));
-    assert_eq!(actions, vec![Action::Interrupt { id, heard: None }]);
+    assert_eq!(
+        actions,
+        vec![Action::Interrupt {
+            id,
+            heard: None,
+            hold: false
+        }]
+    );
     let (_, said, _) = asked(&turns.on_end_of_turn("And your address?", ms(t0, 1_500)));
     assert_eq!(said, "What are your hours? And your address?");
     assert_eq!(turns.turns(), 1, "still the caller's first turn");
