@@ -16,6 +16,7 @@ mod conversation;
 mod demo;
 mod drain;
 mod fakes;
+mod flux;
 mod gather;
 mod gather_tools;
 mod greeting_cache;

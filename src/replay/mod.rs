@@ -129,6 +129,7 @@ fn apply_recorded_settings(fixture: &CallFixture, config: &mut Config, user: Use
     if !user.turn_detection {
         config.turns.turn_detection = match settings.turn_detection.as_str() {
             "deepgram" => TurnDetection::Deepgram,
+            "flux" => TurnDetection::Flux,
             _ => TurnDetection::Timer,
         };
     }

@@ -30,8 +30,7 @@ use crate::events::{CallEvent, CallObserver};
 use crate::metrics::{Metrics, Outcome};
 use crate::record::{Recorder, Tap};
 use crate::store::{CallSid, Store};
-use crate::stt::deepgram::{DeepgramStt, SttStream};
-use crate::stt::SttEvent;
+use crate::stt::{Recogniser, SttEvent, SttStream};
 use crate::tools::{Step, Toolbox, Transfer};
 use crate::twilio::media::Start;
 use crate::twilio::stream::{call_span, MediaStream, StreamEvent, START_TIMEOUT};
@@ -48,8 +47,8 @@ use turns::{
 /// What every call needs, shared read-only by all calls.
 #[derive(Debug)]
 pub struct CallServices {
-    /// Speech recognition settings.
-    pub stt: DeepgramStt,
+    /// Speech recognition: Deepgram live v1, or Flux with `TURN_DETECTION=flux`.
+    pub stt: Recogniser,
     /// The model and the voice.
     pub voice: Arc<Voice>,
     /// Spoken when the stream starts.
@@ -92,6 +91,9 @@ pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     let (sink, socket) = socket.split();
     let tap = services.recorder.as_ref().map(|r| r.open(Instant::now()));
     let mut stream = MediaStream::new(socket);
+    if services.stt.takes_mulaw() {
+        stream = stream.undecoded();
+    }
     if let Some(tap) = &tap {
         stream = stream.copying_to(tap.clone());
     }
@@ -238,7 +240,7 @@ impl Call {
     fn on_twilio(&mut self, event: StreamEvent) {
         match event {
             StreamEvent::Media(frame) => {
-                if !self.stt.send_audio(frame.pcm) && self.stt.dropped_frames() % 50 == 1 {
+                if !self.stt.send_audio(frame.audio) && self.stt.dropped_frames() % 50 == 1 {
                     tracing::warn!(
                         dropped = self.stt.dropped_frames(),
                         "speech recognition is behind: caller audio dropped"

@@ -7,6 +7,7 @@
 
 mod detection;
 mod failures;
+mod flux;
 mod history;
 mod idle;
 mod interruption;
@@ -149,6 +150,8 @@ pub struct Turns {
     preempted: Option<ReplyId>,
     /// Outcomes of preemptive replies not yet handed to the metrics ([`Turns::preemptives`]).
     preemptives: Vec<Preemptive>,
+    /// Deepgram Flux's turn in progress (`TURN_DETECTION=flux` only).
+    flux: flux::FluxTurn,
 }
 
 /// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
@@ -182,6 +185,7 @@ impl Turns {
             preemptive_on: false,
             preempted: None,
             preemptives: Vec::new(),
+            flux: flux::FluxTurn::default(),
         }
     }
 

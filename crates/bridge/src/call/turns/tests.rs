@@ -7,6 +7,8 @@ use crate::llm::Role;
 mod deepgram;
 /// What the caller hears when a provider fails, and when the call hangs up.
 mod failures;
+/// The rules of `TURN_DETECTION=flux`, in their own file.
+mod flux;
 /// Prompts for a silent caller, and their goodbye.
 mod idle;
 /// Backchannels resume a reply; real words take the floor.
