@@ -141,5 +141,10 @@ fn the_default_demo_tells_an_early_interruption_and_a_resumed_backchannel() {
     );
     assert!(!stdout.contains("heard      \"Uh-huh.\""), "{stdout}");
     assert!(stdout.contains("3 answered turn(s)"), "{stdout}");
+    // "Goodbye": the assistant ends the call once its farewell was heard; the stream closes
+    // and Twilio's <Connect action> request gets <Hangup/>.
+    assert!(stdout.contains("calls the tool end_call"), "{stdout}");
+    assert!(stdout.contains("POST /stream_ended → 200"), "{stdout}");
+    assert!(stdout.contains("runs <Hangup/>"), "{stdout}");
     assert!(!stdout.contains("warning"), "{stdout}");
 }

@@ -10,6 +10,7 @@ pub mod story;
 use ivr_bridge::audio::wav;
 use ivr_sim::caller as player;
 use ivr_sim::fixture;
+use ivr_sim::webhooks::TwilioHttp;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -101,7 +102,32 @@ pub async fn run(mut options: DemoOptions, out: &mut (dyn Write + Send)) -> Resu
     let mut story = story::Story::new(out);
     header(&mut story, &options, &fixture, local.addr);
     let url = format!("ws://{}/media", local.addr);
-    let played = player::play(&url, &fixture, Some(&mut local.events), &mut story).await;
+    // Twilio asks the voice webhook first, and follows its <Connect action> once the server
+    // closes the stream (the assistant ended or transferred the call).
+    let twilio = TwilioHttp::new(options.config.twilio.auth_token().map(|t| t.expose()));
+    let webhook = format!("http://{}/", local.addr);
+    let connect_action = match twilio
+        .incoming_call(&webhook, &fixture.sidecar.call_sid)
+        .await
+    {
+        Ok(connect) => connect.action.map(|url| player::ConnectAction {
+            url,
+            twilio,
+            dial: ivr_sim::webhooks::DialOutcome::NoAnswer,
+        }),
+        Err(err) => {
+            story.note(&format!(
+                "(the voice webhook did not answer as Twilio needs: {err})"
+            ));
+            None
+        }
+    };
+    let play = player::PlayOptions {
+        connect_action,
+        ..player::PlayOptions::default()
+    };
+    let played =
+        player::play_with(&url, &fixture, &play, Some(&mut local.events), &mut story).await;
     local.stop().await?;
     let recording = played?;
     let turns = story.turns().to_vec();

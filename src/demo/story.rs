@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ivr_bridge::events::CallEvent;
 use ivr_sim::caller::Listener;
+use ivr_sim::twiml::Instruction;
+use ivr_sim::webhooks::AfterStream;
 
 /// The latencies of one answered turn.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -204,6 +206,34 @@ impl Listener for Story<'_> {
             ),
             CallEvent::Problem { what } => self.line(at, "server", &format!("warning: {what}")),
             _ => {}
+        }
+    }
+
+    fn after_stream(&mut self, at: Duration, after: &AfterStream) {
+        self.line(
+            at,
+            "line",
+            "the server closed the Media Stream: Twilio follows <Connect action>",
+        );
+        for (url, status) in &after.requests {
+            let path = url.split_once("://").map_or(url.as_str(), |(_, rest)| {
+                rest.find('/').map_or(rest, |i| &rest[i..])
+            });
+            self.line(at, "twilio", &format!("POST {path} → {status}"));
+        }
+        let ran: Vec<String> = after
+            .instructions
+            .iter()
+            .map(|i| match i {
+                Instruction::Hangup => "<Hangup/>".to_owned(),
+                Instruction::Say(text) => format!("<Say>{text}</Say>"),
+                Instruction::Dial { target, .. } => format!("<Dial>{target:?}</Dial>"),
+                Instruction::Other(name) => format!("<{name}>"),
+            })
+            .collect();
+        self.line(at, "twilio", &format!("runs {}", ran.join(" ")));
+        if let Some(error) = &after.error {
+            self.line(at, "twilio", &format!("error: {error}"));
         }
     }
 
