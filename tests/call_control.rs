@@ -177,3 +177,92 @@ async fn an_operator_tool_answers_within_the_reply_with_a_holding_phrase_when_sl
     assert_eq!(roles, ["system", "user", "assistant", "tool"]);
     assert!(log.clears.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_ends_on_one_instance_and_another_dials() {
+    let redis = support::redis_server::RedisServer::start().await;
+    let shared = |config: &mut ivr_bridge::Config| {
+        config.store.redis_url = Some(ivr_bridge::RedisUrl::parse(&redis.url()).expect("url"));
+        config.tools.transfer_to = ivr_bridge::twilio::next_step::Target::parse(TRANSFER_TO).ok();
+    };
+    let (a, b) = (
+        TestEnv::start_with(shared).await,
+        TestEnv::start_with(shared).await,
+    );
+    // Behind a balancer: the voice webhook reached B (its <Connect action> names B), the
+    // Media Stream went to A.
+    let fixture = support::fixture::load("transfer");
+    let call_sid = fixture.sidecar.call_sid.clone();
+    let connect = b
+        .twilio()
+        .incoming_call(&format!("{}/", b.http_url()), &call_sid)
+        .await
+        .expect("the voice webhook answers");
+    let action = connect.action.expect("<Connect action>");
+    assert!(action.starts_with(&b.http_url()), "{action}");
+    let options = PlayOptions {
+        connect_action: Some(support::ConnectAction {
+            url: action,
+            twilio: b.twilio(),
+            dial: DialOutcome::NoAnswer,
+        }),
+        ..PlayOptions::default()
+    };
+    let log = support::replay_with(&a.media_url(), &fixture, options).await;
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+
+    // A recorded the transfer in Redis before closing; B found it and dialled.
+    let after = log.after_stream.expect("Twilio followed <Connect action>");
+    match after.instructions.as_slice() {
+        [Instruction::Dial { target, .. }, Instruction::Say(_), Instruction::Hangup] => {
+            assert_eq!(*target, DialTarget::Number(TRANSFER_TO.into()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_stuck_calling_tools_gets_three_rounds_then_the_fallback() {
+    let seen = Record::default();
+    let base = endpoint(seen.clone()).await;
+    let tools = serde_json::json!([{
+        "name": "lookup_appointment",
+        "description": "Finds the caller's next appointment.",
+        "parameters": {"type": "object", "properties": {"name": {"type": "string"}},
+                       "required": ["name"]},
+        "url": format!("{base}/lookup")
+    }]);
+    let file = write_temp("rounds", "tools.json", &tools.to_string());
+    let env = TestEnv::start_with(|config| {
+        config.tools = ivr_bridge::Config::builder()
+            .set("DEEPGRAM_API_KEY", "unused")
+            .set("MISTRAL_API_KEY", "unused")
+            .set("TOOLS_FILE", file.to_string_lossy())
+            .set("TOOLS_SECRET", SECRET)
+            .build()
+            .expect("tools settings")
+            .tools;
+    })
+    .await;
+    env.llm.keep_calling_tools(true);
+    let log = env.replay("appointment").await;
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+    assert_eq!(
+        seen.lock().expect("record").len(),
+        3,
+        "three rounds of tools"
+    );
+    assert_eq!(
+        env.llm.requests().len(),
+        4,
+        "the turn and one request per round"
+    );
+    // The caller heard the fallback phrase (its audio was cached at the call's start).
+    let fallback = ivr_bridge::tts::text::speakable(&env.config.assistant.fallback_phrase);
+    let audio = support::framed(&support::tones(&fallback));
+    let heard = log.heard();
+    assert!(
+        heard.windows(audio.len()).any(|w| w == audio.as_slice()),
+        "the caller heard the fallback phrase"
+    );
+}
