@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 pub use file::{OperatorTool, ToolsFile};
 pub use rounds::{Round, Step, ToolAnswer, MAX_TOOL_ROUNDS};
-pub use settings::{ToolSettings, Transfer, DEFAULT_TRANSFER_PHRASE, TRANSFER_APOLOGY};
+pub use settings::{ToolSettings, Transfer, DEFAULT_TRANSFER_PHRASE};
 
 use crate::llm::tools::{Tool, ToolChoice, ToolOffer, ToolRequest};
 use crate::metrics::Metrics;
