@@ -126,6 +126,10 @@ struct LoadtestArgs {
     /// whether the server's memory and open files come back afterwards.
     #[arg(long, value_name = "TOTAL")]
     soak: Option<u32>,
+    /// Soak: seconds to wait after the warm-up call and after the last batch before reading the
+    /// server's memory and open files (its idle provider connections close after 90 s).
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    soak_settle_s: f64,
     /// Measure forwarding on one frame in about N (by hash; 0: 1 up to 200 calls, then one in
     /// calls/200). Send lateness is always measured on every frame.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -248,8 +252,12 @@ fn run_loadtest(args: LoadtestArgs) -> ExitCode {
     use crate::loadtest::{self, Options};
     use ivr_sim::standin::Delays;
     use std::time::Duration;
-    if args.calls == 0 || !(0.0..=1.0).contains(&args.barge_in_share) || args.ramp_s < 0.0 {
-        eprintln!("error: --calls must be at least 1, --barge-in-share within 0..1, --ramp-s >= 0");
+    let bad_times = !(args.ramp_s >= 0.0 && args.soak_settle_s >= 0.0 && args.soak_settle_s < 1e6);
+    if args.calls == 0 || !(0.0..=1.0).contains(&args.barge_in_share) || bad_times {
+        eprintln!(
+            "error: --calls must be at least 1, --barge-in-share within 0..1, --ramp-s and \
+--soak-settle-s >= 0"
+        );
         return ExitCode::from(EXIT_USAGE);
     }
     if let Err(err) = check_loadtest_args(&args) {
@@ -283,6 +291,7 @@ fn run_loadtest(args: LoadtestArgs) -> ExitCode {
         idle: !args.no_idle,
         server_cpus: args.server_cpus,
         soak: args.soak,
+        soak_settle: Duration::from_secs_f64(args.soak_settle_s),
         frame_sample: match args.frame_sample {
             0 => u64::from(args.calls / 200).max(1),
             n => n,

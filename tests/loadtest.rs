@@ -202,4 +202,6 @@ fn a_short_soak_reports_memory_and_open_files_before_during_and_after() {
     let growth = soak["rss_growth_kib"].as_i64().expect("growth");
     assert_eq!(soak["rss_returned"], growth <= 4096, "{soak:#}");
     assert!(soak["fds_returned"].is_boolean());
+    assert!(soak["fds_flat"].is_boolean());
+    assert_eq!(soak["settle_s"], 2.0);
 }

@@ -62,7 +62,7 @@ pub async fn measure(
 
 /// Starts `n` idle callers (tags from `first`) over `ramp`; returns once each has heard the
 /// greeting (or the limit passed), with the token that hangs them up and how many were greeted.
-pub(super) async fn idle_calls(
+async fn idle_calls(
     url: &str,
     first: u32,
     n: u32,
@@ -110,13 +110,13 @@ pub(super) async fn idle_calls(
 }
 
 /// Idle callers, hung up when dropped or cancelled.
-pub(super) struct HangUp {
+struct HangUp {
     token: CancellationToken,
     tasks: JoinSet<()>,
 }
 
 impl HangUp {
-    pub(super) fn cancel(&self) {
+    fn cancel(&self) {
         self.token.cancel();
     }
 }

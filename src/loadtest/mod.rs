@@ -87,6 +87,8 @@ pub struct Options {
     pub server_cpus: Option<CpuList>,
     /// Soak: this many calls in all, `calls` at a time, one batch after another.
     pub soak: Option<u32>,
+    /// Soak: pause after the warm-up call and after the last batch before reading the server.
+    pub soak_settle: Duration,
     /// Forwarding is measured on one frame in about this many (1: every frame).
     pub frame_sample: u64,
 }
@@ -125,7 +127,8 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
     note(&files);
     let scripts = Scripts::load(&options)?;
     let mut bank = Bank::new();
-    for call in 0..options.total_calls() {
+    // One more than measured: the soak's warm-up call.
+    for call in 0..=options.total_calls() {
         scripts.of(call).teach(&mut bank, call);
     }
     let (probe, seen) = Probe::new(PROBE_QUEUE);
@@ -170,12 +173,16 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
         events: &events_tx,
     };
     let soak_before = match options.soak {
-        Some(_) => Some(soak::before(&options, &media_url, pid, &events_tx, note).await),
+        Some(_) => Some(soak::before(&run, pid, note).await),
         None => None,
     };
     let started = Instant::now();
     let cpu_before = pid.and_then(process::cpu_seconds);
     let own_before = process::cpu_seconds(std::process::id());
+    let sched_before = (
+        process::sched_seconds(std::process::id()),
+        pid.and_then(process::sched_seconds),
+    );
     let peak = Peak::start(pid);
     let mut batches = Vec::new();
     for calls in run.batches() {
@@ -195,6 +202,13 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
     let own_cpu = own_before
         .zip(process::cpu_seconds(std::process::id()))
         .map(|(a, b)| b - a);
+    let sched = |before: Option<process::SchedTimes>, pid: Option<u32>| {
+        before
+            .zip(pid.and_then(process::sched_seconds))
+            .map(|(a, b)| a.until(b))
+    };
+    let own_sched = sched(sched_before.0, Some(std::process::id()));
+    let server_sched = sched(sched_before.1, pid);
     let peak = peak.stop().await;
     let soak = match soak_before {
         Some(before) => Some(soak::after(&options, before, &batches, peak, pid, note).await),
@@ -219,6 +233,8 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
         idle,
         cpu,
         own_cpu,
+        own_sched,
+        server_sched,
         rss_peak: peak.rss_kib,
         wall,
         probe_dropped: probe.dropped(),
@@ -329,7 +345,7 @@ fn ramp_at(started: Instant, options: &Options, call: u32) -> Instant {
 
 /// The child server's environment: the stand-ins, and room for every call.
 fn server_env(stand_ins: &StandIns, options: &Options) -> Vec<(&'static str, String)> {
-    vec![
+    let mut env = vec![
         ("DEEPGRAM_API_KEY", STAND_IN_KEY.to_owned()),
         ("MISTRAL_API_KEY", STAND_IN_KEY.to_owned()),
         ("DEEPGRAM_STT_URL", stand_ins.stt.url()),
@@ -346,7 +362,13 @@ fn server_env(stand_ins: &StandIns, options: &Options) -> Vec<(&'static str, Str
         ("GREETING", crate::demo::DEMO_GREETING.to_owned()),
         ("TWILIO_AUTH_TOKEN", String::new()),
         ("REDIS_URL", String::new()),
-    ]
+    ];
+    if let Some(cpus) = &options.server_cpus {
+        // The child starts on the generator's cores and is pinned once it answers; tokio
+        // sizes its worker pool at start, so it is told the count of its own cores.
+        env.push(("TOKIO_WORKER_THREADS", cpus.count().to_string()));
+    }
+    env
 }
 
 /// What a server started by hand needs to use these stand-ins.

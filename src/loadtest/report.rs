@@ -7,12 +7,16 @@ use serde::Serialize;
 use super::analysis::{self, Stats, TurnRule};
 use super::collect::Collector;
 use super::cpus::CpuList;
+use super::process::SchedTimes;
 use super::soak::SoakReport;
 use super::{IdleMemory, Options};
 
 /// A run whose frames left the load generator later than this at p99 is marked late: its
 /// latency figures include the generator's own delay and are upper bounds, not the server's.
 pub const GENERATOR_LATE_P99_MS: f64 = 5.0;
+/// A run where the generator or the server waited this share of their runnable time for a
+/// CPU is marked as run on a busy machine: other processes took the cores.
+pub const BUSY_WAIT_SHARE: f64 = 0.1;
 
 /// Everything measured, in the units the names say.
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +94,17 @@ pub struct Report {
     pub loadgen_cpu_share: Option<f64>,
     /// Forwarding was measured on one frame in about this many.
     pub frame_sample: u64,
+    /// Seconds the load generator was runnable but waited for its cores during the calls.
+    pub loadgen_wait_s: Option<f64>,
+    /// That wait as a share of its runnable time.
+    pub loadgen_wait_share: Option<f64>,
+    /// Seconds the server was runnable but waited for its cores during the calls.
+    pub server_wait_s: Option<f64>,
+    /// That wait as a share of its runnable time.
+    pub server_wait_share: Option<f64>,
+    /// Whether either waited more than [`BUSY_WAIT_SHARE`] of its runnable time: the machine
+    /// was busy with other work and every figure is a bound, not the bridge's alone.
+    pub machine_busy: bool,
     /// The soak's findings, for `--soak`.
     pub soak: Option<SoakReport>,
     /// CPU seconds the load generator itself used (callers, stand-ins, collector).
@@ -139,6 +154,10 @@ pub struct Inputs<'a> {
     pub cpu: Option<f64>,
     /// Load generator CPU seconds.
     pub own_cpu: Option<f64>,
+    /// The load generator's time on and waiting for its cores.
+    pub own_sched: Option<SchedTimes>,
+    /// The server's.
+    pub server_sched: Option<SchedTimes>,
     /// Largest server RSS.
     pub rss_peak: Option<u64>,
     /// Wall time of the calls.
@@ -237,6 +256,14 @@ pub fn build(i: Inputs<'_>) -> Report {
             .zip(generator_cores)
             .map(|(cpu, n)| cpu / i.wall.as_secs_f64().max(1e-9) / n as f64),
         frame_sample: o.frame_sample,
+        loadgen_wait_s: i.own_sched.map(|s| s.waiting),
+        loadgen_wait_share: i.own_sched.map(SchedTimes::wait_share),
+        server_wait_s: i.server_sched.map(|s| s.waiting),
+        server_wait_share: i.server_sched.map(SchedTimes::wait_share),
+        machine_busy: [i.own_sched, i.server_sched]
+            .iter()
+            .flatten()
+            .any(|s| s.wait_share() > BUSY_WAIT_SHARE),
         soak: i.soak,
         loadgen_cpu_s: i.own_cpu,
         wall_s: i.wall.as_secs_f64(),
@@ -282,6 +309,8 @@ impl Report {
             line(format!("  failed: {f}"));
         }
         let na = || "n/a".to_owned();
+        let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
+        let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{:.0} %", v * 100.0));
         line(format!(
             "cores: server {} ({} cores: {} calls per server core), load generator {}",
             self.server_cpus.clone().unwrap_or_else(na),
@@ -290,6 +319,15 @@ impl Report {
                 .map_or_else(na, |n| format!("{n:.0}")),
             self.generator_cpus.clone().unwrap_or_else(na),
         ));
+        if self.machine_busy {
+            line(format!(
+                "MACHINE BUSY: waiting for their cores, the load generator lost {} s ({}) and the server {} s ({}) to other processes; every figure below is a bound",
+                opt(self.loadgen_wait_s),
+                pct(self.loadgen_wait_share),
+                opt(self.server_wait_s),
+                pct(self.server_wait_share),
+            ));
+        }
         if self.generator_late {
             line(format!(
                 "LOAD GENERATOR LATE: its frames left {:.1} ms behind schedule at p99 (limit {} ms); \
@@ -336,7 +374,6 @@ the latencies below include its own delay and are upper bounds, not the server's
                 st.count, st.p50, st.p99, st.max
             ));
         }
-        let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
         line(format!(
             "server CPU: {} s over {:.2} call-minutes = {} s per call-minute",
             opt(self.server_cpu_s),
@@ -415,6 +452,7 @@ mod tests {
             idle: false,
             server_cpus: None,
             soak: None,
+            soak_settle: Duration::from_secs(2),
             frame_sample: 1,
         }
     }
@@ -431,6 +469,8 @@ mod tests {
             idle: None,
             cpu: Some(1.0),
             own_cpu: Some(3.0),
+            own_sched: None,
+            server_sched: None,
             rss_peak: None,
             wall: Duration::from_secs(4),
             probe_dropped: 0,
@@ -475,6 +515,48 @@ mod tests {
             table.contains("cores: server 1 (1 cores: 2 calls per server core), load generator 0"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_run_on_a_busy_machine_is_marked() {
+        let options = options();
+        let collected = Collector::new(2);
+        let busy = |generator_wait: f64| {
+            build(Inputs {
+                options: &options,
+                collected: &collected,
+                rule: TurnRule { silence: None },
+                idle: None,
+                cpu: None,
+                own_cpu: None,
+                own_sched: Some(SchedTimes {
+                    running: 9.0,
+                    waiting: generator_wait,
+                }),
+                server_sched: Some(SchedTimes {
+                    running: 9.0,
+                    waiting: 0.1,
+                }),
+                rss_peak: None,
+                wall: Duration::from_secs(10),
+                probe_dropped: 0,
+                expected_turns: 2,
+                barge_in_calls: 0,
+                server_cpus: None,
+                generator_cpus: None,
+                soak: None,
+            })
+        };
+        let quiet = busy(0.5);
+        assert!(!quiet.machine_busy);
+        assert!(!quiet.table().contains("MACHINE BUSY"));
+        // 3 s of 12 s runnable spent waiting: 25 %.
+        let report = busy(3.0);
+        assert!(report.machine_busy);
+        assert_eq!(report.loadgen_wait_share, Some(0.25));
+        assert!(report
+            .table()
+            .contains("the load generator lost 3.000 s (25 %)"));
     }
 
     #[test]

@@ -2,19 +2,13 @@
 //! server's resident memory and open files come back to where they were once the calls are over.
 //! A leak of a socket or a buffer per call shows as growth that does not return.
 
-use std::time::Duration;
-
 use serde::Serialize;
-use tokio::sync::mpsc;
 
-use super::caller::CallEvent;
-use super::{idle, process, Options};
+use super::{process, Options, Run};
 
 /// Resident memory may end this far above where it started: the allocator keeps some of what
 /// the busiest moment needed (issue 16: "within 4 MiB").
 pub const RSS_RETURN_KIB: u64 = 4 * 1024;
-/// Pause before the last reading, so sockets the server is closing are closed.
-const SETTLE: Duration = Duration::from_secs(2);
 
 /// The server's resident memory and open files at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -65,24 +59,25 @@ pub struct SoakReport {
     pub rss_growth_kib: Option<i64>,
     /// Whether memory came back to within [`RSS_RETURN_KIB`] of `before`.
     pub rss_returned: Option<bool>,
-    /// Whether the open files came back to `before`'s count (or fewer).
+    /// Whether the open files came back to `before`'s count (or fewer). Pooled provider
+    /// connections stay open while idle (the server's pool keeps them 90 s): pause longer
+    /// than that (`--soak-settle-s`) for an exact comparison.
     pub fds_returned: Option<bool>,
+    /// Whether the open files after the last batch are no more than after the first: no
+    /// growth from batch to batch, whatever the pool holds.
+    pub fds_flat: Option<bool>,
+    /// The pause before the last reading, s.
+    pub settle_s: f64,
 }
 
-/// The reading before the first batch: one warm-up call that hears the greeting and hangs up,
-/// so what every server allocates once is not counted as growth.
-pub async fn before(
-    options: &Options,
-    url: &str,
-    pid: Option<u32>,
-    events: &mpsc::Sender<CallEvent>,
-    note: &mut dyn FnMut(&str),
-) -> Sample {
+/// The reading before the first batch: after one whole warm-up call (its tag is the one after
+/// the soak's last), so what a server allocates once, and the provider connections it pools,
+/// are not counted as growth.
+pub(super) async fn before(run: &Run<'_>, pid: Option<u32>, note: &mut dyn FnMut(&str)) -> Sample {
+    let options = run.options;
     let warm_up = options.total_calls();
-    let (hang_up, _) = idle::idle_calls(url, warm_up, 1, Duration::ZERO, events, 1).await;
-    hang_up.cancel();
-    drop(hang_up);
-    tokio::time::sleep(SETTLE).await;
+    run.calls(warm_up..warm_up + 1).await;
+    tokio::time::sleep(options.soak_settle).await;
     let sample = Sample::of(pid);
     note(&format!(
         "soak: {} calls, {} at a time; server before: {}",
@@ -102,7 +97,7 @@ pub async fn after(
     pid: Option<u32>,
     note: &mut dyn FnMut(&str),
 ) -> SoakReport {
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(options.soak_settle).await;
     let after = Sample::of(pid);
     note(&format!("soak: server after: {}", describe(after)));
     verdict(options, before, batches, peak, after)
@@ -130,6 +125,11 @@ pub fn verdict(
         rss_growth_kib: growth,
         rss_returned: growth.map(|g| g <= RSS_RETURN_KIB as i64),
         fds_returned: after.fds.zip(before.fds).map(|(a, b)| a <= b),
+        fds_flat: match (batches.first(), batches.last()) {
+            (Some(first), Some(last)) => last.fds.zip(first.fds).map(|(l, f)| l <= f),
+            _ => None,
+        },
+        settle_s: options.soak_settle.as_secs_f64(),
     }
 }
 
@@ -162,11 +162,13 @@ impl SoakReport {
                 yes(self.rss_returned)
             ),
             format!(
-                "soak: server open files {} before, {} peak, {} after: back to the count before: {}",
+                "soak: server open files {} before, {} peak, {} after {:.0} s: back to the count before: {}; no growth from the first batch to the last: {}",
                 v(self.before.fds),
                 v(self.peak.fds),
                 v(self.after.fds),
-                yes(self.fds_returned)
+                self.settle_s,
+                yes(self.fds_returned),
+                yes(self.fds_flat)
             ),
             format!("soak: RSS after each batch (KiB): {}", rss.join(" ")),
             format!("soak: open files after each batch: {}", fds.join(" ")),
