@@ -34,7 +34,7 @@ pub enum CpuError {
     #[error("CPU {0} is beyond {MAX_CPU}")]
     TooLarge(usize),
     /// The machine does not let this process use a listed CPU.
-    #[error("CPU {cpu} is not available here (this process may use {allowed})")]
+    #[error("CPU {cpu} is not available here (available: {allowed})")]
     Unavailable {
         /// The CPU asked for.
         cpu: usize,
@@ -59,6 +59,20 @@ impl CpuList {
         self.0.len()
     }
 
+    /// The CPUs a process may be pinned to here: its cgroup's (`cpuset.cpus.effective`), else
+    /// the online ones, else this process's own affinity. Not only this process's own: a
+    /// generator started under `taskset -c 0` may still pin its server to core 1.
+    pub fn available() -> Option<Self> {
+        [
+            "/sys/fs/cgroup/cpuset.cpus.effective",
+            "/sys/devices/system/cpu/online",
+        ]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .find_map(|list| list.trim().parse().ok())
+        .or_else(Self::allowed_here)
+    }
+
     /// The CPUs this process may run on now, or `None` if the kernel does not say.
     pub fn allowed_here() -> Option<Self> {
         let set = sched_getaffinity(Pid::from_raw(0)).ok()?;
@@ -68,9 +82,9 @@ impl CpuList {
         (!cpus.is_empty()).then_some(Self(cpus))
     }
 
-    /// Checks every listed CPU is one this process may use.
+    /// Checks every listed CPU is one a process may be pinned to here.
     pub fn check_available(&self) -> Result<(), CpuError> {
-        let Some(allowed) = Self::allowed_here() else {
+        let Some(allowed) = Self::available() else {
             return Ok(());
         };
         match self.0.iter().find(|c| !allowed.0.contains(c)) {
@@ -222,7 +236,7 @@ mod tests {
     #[test]
     fn a_cpu_this_process_may_not_use_is_refused() {
         let list: CpuList = "1023".parse().expect("list");
-        let allowed = CpuList::allowed_here().expect("affinity readable");
+        let allowed = CpuList::available().expect("CPUs readable");
         assert!(!allowed.0.contains(&1023), "a 1024-core machine?");
         assert!(matches!(
             list.check_available(),
