@@ -372,7 +372,12 @@ fn check_loadtest_args(args: &LoadtestArgs) -> Result<(), String> {
 /// greeting unless the user set them.
 fn run_demo(mut args: DemoArgs, silence_set: bool, greeting_set: bool) -> ExitCode {
     let providers = choose_providers(&mut args.serve);
-    let silence_note = if silence_set {
+    let flux = args.serve.turns.turn_detection == ivr_bridge::config::TurnDetection::Flux;
+    let silence_note = if flux {
+        "when Deepgram Flux says the turn is over (EndOfTurn, TURN_DETECTION=flux); no silence \
+timer"
+            .to_owned()
+    } else if silence_set {
         format!(
             "after {} ms of silence (SILENCE_TIMEOUT_MS)",
             args.serve.turns.silence_timeout.as_millis()

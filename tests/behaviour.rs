@@ -7,13 +7,16 @@
 
 mod support;
 
+mod backchannel;
 mod barge_in;
+mod call_control;
 mod cli;
 mod concurrency;
 mod conversation;
 mod demo;
 mod drain;
 mod fakes;
+mod flux;
 mod gather;
 mod gather_tools;
 mod greeting_cache;
@@ -25,6 +28,7 @@ mod loadtest;
 mod malformed_input;
 mod metrics;
 mod operator_tools;
+mod preemptive;
 mod properties;
 mod provider_faults;
 mod record_replay;

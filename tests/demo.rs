@@ -102,3 +102,49 @@ fn the_demo_plays_a_call_with_stand_ins_and_writes_its_wav() {
         "the assistant talks over the question"
     );
 }
+
+#[test]
+fn the_default_demo_tells_an_early_interruption_and_a_resumed_backchannel() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = std::env::temp_dir().join(format!("ivr-bridge-demo-{}.wav", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_ivr-bridge"))
+        .env_clear()
+        .arg("demo")
+        .arg("--out")
+        .arg(&out)
+        .current_dir(&root)
+        .output()
+        .expect("the binary runs");
+    let _ = std::fs::remove_file(&out);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("fixtures/calls/demo.jsonl"), "{stdout}");
+
+    // The caller asks for directions a moment into the answer about opening hours: they had
+    // heard only its first words, and their question is a turn of its own.
+    let early = "barge-in: the caller spoke over the assistant after hearing \"We are open";
+    assert!(stdout.contains(early), "{stdout}");
+    assert!(
+        stdout.contains("heard      \"How do I get to the hospital?\""),
+        "the question was not glued to the one before: {stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "the interruption is a turn of its own: the model's history keeps \"We are open"
+        ),
+        "{stdout}"
+    );
+    // "Uh-huh." over the directions: cleared at once, then the directions go on.
+    assert!(
+        stdout.contains("only a backchannel (\"Uh-huh.\"): the reply resumes from phrase"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("heard      \"Uh-huh.\""), "{stdout}");
+    assert!(stdout.contains("3 answered turn(s)"), "{stdout}");
+    // "Goodbye": the assistant ends the call once its farewell was heard; the stream closes
+    // and Twilio's <Connect action> request gets <Hangup/>.
+    assert!(stdout.contains("calls the tool end_call"), "{stdout}");
+    assert!(stdout.contains("POST /stream_ended → 200"), "{stdout}");
+    assert!(stdout.contains("runs <Hangup/>"), "{stdout}");
+    assert!(!stdout.contains("warning"), "{stdout}");
+}

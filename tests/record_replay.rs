@@ -125,6 +125,15 @@ async fn a_recorded_call_replays_the_same_and_a_changed_one_differs() {
         serde_json::from_slice(&std::fs::read(jsonl.with_extension("json")).unwrap()).unwrap();
     sidecar["replies"][1]["phrases"] = serde_json::json!(["We are closed on Mondays."]);
     std::fs::write(changed.with_extension("json"), sidecar.to_string()).unwrap();
+    // And one whose model ended the call, which this one's does not.
+    let tooled = dir.join("tooled.jsonl");
+    std::fs::copy(&jsonl, &tooled).unwrap();
+    let mut sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(jsonl.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(sidecar["tool_calls"], serde_json::json!([]), "{sidecar}");
+    sidecar["tool_calls"] = serde_json::json!([{"at_ms": 7000, "reply": 2, "name": "end_call",
+        "arguments": "{}", "result": "{\"ok\": true}"}]);
+    std::fs::write(tooled.with_extension("json"), sidecar.to_string()).unwrap();
 
     // Both at once, and the recording against the recording server itself, where only the wire
     // can be compared.
@@ -132,8 +141,20 @@ async fn a_recorded_call_replays_the_same_and_a_changed_one_differs() {
         replay(&jsonl, None),
         replay(&changed, None),
         replay(&jsonl, Some(&url)),
+        replay(&tooled, None),
     ];
-    let [same, differs, wire] = runs.map(|child| child.wait_with_output().unwrap());
+    let [same, differs, wire, tools_differ] = runs.map(|child| child.wait_with_output().unwrap());
+    assert_eq!(
+        tools_differ.status.code(),
+        Some(1),
+        "{}",
+        text(&tools_differ)
+    );
+    assert!(
+        text(&tools_differ).contains("tool call 1"),
+        "{}",
+        text(&tools_differ)
+    );
     let _ = std::fs::remove_dir_all(&dir);
     assert!(same.status.success(), "{}\n{same:?}", text(&same));
     assert!(

@@ -10,6 +10,7 @@ pub mod story;
 use ivr_bridge::audio::wav;
 use ivr_sim::caller as player;
 use ivr_sim::fixture;
+use ivr_sim::webhooks::TwilioHttp;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -29,12 +30,12 @@ use ivr_sim::standin::{Delays, StandInError, StandIns};
 pub use story::TurnLatency;
 
 /// The fixture played when none is named.
-pub const DEFAULT_FIXTURE: &str = "fixtures/calls/three_turns.jsonl";
+pub const DEFAULT_FIXTURE: &str = "fixtures/calls/demo.jsonl";
 /// Where the recording goes when no path is named.
 pub const DEFAULT_OUT: &str = "demo-call.wav";
-/// The demo's silence timeout unless `SILENCE_TIMEOUT_MS` is set: the recorded caller asks again
-/// 6 s after the previous question, and with the 2 s default the end of each reply would be cut
-/// off by the next question.
+/// The demo's silence timeout unless `SILENCE_TIMEOUT_MS` is set: the recorded callers speak again
+/// a few seconds after a question (`three_turns` 6 s later; `demo` is timed for this timer), and
+/// with the 2 s default the end of each reply would be cut off by the next question.
 pub const DEMO_SILENCE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The demo's greeting: short enough to finish before the recorded caller speaks at 2 s.
 pub const DEMO_GREETING: &str = "Hello, how can I help?";
@@ -101,7 +102,32 @@ pub async fn run(mut options: DemoOptions, out: &mut (dyn Write + Send)) -> Resu
     let mut story = story::Story::new(out);
     header(&mut story, &options, &fixture, local.addr);
     let url = format!("ws://{}/media", local.addr);
-    let played = player::play(&url, &fixture, Some(&mut local.events), &mut story).await;
+    // Twilio asks the voice webhook first, and follows its <Connect action> once the server
+    // closes the stream (the assistant ended or transferred the call).
+    let twilio = TwilioHttp::new(options.config.twilio.auth_token().map(|t| t.expose()));
+    let webhook = format!("http://{}/", local.addr);
+    let connect_action = match twilio
+        .incoming_call(&webhook, &fixture.sidecar.call_sid)
+        .await
+    {
+        Ok(connect) => connect.action.map(|url| player::ConnectAction {
+            url,
+            twilio,
+            dial: ivr_sim::webhooks::DialOutcome::NoAnswer,
+        }),
+        Err(err) => {
+            story.note(&format!(
+                "(the voice webhook did not answer as Twilio needs: {err})"
+            ));
+            None
+        }
+    };
+    let play = player::PlayOptions {
+        connect_action,
+        ..player::PlayOptions::default()
+    };
+    let played =
+        player::play_with(&url, &fixture, &play, Some(&mut local.events), &mut story).await;
     local.stop().await?;
     let recording = played?;
     let turns = story.turns().to_vec();

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ivr_bridge::events::CallEvent;
 use ivr_sim::caller::Listener;
+use ivr_sim::twiml::Instruction;
+use ivr_sim::webhooks::AfterStream;
 
 /// The latencies of one answered turn.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,8 +42,14 @@ pub struct Story<'w> {
     pending: Option<Pending>,
     /// The assistant's audio is on the line.
     speaking: bool,
+    /// When reply audio reached the line with no turn waiting for it: a reply prepared before
+    /// the turn ended can get there in the same instant as the turn's end is told.
+    unclaimed_audio: Option<Duration>,
     /// Every answered turn, for the summary.
     turns: Vec<TurnLatency>,
+    /// An interruption not yet resolved: what the caller had heard of the reply they cut off,
+    /// and the words they have said since.
+    interruption: Option<(String, Vec<String>)>,
 }
 
 impl<'w> Story<'w> {
@@ -52,7 +60,9 @@ impl<'w> Story<'w> {
             speech_end: None,
             pending: None,
             speaking: false,
+            unclaimed_audio: None,
             turns: Vec::new(),
+            interruption: None,
         }
     }
 
@@ -74,6 +84,32 @@ impl<'w> Story<'w> {
             )
         });
         self.line(at, "heard", &format!("{text:?}{after}"));
+        if let Some((heard, _)) = self.interruption.take() {
+            self.line(
+                at,
+                "server",
+                &format!(
+                    "the interruption is a turn of its own: the model's history keeps {heard:?} \
+                     as what the caller heard of the reply they cut off"
+                ),
+            );
+        }
+        if let Some(audio) = self.unclaimed_audio.take() {
+            // The answer was prepared while the caller paused, and went out as the turn ended.
+            let first_audio = speech_end.map(|end| audio.max(at).saturating_sub(end));
+            self.turns.push(TurnLatency {
+                turn_end: speech_end.map_or(Duration::ZERO, |end| at.saturating_sub(end)),
+                first_phrase: Some(Duration::ZERO),
+                first_audio,
+            });
+            self.line(
+                at,
+                "server",
+                "the answer was prepared while the caller paused (preemptive generation): \
+                 its audio went out as the turn ended",
+            );
+            return;
+        }
         self.pending = Some(Pending {
             speech_end,
             turn_end: at,
@@ -117,26 +153,46 @@ impl Listener for Story<'_> {
         match event {
             CallEvent::TurnEnded { text, .. } => self.turn_ended(at, text),
             CallEvent::Phrase { text, .. } => self.phrase(at, text),
+            CallEvent::Transcript { text, .. } => {
+                if let Some((_, said)) = &mut self.interruption {
+                    said.push(text.clone());
+                }
+            }
             CallEvent::BargeIn { heard, .. } => {
                 let what = match heard {
-                    Some(heard) => format!(
-                        "barge-in: the caller spoke over the assistant after hearing {heard:?}; \
-                         their words are a new turn"
-                    ),
+                    Some(heard) => {
+                        self.interruption = Some((heard.clone(), Vec::new()));
+                        format!(
+                            "barge-in: the caller spoke over the assistant after hearing \
+                             {heard:?}; its audio stops at once"
+                        )
+                    }
                     None => "barge-in: the caller spoke before hearing the answer; their words \
                              continue their turn"
                         .to_owned(),
                 };
                 self.line(at, "server", &what);
             }
-            CallEvent::Resumed { from, .. } => self.line(
+            CallEvent::Resumed { from, .. } => {
+                let said = self.interruption.take().map(|(_, said)| said.join(" "));
+                let what = match said.filter(|s| !s.is_empty()) {
+                    Some(said) => format!("only a backchannel ({said:?})"),
+                    None => "no words".to_owned(),
+                };
+                self.line(
+                    at,
+                    "server",
+                    &format!(
+                        "{what}: the reply resumes from phrase {} with the audio it had; \
+                         nothing goes to the model",
+                        from + 1
+                    ),
+                );
+            }
+            CallEvent::ToolCall { name, result, .. } => self.line(
                 at,
-                "server",
-                &format!(
-                    "only a backchannel: the reply resumes from phrase {} with the audio it had, \
-                     and nothing goes to the model",
-                    from + 1
-                ),
+                "assistant",
+                &format!("calls the tool {name} → {result}"),
             ),
             CallEvent::IdlePrompt { n } => self.line(
                 at,
@@ -150,6 +206,34 @@ impl Listener for Story<'_> {
             ),
             CallEvent::Problem { what } => self.line(at, "server", &format!("warning: {what}")),
             _ => {}
+        }
+    }
+
+    fn after_stream(&mut self, at: Duration, after: &AfterStream) {
+        self.line(
+            at,
+            "line",
+            "the server closed the Media Stream: Twilio follows <Connect action>",
+        );
+        for (url, status) in &after.requests {
+            let path = url.split_once("://").map_or(url.as_str(), |(_, rest)| {
+                rest.find('/').map_or(rest, |i| &rest[i..])
+            });
+            self.line(at, "twilio", &format!("POST {path} → {status}"));
+        }
+        let ran: Vec<String> = after
+            .instructions
+            .iter()
+            .map(|i| match i {
+                Instruction::Hangup => "<Hangup/>".to_owned(),
+                Instruction::Say(text) => format!("<Say>{text}</Say>"),
+                Instruction::Dial { target, .. } => format!("<Dial>{target:?}</Dial>"),
+                Instruction::Other(name) => format!("<{name}>"),
+            })
+            .collect();
+        self.line(at, "twilio", &format!("runs {}", ran.join(" ")));
+        if let Some(error) = &after.error {
+            self.line(at, "twilio", &format!("error: {error}"));
         }
     }
 
@@ -168,6 +252,9 @@ impl Listener for Story<'_> {
         }
         self.speaking = true;
         let mut timing = String::new();
+        if self.pending.is_none() && self.speech_end.is_some() {
+            self.unclaimed_audio = Some(at);
+        }
         if let Some(p) = self.pending.take() {
             let from_phrase = p.first_phrase.map(|f| at.saturating_sub(f));
             let first_audio = p.speech_end.map(|end| at.saturating_sub(end));

@@ -349,6 +349,7 @@ fn server_env(stand_ins: &StandIns, options: &Options) -> Vec<(&'static str, Str
         ("DEEPGRAM_API_KEY", STAND_IN_KEY.to_owned()),
         ("MISTRAL_API_KEY", STAND_IN_KEY.to_owned()),
         ("DEEPGRAM_STT_URL", stand_ins.stt.url()),
+        ("DEEPGRAM_FLUX_URL", stand_ins.stt.flux_url()),
         ("DEEPGRAM_TTS_URL", stand_ins.tts.url()),
         ("MISTRAL_API_URL", stand_ins.llm.url()),
         ("MAX_CALLS", (options.calls * 2 + 16).to_string()),
@@ -374,9 +375,11 @@ fn server_env(stand_ins: &StandIns, options: &Options) -> Vec<(&'static str, Str
 /// What a server started by hand needs to use these stand-ins.
 fn stand_in_env(s: &StandIns) -> String {
     format!(
-        "stand-ins: start the server with DEEPGRAM_STT_URL={} DEEPGRAM_TTS_URL={} \
-MISTRAL_API_URL={} DEEPGRAM_API_KEY={STAND_IN_KEY} MISTRAL_API_KEY={STAND_IN_KEY}",
+        "stand-ins: start the server with DEEPGRAM_STT_URL={} DEEPGRAM_FLUX_URL={} \
+DEEPGRAM_TTS_URL={} MISTRAL_API_URL={} DEEPGRAM_API_KEY={STAND_IN_KEY} \
+MISTRAL_API_KEY={STAND_IN_KEY}",
         s.stt.url(),
+        s.stt.flux_url(),
         s.tts.url(),
         s.llm.url()
     )

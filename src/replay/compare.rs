@@ -38,6 +38,15 @@ pub struct Conversation {
     pub replies: Vec<SaidReply>,
     /// Times the caller spoke over the assistant.
     pub barge_ins: usize,
+    /// Tools the model called, as `name(arguments)`.
+    pub tool_calls: Vec<String>,
+}
+
+/// A tool call as compared: its name and its arguments, whatever their key order or spacing.
+pub fn tool_call(name: &str, arguments: &str) -> String {
+    let arguments = serde_json::from_str::<Value>(arguments)
+        .map_or_else(|_| arguments.to_owned(), |v| v.to_string());
+    format!("{name}({arguments})")
 }
 
 impl Conversation {
@@ -62,6 +71,9 @@ impl Conversation {
                     self.replies[i].heard.clone_from(heard);
                 }
             }
+            CallEvent::ToolCall {
+                name, arguments, ..
+            } => self.tool_calls.push(tool_call(name, arguments)),
             CallEvent::Resumed { reply, .. } => {
                 if let Some(i) = ids.iter().position(|id| id == reply) {
                     self.replies[i].interrupted = false;
@@ -70,6 +82,18 @@ impl Conversation {
             }
             _ => {}
         }
+    }
+
+    /// The tools a recording's model called, when the recording says (`None`: made before
+    /// tools were recorded).
+    pub fn recorded_tool_calls(sidecar: &Sidecar) -> Option<Vec<String>> {
+        let calls = sidecar.tool_calls.as_ref()?;
+        Some(
+            calls
+                .iter()
+                .map(|c| tool_call(&c.name, &c.arguments))
+                .collect(),
+        )
     }
 
     /// What a recording's sidecar says, as far as it says it: `None` parts were not recorded.

@@ -129,6 +129,7 @@ fn apply_recorded_settings(fixture: &CallFixture, config: &mut Config, user: Use
     if !user.turn_detection {
         config.turns.turn_detection = match settings.turn_detection.as_str() {
             "deepgram" => TurnDetection::Deepgram,
+            "flux" => TurnDetection::Flux,
             _ => TurnDetection::Timer,
         };
     }
@@ -219,6 +220,16 @@ impl<'w> Report<'w> {
                 &fresh.barge_ins.to_string(),
             ),
             None => self.note("barge-ins                not in the recording: not compared"),
+        }
+        match Conversation::recorded_tool_calls(&fixture.sidecar) {
+            Some(calls) => self.pairs(
+                "tool call",
+                &calls,
+                &fresh.tool_calls,
+                |a, b| a == b,
+                Clone::clone,
+            ),
+            None => self.note("tool calls               not in the recording: not compared"),
         }
     }
 

@@ -8,13 +8,20 @@ pub use ivr_bridge::audio::frames::FRAME_BYTES;
 pub use ivr_sim::fixture::{CallFixture as Fixture, Scheduled};
 
 /// Every recorded call, so helpers can load them all (the STT bank needs every utterance).
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 13] = [
     "one_question",
     "three_turns",
     "barge_in",
     "visiting_hours",
     "early_interruption",
     "silent_caller",
+    "transfer",
+    "goodbye_then_wait",
+    "appointment",
+    "backchannel",
+    "cough",
+    "mid_sentence_pause",
+    "demo",
 ];
 
 /// Loads `fixtures/calls/<name>.jsonl` and its sidecar.

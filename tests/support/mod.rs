@@ -292,9 +292,12 @@ fn test_config(stt: &SttStandIn, tts: &TtsStandIn, llm: &LlmStandIn) -> ivr_brid
         .set("DEEPGRAM_API_KEY", DEEPGRAM_KEY)
         .set("MISTRAL_API_KEY", MISTRAL_KEY)
         .set("DEEPGRAM_STT_URL", stt.url())
+        .set("DEEPGRAM_FLUX_URL", stt.flux_url())
         .set("DEEPGRAM_TTS_URL", tts.url())
         .set("MISTRAL_API_URL", llm.url())
         .set("SILENCE_TIMEOUT_MS", "600")
+        // Most tests count model requests and reply numbers; tests/preemptive.rs turns it on.
+        .set("PREEMPTIVE_GENERATION", "false")
         .build()
         .expect("the stand-ins' configuration")
 }

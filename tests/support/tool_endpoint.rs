@@ -67,6 +67,10 @@ pub async fn endpoint(record: Record) -> String {
         }
         match path.as_str() {
             "/lookup" => APPOINTMENT.into_response(),
+            "/sluggish" => {
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                APPOINTMENT.into_response()
+            }
             "/slow" => std::future::pending().await,
             "/down" => (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response(),
             "/big" => "x".repeat(17 * 1024).into_response(),

@@ -140,7 +140,7 @@ fn twilio_inbound(c: &mut Criterion) {
     let mut reader = MediaStream::new(socket);
     group.bench_function("frame_to_stt/stream_reader", |b| {
         b.iter(|| match reader.next().now_or_never() {
-            Some(StreamEvent::Media(frame)) => black_box(frame.pcm),
+            Some(StreamEvent::Media(frame)) => black_box(frame.audio),
             other => panic!("not media: {other:?}"),
         })
     });

@@ -27,6 +27,7 @@ use crate::secret::Secret;
 use crate::settings;
 pub use crate::store::{RedisUrl, StoreSettings};
 pub use crate::stt::deepgram::{SttSettings, MIN_UTTERANCE_END_MS};
+pub use crate::stt::flux::FluxSettings;
 pub use crate::telemetry::{LogFormat, LogSettings};
 pub use crate::tools::ToolSettings;
 pub use crate::transcribe::TranscribeSettings;
@@ -130,6 +131,9 @@ pub struct Config {
     /// Deepgram live speech-to-text.
     #[command(flatten)]
     pub stt: SttSettings,
+    /// Deepgram Flux, the recogniser of `TURN_DETECTION=flux`.
+    #[command(flatten)]
+    pub flux: FluxSettings,
     /// Deepgram text-to-speech.
     #[command(flatten)]
     pub tts: TtsSettings,
@@ -188,6 +192,10 @@ impl Config {
             return Err(ConfigError::Missing {
                 var: "TOOLS_SECRET",
             });
+        }
+        if self.turns.turn_detection == TurnDetection::Flux {
+            let preemptive = self.turns.preemptive_generation;
+            self.flux.check(preemptive).map_err(ConfigError::Invalid)?;
         }
         Ok(self)
     }
@@ -474,6 +482,72 @@ mod tests {
     }
 
     #[test]
+    fn flux_settings_are_read_and_checked_in_one_line() {
+        let config = keyed().build().expect("defaults");
+        assert!(config.turns.preemptive_generation);
+        assert_eq!(config.flux.flux_model, "flux-general-en");
+        assert_eq!(config.flux.flux_eot_threshold, None);
+        assert_eq!(config.flux.flux_eager_eot_threshold, 0.5);
+        assert_eq!(
+            config.flux.deepgram_flux_url.as_str(),
+            "wss://api.deepgram.com/v2/listen"
+        );
+        let flux = keyed()
+            .set("TURN_DETECTION", "FLUX")
+            .set("FLUX_EOT_THRESHOLD", "0.8")
+            .set("PREEMPTIVE_GENERATION", "false")
+            .build()
+            .expect("flux settings");
+        assert_eq!(flux.turns.turn_detection, TurnDetection::Flux);
+        assert_eq!(flux.flux.flux_eot_threshold, Some(0.8));
+        assert!(!flux.turns.preemptive_generation);
+        for (var, value, message) in [
+            ("FLUX_MODEL", "nova-3", "FLUX_MODEL must be a Flux model"),
+            (
+                "FLUX_EOT_THRESHOLD",
+                "0.95",
+                "FLUX_EOT_THRESHOLD must be a number from 0.5 to 0.9",
+            ),
+            (
+                "FLUX_EAGER_EOT_THRESHOLD",
+                "0.1",
+                "FLUX_EAGER_EOT_THRESHOLD must be a number",
+            ),
+            (
+                "PREEMPTIVE_GENERATION",
+                "sometimes",
+                "PREEMPTIVE_GENERATION must be true or false",
+            ),
+            (
+                "DEEPGRAM_FLUX_URL",
+                "https://x/v2/listen",
+                "DEEPGRAM_FLUX_URL=",
+            ),
+        ] {
+            let err = error(keyed().set(var, value));
+            assert!(
+                err.starts_with(message) && !err.contains('\n'),
+                "{var}: {err}"
+            );
+        }
+        // An eager threshold above the end-of-turn one, only when it is sent.
+        let eager = || {
+            keyed()
+                .set("TURN_DETECTION", "flux")
+                .set("FLUX_EOT_THRESHOLD", "0.6")
+                .set("FLUX_EAGER_EOT_THRESHOLD", "0.7")
+        };
+        assert_eq!(
+            error(eager()),
+            "FLUX_EAGER_EOT_THRESHOLD (0.7) must not be above FLUX_EOT_THRESHOLD (0.6)"
+        );
+        assert!(eager()
+            .set("PREEMPTIVE_GENERATION", "false")
+            .build()
+            .is_ok());
+    }
+
+    #[test]
     fn an_unknown_variable_is_refused() {
         let err = error(keyed().set("SILENCE_TIMEOUT", "5"));
         assert_eq!(err, "SILENCE_TIMEOUT is not a setting of ivr-bridge");
@@ -489,6 +563,11 @@ mod tests {
             "MISTRAL_API_KEY",
             "SILENCE_TIMEOUT_MS",
             "TURN_DETECTION",
+            "PREEMPTIVE_GENERATION",
+            "DEEPGRAM_FLUX_URL",
+            "FLUX_MODEL",
+            "FLUX_EOT_THRESHOLD",
+            "FLUX_EAGER_EOT_THRESHOLD",
             "REDIS_URL",
             "RECORD_DIR",
             "LOG_FORMAT",

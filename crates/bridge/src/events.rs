@@ -75,6 +75,17 @@ pub enum CallEvent {
     },
     /// The caller answered no idle prompt: the assistant says goodbye and ends the call.
     IdleGoodbye,
+    /// The model called a tool while writing `reply`, and this was its result.
+    ToolCall {
+        /// The reply whose words called it.
+        reply: u64,
+        /// The tool.
+        name: String,
+        /// Its arguments, as the model wrote them (JSON).
+        arguments: String,
+        /// What the model was given back.
+        result: String,
+    },
     /// The caller pressed a key.
     Dtmf {
         /// The key, e.g. `"1"` or `"#"`.

@@ -88,6 +88,9 @@ pub struct Metrics {
     /// Callers' interruptions of the assistant, by outcome: `barge_in` (they took the floor),
     /// `resumed` (a backchannel or noise: the reply went on), `ignored` (too few words).
     pub interruptions: Family<Outcome, Counter>,
+    /// Replies prepared before the caller's turn ended, by outcome: `used` (the turn ended on
+    /// the text they answered) or `discarded` (the caller said more).
+    pub preemptive_replies: Family<Outcome, Counter>,
     /// Tool calls the model made, by tool and outcome.
     pub tool_calls: Family<ToolCallLabels, Counter>,
     /// An operator tool's request → its answer (seconds), by tool.
@@ -125,6 +128,7 @@ impl Metrics {
             transcript_webhooks: Family::default(),
             idle_prompts: Counter::default(),
             interruptions: Family::default(),
+            preemptive_replies: Family::default(),
             tool_calls: Family::default(),
             tool_duration: Family::new_with_constructor(latency_buckets),
         };
@@ -188,6 +192,11 @@ impl Metrics {
             "interruptions",
             "Callers' interruptions of the assistant, by outcome: barge_in, resumed or ignored",
             metrics.interruptions.clone(),
+        );
+        registry.register(
+            "preemptive_replies",
+            "Replies prepared before the caller's turn ended, by outcome: used or discarded",
+            metrics.preemptive_replies.clone(),
         );
         registry.register(
             "tool_calls",

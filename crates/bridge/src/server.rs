@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Admission;
 use crate::call::reply::Voice;
 use crate::call::{self, CallServices};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, TurnDetection};
 use crate::events::CallObserver;
 use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
@@ -30,6 +30,8 @@ use crate::socket::SOCKET_READ_BUFFER;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::stream_ended::{self, StreamEndServices};
 use crate::stt::deepgram::DeepgramStt;
+use crate::stt::flux::FluxStt;
+use crate::stt::Recogniser;
 use crate::tools::Toolbox;
 use crate::transcribe::{self, TranscribeServices};
 use crate::tts::deepgram::DeepgramTts;
@@ -106,8 +108,16 @@ impl AppState {
                 &metrics,
             ))
         });
+        let recogniser = match config.turns.turn_detection {
+            TurnDetection::Flux => Recogniser::Flux(FluxStt::new(
+                &config.flux,
+                config.keys.deepgram(),
+                config.turns.preemptive_generation,
+            )),
+            TurnDetection::Timer | TurnDetection::Deepgram => Recogniser::Live(stt),
+        };
         let calls = Arc::new(CallServices {
-            stt,
+            stt: recogniser,
             voice: Arc::new(Voice::new(
                 mistral(),
                 DeepgramTts::new(http.clone(), &config.tts, config.keys.deepgram()),
@@ -120,6 +130,7 @@ impl AppState {
             fallback_phrase: config.assistant.fallback_phrase.clone(),
             idle: config.idle.policy(),
             interruptions: config.turns.interruptions(),
+            preemptive: config.turns.preemptive_generation,
             shutdown: transcribe
                 .as_ref()
                 .map_or_else(CancellationToken::new, |t| t.shutdown.clone()),
@@ -134,6 +145,9 @@ impl AppState {
                 Recorder::new(dir, settings)
             }),
             mirror: matches!(store, Store::Redis(_)).then(|| store.clone()),
+            store: store.clone(),
+            toolbox: toolbox.clone(),
+            transfer: config.tools.transfer(),
         });
         Ok(Self {
             signatures: Arc::new(SignatureCheck {

@@ -58,6 +58,15 @@ pub fn text(var: &'static str) -> impl Parser<String> {
     }
 }
 
+/// `true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case).
+pub fn boolean(var: &'static str) -> impl Parser<bool> {
+    move |raw| match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{var} must be true or false")),
+    }
+}
+
 /// A credential, trimmed; blank counts as not given (the configuration says which are needed).
 pub fn secret(raw: &str) -> Result<Secret, String> {
     Ok(Secret::new(raw.trim()))
@@ -142,6 +151,19 @@ mod tests {
         assert_eq!(
             err,
             "TRANSCRIPT_WEBHOOK_URL must be an http:// or https:// URL"
+        );
+    }
+
+    #[test]
+    fn booleans_are_words_or_digits() {
+        let parse = boolean("PREEMPTIVE_GENERATION");
+        assert_eq!(
+            (parse(" TRUE"), parse("0"), parse("off")),
+            (Ok(true), Ok(false), Ok(false))
+        );
+        assert_eq!(
+            parse("maybe"),
+            Err("PREEMPTIVE_GENERATION must be true or false".to_owned())
         );
     }
 

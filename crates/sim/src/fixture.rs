@@ -8,7 +8,7 @@ use base64::Engine;
 use serde_json::Value;
 
 pub use ivr_bridge::record::format::{
-    BargeIn, Key, RecordedSettings, Reply, Sidecar, Transcript, Turn, Utterance,
+    BargeIn, Key, Noise, RecordedSettings, Reply, Sidecar, Transcript, Turn, Utterance,
 };
 use ivr_bridge::record::format::{Dir, RecordedLine};
 

@@ -30,15 +30,27 @@ impl PcmFrames {
 
     /// Decodes one frame of μ-law to PCM16LE, ready to queue for the recogniser.
     pub fn decode(&mut self, mulaw: &[u8]) -> Bytes {
-        let len = mulaw.len() * 2;
+        self.make_room(mulaw.len() * 2);
+        self.block.resize(mulaw.len() * 2, 0);
+        mulaw::decode_into(mulaw, &mut self.block);
+        self.block.split().freeze()
+    }
+
+    /// One frame of μ-law as it is, cut from the same blocks: for a recogniser that takes
+    /// Twilio's audio undecoded (Deepgram Flux).
+    pub fn copy(&mut self, mulaw: &[u8]) -> Bytes {
+        self.make_room(mulaw.len());
+        self.block.extend_from_slice(mulaw);
+        self.block.split().freeze()
+    }
+
+    /// Makes sure the current block can take `len` more bytes.
+    fn make_room(&mut self, len: usize) {
         if self.block.capacity() < len {
             // Reclaims the whole block when every frame cut from it is gone, else allocates.
             self.block
                 .reserve(len.max(PCM_FRAME_BYTES * FRAMES_PER_BLOCK));
         }
-        self.block.resize(len, 0);
-        mulaw::decode_into(mulaw, &mut self.block);
-        self.block.split().freeze()
     }
 }
 
@@ -63,6 +75,10 @@ mod tests {
             assert_eq!(pcm.as_ref(), expected.as_slice());
         }
         assert!(frames.decode(&[]).is_empty());
+        let copied: Vec<Bytes> = inputs.iter().map(|m| frames.copy(m)).collect();
+        for (mulaw, copy) in inputs.iter().zip(&copied) {
+            assert_eq!(copy.as_ref(), mulaw.as_slice());
+        }
         assert_eq!(frames.decode(&[0xFF, 0x00]).as_ref(), [0, 0, 0x84, 0x82]);
     }
 }

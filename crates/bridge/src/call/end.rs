@@ -6,6 +6,8 @@ use std::time::Duration;
 use super::turns::Goodbye;
 use super::Call;
 use crate::events::{CallEvent, CallSummary};
+use crate::store::CallSid;
+use crate::twilio::next_step::{NextStep, DEFAULT_APOLOGY};
 use crate::twilio::stream::StreamEnd;
 
 /// How long the writer may take to finish when the call ends.
@@ -29,6 +31,8 @@ impl EndReason {
             EndReason::Stream(end) => end.label(),
             EndReason::Goodbye(Goodbye::SttLost) => "stt_unavailable",
             EndReason::Goodbye(Goodbye::Idle) => "idle",
+            EndReason::Goodbye(Goodbye::Ended) => "assistant_ended",
+            EndReason::Goodbye(Goodbye::Transferred) => "transferred",
             EndReason::ServerShutdown => "server_shutdown",
         }
     }
@@ -43,17 +47,50 @@ impl EndReason {
             EndReason::Goodbye(Goodbye::Idle) => {
                 "the caller stayed silent through every idle prompt: goodbye said, call ended"
             }
+            EndReason::Goodbye(Goodbye::Ended) => {
+                "the assistant ended the conversation once its goodbye was heard"
+            }
+            EndReason::Goodbye(Goodbye::Transferred) => {
+                "the caller is put through to a person (the stream closed for Twilio's <Dial>)"
+            }
             EndReason::ServerShutdown => "the server is shutting down",
         }
     }
 }
 
 impl Call {
+    /// Before the stream closes, records what Twilio does next for `/stream_ended` (on any
+    /// instance): the transfer's `<Dial>`, or `<Hangup/>`. A store that cannot take it leaves
+    /// `/stream_ended` answering `<Hangup/>`: the caller is never left on a silent line.
+    async fn record_next_step(&self, why: Goodbye) {
+        let step = match (why, &self.services.transfer) {
+            (Goodbye::Transferred, Some(transfer)) => NextStep::Transfer {
+                to: transfer.target.clone(),
+                caller_id: transfer.caller_id.clone(),
+                apology: DEFAULT_APOLOGY.to_owned(),
+            },
+            _ => NextStep::Hangup,
+        };
+        let Some(call) = CallSid::parse(&self.call_sid) else {
+            tracing::warn!("callSid unusable as a store key: /stream_ended will hang up");
+            return;
+        };
+        match self.services.store.set_next_step(&call, &step).await {
+            Ok(()) => tracing::info!(?step, "next step recorded for /stream_ended"),
+            Err(err) => {
+                tracing::error!(%err, ?step, "could not record the next step: /stream_ended will hang up");
+            }
+        }
+    }
+
     /// Stops the replies, the writer, the recogniser and the copy to the store (each for a
     /// bounded time), then logs and publishes the call's summary. `malformed` counts the
     /// stream's unusable messages.
     pub(super) async fn end(mut self, reason: EndReason, malformed: u64) {
         self.mirror_new_exchanges();
+        if let EndReason::Goodbye(why) = reason {
+            self.record_next_step(why).await;
+        }
         let Self {
             services,
             turns,

@@ -13,7 +13,6 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::Instrument;
 
-use crate::llm::{ChatMessage, Role};
 use crate::store::{CallSid, Exchange, Store, StoreError};
 
 /// Exchanges waiting to be written; a call makes one every few seconds at most.
@@ -50,36 +49,17 @@ impl Mirror {
         }
     }
 
-    /// Queues the exchanges added to `history` since last time, where `remembered` counts every
-    /// exchange ever added to it (trimmed ones too, see `Turns::remembered`). One comparison
-    /// when nothing is new, so it can run after every event.
-    pub fn copy_new(&mut self, history: &[ChatMessage], remembered: u64) {
+    /// Copies the exchanges of `history` added since last time (`remembered` counts every
+    /// exchange ever added, trimmed or not).
+    pub fn copy_new(&mut self, history: &[Exchange], remembered: u64) {
         if remembered == self.copied {
             return;
         }
         let new = usize::try_from(remembered.saturating_sub(self.copied)).unwrap_or(usize::MAX);
         self.copied = remembered;
-        self.record_newest(history, new);
-    }
-
-    /// Queues `exchange` for the copy; never waits. A full queue (the store stalls) loses it.
-    pub fn record(&self, exchange: Exchange) {
-        if self.tx.try_send(exchange).is_err() {
-            tracing::warn!("conversation store is behind: an exchange was not copied to it");
-        }
-    }
-
-    /// Queues the newest `count` exchanges of `history` (user/assistant pairs, oldest first).
-    pub fn record_newest(&self, history: &[ChatMessage], count: usize) {
-        let from = history.len().saturating_sub(count * 2);
-        for pair in history[from..].chunks_exact(2) {
-            if let [user, assistant] = pair {
-                if user.role == Role::User && assistant.role == Role::Assistant {
-                    self.record(Exchange::new(
-                        user.content.as_str(),
-                        assistant.content.as_str(),
-                    ));
-                }
+        for exchange in &history[history.len().saturating_sub(new)..] {
+            if self.tx.try_send(exchange.clone()).is_err() {
+                tracing::warn!("conversation store is behind: an exchange was not copied to it");
             }
         }
     }
@@ -137,16 +117,14 @@ mod tests {
         let store = Store::memory(StoreOptions::default());
         let call = CallSid::parse("CA1").unwrap();
         let history = [
-            ChatMessage::new(Role::User, "q1"),
-            ChatMessage::new(Role::Assistant, "a1"),
-            ChatMessage::new(Role::User, "q2"),
-            ChatMessage::new(Role::Assistant, "a2"),
-            ChatMessage::new(Role::User, "q3"),
-            ChatMessage::new(Role::Assistant, "a3"),
+            Exchange::new("q1", "a1"),
+            Exchange::new("q2", "a2"),
+            Exchange::new("q3", "a3"),
         ];
-        let mirror = Mirror::start(store.clone(), call.clone());
-        mirror.record_newest(&history[..2], 1);
-        mirror.record_newest(&history, 2);
+        let mut mirror = Mirror::start(store.clone(), call.clone());
+        mirror.copy_new(&history[..1], 1);
+        mirror.copy_new(&history[..1], 1);
+        mirror.copy_new(&history, 3);
         mirror.finish().await;
         assert_eq!(
             store.history(&call).await.unwrap(),

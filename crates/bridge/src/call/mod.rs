@@ -30,13 +30,13 @@ use crate::events::{CallEvent, CallObserver};
 use crate::metrics::{Metrics, Outcome};
 use crate::record::{Recorder, Tap};
 use crate::store::{CallSid, Store};
-use crate::stt::deepgram::{DeepgramStt, SttStream};
-use crate::stt::SttEvent;
+use crate::stt::{Recogniser, SttEvent, SttStream};
+use crate::tools::{Step, Toolbox, Transfer};
 use crate::twilio::media::Start;
 use crate::twilio::stream::{call_span, MediaStream, StreamEvent, START_TIMEOUT};
 use end::EndReason;
 use publish::Publisher;
-use reply::{ReplyError, ReplyEvent, Script, Voice};
+use reply::{CallTools, ReplyError, ReplyEvent, Script, Voice};
 use speaker::Speaker;
 pub use turns::STT_APOLOGY;
 use turns::{
@@ -47,8 +47,8 @@ use turns::{
 /// What every call needs, shared read-only by all calls.
 #[derive(Debug)]
 pub struct CallServices {
-    /// Speech recognition settings.
-    pub stt: DeepgramStt,
+    /// Speech recognition: Deepgram live v1, or Flux with `TURN_DETECTION=flux`.
+    pub stt: Recogniser,
     /// The model and the voice.
     pub voice: Arc<Voice>,
     /// Spoken when the stream starts.
@@ -65,6 +65,8 @@ pub struct CallServices {
     pub idle: Option<IdlePolicy>,
     /// How interruptions are told from acknowledgements.
     pub interruptions: InterruptionPolicy,
+    /// Whether answers are prepared before the turn ends (`PREEMPTIVE_GENERATION`).
+    pub preemptive: bool,
     /// Cancelled when the server ends the calls still in progress (end of a drain).
     pub shutdown: CancellationToken,
     /// Counters and latency histograms shared by every call.
@@ -76,6 +78,12 @@ pub struct CallServices {
     /// Where each call's conversation is copied when `REDIS_URL` is set, so its record outlives
     /// this instance ([`mirror`]); `None` keeps it in the call's task only.
     pub mirror: Option<Store>,
+    /// Where a call records its next step for `/stream_ended` (memory or Redis).
+    pub store: Store,
+    /// The tools offered to the model (`end_call` always).
+    pub toolbox: Arc<Toolbox>,
+    /// Where `transfer_call` dials, when `TRANSFER_TO` is set.
+    pub transfer: Option<Transfer>,
 }
 
 /// Serves one Media Stream from its first message to its end.
@@ -83,6 +91,9 @@ pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     let (sink, socket) = socket.split();
     let tap = services.recorder.as_ref().map(|r| r.open(Instant::now()));
     let mut stream = MediaStream::new(socket);
+    if services.stt.takes_mulaw() {
+        stream = stream.undecoded();
+    }
     if let Some(tap) = &tap {
         stream = stream.copying_to(tap.clone());
     }
@@ -119,6 +130,8 @@ struct Call {
     mirror: Option<mirror::Mirror>,
     /// The brain hung up, and why: the call ends before its next event.
     hung_up: Option<Goodbye>,
+    /// Twilio's id of the call.
+    call_sid: String,
 }
 
 impl Call {
@@ -143,11 +156,27 @@ impl Call {
             }
             call.map(|call| mirror::Mirror::start(store, call))
         });
-        let speaker = Speaker::new(services.voice.clone(), sink, start.stream_sid, tap);
+        let tools = Arc::new(CallTools {
+            toolbox: services.toolbox.clone(),
+            call_sid: start.call_sid.clone(),
+            transfer_phrase: services
+                .transfer
+                .as_ref()
+                .map_or_else(String::new, |t| t.phrase.clone()),
+            fallback: services.fallback_phrase.clone(),
+        });
+        let speaker = Speaker::new(
+            services.voice.clone(),
+            Some(tools),
+            sink,
+            start.stream_sid,
+            tap,
+        );
         let mut turns = Turns::new(services.silence_timeout, services.system_prompt.clone())
             .with_detection(services.turn_detection)
             .with_fallback(services.fallback_phrase.clone())
-            .with_interruptions(services.interruptions.clone());
+            .with_interruptions(services.interruptions.clone())
+            .with_preemptive(services.preemptive);
         if let Some(idle) = services.idle.clone() {
             turns = turns.with_idle(idle);
         }
@@ -162,6 +191,7 @@ impl Call {
             publisher,
             mirror,
             hung_up: None,
+            call_sid: start.call_sid,
         }
     }
 
@@ -172,11 +202,16 @@ impl Call {
         // Have the fallback phrase's audio ready before a provider fails, not after. (The idle
         // phrases are cached the first time they are said, like the greeting: a silent caller
         // can wait the voice's first byte.)
-        let (voice, fallback) = (
-            self.services.voice.clone(),
-            self.services.fallback_phrase.clone(),
-        );
-        tokio::spawn(async move { voice.prefetch(&fallback).await });
+        let voice = self.services.voice.clone();
+        let mut fixed = vec![self.services.fallback_phrase.clone()];
+        if self.services.toolbox.has_operator_tools() {
+            fixed.push(crate::tools::HOLDING_PHRASE.to_owned());
+        }
+        tokio::spawn(async move {
+            for text in fixed {
+                voice.prefetch(&text).await;
+            }
+        });
         let reason = loop {
             if let Some(goodbye) = self.hung_up {
                 break EndReason::Goodbye(goodbye);
@@ -205,7 +240,7 @@ impl Call {
     fn on_twilio(&mut self, event: StreamEvent) {
         match event {
             StreamEvent::Media(frame) => {
-                if !self.stt.send_audio(frame.pcm) && self.stt.dropped_frames() % 50 == 1 {
+                if !self.stt.send_audio(frame.audio) && self.stt.dropped_frames() % 50 == 1 {
                     tracing::warn!(
                         dropped = self.stt.dropped_frames(),
                         "speech recognition is behind: caller audio dropped"
@@ -234,10 +269,11 @@ impl Call {
     fn on_reply(&mut self, event: ReplyEvent) {
         match event {
             ReplyEvent::Phrase { id, text } => {
-                tracing::info!(reply = id.0, %text, "assistant says");
-                self.turns.on_phrase(id, &text);
-                self.publisher
-                    .publish(CallEvent::Phrase { reply: id.0, text });
+                if self.turns.on_phrase(id, &text) {
+                    tracing::info!(reply = id.0, %text, "assistant says");
+                    self.publisher
+                        .publish(CallEvent::Phrase { reply: id.0, text });
+                }
             }
             ReplyEvent::FirstAudio { id } => {
                 let turn_latency = self.turns.on_first_audio(id, Instant::now());
@@ -266,6 +302,31 @@ impl Call {
                 let actions = self.turns.on_reply_queued(id, Instant::now());
                 self.apply(actions);
                 self.retire_finished();
+            }
+            ReplyEvent::ToolRound { id, messages } => {
+                for (name, arguments, result) in tool_calls_of(&messages) {
+                    tracing::info!(reply = id.0, tool = %name, %arguments, %result, "tool called");
+                    let event = CallEvent::ToolCall {
+                        reply: id.0,
+                        name,
+                        arguments,
+                        result,
+                    };
+                    self.publisher.publish(event);
+                }
+                self.turns.on_tool_round(id, messages);
+            }
+            ReplyEvent::Step { id, step } => {
+                let why = match step {
+                    Step::Continue => return,
+                    Step::End => Goodbye::Ended,
+                    Step::Transfer { reason } => {
+                        tracing::info!(reply = id.0, %reason, "the assistant transfers the call once its words are heard");
+                        Goodbye::Transferred
+                    }
+                };
+                let actions = self.turns.on_goodbye(id, why, Instant::now());
+                self.apply(actions);
             }
             ReplyEvent::Failed { id, error } => self.on_reply_failed(id, &error),
         }
@@ -301,13 +362,24 @@ impl Call {
             match action {
                 Action::Say { id, text } => self.speaker.start(id, Script::Say(text), false),
                 Action::Answer { id, messages } => {
-                    self.services.metrics.turns.inc();
                     if let Some(turn) = messages.last() {
-                        let (turn, text) = (self.turns.turns(), turn.content.clone());
-                        tracing::info!(turn, %text, "caller's turn ended");
-                        self.publisher.publish(CallEvent::TurnEnded { turn, text });
+                        self.turn_ended(turn.content.clone());
                     }
                     self.speaker.start(id, Script::Answer(messages), false);
+                }
+                Action::Prepare { id, messages } => {
+                    tracing::debug!(reply = id.0, "preparing the answer before the turn ends");
+                    self.speaker.start(id, Script::Answer(messages), true);
+                }
+                Action::Release { id, text, phrases } => {
+                    tracing::debug!(reply = id.0, "the prepared answer goes out");
+                    self.turn_ended(text);
+                    self.speaker.play(id, 0);
+                    for text in phrases {
+                        tracing::info!(reply = id.0, %text, "assistant says");
+                        self.publisher
+                            .publish(CallEvent::Phrase { reply: id.0, text });
+                    }
                 }
                 Action::Interrupt { id, heard, hold } => {
                     self.speaker.interrupt(id, hold);
@@ -347,8 +419,23 @@ impl Call {
         }
     }
 
-    /// Counts the outcomes of the brain's latest interruptions.
+    /// The caller's turn ended with `text`: logged, counted and published.
+    fn turn_ended(&mut self, text: String) {
+        self.services.metrics.turns.inc();
+        let turn = self.turns.turns();
+        tracing::info!(turn, %text, "caller's turn ended");
+        self.publisher.publish(CallEvent::TurnEnded { turn, text });
+    }
+
+    /// Counts the outcomes of the brain's latest interruptions and preemptive replies.
     fn count_interruptions(&mut self) {
+        for outcome in self.turns.preemptives() {
+            let outcome = Outcome {
+                outcome: outcome.label().to_owned(),
+            };
+            let metrics = &self.services.metrics;
+            metrics.preemptive_replies.get_or_create(&outcome).inc();
+        }
         for outcome in self.turns.counted() {
             let outcome = Outcome {
                 outcome: outcome.label().to_owned(),
@@ -367,7 +454,23 @@ impl Call {
     /// Hands exchanges the brain added to its history since last time to the mirror.
     fn mirror_new_exchanges(&mut self) {
         if let Some(mirror) = &mut self.mirror {
-            mirror.copy_new(self.turns.history(), self.turns.remembered());
+            mirror.copy_new(self.turns.exchanges(), self.turns.remembered());
         }
     }
+}
+
+/// The calls of a tool round and their results: (name, arguments, result) per call, in order.
+fn tool_calls_of(messages: &[crate::llm::ChatMessage]) -> Vec<(String, String, String)> {
+    let results = |id: &str| {
+        messages
+            .iter()
+            .find(|m| m.tool_call_id.as_deref() == Some(id))
+            .map(|m| m.content.clone())
+            .unwrap_or_default()
+    };
+    messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .map(|call| (call.name.clone(), call.arguments.clone(), results(&call.id)))
+        .collect()
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -18,9 +18,11 @@ use super::turns::ReplyId;
 use super::writer::Speech;
 use crate::audio::frames::FRAME_BYTES;
 use crate::audio::mulaw::SILENCE;
-use crate::llm::mistral::{LlmError, Mistral};
+use crate::llm::mistral::{LlmError, Mistral, Piece};
 use crate::llm::ChatMessage;
 use crate::metrics::Metrics;
+use crate::tools::rounds::MAX_TOOL_ROUNDS;
+use crate::tools::{Step, Toolbox, CLOSING, HOLDING_PHRASE, HOLD_AFTER};
 use crate::tts::deepgram::{DeepgramTts, TtsError};
 use crate::tts::text::{speakable, split_for_tts, PhraseSplitter, TTS_MAX_CHARS};
 
@@ -35,6 +37,32 @@ const TTS_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50
 const FRAME: Duration = Duration::from_millis(20);
 /// Fixed texts (greeting, fallbacks) whose audio is kept; a bound, not an expected size.
 const CACHE_ENTRIES: usize = 16;
+
+/// What every reply of a call speaks with and reports to.
+#[derive(Debug, Clone)]
+pub struct Outlets {
+    /// The model and the voice.
+    pub voice: Arc<Voice>,
+    /// The call's tools; `None` answers in words only.
+    pub tools: Option<Arc<CallTools>>,
+    /// The socket writer's speech queue.
+    pub speech: mpsc::Sender<Speech>,
+    /// Where the reply reports to the call.
+    pub events: mpsc::Sender<ReplyEvent>,
+}
+
+/// What a call's replies may do besides talking: its tools, and the words they need.
+#[derive(Debug, Clone)]
+pub struct CallTools {
+    /// The tools offered to the model, and how to run them.
+    pub toolbox: Arc<Toolbox>,
+    /// The call they act for (sent to the operator's tools).
+    pub call_sid: String,
+    /// Said before a transfer when the model gave no words (`TRANSFER_PHRASE`).
+    pub transfer_phrase: String,
+    /// Said when the rounds run out.
+    pub fallback: String,
+}
 
 /// What to say.
 #[derive(Debug)]
@@ -79,6 +107,21 @@ pub enum ReplyEvent {
         id: ReplyId,
         /// Phrases queued.
         phrases: usize,
+    },
+    /// A whole tool round: the assistant's calls, then one result per call (Mistral's shape).
+    ToolRound {
+        /// Which reply.
+        id: ReplyId,
+        /// The round's messages.
+        messages: Vec<ChatMessage>,
+    },
+    /// The model ended the call or asked for a transfer: once this reply was heard, the call
+    /// takes that step.
+    Step {
+        /// Which reply.
+        id: ReplyId,
+        /// The end or the transfer.
+        step: Step,
     },
     /// The reply could not be produced.
     Failed {
@@ -213,20 +256,26 @@ pub fn spawn(
     id: ReplyId,
     script: Script,
     held: bool,
-    voice: Arc<Voice>,
-    speech: mpsc::Sender<Speech>,
-    events: mpsc::Sender<ReplyEvent>,
+    outlets: Outlets,
     cancel: CancellationToken,
 ) -> Running {
     let (commands, commands_rx) = mpsc::channel(COMMANDS);
+    let Outlets {
+        voice,
+        tools,
+        speech,
+        events,
+    } = outlets;
     tokio::spawn(async move {
         let reply = Reply {
             id,
             voice,
+            tools,
             speech,
             events: events.clone(),
             cancel: cancel.clone(),
             audio_started: AtomicBool::new(false),
+            released: watch::Sender::new(!held),
         };
         let mut run = Run::new(held, commands_rx);
         let outcome = tokio::select! {
@@ -252,11 +301,15 @@ type TextStream = Pin<Box<dyn Stream<Item = Result<String, ReplyError>> + Send>>
 struct Reply {
     id: ReplyId,
     voice: Arc<Voice>,
+    /// The call's tools; `None` answers in words only.
+    tools: Option<Arc<CallTools>>,
     speech: mpsc::Sender<Speech>,
     events: mpsc::Sender<ReplyEvent>,
     cancel: CancellationToken,
     /// Set once the first frame is queued, so [`ReplyEvent::FirstAudio`] is sent once.
     audio_started: AtomicBool,
+    /// Whether the reply was ever played: a held one runs no tool before.
+    released: watch::Sender<bool>,
 }
 
 /// A phrase whose audio is being fetched by its own task.
@@ -378,6 +431,10 @@ impl Reply {
     async fn produce(&self, script: Script, run: &mut Run) -> Result<usize, ReplyError> {
         match script {
             Script::Say(text) => self.say(&text, run).await,
+            Script::Answer(messages) if self.tools.is_some() => {
+                let text = self.answer_with_tools(messages);
+                self.speak(text, None, run).await
+            }
             Script::Answer(messages) => {
                 let asked = Instant::now();
                 let deltas = self.voice.llm.stream(&messages).await?;
@@ -434,7 +491,7 @@ impl Reply {
             }
             tokio::select! {
                 command = run.commands.recv() => match command {
-                    Some(command) => run.obey(command),
+                    Some(command) => self.obey(run, command),
                     // The call is gone; the token ends this task.
                     None => std::future::pending::<()>().await,
                 },
@@ -445,6 +502,14 @@ impl Reply {
                             for piece in split_for_tts(&spoken, TTS_MAX_CHARS) {
                                 self.phrase_event(piece).await;
                                 let index = run.tape.len();
+                                // Fixed phrases (holding, fallback) come from the cache.
+                                if let Some(audio) = self.voice.cached(piece) {
+                                    run.tape.push(Taped {
+                                        audio: audio.to_vec(),
+                                        complete: true,
+                                    });
+                                    continue;
+                                }
                                 pending.push_back(self.synthesize(piece, index, cache_as.clone()));
                                 run.tape.push(Taped::default());
                             }
@@ -489,7 +554,7 @@ impl Reply {
             }
             tokio::select! {
                 command = run.commands.recv() => match command {
-                    Some(command) => run.obey(command),
+                    Some(command) => self.obey(run, command),
                     None => return,
                 },
                 permit = self.speech.reserve(), if next.is_some() => match permit {
@@ -498,6 +563,14 @@ impl Reply {
                 },
             }
         }
+    }
+
+    /// Carries out the call's command; the first play releases a held reply's tools too.
+    fn obey(&self, run: &mut Run, command: ReplyCommand) {
+        if matches!(command, ReplyCommand::Play { .. }) {
+            self.released.send_replace(true);
+        }
+        run.obey(command);
     }
 
     /// Sends the next frame or mark of the current take through `permit`.
@@ -607,6 +680,33 @@ impl Reply {
         }
     }
 
+    /// The model's answer with its tools, as phrases: its words are cut into phrases as they
+    /// stream in; when it calls tools, they run (the caller hears [`HOLDING_PHRASE`] once if
+    /// they take over [`HOLD_AFTER`]) and the model is asked again with their results, for up
+    /// to [`MAX_TOOL_ROUNDS`] rounds (then the fallback phrase). An end or a transfer is
+    /// reported to the call, after the model's closing words or a default phrase.
+    fn answer_with_tools(&self, messages: Vec<ChatMessage>) -> TextStream {
+        let (tx, rx) = mpsc::channel::<Result<String, ReplyError>>(16);
+        let (id, voice, events) = (self.id, self.voice.clone(), self.events.clone());
+        let Some(tools) = self.tools.clone() else {
+            return Box::pin(futures::stream::empty());
+        };
+        let cancel = self.cancel.child_token();
+        let released = self.released.subscribe();
+        tokio::spawn(async move {
+            let work = rounds_of(id, &voice, &tools, messages, (&tx, &events), released);
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                result = work => if let Err(err) = result {
+                    let _ = tx.send(Err(err)).await;
+                },
+            }
+        });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+
     async fn phrase_event(&self, text: &str) {
         let _ = self
             .events
@@ -657,6 +757,109 @@ fn phrases_of(
             }
         },
     ))
+}
+
+/// The work behind [`Reply::answer_with_tools`]: phrases go to `tx`, rounds and steps to
+/// `events`.
+async fn rounds_of(
+    id: ReplyId,
+    voice: &Voice,
+    tools: &CallTools,
+    mut conversation: Vec<ChatMessage>,
+    (tx, events): (
+        &mpsc::Sender<Result<String, ReplyError>>,
+        &mpsc::Sender<ReplyEvent>,
+    ),
+    mut released: watch::Receiver<bool>,
+) -> Result<(), ReplyError> {
+    let say = |text: String| async move {
+        let _ = tx.send(Ok(text)).await;
+    };
+    let mut held = false;
+    for round in 0..=MAX_TOOL_ROUNDS {
+        let asked = Instant::now();
+        let mut pieces = voice
+            .llm
+            .stream_with_tools(&conversation, tools.toolbox.offer())
+            .await?;
+        let metrics = &voice.metrics;
+        metrics
+            .llm_first_token
+            .observe(asked.elapsed().as_secs_f64());
+        let (mut splitter, mut text, mut calls) =
+            (PhraseSplitter::new(), String::new(), Vec::new());
+        while let Some(piece) = pieces.next().await {
+            match piece? {
+                Piece::Text(delta) => {
+                    text.push_str(&delta);
+                    for phrase in splitter.push(&delta) {
+                        say(phrase).await;
+                    }
+                }
+                Piece::ToolCalls(requests) => calls = requests,
+            }
+        }
+        metrics.llm_total.observe(asked.elapsed().as_secs_f64());
+        if let Some(rest) = splitter.finish() {
+            say(rest).await;
+        }
+        if calls.is_empty() {
+            return Ok(());
+        }
+        if round == MAX_TOOL_ROUNDS {
+            tracing::warn!(
+                rounds = MAX_TOOL_ROUNDS,
+                "the model still asks for tools after the last round; the caller hears the fallback"
+            );
+            say(tools.fallback.clone()).await;
+            return Ok(());
+        }
+        // A reply prepared before the turn ended calls no tool until it is released: a
+        // dropped one must leave no trace, at the operator's end neither.
+        if released.wait_for(|r| *r).await.is_err() {
+            return Ok(());
+        }
+        let work = tools.toolbox.round(&tools.call_sid, &text, &calls);
+        tokio::pin!(work);
+        let done = if held {
+            work.await
+        } else {
+            tokio::select! {
+                done = &mut work => done,
+                () = tokio::time::sleep(HOLD_AFTER) => {
+                    held = true;
+                    say(HOLDING_PHRASE.to_owned()).await;
+                    work.await
+                }
+            }
+        };
+        let messages = done.messages;
+        let _ = events
+            .send(ReplyEvent::ToolRound {
+                id,
+                messages: messages.clone(),
+            })
+            .await;
+        let closing = match &done.step {
+            Step::Continue => {
+                conversation.extend(messages);
+                continue;
+            }
+            Step::End => CLOSING,
+            Step::Transfer { .. } => tools.transfer_phrase.as_str(),
+        };
+        if text.trim().is_empty() {
+            say(closing.to_owned()).await;
+        }
+        let _ = events
+            .send(ReplyEvent::Step {
+                id,
+                step: done.step,
+            })
+            .await;
+        return Ok(());
+    }
+    Ok(())
 }
 
 /// The next audio chunk of the phrase being sent; `None` when its audio is complete.

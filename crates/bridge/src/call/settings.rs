@@ -60,8 +60,9 @@ pub struct TurnSettings {
           value_parser = settings::millis("SILENCE_TIMEOUT_MS", MILLIS))]
     pub silence_timeout: Duration,
 
-    /// What ends the caller's turn: `timer` (the silence timer alone) or `deepgram` (Deepgram's
-    /// end of speech, with the silence timer as a fallback).
+    /// What ends the caller's turn: `timer` (the silence timer alone), `deepgram` (Deepgram's
+    /// end of speech, with the silence timer as a fallback) or `flux` (Deepgram Flux's end of
+    /// turn; the call's recogniser is then Flux, see DEEPGRAM_FLUX_URL).
     #[arg(long, env = "TURN_DETECTION", value_enum, ignore_case = true,
           default_value_t = TurnDetection::Timer)]
     pub turn_detection: TurnDetection,
@@ -83,6 +84,14 @@ pub struct TurnSettings {
     #[arg(long, env = "BARGE_IN_MIN_WORDS", default_value = "1",
           value_parser = settings::count("BARGE_IN_MIN_WORDS", 1..=10))]
     pub barge_in_min_words: usize,
+
+    /// Prepare the reply before the caller's turn is surely over (`true` or `false`): it starts
+    /// on a final transcript, its audio held until the turn ends (then it goes out at once; if
+    /// the caller says more, it is dropped). With TURN_DETECTION=flux it starts on Flux's
+    /// `EagerEndOfTurn` (FLUX_EAGER_EOT_THRESHOLD).
+    #[arg(long, env = "PREEMPTIVE_GENERATION", default_value = "true", action = clap::ArgAction::Set,
+          value_parser = settings::boolean("PREEMPTIVE_GENERATION"))]
+    pub preemptive_generation: bool,
 }
 
 /// `BACKCHANNEL_WORDS`, lower case.

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::reply::{self, ReplyCommand, ReplyEvent, Script, Voice};
+use super::reply::{self, CallTools, Outlets, ReplyCommand, ReplyEvent, Script, Voice};
 use super::turns::ReplyId;
 use super::writer::{self, Control, Writer};
 use crate::record::Tap;
@@ -24,6 +24,8 @@ const REPLY_EVENTS: usize = 16;
 pub(super) struct Speaker {
     /// The model and the voice every reply uses.
     voice: Arc<Voice>,
+    /// The call's tools; `None` answers in words only.
+    tools: Option<Arc<CallTools>>,
     /// The socket's only writer.
     writer: Writer,
     /// Replies report here; the speaker keeps a sender so the channel never closes.
@@ -45,14 +47,18 @@ struct Current {
     token: CancellationToken,
     /// Where its commands go.
     commands: mpsc::Sender<ReplyCommand>,
-    /// The take it is sending (each resume is a new one).
+    /// The take it is sending (each resume is a new one; the brain counts takes the same way,
+    /// to tell the marks of a resumed take from echoes of the cleared one).
     take: u32,
+    /// Whether it has sent anything yet: a reply started held plays its first take as take 0.
+    sent: bool,
 }
 
 impl Speaker {
     /// Starts the writer of stream `stream_sid` on `sink` (recording what it sends with a `tap`).
     pub(super) fn new(
         voice: Arc<Voice>,
+        tools: Option<Arc<CallTools>>,
         sink: SplitSink<WebSocket, Message>,
         stream_sid: String,
         tap: Option<Tap>,
@@ -62,6 +68,7 @@ impl Speaker {
         let (events_tx, events) = mpsc::channel(REPLY_EVENTS);
         Self {
             voice,
+            tools,
             writer,
             events_tx,
             events,
@@ -74,20 +81,19 @@ impl Speaker {
     /// replaces (if any) stops producing.
     pub(super) fn start(&mut self, id: ReplyId, script: Script, held: bool) {
         let token = self.cancel.child_token();
-        let running = reply::spawn(
-            id,
-            script,
-            held,
-            self.voice.clone(),
-            self.writer.speech.clone(),
-            self.events_tx.clone(),
-            token.clone(),
-        );
+        let outlets = Outlets {
+            voice: self.voice.clone(),
+            tools: self.tools.clone(),
+            speech: self.writer.speech.clone(),
+            events: self.events_tx.clone(),
+        };
+        let running = reply::spawn(id, script, held, outlets, token.clone());
         let current = Current {
             id,
             token,
             commands: running.commands,
             take: 0,
+            sent: !held,
         };
         if let Some(old) = self.current.replace(current) {
             old.token.cancel();
@@ -128,7 +134,10 @@ impl Speaker {
     /// Reply `id` (held) plays from the start of phrase `from`.
     pub(super) fn play(&mut self, id: ReplyId, from: usize) {
         if let Some(current) = self.current.as_mut().filter(|c| c.id == id) {
-            current.take += 1;
+            if current.sent {
+                current.take += 1;
+            }
+            current.sent = true;
             let command = ReplyCommand::Play {
                 from,
                 take: current.take,

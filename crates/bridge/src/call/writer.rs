@@ -166,9 +166,12 @@ impl TwilioWriter {
         match speech {
             Speech::Frame { audio, .. } => self.send(Outbound::Media(&audio)).await,
             Speech::Mark {
-                take: (reply, _),
+                take: (reply, take),
                 phrase,
-            } => self.send(Outbound::Mark(&reply.mark_name(phrase))).await,
+            } => {
+                let name = reply.take_mark_name(take, phrase);
+                self.send(Outbound::Mark(&name)).await
+            }
         }
     }
 

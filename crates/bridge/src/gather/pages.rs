@@ -1,7 +1,7 @@
 //! The TwiML documents of the Gather flow, built with [`crate::twilio::twiml`] so that any text —
 //! a model's reply included — is escaped, stripped of Markdown and short enough for Polly.
 
-use crate::tools::{Step, Transfer, TRANSFER_APOLOGY};
+use crate::tools::{Step, Transfer};
 use crate::tts::text::{speakable, split_for_tts};
 use crate::twilio::twiml::{self, Element};
 
@@ -52,16 +52,17 @@ impl<'a> Pages<'a> {
     }
 
     /// The page for an answer: said while listening, or said before the call ends, or said
-    /// before the caller is put through to `transfer` (an apology and the end follow the
-    /// `<Dial>`: Twilio goes on with them when nobody took the call).
+    /// before the caller is put through to `transfer`. The `<Dial>`'s outcome goes to
+    /// `/stream_ended?after=dial`, as a streaming call's does: the apology and the end when
+    /// nobody took the call, only the end after a call that was answered.
     pub fn answer(&self, text: &str, step: &Step, transfer: Option<&Transfer>) -> String {
         match (step, transfer) {
             (Step::End, _) => twiml::response([self.say(text), Element::new("Hangup")]),
             (Step::Transfer { .. }, Some(transfer)) => twiml::response([
                 self.say(text),
-                transfer.dial(),
-                self.say(TRANSFER_APOLOGY),
-                Element::new("Hangup"),
+                transfer
+                    .dial()
+                    .attr("action", self.url("/stream_ended?after=dial")),
             ]),
             _ => self.listen(text, 0),
         }
@@ -169,14 +170,15 @@ mod tests {
     }
 
     #[test]
-    fn an_end_hangs_up_and_a_transfer_dials_then_apologises() {
-        use crate::tools::{Step, Transfer, TransferTarget};
+    fn an_end_hangs_up_and_a_transfer_dials_with_its_outcome_to_stream_ended() {
+        use crate::tools::{Step, Transfer};
+        use crate::twilio::next_step::Target;
         let style = style();
         let pages = Pages::new(&style, None);
         let end = pages.answer("Goodbye!", &Step::End, None);
         assert!(end.ends_with("Goodbye!</Say><Hangup/></Response>"), "{end}");
         let transfer = Transfer {
-            target: TransferTarget::Number("+15557654321".into()),
+            target: Target::parse("+15557654321").expect("number"),
             caller_id: None,
             phrase: "Hold on.".into(),
         };
@@ -185,10 +187,11 @@ mod tests {
         };
         let page = pages.answer("Hold on.", &step, Some(&transfer));
         assert!(
-            page.contains("Hold on.</Say><Dial><Number>+15557654321</Number></Dial><Say"),
+            page.ends_with(
+                "Hold on.</Say><Dial action=\"/stream_ended?after=dial\"><Number>+15557654321</Number></Dial></Response>"
+            ),
             "{page}"
         );
-        assert!(page.ends_with("</Say><Hangup/></Response>"), "{page}");
         let listening = pages.answer("Hi.", &Step::Continue, Some(&transfer));
         assert!(listening.contains("<Gather"), "{listening}");
     }

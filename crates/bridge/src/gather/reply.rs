@@ -13,8 +13,7 @@ use super::GatherServices;
 use crate::store::{conversation, CallSid, Exchange, ReplyId};
 use crate::tools::{rounds, Step, ToolAnswer};
 
-/// Said when the model ends the call without closing words of its own.
-pub const CLOSING: &str = "Thank you for calling. Goodbye!";
+pub use crate::tools::CLOSING;
 
 /// What the task reports to the webhook that started it, if it is still listening.
 pub type Outcome = Result<Spoken, NoReply>;

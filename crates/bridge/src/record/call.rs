@@ -9,7 +9,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::format::{
-    BargeIn, Dir, Key, RecordedLine, RecordedSettings, Reply, Sidecar, Transcript, Turn, Utterance,
+    BargeIn, Dir, Key, RecordedLine, RecordedSettings, Reply, Sidecar, ToolCallRecord, Transcript,
+    Turn, Utterance,
 };
 use crate::audio::mulaw;
 use crate::audio::wav;
@@ -163,7 +164,7 @@ impl CallRecording {
             ..Sidecar::default()
         };
         let (mut transcripts, mut turns, mut replies) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut barge_ins, mut dtmf) = (Vec::new(), Vec::new());
+        let (mut barge_ins, mut dtmf, mut tool_calls) = (Vec::new(), Vec::new(), Vec::new());
         for (at_ms, event) in &self.events {
             let at_ms = *at_ms;
             match event {
@@ -201,6 +202,18 @@ impl CallRecording {
                         b.resumed = true;
                     }
                 }
+                CallEvent::ToolCall {
+                    reply,
+                    name,
+                    arguments,
+                    result,
+                } => tool_calls.push(ToolCallRecord {
+                    at_ms,
+                    reply: *reply,
+                    name: name.clone(),
+                    arguments: arguments.clone(),
+                    result: result.clone(),
+                }),
                 CallEvent::Dtmf { digit } => dtmf.push(Key {
                     at_ms,
                     digit: digit.clone(),
@@ -228,6 +241,7 @@ impl CallRecording {
         s.replies = Some(replies);
         s.barge_ins = Some(barge_ins);
         s.dtmf = Some(dtmf);
+        s.tool_calls = Some(tool_calls);
         s
     }
 }

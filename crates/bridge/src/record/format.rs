@@ -38,6 +38,17 @@ pub struct Utterance {
     pub end_ms: u64,
 }
 
+/// A sound the caller makes without words, from a fixture's sidecar.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Noise {
+    /// What it is (`cough`).
+    pub noise: String,
+    /// Start, ms since the socket opened.
+    pub start_ms: u64,
+    /// End, ms since the socket opened.
+    pub end_ms: u64,
+}
+
 /// The sidecar: what the recording is and what the caller says in it. Recordings made with
 /// `RECORD_DIR` also say what the server heard and answered (the `Option` fields; hand-made
 /// fixtures leave them out).
@@ -56,6 +67,10 @@ pub struct Sidecar {
     pub duration_ms: u64,
     /// What the caller says, in order.
     pub utterances: Vec<Utterance>,
+    /// Sounds the caller makes without words (a cough), in order: hand-made fixtures only, a
+    /// recogniser hears no words in them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noises: Vec<Noise>,
     /// When the call was recorded (UTC, RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded_at: Option<String>,
@@ -80,6 +95,9 @@ pub struct Sidecar {
     /// Keys the caller pressed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtmf: Option<Vec<Key>>,
+    /// Tools the model called, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallRecord>>,
     /// End of the caller's speech → first reply audio, per answered turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn_latencies_ms: Option<Vec<u64>>,
@@ -152,6 +170,21 @@ pub struct BargeIn {
     /// It was only a backchannel or a noise: the reply resumed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
+}
+
+/// A tool the model called.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct ToolCallRecord {
+    /// When its result came back, ms since the socket opened.
+    pub at_ms: u64,
+    /// The reply whose words called it.
+    pub reply: u64,
+    /// The tool.
+    pub name: String,
+    /// Its arguments, as the model wrote them (JSON).
+    pub arguments: String,
+    /// What the model was given back.
+    pub result: String,
 }
 
 /// A key press.

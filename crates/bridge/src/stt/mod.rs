@@ -1,6 +1,14 @@
-//! Speech to text: the caller's PCM in, transcript events out.
+//! Speech to text: the caller's audio in, transcript events out. Deepgram live v1
+//! ([`deepgram`], PCM) serves `TURN_DETECTION=timer|deepgram` and transcription; Deepgram Flux
+//! ([`flux`], μ-law, turns detected by the model) serves `TURN_DETECTION=flux`. Both share one
+//! socket handling ([`session`]): reconnects, the audio queue, `CloseStream`.
 
 pub mod deepgram;
+pub mod flux;
+mod replay;
+mod session;
+
+pub use session::{SttError, SttStream, AUDIO_QUEUE_FRAMES};
 
 /// What speech recognition tells the call.
 #[derive(Debug)]
@@ -33,9 +41,39 @@ pub enum SttEvent {
     SpeechStarted,
     /// A gap after the last finalized word.
     UtteranceEnd,
+    /// Deepgram Flux's view of the caller's turn (`TURN_DETECTION=flux`).
+    Turn(flux::TurnInfo),
     /// The connection dropped mid-call; the stream is reconnecting (audio is kept meanwhile).
     Dropped,
     /// The recogniser cannot be reached, even after reconnecting: the caller can no longer be
     /// heard.
-    Lost(deepgram::SttError),
+    Lost(SttError),
+}
+
+/// The recogniser a streaming call uses, chosen by `TURN_DETECTION`.
+#[derive(Debug, Clone)]
+pub enum Recogniser {
+    /// Deepgram live v1, fed PCM (`TURN_DETECTION=timer|deepgram`).
+    Live(deepgram::DeepgramStt),
+    /// Deepgram Flux, fed Twilio's μ-law as is (`TURN_DETECTION=flux`).
+    Flux(flux::FluxStt),
+}
+
+impl Recogniser {
+    /// Opens one call's stream (see [`deepgram::DeepgramStt::start`], [`flux::FluxStt::start`]).
+    pub fn start(
+        &self,
+        events: tokio::sync::mpsc::Sender<SttEvent>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> SttStream {
+        match self {
+            Self::Live(stt) => stt.start(events, cancel),
+            Self::Flux(stt) => stt.start(events, cancel),
+        }
+    }
+
+    /// Whether it takes Twilio's μ-law undecoded (else PCM16LE).
+    pub fn takes_mulaw(&self) -> bool {
+        matches!(self, Self::Flux(_))
+    }
 }

@@ -19,13 +19,18 @@ use tokio::time::Instant;
 
 pub use file::{OperatorTool, ToolsFile};
 pub use rounds::{Round, Step, ToolAnswer, MAX_TOOL_ROUNDS};
-pub use settings::{
-    ToolSettings, Transfer, TransferTarget, DEFAULT_TRANSFER_PHRASE, TRANSFER_APOLOGY,
-};
+pub use settings::{ToolSettings, Transfer, DEFAULT_TRANSFER_PHRASE};
 
 use crate::llm::tools::{Tool, ToolChoice, ToolOffer, ToolRequest};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+
+/// Said when the model ends the call without closing words of its own.
+pub const CLOSING: &str = "Thank you for calling. Goodbye!";
+/// Said, once per turn, while an operator's tool takes longer than [`HOLD_AFTER`].
+pub const HOLDING_PHRASE: &str = "One moment, let me check that.";
+/// How long a tool may take before the caller hears [`HOLDING_PHRASE`].
+pub const HOLD_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The built-in tool that ends the call.
 pub const END_CALL: &str = "end_call";
@@ -99,6 +104,11 @@ impl Toolbox {
             },
             metrics,
         }
+    }
+
+    /// Whether the operator has tools of their own (`TOOLS_FILE`): only theirs can be slow.
+    pub fn has_operator_tools(&self) -> bool {
+        !self.tools.is_empty()
     }
 
     /// The tools offered with every request: `end_call`, `transfer_call` when `TRANSFER_TO` is

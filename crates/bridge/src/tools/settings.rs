@@ -3,6 +3,7 @@
 
 use crate::secret::Secret;
 use crate::settings;
+use crate::twilio::next_step::{PhoneNumber, Target};
 use crate::twilio::twiml::Element;
 
 use super::file::ToolsFile;
@@ -11,9 +12,6 @@ use super::file::ToolsFile;
 pub const DEFAULT_TRANSFER_PHRASE: &str =
     "Let me put you through to someone who can help. Please hold.";
 
-/// Said when the dialled party did not take the call, before hanging up.
-pub const TRANSFER_APOLOGY: &str =
-    "Sorry, nobody could take your call right now. Please call again later. Goodbye.";
 
 /// The assistant's tools: the operator's own (`TOOLS_FILE`, signed with `TOOLS_SECRET`) and the
 /// transfer target of the built-in `transfer_call`.
@@ -31,13 +29,13 @@ pub struct ToolSettings {
 
     /// Where transfer_call sends the caller: an E.164 number (+ and 8 to 15 digits) or a sip:
     /// URI. Unset: the model is not offered transfer_call.
-    #[arg(long, env = "TRANSFER_TO", value_parser = TransferTarget::parse_setting)]
-    pub transfer_to: Option<TransferTarget>,
+    #[arg(long, env = "TRANSFER_TO", value_parser = transfer_to)]
+    pub transfer_to: Option<Target>,
 
     /// Caller ID shown to the transfer's target (E.164): your Twilio number or the caller's.
     /// Unset: Twilio's default.
     #[arg(long, env = "TRANSFER_CALLER_ID", value_parser = caller_id)]
-    pub transfer_caller_id: Option<String>,
+    pub transfer_caller_id: Option<PhoneNumber>,
 
     /// Said before the transfer when the model gave no words of its own.
     #[arg(long, env = "TRANSFER_PHRASE", default_value = DEFAULT_TRANSFER_PHRASE,
@@ -56,67 +54,25 @@ impl ToolSettings {
     }
 }
 
-/// Where a transfer dials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransferTarget {
-    /// An E.164 phone number (`<Number>`).
-    Number(String),
-    /// A SIP URI (`<Sip>`).
-    Sip(String),
+/// `TRANSFER_TO`: an E.164 number or a `sip:` URI.
+fn transfer_to(raw: &str) -> Result<Target, String> {
+    Target::parse(raw)
+        .map_err(|_| "TRANSFER_TO must be an E.164 number (+15551234567) or a sip: URI".to_owned())
 }
 
-impl TransferTarget {
-    /// An E.164 number or a `sip:` URI, or why not.
-    pub fn parse(raw: &str) -> Option<Self> {
-        let raw = raw.trim();
-        if is_e164(raw) {
-            return Some(Self::Number(raw.to_owned()));
-        }
-        let rest = raw.strip_prefix("sip:")?;
-        let ok = !rest.is_empty()
-            && rest
-                .chars()
-                .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"'));
-        ok.then(|| Self::Sip(raw.to_owned()))
-    }
-
-    fn parse_setting(raw: &str) -> Result<Self, String> {
-        Self::parse(raw).ok_or_else(|| {
-            "TRANSFER_TO must be an E.164 number (+ and 8 to 15 digits) or a sip: URI".to_owned()
-        })
-    }
-
-    /// The `<Dial>` noun that reaches it.
-    fn noun(&self) -> Element {
-        match self {
-            Self::Number(number) => Element::new("Number").text(number.as_str()),
-            Self::Sip(uri) => Element::new("Sip").text(uri.as_str()),
-        }
-    }
-}
-
-/// `+` and 8 to 15 digits.
-fn is_e164(raw: &str) -> bool {
-    raw.strip_prefix('+').is_some_and(|digits| {
-        (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
-    })
-}
-
-fn caller_id(raw: &str) -> Result<String, String> {
-    let raw = raw.trim();
-    match is_e164(raw) {
-        true => Ok(raw.to_owned()),
-        false => Err("TRANSFER_CALLER_ID must be an E.164 number (+ and 8 to 15 digits)".into()),
-    }
+/// `TRANSFER_CALLER_ID`: an E.164 number.
+fn caller_id(raw: &str) -> Result<PhoneNumber, String> {
+    PhoneNumber::parse(raw)
+        .map_err(|_| "TRANSFER_CALLER_ID must be an E.164 number (+15551234567)".to_owned())
 }
 
 /// What `transfer_call` does: whom it dials, as whom, and what the caller hears first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
     /// `TRANSFER_TO`.
-    pub target: TransferTarget,
+    pub target: Target,
     /// `TRANSFER_CALLER_ID`.
-    pub caller_id: Option<String>,
+    pub caller_id: Option<PhoneNumber>,
     /// `TRANSFER_PHRASE`.
     pub phrase: String,
 }
@@ -148,34 +104,21 @@ mod tests {
     use crate::twilio::twiml;
 
     #[test]
-    fn targets_are_e164_numbers_or_sip_uris() {
-        assert_eq!(
-            TransferTarget::parse(" +15557654321 "),
-            Some(TransferTarget::Number("+15557654321".into()))
-        );
-        assert_eq!(
-            TransferTarget::parse("sip:desk@pbx.example.com"),
-            Some(TransferTarget::Sip("sip:desk@pbx.example.com".into()))
-        );
-        for bad in [
-            "15557654321",
-            "+1234567",
-            "+1234567890123456",
-            "+1555-765",
-            "sip:",
-            "sip:a b",
-            "tel:+15557654321",
-            "",
-        ] {
-            assert_eq!(TransferTarget::parse(bad), None, "{bad:?}");
-        }
+    fn bad_targets_name_their_setting() {
+        assert!(transfer_to("sip:desk@pbx.example.com").is_ok());
+        assert!(transfer_to("tel:+15557654321")
+            .unwrap_err()
+            .starts_with("TRANSFER_TO must"));
+        assert!(caller_id("+15551230000").is_ok());
+        let err = caller_id("sip:desk@pbx.example.com").unwrap_err();
+        assert!(err.starts_with("TRANSFER_CALLER_ID must"), "{err}");
     }
 
     #[test]
     fn the_dial_uses_the_right_noun_and_caller_id() {
         let transfer = Transfer {
-            target: TransferTarget::Number("+15557654321".into()),
-            caller_id: Some("+15551230000".into()),
+            target: Target::parse("+15557654321").expect("number"),
+            caller_id: PhoneNumber::parse("+15551230000").ok(),
             phrase: DEFAULT_TRANSFER_PHRASE.into(),
         };
         assert_eq!(
@@ -183,7 +126,7 @@ mod tests {
             r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="+15551230000"><Number>+15557654321</Number></Dial></Response>"#
         );
         let sip = Transfer {
-            target: TransferTarget::Sip("sip:desk@pbx.example.com".into()),
+            target: Target::parse("sip:desk@pbx.example.com").expect("sip"),
             caller_id: None,
             ..transfer
         };

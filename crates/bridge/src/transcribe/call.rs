@@ -157,7 +157,7 @@ impl Transcription {
         let Some(stt) = track.stt.as_mut() else {
             return; // recognition of this track was lost; already reported
         };
-        if !stt.send_audio(frame.pcm) {
+        if !stt.send_audio(frame.audio) {
             self.dropped_audio += 1;
             if self.dropped_audio % 50 == 1 {
                 tracing::warn!(

@@ -78,7 +78,7 @@ impl Target {
     }
 
     /// The `<Dial>` noun that reaches it.
-    fn noun(&self) -> Element {
+    pub fn noun(&self) -> Element {
         match self {
             Target::Number(number) => Element::new("Number").text(number.as_str()),
             Target::Sip(uri) => Element::new("Sip").text(uri.as_str()),

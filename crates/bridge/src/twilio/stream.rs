@@ -2,7 +2,7 @@
 //!
 //! Every mode that reads a stream (the assistant, transcription) reads it through a
 //! [`MediaStream`]: it waits for `start`, parses each text message, decodes media from base64
-//! μ-law to PCM, hands every raw text message to the call's recording, and counts (and thinly
+//! μ-law to PCM (or keeps the μ-law, for a recogniser that takes it as is), hands every raw text message to the call's recording, and counts (and thinly
 //! logs) what it could not use. A call task only ever sees [`StreamEvent`]s, never bytes or JSON.
 
 use std::fmt;
@@ -47,8 +47,9 @@ pub struct Frame {
     /// Milliseconds since the stream started, when Twilio gave a readable timestamp; places a
     /// track's first words on the call's timeline.
     pub timestamp_ms: Option<u64>,
-    /// The audio as PCM16LE at 8 kHz, cut from shared blocks (no allocation per frame).
-    pub pcm: Bytes,
+    /// The audio, 8 kHz, cut from shared blocks (no allocation per frame): PCM16LE, or
+    /// Twilio's μ-law as is from a stream read with [`MediaStream::undecoded`].
+    pub audio: Bytes,
 }
 
 /// How a stream ended, from the socket's side; the same for every mode that reads one.
@@ -100,6 +101,8 @@ pub struct MediaStream<S = SplitStream<WebSocket>> {
     mulaw: Vec<u8>,
     /// Cuts each frame's PCM from shared blocks, not one allocation a frame.
     pcm: PcmFrames,
+    /// Frames keep Twilio's μ-law instead of being decoded to PCM.
+    undecoded: bool,
     /// Messages after `start` that could not be used, for the call's summary.
     malformed: u64,
 }
@@ -115,8 +118,15 @@ where
             tap: None,
             mulaw: Vec::with_capacity(MULAW_SCRATCH_BYTES),
             pcm: PcmFrames::new(),
+            undecoded: false,
             malformed: 0,
         }
+    }
+
+    /// Hands frames over as Twilio's μ-law, undecoded (Deepgram Flux takes it as it is).
+    pub fn undecoded(mut self) -> Self {
+        self.undecoded = true;
+        self
     }
 
     /// Reads until Twilio's `start`, skipping anything else; `None` when the socket ends first
@@ -182,7 +192,11 @@ where
                 Some(StreamEvent::Media(Frame {
                     track: media.track,
                     timestamp_ms: media.timestamp_ms(),
-                    pcm: self.pcm.decode(&self.mulaw),
+                    audio: if self.undecoded {
+                        self.pcm.copy(&self.mulaw)
+                    } else {
+                        self.pcm.decode(&self.mulaw)
+                    },
                 }))
             }
             Ok(Inbound::Mark { mark }) => Some(StreamEvent::Mark(mark.name)),

@@ -1,5 +1,5 @@
-//! Local stand-ins for the providers: Deepgram live STT, Deepgram TTS and Mistral chat
-//! completions, each an HTTP server on `127.0.0.1:0` speaking the provider's real wire format.
+//! Local stand-ins for the providers: Deepgram live STT (and Flux beside it), Deepgram TTS and
+//! Mistral chat completions, each an HTTP server on `127.0.0.1:0` speaking the provider's real wire format.
 //!
 //! They let the real server run a whole call with no account and no network: `ivr-bridge demo`
 //! and the load generator use them as they are, the behaviour tests with their hooks on. Every
@@ -11,6 +11,9 @@
 
 pub mod bank;
 pub mod faq;
+pub mod flux;
+mod flux_conn;
+mod flux_query;
 pub mod hooks;
 pub mod llm;
 pub mod llm_order;
@@ -223,6 +226,9 @@ impl StandIns {
         let url = |s: String| reqwest::Url::parse(&s).ok();
         if let Some(u) = url(self.stt.url()) {
             config.stt.deepgram_stt_url = u;
+        }
+        if let Some(u) = url(self.stt.flux_url()) {
+            config.flux.deepgram_flux_url = u;
         }
         if let Some(u) = url(self.tts.url()) {
             config.tts.deepgram_tts_url = u;

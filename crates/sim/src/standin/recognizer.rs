@@ -16,7 +16,7 @@ pub const ENDPOINT_FRAMES: u64 = 20;
 /// Interim results while in a segment, every 300 ms of audio.
 pub const INTERIM_EVERY_FRAMES: u64 = 15;
 /// Seconds of audio per analysis frame.
-const FRAME_SECS: f64 = 0.02;
+pub(super) const FRAME_SECS: f64 = 0.02;
 /// Frames short of an utterance's end still counted as "reached the end" (dropped frames).
 const END_SLACK_FRAMES: u32 = 5;
 /// The model the stand-in claims to be, in `Results` and `Metadata`.
@@ -234,35 +234,9 @@ impl Recognizer {
         self.utterance_end_due = Some(seg.last_speech + 1);
     }
 
-    /// The words a segment stands for: the best-voted utterance's words after those already
-    /// finalised, up to the furthest position heard (all remaining ones when `last` and the
-    /// segment reached the utterance's end). Interims show at least one word. For a last result
-    /// also returns the utterance id and its new count of finalised words.
+    /// The words a segment stands for (see [`words_for`]).
     fn words_for(&self, seg: &Segment, last: bool) -> (Vec<String>, Option<(usize, usize)>) {
-        let best = seg
-            .votes
-            .iter()
-            .max_by_key(|(id, (votes, _))| (*votes, usize::MAX - **id));
-        let Some((&id, &(_, furthest))) = best else {
-            return (Vec::new(), None);
-        };
-        let Some(utterance) = self.bank.utterance(id) else {
-            return (Vec::new(), None);
-        };
-        let n = utterance.words.len();
-        let done = self.words_done.get(&id).copied().unwrap_or(0).min(n);
-        let span = utterance.span.max(1) as usize;
-        let heard = ((furthest as usize + 1) * n + span / 2) / span;
-        let mut upto = heard.clamp(done, n);
-        if !last {
-            upto = upto.max((done + 1).min(n));
-            return (utterance.words[done..upto].to_vec(), None);
-        }
-        if furthest as usize + 1 + END_SLACK_FRAMES as usize >= span {
-            upto = n;
-        }
-        let commit = if upto == n { 0 } else { upto };
-        (utterance.words[done..upto].to_vec(), Some((id, commit)))
+        words_for(&self.bank, &self.words_done, &seg.votes, last)
     }
 
     /// A `Results` message for `words` spanning `[start, start + duration)` seconds.
@@ -293,6 +267,43 @@ impl Recognizer {
     }
 }
 
+/// The words a stretch of speech stands for, from its frames' `votes` (utterance id → (votes,
+/// furthest frame position matched)): the best-voted utterance's words after those already
+/// finalised (`words_done`), up to the furthest position heard (all remaining ones when `last`
+/// and the speech reached the utterance's end). Non-last results show at least one word. For a
+/// last result also returns the utterance id and its new count of finalised words. Shared by
+/// the v1 and Flux recognisers.
+pub(super) fn words_for(
+    bank: &Bank,
+    words_done: &HashMap<usize, usize>,
+    votes: &HashMap<usize, (u32, u32)>,
+    last: bool,
+) -> (Vec<String>, Option<(usize, usize)>) {
+    let best = votes
+        .iter()
+        .max_by_key(|(id, (votes, _))| (*votes, usize::MAX - **id));
+    let Some((&id, &(_, furthest))) = best else {
+        return (Vec::new(), None);
+    };
+    let Some(utterance) = bank.utterance(id) else {
+        return (Vec::new(), None);
+    };
+    let n = utterance.words.len();
+    let done = words_done.get(&id).copied().unwrap_or(0).min(n);
+    let span = utterance.span.max(1) as usize;
+    let heard = ((furthest as usize + 1) * n + span / 2) / span;
+    let mut upto = heard.clamp(done, n);
+    if !last {
+        upto = upto.max((done + 1).min(n));
+        return (utterance.words[done..upto].to_vec(), None);
+    }
+    if furthest as usize + 1 + END_SLACK_FRAMES as usize >= span {
+        upto = n;
+    }
+    let commit = if upto == n { 0 } else { upto };
+    (utterance.words[done..upto].to_vec(), Some((id, commit)))
+}
+
 /// The three booleans of a `Results` message.
 #[derive(Clone, Copy, Debug)]
 struct Flags {
@@ -313,7 +324,7 @@ fn model_info() -> Value {
     json!({"name": "2-general-nova", "version": "2024-01-09.29447", "arch": "nova-2"})
 }
 
-fn round3(x: f64) -> f64 {
+pub(super) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 

@@ -1,4 +1,6 @@
-//! The Deepgram live STT stand-in: `GET /v1/listen` upgraded to a WebSocket (PROTOCOLS.md §4).
+//! The Deepgram live STT stand-in: `GET /v1/listen` upgraded to a WebSocket (PROTOCOLS.md §4),
+//! and beside it Deepgram Flux, `GET /v2/listen` (§10, [`super::flux_conn`]), with the same
+//! key, bank and hooks but records of their own.
 //!
 //! A wrong key is refused before the upgrade, like Deepgram. Each connection ([`super::stt_conn`])
 //! feeds binary PCM to a [`super::recognizer::Recognizer`] and obeys `KeepAlive`, `Finalize` and
@@ -21,17 +23,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bank::Bank;
+pub use super::flux_conn::FluxFault;
 use super::probe::Probe;
 use super::recognizer::Settings;
 use super::stt_record::opened;
 pub use super::stt_record::{transcript, SttConnection, SttRefusal, SttSent, RECORDED_AUDIO_LIMIT};
 use super::wire::{authorization, lock, request_id, Query};
-use super::{serve, stt_conn, Delay, Journal, Setup, StandInError};
+use super::{flux_conn, serve, stt_conn, Delay, Journal, Setup, StandInError};
+
+/// Fault messages that may wait for a slow Flux connection.
+const FLUX_FAULT_QUEUE: usize = 16;
 
 /// What the handle, the handshake handler and the connection tasks share.
 pub(super) struct Shared {
@@ -43,6 +50,12 @@ pub(super) struct Shared {
     connections: Option<Journal<SttConnection>>,
     /// Every refused handshake, when recording.
     refusals: Option<Journal<SttRefusal>>,
+    /// Every accepted Flux connection, when recording.
+    flux_connections: Option<Journal<SttConnection>>,
+    /// Every refused Flux handshake, when recording.
+    flux_refusals: Option<Journal<SttRefusal>>,
+    /// Fault hook: what every open Flux connection must do now.
+    flux_faults: broadcast::Sender<FluxFault>,
     /// Fault hook: refuse every handshake with 503.
     refuse_all: AtomicBool,
     /// Fault hook: hold each `Results` this long before sending it.
@@ -77,6 +90,40 @@ impl Shared {
     pub(super) fn kill(&self) -> CancellationToken {
         lock(&self.kill).clone()
     }
+
+    /// Whether the refuse-all fault hook is on.
+    pub(super) fn refuses_all(&self) -> bool {
+        self.refuse_all.load(Ordering::Relaxed)
+    }
+
+    /// Whether `auth` is the `Authorization` value the stand-in expects.
+    pub(super) fn authorized(&self, auth: Option<&str>) -> bool {
+        auth == Some(self.expected_auth.as_str())
+    }
+
+    /// Records a refused Flux handshake, when recording.
+    pub(super) fn flux_refused(&self, refusal: SttRefusal) {
+        if let Some(journal) = &self.flux_refusals {
+            journal.push(refusal);
+        }
+    }
+
+    /// Records an accepted Flux connection; its index, when recording.
+    pub(super) fn flux_opened(&self, conn: SttConnection) -> Option<usize> {
+        self.flux_connections.as_ref()?.push(conn)
+    }
+
+    /// Updates Flux connection `id`'s record, when recording.
+    pub(super) fn with_flux_conn(&self, id: Option<usize>, f: impl FnOnce(&mut SttConnection)) {
+        if let (Some(journal), Some(id)) = (&self.flux_connections, id) {
+            journal.update(id, f);
+        }
+    }
+
+    /// Where a Flux connection hears the fault hooks.
+    pub(super) fn flux_faults(&self) -> broadcast::Receiver<FluxFault> {
+        self.flux_faults.subscribe()
+    }
 }
 
 /// The running stand-in. Cheap to clone; all clones see the same record and hooks.
@@ -101,13 +148,18 @@ impl SttStandIn {
             bank,
             connections: Journal::when(setup.record),
             refusals: Journal::when(setup.record),
+            flux_connections: Journal::when(setup.record),
+            flux_refusals: Journal::when(setup.record),
+            flux_faults: broadcast::channel(FLUX_FAULT_QUEUE).0,
             refuse_all: AtomicBool::new(false),
             transcript_delay: Delay::new(Duration::ZERO),
             shutdown: shutdown.clone(),
             kill: Mutex::new(shutdown.child_token()),
             probe: setup.probe.clone(),
         });
-        let app = Router::new().route("/v1/listen", get(handshake));
+        let app = Router::new()
+            .route("/v1/listen", get(handshake))
+            .route("/v2/listen", get(flux_conn::handshake));
         let (addr, task) = serve("STT", app.with_state(shared.clone()), setup, shutdown).await?;
         Ok((Self { addr, shared }, task))
     }
@@ -115,6 +167,27 @@ impl SttStandIn {
     /// `ws://127.0.0.1:PORT/v1/listen`.
     pub fn url(&self) -> String {
         format!("ws://{}/v1/listen", self.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT/v2/listen`, the Flux endpoint.
+    pub fn flux_url(&self) -> String {
+        format!("ws://{}/v2/listen", self.addr)
+    }
+
+    /// A snapshot of every accepted Flux connection, in order (empty unless recording).
+    pub fn flux_connections(&self) -> Vec<SttConnection> {
+        Journal::read(&self.shared.flux_connections)
+    }
+
+    /// A snapshot of every refused Flux handshake (empty unless recording).
+    pub fn flux_refusals(&self) -> Vec<SttRefusal> {
+        Journal::read(&self.shared.flux_refusals)
+    }
+
+    /// Fault hook: every Flux connection open now does `fault` (a raw message, or a fatal
+    /// `Error` and a close).
+    pub fn flux_fault(&self, fault: FluxFault) {
+        let _ = self.shared.flux_faults.send(fault);
     }
 
     /// A snapshot of every accepted connection, in order of arrival (empty unless recording).
@@ -137,7 +210,8 @@ impl SttStandIn {
         self.shared.transcript_delay.set(delay);
     }
 
-    /// Fault hook: close every open connection with 1011, as a Deepgram outage would.
+    /// Fault hook: close every open connection (v1 and Flux) with 1011, as a Deepgram outage
+    /// would.
     pub fn disconnect_all(&self) {
         let mut kill = lock(&self.shared.kill);
         kill.cancel();

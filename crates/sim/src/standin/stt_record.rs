@@ -96,6 +96,17 @@ pub(super) fn opened(at: Instant, query: Query, authorization: Option<String>) -
             query.raw
         ));
     }
+    opened_flux(at, query, authorization, violations)
+}
+
+/// A new connection's record with the `violations` its handshake already showed (a Flux
+/// connection's record: audio is μ-law, `sent` holds `TurnInfo`s).
+pub(super) fn opened_flux(
+    at: Instant,
+    query: Query,
+    authorization: Option<String>,
+    violations: Vec<String>,
+) -> SttConnection {
     SttConnection {
         opened_at: at,
         query,

@@ -11,6 +11,10 @@ pub enum TurnDetection {
     /// Deepgram's end of speech (`speech_final`, or `UtteranceEnd` when that never comes) ends
     /// the turn at once; the silence timer stays as a fallback.
     Deepgram,
+    /// Deepgram Flux decides: its `EndOfTurn` ends the turn at once, with no silence timer
+    /// (Flux ends a turn after its own `eot_timeout_ms` of silence whatever its confidence),
+    /// and its `StartOfTurn` interrupts the assistant before any words.
+    Flux,
 }
 
 impl TurnDetection {
@@ -19,6 +23,7 @@ impl TurnDetection {
         match self {
             Self::Timer => "timer",
             Self::Deepgram => "deepgram",
+            Self::Flux => "flux",
         }
     }
 }

@@ -32,6 +32,18 @@ pub enum Goodbye {
     SttLost,
     /// The caller stayed silent through every idle prompt.
     Idle,
+    /// The assistant ended the conversation (`end_call`).
+    Ended,
+    /// The assistant hands the caller to a person (`transfer_call`).
+    Transferred,
+}
+
+impl Goodbye {
+    /// Whether the caller speaking over the goodbye keeps the call: yes, unless speech
+    /// recognition is gone (nothing they say can be heard).
+    pub(super) fn revocable(self) -> bool {
+        !matches!(self, Goodbye::SttLost)
+    }
 }
 
 /// The call's goodbye, from the moment it is decided.
@@ -69,6 +81,20 @@ impl Turns {
         actions
     }
 
+    /// Reply `id` ends the call once the caller has heard it (the assistant called `end_call`
+    /// or `transfer_call`): it becomes the call's goodbye, heard to its last mark or cut at
+    /// [`FAREWELL_LIMIT`] after `now`. Speaking over it keeps the call.
+    pub fn on_goodbye(&mut self, id: ReplyId, why: Goodbye, now: Instant) -> Vec<Action> {
+        if self.current_reply() == Some(id) && self.farewell == Farewell::None {
+            self.farewell = Farewell::Saying {
+                id,
+                by: now + FAREWELL_LIMIT,
+                why,
+            };
+        }
+        self.hang_up_when_done(Vec::new(), Some(now))
+    }
+
     /// Reply `id` could not be produced. What the caller already heard stays in the history; a
     /// turn with nothing heard leaves none (no orphaned user message). The caller then hears the
     /// fallback phrase, unless it cannot be played, it is itself what failed, or the call is
@@ -79,17 +105,22 @@ impl Turns {
         failure: ReplyFailure,
         now: Instant,
     ) -> Vec<Action> {
+        if self.is_held(id) {
+            // A preemptive reply that failed leaves no trace: the turn's end asks again.
+            self.preempted = None;
+            self.reply = Reply::Idle;
+            self.preemptives.push(super::Preemptive::Discarded);
+            return self.hang_up_when_done(Vec::new(), Some(now));
+        }
         if self.current_reply() == Some(id) {
             // Audio already queued still plays: the whole phrases heard are what is kept.
             let kept = match &self.reply {
-                Reply::Speaking { spoken, .. } => Some((spoken.user_text.clone(), spoken.heard())),
-                Reply::Paused { spoken, pause, .. } => {
-                    Some((spoken.user_text.clone(), pause.heard.clone()))
-                }
+                Reply::Speaking { spoken, .. } => Some((spoken.clone(), spoken.heard())),
+                Reply::Paused { spoken, pause, .. } => Some((spoken.clone(), pause.heard.clone())),
                 Reply::Idle | Reply::Thinking { .. } => None,
             };
-            if let Some((user_text, heard)) = kept {
-                self.remember(user_text.as_deref(), heard);
+            if let Some((spoken, heard)) = kept {
+                self.remember(&spoken, heard);
             }
             self.reply = Reply::Idle;
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::failures::{Farewell, Goodbye};
+use super::failures::Farewell;
 use super::progress::{Pause, Reply};
 use super::{Action, Turns};
 
@@ -96,7 +96,7 @@ impl Turns {
 
     /// While a reply plays, `text` has too few words to interrupt it.
     pub(super) fn too_few_to_interrupt(&self, text: &str) -> bool {
-        matches!(self.reply, Reply::Speaking { .. })
+        matches!(self.reply, Reply::Speaking { id, .. } if !self.is_held(id))
             && word_count(text) < self.interruptions.min_words
     }
 
@@ -188,21 +188,20 @@ impl Turns {
         else {
             return Vec::new();
         };
-        self.remember(spoken.user_text.as_deref(), pause.heard);
+        self.remember(&spoken, pause.heard);
         self.keep_the_call(id);
         self.counted.push(Interruption::BargeIn);
         vec![Action::Discard { id }]
     }
 
-    /// The caller spoke over the idle goodbye `id`: the call goes on.
+    /// The caller spoke over the goodbye `id` (the idle goodbye, the farewell or the transfer
+    /// announcement): nothing irreversible happens, the call goes on.
     pub(super) fn keep_the_call(&mut self, id: super::ReplyId) {
         if let Farewell::Saying {
-            id: goodbye,
-            why: Goodbye::Idle,
-            ..
+            id: goodbye, why, ..
         } = self.farewell
         {
-            if goodbye == id {
+            if goodbye == id && why.revocable() {
                 self.farewell = Farewell::None;
             }
         }

@@ -7,18 +7,20 @@
 
 mod detection;
 mod failures;
+mod flux;
 mod history;
 mod idle;
 mod interruption;
 mod latency;
 mod playout;
+mod preemptive;
 mod progress;
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::llm::{ChatMessage, Role};
+use crate::llm::ChatMessage;
 pub use detection::{Heard, TurnDetection};
 use failures::Farewell;
 pub use failures::{Goodbye, ReplyFailure, FAREWELL_LIMIT, STT_APOLOGY};
@@ -29,6 +31,7 @@ pub use idle::{IdlePolicy, IdleStep};
 pub use interruption::{Interruption, InterruptionPolicy, DEFAULT_BACKCHANNEL_WORDS};
 use latency::TurnLatency;
 pub use playout::{AUDIBLE, CUT_OFF};
+pub use preemptive::Preemptive;
 pub use progress::ReplyId;
 use progress::{Reply, Spoken};
 
@@ -48,6 +51,23 @@ pub enum Action {
         id: ReplyId,
         /// System prompt, history and the caller's new turn.
         messages: Vec<ChatMessage>,
+    },
+    /// Ask the model with these messages now, before the caller's turn is over, and prepare
+    /// its answer's audio but hold it until [`Action::Release`] (or drop it).
+    Prepare {
+        /// The reply this becomes.
+        id: ReplyId,
+        /// System prompt, history and what the caller said so far.
+        messages: Vec<ChatMessage>,
+    },
+    /// The turn ended on the text prepared reply `id` answers: send its audio now.
+    Release {
+        /// The prepared reply.
+        id: ReplyId,
+        /// The caller's turn it answers.
+        text: String,
+        /// Its phrases so far (held back from the events until now).
+        phrases: Vec<String>,
     },
     /// Barge-in: drop reply `id`'s queued audio and send Twilio `clear`; the reply stops for
     /// good, or, when `hold`, keeps its audio for an [`Action::Resume`] or [`Action::Discard`].
@@ -124,6 +144,14 @@ pub struct Turns {
     interruptions: InterruptionPolicy,
     /// Outcomes of interruptions not yet handed to the metrics ([`Turns::counted`]).
     counted: Vec<Interruption>,
+    /// Whether replies are prepared before the turn ends (`PREEMPTIVE_GENERATION`).
+    preemptive_on: bool,
+    /// The current reply, while it is a preemptive one not yet released.
+    preempted: Option<ReplyId>,
+    /// Outcomes of preemptive replies not yet handed to the metrics ([`Turns::preemptives`]).
+    preemptives: Vec<Preemptive>,
+    /// Deepgram Flux's turn in progress (`TURN_DETECTION=flux` only).
+    flux: flux::FluxTurn,
 }
 
 /// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
@@ -154,6 +182,10 @@ impl Turns {
             idle: IdleWatch::default(),
             interruptions: InterruptionPolicy::default(),
             counted: Vec::new(),
+            preemptive_on: false,
+            preempted: None,
+            preemptives: Vec::new(),
+            flux: flux::FluxTurn::default(),
         }
     }
 
@@ -195,7 +227,7 @@ impl Turns {
 
     /// [`Turns::say`] without the hang-up check, for the brain's own phrases.
     fn speak(&mut self, text: &str, now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
+        let mut actions = self.drop_preemptive();
         if let Some(id) = self.current_reply() {
             let heard = self.cut_off(now);
             self.keep_the_call(id);
@@ -270,6 +302,9 @@ impl Turns {
             actions.extend(self.end_turn(now));
         } else if heard == Heard::EndOfSpeech {
             actions.extend(self.on_end_of_speech(now));
+        }
+        if matches!(self.reply, Reply::Idle) && !self.heard.is_empty() {
+            actions.extend(self.prepare(now));
         }
         actions
     }
@@ -412,6 +447,11 @@ impl Turns {
         self.counted.drain(..)
     }
 
+    /// Outcomes of preemptive replies since the last call, for the metrics.
+    pub fn preemptives(&mut self) -> std::vec::Drain<'_, Preemptive> {
+        self.preemptives.drain(..)
+    }
+
     /// Caller turns taken so far.
     pub fn turns(&self) -> u32 {
         self.turns
@@ -422,9 +462,17 @@ impl Turns {
         self.barge_ins
     }
 
-    /// The conversation so far (without the system prompt).
-    pub fn history(&self) -> &[ChatMessage] {
-        self.history.messages()
+    /// The conversation so far (without the system prompt), as the model gets it.
+    pub fn history(&self) -> Vec<ChatMessage> {
+        let mut messages = self.history.request("", "");
+        messages.remove(0);
+        messages.pop();
+        messages
+    }
+
+    /// The conversation so far, exchange by exchange.
+    pub fn exchanges(&self) -> &[crate::store::Exchange] {
+        self.history.exchanges()
     }
 
     /// Exchanges added to the history since the call began, including any trimmed since.
@@ -438,6 +486,10 @@ impl Turns {
     /// reply is held meanwhile, see `interruption.rs`); before that, they continue the turn
     /// being answered.
     fn barge_in(&mut self, now: Instant, may_resume: bool) -> Vec<Action> {
+        if self.preempted.is_some() {
+            // The caller says more: the reply prepared for fewer words goes.
+            return self.drop_preemptive();
+        }
         let Some(id) = self.reply.id() else {
             return Vec::new();
         };
@@ -469,7 +521,7 @@ impl Turns {
                         self.rejoin(user_text);
                     }
                 }
-                Some(text) => self.remember(spoken.user_text.as_deref(), text.clone()),
+                Some(text) => self.remember(&spoken, text.clone()),
             },
             Reply::Paused { .. } | Reply::Idle => {}
         }
@@ -498,20 +550,25 @@ impl Turns {
     }
 
     fn end_turn(&mut self, now: Instant) -> Vec<Action> {
+        if let Some(released) = self.release(now) {
+            return released;
+        }
+        let mut actions = self.drop_preemptive();
         self.end_on_final = false;
         self.deadline = None;
         let user_text = self.heard.join(" ");
         self.heard.clear();
         let id = self.new_id();
-        let history = self.history.messages();
-        let mut messages = Vec::with_capacity(history.len() + 2);
-        messages.push(ChatMessage::new(Role::System, self.system_prompt.clone()));
-        messages.extend(history.iter().cloned());
-        messages.push(ChatMessage::new(Role::User, user_text.clone()));
-        self.reply = Reply::Thinking { id, user_text };
+        let messages = self.history.request(&self.system_prompt, &user_text);
+        self.reply = Reply::Thinking {
+            id,
+            user_text,
+            tools: Vec::new(),
+        };
         self.turns += 1;
         self.latency.answering(id, now);
-        vec![Action::Answer { id, messages }]
+        actions.push(Action::Answer { id, messages });
+        actions
     }
 
     fn new_id(&mut self) -> ReplyId {

@@ -7,6 +7,8 @@ use tokio::time::Instant;
 
 use super::playout::{words_heard, Playout, AUDIBLE, CUT_OFF};
 use super::{Action, Turns};
+use crate::llm::ChatMessage;
+use crate::store::Exchange;
 
 /// Identifies one reply (the greeting included); ids only grow, so "this reply and every older
 /// one" is a comparison.
@@ -20,10 +22,29 @@ impl ReplyId {
         format!("reply-{}.{index}", self.0)
     }
 
-    /// The (reply, phrase) a mark name stands for, if it is one of ours.
+    /// The mark after phrase `index` in take `take` of this reply: [`ReplyId::mark_name`] for
+    /// the first, `reply-<n>.<index>.<take>` once it resumed, so that Twilio's echoes of a
+    /// cleared take's marks are never taken for the resumed take's.
+    pub fn take_mark_name(self, take: u32, index: usize) -> String {
+        match take {
+            0 => self.mark_name(index),
+            take => format!("reply-{}.{index}.{take}", self.0),
+        }
+    }
+
+    /// The (reply, phrase) a mark name stands for, if it is one of ours, whatever its take.
     pub fn parse_mark(name: &str) -> Option<(ReplyId, usize)> {
-        let (reply, phrase) = name.strip_prefix("reply-")?.split_once('.')?;
-        Some((ReplyId(reply.parse().ok()?), phrase.parse().ok()?))
+        Self::parse_take_mark(name).map(|(id, index, _)| (id, index))
+    }
+
+    /// The (reply, phrase, take) a mark name stands for, if it is one of ours.
+    pub fn parse_take_mark(name: &str) -> Option<(ReplyId, usize, u32)> {
+        let (reply, rest) = name.strip_prefix("reply-")?.split_once('.')?;
+        let (phrase, take) = match rest.split_once('.') {
+            Some((phrase, take)) => (phrase, take.parse().ok()?),
+            None => (rest, 0),
+        };
+        Some((ReplyId(reply.parse().ok()?), phrase.parse().ok()?, take))
     }
 }
 
@@ -32,8 +53,13 @@ impl ReplyId {
 pub(super) enum Reply {
     /// Nothing prepared or playing: the caller has the floor.
     Idle,
-    /// The model is writing the answer to `user_text`; nothing of it is spoken yet.
-    Thinking { id: ReplyId, user_text: String },
+    /// The model is writing the answer to `user_text` (and calling `tools`); nothing of it is
+    /// spoken yet.
+    Thinking {
+        id: ReplyId,
+        user_text: String,
+        tools: Vec<ChatMessage>,
+    },
     /// Phrases of `id` are being synthesized, sent or played, until Twilio echoes the last mark.
     Speaking { id: ReplyId, spoken: Spoken },
     /// The caller spoke over `id` once it was audible: its audio was cleared but kept, until
@@ -81,8 +107,13 @@ pub(super) struct Spoken {
     pub(super) played: usize,
     /// Every phrase and mark is queued: once `played` reaches the count, the reply is over.
     pub(super) complete: bool,
+    /// Its whole tool rounds so far, in Mistral's shape, for the history.
+    pub(super) tools: Vec<ChatMessage>,
     /// When its audio went out and how long each phrase plays.
     pub(super) playout: Playout,
+    /// Which playing of it is on the line: 0, then one more each time it resumes (as the
+    /// speaker counts its takes); marks of an older take echo audio that was cleared.
+    pub(super) take: u32,
 }
 
 impl Spoken {
@@ -92,7 +123,9 @@ impl Spoken {
             phrases: Vec::new(),
             played: 0,
             complete: false,
+            tools: Vec::new(),
             playout: Playout::default(),
+            take: 0,
         }
     }
 
@@ -133,6 +166,7 @@ impl Spoken {
 
     /// Played again from phrase `from`: what was estimated from there on is void.
     pub(super) fn replay_from(&mut self, from: usize) {
+        self.take += 1;
         self.played = from;
         self.playout.forget_from(from);
     }
@@ -140,18 +174,19 @@ impl Spoken {
 
 impl Turns {
     /// Phrase `text` of reply `id` is on its way to the caller (the first one ends "thinking").
-    pub fn on_phrase(&mut self, id: ReplyId, text: &str) {
+    /// Returns whether the call may tell it now: a preemptive reply's phrases are told when it
+    /// is released, and never if it is dropped.
+    pub fn on_phrase(&mut self, id: ReplyId, text: &str) -> bool {
         if let Reply::Thinking {
             id: current,
             user_text,
+            tools,
         } = &mut self.reply
         {
             if *current == id {
-                let user_text = std::mem::take(user_text);
-                self.reply = Reply::Speaking {
-                    id,
-                    spoken: Spoken::new(Some(user_text)),
-                };
+                let mut spoken = Spoken::new(Some(std::mem::take(user_text)));
+                spoken.tools = std::mem::take(tools);
+                self.reply = Reply::Speaking { id, spoken };
             }
         }
         if let Reply::Speaking {
@@ -168,6 +203,7 @@ impl Turns {
                 spoken.phrases.push(text.to_owned());
             }
         }
+        !self.is_held(id)
     }
 
     /// Reply `id` handed the first frame of phrase `index` to the socket at `now`.
@@ -226,16 +262,17 @@ impl Turns {
     /// Twilio echoed a mark: the caller heard that phrase (a clear sent before makes the reply
     /// no longer current, so echoes of discarded audio are ignored).
     pub fn on_mark(&mut self, name: &str, now: Instant) -> Vec<Action> {
-        if let Some((id, index)) = ReplyId::parse_mark(name) {
-            self.mark_played(id, index, now);
+        if let Some((id, index, take)) = ReplyId::parse_take_mark(name) {
+            self.mark_played(id, index, take, now);
         }
         self.hang_up_when_done(Vec::new(), Some(now))
     }
 
-    /// Phrase `index` of reply `id` played, if it is the next one of the current reply.
-    fn mark_played(&mut self, id: ReplyId, index: usize, now: Instant) {
+    /// Phrase `index` of reply `id` played, if it is the next one of the current reply's take
+    /// on the line.
+    fn mark_played(&mut self, id: ReplyId, index: usize, take: u32, now: Instant) {
         if let Some(spoken) = self.speaking(id) {
-            if index == spoken.played {
+            if index == spoken.played && take == spoken.take {
                 spoken.played += 1;
                 spoken.playout.confirmed(now);
                 if spoken.finished() {
@@ -248,8 +285,8 @@ impl Turns {
     /// The current reply was heard to the end: the caller has the floor.
     pub(super) fn finish_reply(&mut self, now: Instant) {
         if let Reply::Speaking { spoken, .. } = &self.reply {
-            let (user_text, heard) = (spoken.user_text.clone(), spoken.heard());
-            self.remember(user_text.as_deref(), heard);
+            let (spoken, heard) = (spoken.clone(), spoken.heard());
+            self.remember(&spoken, heard);
         }
         self.reply = Reply::Idle;
         self.floor_to_caller(now);
@@ -269,23 +306,50 @@ impl Turns {
     /// word, goes into the history. Returns that text, or `None` when nothing was audible yet.
     pub(super) fn cut_off(&mut self, now: Instant) -> Option<String> {
         let (heard, _) = self.heard_now(now)?;
-        let user_text = match &self.reply {
-            Reply::Speaking { spoken, .. } | Reply::Paused { spoken, .. } => {
-                spoken.user_text.clone()
-            }
-            Reply::Idle | Reply::Thinking { .. } => None,
+        let spoken = match &self.reply {
+            Reply::Speaking { spoken, .. } | Reply::Paused { spoken, .. } => spoken.clone(),
+            Reply::Idle | Reply::Thinking { .. } => return Some(heard),
         };
-        self.remember(user_text.as_deref(), heard.clone());
+        self.remember(&spoken, heard.clone());
         Some(heard)
     }
 
-    /// Adds an exchange to the history: the caller's turn and what they heard of its answer
-    /// (fixed texts like the greeting answer no turn and are not kept).
-    pub(super) fn remember(&mut self, user_text: Option<&str>, heard: String) {
-        if let Some(user_text) = user_text {
-            if !heard.is_empty() {
-                self.history.add(user_text, heard);
+    /// Adds a reply's exchange to the history: the caller's turn, its whole tool rounds and
+    /// what they heard of the answer (fixed texts like the greeting answer no turn and are not
+    /// kept). Tool traffic is always followed by an assistant message, as Mistral requires.
+    pub(super) fn remember(&mut self, spoken: &Spoken, heard: String) {
+        let Some(user_text) = &spoken.user_text else {
+            return;
+        };
+        if heard.is_empty() && spoken.tools.is_empty() {
+            return;
+        }
+        let heard = if heard.is_empty() {
+            CUT_OFF.to_owned()
+        } else {
+            heard
+        };
+        let exchange = Exchange::new(user_text.as_str(), heard).with_tools(spoken.tools.clone());
+        self.history.add(exchange);
+    }
+
+    /// A whole tool round of reply `id` (the assistant's calls, one result per call), kept
+    /// for the history.
+    pub fn on_tool_round(&mut self, id: ReplyId, messages: Vec<ChatMessage>) {
+        match &mut self.reply {
+            Reply::Thinking {
+                id: current, tools, ..
+            } if *current == id => tools.extend(messages),
+            Reply::Speaking {
+                id: current,
+                spoken,
             }
+            | Reply::Paused {
+                id: current,
+                spoken,
+                ..
+            } if *current == id => spoken.tools.extend(messages),
+            _ => {}
         }
     }
 }

@@ -1,17 +1,22 @@
 //! The brain's unit tests, with invented instants.
 
 use super::*;
+use crate::llm::Role;
 
 /// The rules of `TURN_DETECTION=deepgram`, in their own file.
 mod deepgram;
 /// What the caller hears when a provider fails, and when the call hangs up.
 mod failures;
+/// The rules of `TURN_DETECTION=flux`, in their own file.
+mod flux;
 /// Prompts for a silent caller, and their goodbye.
 mod idle;
 /// Backchannels resume a reply; real words take the floor.
 mod interruptions;
 /// End of speech → first answer audio.
 mod latency;
+/// Answers prepared before the turn ends.
+mod preemptive;
 
 const TIMEOUT: Duration = Duration::from_millis(2000);
 
@@ -77,8 +82,8 @@ fn speak_at(turns: &mut Turns, id: ReplyId, phrases: &[&str], played: usize, at:
     }
 }
 
-fn history(turns: &Turns) -> Vec<&str> {
-    turns.history().iter().map(|m| m.content.as_str()).collect()
+fn history(turns: &Turns) -> Vec<String> {
+    turns.history().into_iter().map(|m| m.content).collect()
 }
 
 #[test]

@@ -74,9 +74,19 @@ async fn media_becomes_pcm_with_its_track_and_time() {
         StreamEvent::Media(Frame {
             track: Track::Outbound,
             timestamp_ms: Some(40),
-            pcm: Bytes::from(expected),
+            audio: Bytes::from(expected),
         })
     );
+}
+
+#[tokio::test]
+async fn an_undecoded_stream_hands_over_the_mulaw_as_is() {
+    let mut stream = socket(vec![text(START), text(MEDIA)]).undecoded();
+    stream.start(Duration::from_secs(10)).await.expect("start");
+    let StreamEvent::Media(frame) = stream.next().await else {
+        panic!("media expected")
+    };
+    assert_eq!(frame.audio.as_ref(), [0xFF, 0x7F, 0x00]);
 }
 
 #[tokio::test]

@@ -43,8 +43,8 @@ fn a_backchannel_over_a_reply_resumes_it_from_the_cut_phrase() {
     // backchannel never happened.
     turns.on_phrase_queued(id, 1, ms(t0, 3800), PHRASE);
     turns.on_phrase_queued(id, 2, ms(t0, 3800), PHRASE);
-    turns.on_mark(&id.mark_name(1), ms(t0, 4800));
-    turns.on_mark(&id.mark_name(2), ms(t0, 5800));
+    turns.on_mark(&id.take_mark_name(1, 1), ms(t0, 4800));
+    turns.on_mark(&id.take_mark_name(1, 2), ms(t0, 5800));
     assert!(!turns.is_speaking());
     assert_eq!(
         history(&turns),
@@ -184,4 +184,50 @@ fn speaking_again_after_a_resume_interrupts_again() {
         counted(&mut turns),
         [Interruption::Resumed, Interruption::BargeIn]
     );
+}
+
+#[test]
+fn echoes_of_the_cleared_audio_after_a_resume_are_not_the_resumed_phrases() {
+    // "Yeah." arrives as a final with no interim before it: the clear and the resume go out
+    // together, and Twilio's echoes of the cleared marks come back after the resume.
+    let (mut turns, t0, id) = answering();
+    let actions = turns.on_transcript("Yeah.", Heard::Final, ms(t0, 3500));
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [
+                Action::Interrupt { hold: true, .. },
+                Action::Resume { from: 1, .. }
+            ]
+        ),
+        "{actions:?}"
+    );
+    turns.on_mark(&id.mark_name(1), ms(t0, 3510));
+    turns.on_mark(&id.mark_name(2), ms(t0, 3510));
+    assert!(
+        turns.is_speaking(),
+        "the resumed phrases have not played yet"
+    );
+    // The resumed take's own marks are the ones that count.
+    turns.on_phrase_queued(id, 1, ms(t0, 3520), PHRASE);
+    turns.on_phrase_queued(id, 2, ms(t0, 3520), PHRASE);
+    turns.on_mark(&id.take_mark_name(1, 1), ms(t0, 4520));
+    assert!(turns.is_speaking());
+    turns.on_mark(&id.take_mark_name(1, 2), ms(t0, 5520));
+    assert!(!turns.is_speaking(), "heard to the end");
+    assert_eq!(
+        history(&turns),
+        ["Directions?", "From the station, walk north. Then left."]
+    );
+}
+
+#[test]
+fn mark_names_carry_the_take_once_a_reply_resumed() {
+    let id = ReplyId(7);
+    assert_eq!(id.take_mark_name(0, 2), id.mark_name(2));
+    assert_eq!(id.take_mark_name(3, 2), "reply-7.2.3");
+    assert_eq!(ReplyId::parse_take_mark("reply-7.2.3"), Some((id, 2, 3)));
+    assert_eq!(ReplyId::parse_take_mark("reply-7.2"), Some((id, 2, 0)));
+    assert_eq!(ReplyId::parse_mark("reply-7.2.3"), Some((id, 2)));
+    assert_eq!(ReplyId::parse_take_mark("reply-7.2.x"), None);
 }
