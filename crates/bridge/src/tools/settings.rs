@@ -12,7 +12,6 @@ use super::file::ToolsFile;
 pub const DEFAULT_TRANSFER_PHRASE: &str =
     "Let me put you through to someone who can help. Please hold.";
 
-
 /// The assistant's tools: the operator's own (`TOOLS_FILE`, signed with `TOOLS_SECRET`) and the
 /// transfer target of the built-in `transfer_call`.
 #[derive(Debug, Clone, clap::Args)]
