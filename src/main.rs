@@ -114,6 +114,26 @@ struct LoadtestArgs {
     /// Skip the memory-per-idle-call phase (N silent calls before the active ones).
     #[arg(long)]
     no_idle: bool,
+    /// Pin the server (the child it starts, or --server-pid) to these cores, e.g. `1` or
+    /// `0,2-3`.
+    #[arg(long, value_name = "LIST")]
+    server_cpus: Option<crate::loadtest::cpus::CpuList>,
+    /// Pin the load generator (callers, stand-ins, collector) to these cores; it then runs one
+    /// worker thread per core.
+    #[arg(long, value_name = "LIST")]
+    generator_cpus: Option<crate::loadtest::cpus::CpuList>,
+    /// Soak: run this many calls in all, --calls at a time, one batch after another, and report
+    /// whether the server's memory and open files come back afterwards.
+    #[arg(long, value_name = "TOTAL")]
+    soak: Option<u32>,
+    /// Soak: seconds to wait after the warm-up call and after the last batch before reading the
+    /// server's memory and open files (its idle provider connections close after 90 s).
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    soak_settle_s: f64,
+    /// Measure forwarding on one frame in about N (by hash; 0: 1 up to 200 calls, then one in
+    /// calls/200). Send lateness is always measured on every frame.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    frame_sample: u64,
     /// Print the report as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
@@ -232,9 +252,24 @@ fn run_loadtest(args: LoadtestArgs) -> ExitCode {
     use crate::loadtest::{self, Options};
     use ivr_sim::standin::Delays;
     use std::time::Duration;
-    if args.calls == 0 || !(0.0..=1.0).contains(&args.barge_in_share) || args.ramp_s < 0.0 {
-        eprintln!("error: --calls must be at least 1, --barge-in-share within 0..1, --ramp-s >= 0");
+    let bad_times = !(args.ramp_s >= 0.0 && args.soak_settle_s >= 0.0 && args.soak_settle_s < 1e6);
+    if args.calls == 0 || !(0.0..=1.0).contains(&args.barge_in_share) || bad_times {
+        eprintln!(
+            "error: --calls must be at least 1, --barge-in-share within 0..1, --ramp-s and \
+--soak-settle-s >= 0"
+        );
         return ExitCode::from(EXIT_USAGE);
+    }
+    if let Err(err) = check_loadtest_args(&args) {
+        eprintln!("error: {err}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if let Some(cpus) = &args.generator_cpus {
+        // Before the runtime exists, so every thread it starts inherits the pinning.
+        if let Err(err) = cpus.pin(std::process::id()) {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
     }
     let options = Options {
         calls: args.calls,
@@ -254,12 +289,31 @@ fn run_loadtest(args: LoadtestArgs) -> ExitCode {
         server_pid: args.server_pid,
         stand_ins_port: args.stand_ins_port,
         idle: !args.no_idle,
+        server_cpus: args.server_cpus,
+        soak: args.soak,
+        soak_settle: Duration::from_secs_f64(args.soak_settle_s),
+        frame_sample: match args.frame_sample {
+            0 => u64::from(args.calls / 200).max(1),
+            n => n,
+        },
     };
     tracing_subscriber::fmt()
         .with_env_filter(ivr_bridge::telemetry::filter("error"))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One core: one thread, no hand-offs between workers.
+    let one_core = args
+        .generator_cpus
+        .as_ref()
+        .is_some_and(|cpus| cpus.count() == 1);
+    let runtime = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the runtime: {err}");
@@ -287,6 +341,31 @@ fn run_loadtest(args: LoadtestArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The load test's checks beyond each flag's own: cores that exist here, a server to pin, call
+/// tags that fit (16 bits per call index, idle callers after the measured ones).
+fn check_loadtest_args(args: &LoadtestArgs) -> Result<(), String> {
+    for cpus in [&args.server_cpus, &args.generator_cpus]
+        .into_iter()
+        .flatten()
+    {
+        cpus.check_available().map_err(|e| e.to_string())?;
+    }
+    if args.server_cpus.is_some() && args.url.is_some() && args.server_pid.is_none() {
+        return Err("--server-cpus with --url needs --server-pid (the process to pin)".into());
+    }
+    let total = args.soak.unwrap_or(args.calls);
+    if args.soak == Some(0) {
+        return Err("--soak must be at least 1".into());
+    }
+    if u64::from(total) + u64::from(args.calls) + 2 > u64::from(u16::MAX) {
+        return Err(format!(
+            "at most {} calls in one run (each call's audio carries a 16-bit tag)",
+            u16::MAX / 2
+        ));
+    }
+    Ok(())
 }
 
 /// `ivr-bridge demo`: stand-ins unless both keys are set; the demo's own silence timeout and

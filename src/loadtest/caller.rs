@@ -38,7 +38,7 @@ const MEDIA_MESSAGE_BYTES: usize = 360;
 /// What a caller tells the collector.
 #[derive(Debug)]
 pub enum CallEvent {
-    /// A frame is about to be written to the socket.
+    /// A sampled frame (see [`Plan::sample`]) is about to be written to the socket.
     FrameSent {
         /// Which call.
         call: u32,
@@ -46,8 +46,6 @@ pub enum CallEvent {
         hash: u64,
         /// When.
         at: Instant,
-        /// How late against its schedule (the load generator falling behind).
-        late: Duration,
     },
     /// The caller started an utterance.
     SpeechStart {
@@ -85,6 +83,9 @@ pub enum CallEvent {
         open_for: Duration,
         /// Why it failed, if it did.
         failure: Option<String>,
+        /// How late each frame was sent against its schedule, µs (the load generator falling
+        /// behind), kept by the caller and handed over once rather than one event per frame.
+        late_us: Vec<u32>,
     },
 }
 
@@ -101,19 +102,23 @@ pub struct Plan {
     pub plays: u32,
     /// Idle callers say here when the greeting has played.
     pub greeted: Option<mpsc::Sender<u32>>,
+    /// Forwarding is measured on the frames whose PCM hash is a multiple of this (1: all);
+    /// the STT stand-in's probe samples the same frames.
+    pub sample: u64,
 }
 
 /// Runs one call to its end (or until `hang_up` fires, for idle callers).
 pub async fn run(plan: Plan, events: mpsc::Sender<CallEvent>, hang_up: CancellationToken) {
     let opened = Instant::now();
-    let failure = converse(&plan, &events, &hang_up).await.err();
-    let call = plan.call;
+    let mut call = CallState::new(&plan);
+    let failure = converse(&plan, &mut call, &events, &hang_up).await.err();
     let open_for = opened.elapsed();
     let _ = events
         .send(CallEvent::Finished {
-            call,
+            call: plan.call,
             open_for,
             failure,
+            late_us: call.late_us,
         })
         .await;
 }
@@ -140,6 +145,7 @@ struct MarkName<'a> {
 
 async fn converse(
     plan: &Plan,
+    call: &mut CallState,
     events: &mpsc::Sender<CallEvent>,
     hang_up: &CancellationToken,
 ) -> Result<(), String> {
@@ -153,7 +159,7 @@ async fn converse(
         .map_err(|_| "the server did not accept the socket within 10 s".to_owned())?
         .map_err(|e| format!("cannot connect: {e}"))?;
     let (mut sink, mut stream) = ws.split();
-    let mut call = CallState::new(plan);
+    call.begin(Instant::now());
     for opening in call.opening() {
         sink.send(Message::text(opening))
             .await
@@ -197,11 +203,18 @@ async fn converse(
                 out
             }
         };
+        if out.is_empty() {
+            continue;
+        }
+        // Mark echoes and the frame due together leave in one write.
         for text in out {
-            sink.send(Message::text(text))
+            sink.feed(Message::text(text))
                 .await
                 .map_err(|e| format!("cannot send: {e}"))?;
         }
+        sink.flush()
+            .await
+            .map_err(|e| format!("cannot send: {e}"))?;
     }
 }
 
@@ -228,6 +241,10 @@ struct CallState {
     greeting_told: bool,
     replies: u32,
     line: Line,
+    /// Forwarding is measured on frames whose hash is a multiple of this.
+    sample: u64,
+    /// Send lateness of every frame, µs.
+    late_us: Vec<u32>,
 }
 
 impl CallState {
@@ -251,7 +268,15 @@ impl CallState {
             greeting_told: false,
             replies: 0,
             line: Line::new(),
+            sample: plan.sample.max(1),
+            late_us: Vec::with_capacity(plan.script.as_ref().map_or(0, |s| s.frames.len())),
         }
+    }
+
+    /// The socket is open: the recording's clock starts now.
+    fn begin(&mut self, now: Instant) {
+        self.started = now;
+        self.next_send = now;
     }
 
     /// `at` on the line's clock: samples since the call started.
@@ -327,16 +352,13 @@ impl CallState {
             &audio,
         );
         let at = Instant::now();
-        let late = at.saturating_duration_since(scheduled);
+        let late = at.saturating_duration_since(scheduled).as_micros();
+        self.late_us.push(u32::try_from(late).unwrap_or(u32::MAX));
         let hash = pcm_hash(&audio);
-        let _ = events
-            .send(CallEvent::FrameSent {
-                call: self.call,
-                hash,
-                at,
-                late,
-            })
-            .await;
+        if hash % self.sample == 0 {
+            let call = self.call;
+            let _ = events.send(CallEvent::FrameSent { call, hash, at }).await;
+        }
         Some(text)
     }
 

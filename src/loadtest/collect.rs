@@ -145,22 +145,12 @@ impl Collector {
 
     fn on_call(&mut self, event: CallEvent) {
         match event {
-            CallEvent::FrameSent {
-                call,
-                hash,
-                at,
-                late,
-            } => {
-                if call < self.measured {
-                    self.send_late_us.push(late.as_micros() as u64);
+            CallEvent::FrameSent { call, hash, at } => match self.arrived.remove(&hash) {
+                Some((conn, arrived)) => self.frame_matched(call, conn, at, arrived),
+                None => {
+                    self.sent.insert(hash, (call, at));
                 }
-                match self.arrived.remove(&hash) {
-                    Some((conn, arrived)) => self.frame_matched(call, conn, at, arrived),
-                    None => {
-                        self.sent.insert(hash, (call, at));
-                    }
-                }
-            }
+            },
             CallEvent::SpeechStart { call, at } => {
                 if let Some(log) = self.log(call) {
                     log.speech_starts.push(at);
@@ -185,8 +175,13 @@ impl Collector {
                 call,
                 open_for,
                 failure,
+                late_us,
             } => match self.log(call) {
-                Some(log) => log.finished = Some((open_for, failure)),
+                Some(log) => {
+                    log.finished = Some((open_for, failure));
+                    self.send_late_us
+                        .extend(late_us.iter().map(|&l| u64::from(l)));
+                }
                 None => {
                     self.idle_finished += 1;
                     self.idle_failures.extend(failure);

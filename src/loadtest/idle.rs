@@ -37,7 +37,8 @@ pub async fn measure(
 ) -> Option<IdleMemory> {
     let pid = pid.filter(|_| options.idle)?;
     let base = options.calls;
-    let (warm, _) = idle_calls(url, base + options.calls, 1, Duration::ZERO, events).await;
+    let sample = options.frame_sample;
+    let (warm, _) = idle_calls(url, base + options.calls, 1, Duration::ZERO, events, sample).await;
     tokio::time::sleep(SETTLE).await;
     let rss_before_kib = process::rss_kib(pid)?;
     note(&format!(
@@ -45,7 +46,8 @@ pub async fn measure(
         options.calls
     ));
     drop(warm);
-    let (hang_up, greeted) = idle_calls(url, base, options.calls, options.ramp, events).await;
+    let (hang_up, greeted) =
+        idle_calls(url, base, options.calls, options.ramp, events, sample).await;
     tokio::time::sleep(SETTLE).await;
     let rss_with_kib = process::rss_kib(pid)?;
     hang_up.cancel();
@@ -66,6 +68,7 @@ async fn idle_calls(
     n: u32,
     ramp: Duration,
     events: &mpsc::Sender<caller::CallEvent>,
+    sample: u64,
 ) -> (HangUp, u32) {
     let hang_up = CancellationToken::new();
     let (greeted_tx, mut greeted_rx) = mpsc::channel(n.max(1) as usize);
@@ -78,6 +81,7 @@ async fn idle_calls(
             script: None,
             plays: 1,
             greeted: Some(greeted_tx.clone()),
+            sample,
         };
         let at = started + ramp.mul_f64(f64::from(i) / f64::from(n.max(1)));
         tokio::time::sleep_until(at.into()).await;

@@ -12,11 +12,14 @@
 pub mod analysis;
 pub mod caller;
 pub mod collect;
+pub mod cpus;
 pub mod idle;
 pub mod process;
 pub mod report;
 pub mod script;
+pub mod soak;
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use analysis::TurnRule;
 use caller::Plan;
 use collect::Collector;
+use cpus::CpuList;
 pub use idle::IdleMemory;
 use ivr_sim::standin::{Bank, Delays, Probe, StandIns, STAND_IN_KEY};
 use process::ChildServer;
@@ -79,6 +83,21 @@ pub struct Options {
     pub stand_ins_port: u16,
     /// Whether to measure memory per idle call first.
     pub idle: bool,
+    /// Cores the server is pinned to (the child, or `server_pid`), if any.
+    pub server_cpus: Option<CpuList>,
+    /// Soak: this many calls in all, `calls` at a time, one batch after another.
+    pub soak: Option<u32>,
+    /// Soak: pause after the warm-up call and after the last batch before reading the server.
+    pub soak_settle: Duration,
+    /// Forwarding is measured on one frame in about this many (1: every frame).
+    pub frame_sample: u64,
+}
+
+impl Options {
+    /// Calls in the whole run: the soak's total, or `calls`.
+    pub fn total_calls(&self) -> u32 {
+        self.soak.unwrap_or(self.calls)
+    }
 }
 
 /// The load test could not run.
@@ -96,6 +115,9 @@ pub enum LoadError {
     /// Not enough open files allowed.
     #[error("{0}")]
     Limit(String),
+    /// The server could not be pinned.
+    #[error(transparent)]
+    Cpus(#[from] cpus::CpuError),
 }
 
 /// Runs the load test; `note` gets progress lines.
@@ -103,26 +125,14 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
     let files =
         process::ensure_open_files(u64::from(options.calls) * FILES_PER_CALL + FILES_MARGIN)?;
     note(&files);
-    let normal = Arc::new(Script::load(&options.fixture)?);
-    let barge = Arc::new(Script::load(&options.barge_in_fixture)?);
-    let barges = |call: u32| {
-        let every = (1.0 / options.barge_in_share.clamp(1e-9, 1.0))
-            .round()
-            .max(1.0) as u32;
-        options.barge_in_share > 0.0 && call % every == every - 1
-    };
-    let script_of = |call: u32| {
-        if barges(call) {
-            barge.clone()
-        } else {
-            normal.clone()
-        }
-    };
+    let scripts = Scripts::load(&options)?;
     let mut bank = Bank::new();
-    for call in 0..options.calls {
-        script_of(call).teach(&mut bank, call);
+    // One more than measured: the soak's warm-up call.
+    for call in 0..=options.total_calls() {
+        scripts.of(call).teach(&mut bank, call);
     }
     let (probe, seen) = Probe::new(PROBE_QUEUE);
+    let probe = probe.sampling_frames(options.frame_sample);
     let stand_ins = StandIns::start_probed(
         bank,
         options.delays,
@@ -144,36 +154,47 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
             (Some(child), url, Some(pid))
         }
     };
+    if let (Some(cpus), Some(pid)) = (&options.server_cpus, pid) {
+        cpus.pin(pid)?;
+        note(&format!("server pinned to CPUs {cpus}"));
+    }
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let stop = CancellationToken::new();
-    let collector = tokio::spawn(Collector::new(options.calls).run(events, seen, stop.clone()));
-    let idle = idle::measure(&options, &media_url, pid, &events_tx, note).await;
-    note(&format!(
-        "{} calls starting over {:.1} s",
-        options.calls,
-        options.ramp.as_secs_f64()
-    ));
+    let collector =
+        tokio::spawn(Collector::new(options.total_calls()).run(events, seen, stop.clone()));
+    let idle = match options.soak {
+        Some(_) => None,
+        None => idle::measure(&options, &media_url, pid, &events_tx, note).await,
+    };
+    let run = Run {
+        options: &options,
+        url: &media_url,
+        scripts: &scripts,
+        events: &events_tx,
+    };
+    let soak_before = match options.soak {
+        Some(_) => Some(soak::before(&run, pid, note).await),
+        None => None,
+    };
     let started = Instant::now();
     let cpu_before = pid.and_then(process::cpu_seconds);
     let own_before = process::cpu_seconds(std::process::id());
-    let rss_peak = RssPeak::start(pid);
-    let mut callers = JoinSet::new();
-    for call in 0..options.calls {
-        let plan = Plan {
-            call,
-            url: media_url.clone(),
-            script: Some(script_of(call)),
-            plays: options.plays,
-            greeted: None,
-        };
-        tokio::time::sleep_until(ramp_at(started, &options, call).into()).await;
-        callers.spawn(caller::run(
-            plan,
-            events_tx.clone(),
-            CancellationToken::new(),
+    let sched_before = (
+        process::sched_seconds(std::process::id()),
+        pid.and_then(process::sched_seconds),
+    );
+    let peak = Peak::start(pid);
+    let mut batches = Vec::new();
+    for calls in run.batches() {
+        note(&format!(
+            "calls {}..{} starting over {:.1} s",
+            calls.start,
+            calls.end,
+            options.ramp.as_secs_f64()
         ));
+        run.calls(calls).await;
+        batches.push(soak::Sample::of(pid));
     }
-    while callers.join_next().await.is_some() {}
     let wall = started.elapsed();
     let cpu = cpu_before
         .zip(pid.and_then(process::cpu_seconds))
@@ -181,7 +202,19 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
     let own_cpu = own_before
         .zip(process::cpu_seconds(std::process::id()))
         .map(|(a, b)| b - a);
-    let rss_peak = rss_peak.stop().await;
+    let sched = |before: Option<process::SchedTimes>, pid: Option<u32>| {
+        before
+            .zip(pid.and_then(process::sched_seconds))
+            .map(|(a, b)| a.until(b))
+    };
+    let own_sched = sched(sched_before.0, Some(std::process::id()));
+    let server_sched = sched(sched_before.1, pid);
+    let peak = peak.stop().await;
+    let soak = match soak_before {
+        Some(before) => Some(soak::after(&options, before, &batches, peak, pid, note).await),
+        None => None,
+    };
+    let server_cpus = pid.and_then(cpus::allowed_list);
     drop(events_tx);
     stop.cancel();
     let collected = collector
@@ -192,6 +225,7 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
     let rule = TurnRule {
         silence: (options.turn_detection != "deepgram").then_some(options.silence_timeout),
     };
+    let total = options.total_calls();
     Ok(report::build(report::Inputs {
         options: &options,
         collected: &collected,
@@ -199,14 +233,108 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
         idle,
         cpu,
         own_cpu,
-        rss_peak,
+        own_sched,
+        server_sched,
+        rss_peak: peak.rss_kib,
         wall,
         probe_dropped: probe.dropped(),
-        expected_turns: (0..options.calls)
-            .map(|c| script_of(c).utterances.len() as u32 * options.plays.max(1))
+        expected_turns: (0..total)
+            .map(|c| scripts.of(c).utterances.len() as u32 * options.plays.max(1))
             .sum(),
-        barge_in_calls: (0..options.calls).filter(|&c| barges(c)).count() as u32,
+        barge_in_calls: (0..total).filter(|&c| scripts.barges(c)).count() as u32,
+        server_cpus,
+        generator_cpus: cpus::allowed_list(std::process::id()),
+        soak,
     }))
+}
+
+/// The two recordings and which call plays which.
+struct Scripts {
+    /// What most calls play.
+    normal: Arc<Script>,
+    /// What the barge-in share plays.
+    barge: Arc<Script>,
+    /// One call in this many plays the barge-in recording (0: none).
+    every: u32,
+}
+
+impl Scripts {
+    fn load(options: &Options) -> Result<Self, LoadError> {
+        let every = if options.barge_in_share > 0.0 {
+            (1.0 / options.barge_in_share.clamp(1e-9, 1.0))
+                .round()
+                .max(1.0) as u32
+        } else {
+            0
+        };
+        Ok(Self {
+            normal: Arc::new(Script::load(&options.fixture)?),
+            barge: Arc::new(Script::load(&options.barge_in_fixture)?),
+            every,
+        })
+    }
+
+    /// Whether call `call` plays the barge-in recording.
+    fn barges(&self, call: u32) -> bool {
+        self.every > 0 && call % self.every == self.every - 1
+    }
+
+    /// What call `call` plays.
+    fn of(&self, call: u32) -> Arc<Script> {
+        if self.barges(call) {
+            self.barge.clone()
+        } else {
+            self.normal.clone()
+        }
+    }
+}
+
+/// What starting measured calls needs.
+struct Run<'a> {
+    options: &'a Options,
+    url: &'a str,
+    scripts: &'a Scripts,
+    events: &'a mpsc::Sender<caller::CallEvent>,
+}
+
+impl Run<'_> {
+    /// The calls of each batch: one batch of `calls`, or the soak's total `calls` at a time.
+    fn batches(&self) -> Vec<Range<u32>> {
+        batches(self.options.total_calls(), self.options.calls)
+    }
+
+    /// Starts `calls` evenly over the ramp and waits until every one has ended.
+    async fn calls(&self, calls: Range<u32>) {
+        let started = Instant::now();
+        let first = calls.start;
+        let mut callers = JoinSet::new();
+        for call in calls {
+            let plan = Plan {
+                call,
+                url: self.url.to_owned(),
+                script: Some(self.scripts.of(call)),
+                plays: self.options.plays,
+                greeted: None,
+                sample: self.options.frame_sample,
+            };
+            let at = ramp_at(started, self.options, call - first);
+            tokio::time::sleep_until(at.into()).await;
+            callers.spawn(caller::run(
+                plan,
+                self.events.clone(),
+                CancellationToken::new(),
+            ));
+        }
+        while callers.join_next().await.is_some() {}
+    }
+}
+
+/// `total` calls cut into batches of `size`, in order.
+fn batches(total: u32, size: u32) -> Vec<Range<u32>> {
+    let size = size.max(1);
+    (0..total.div_ceil(size))
+        .map(|b| b * size..((b + 1) * size).min(total))
+        .collect()
 }
 
 /// When call `call` starts.
@@ -217,7 +345,7 @@ fn ramp_at(started: Instant, options: &Options, call: u32) -> Instant {
 
 /// The child server's environment: the stand-ins, and room for every call.
 fn server_env(stand_ins: &StandIns, options: &Options) -> Vec<(&'static str, String)> {
-    vec![
+    let mut env = vec![
         ("DEEPGRAM_API_KEY", STAND_IN_KEY.to_owned()),
         ("MISTRAL_API_KEY", STAND_IN_KEY.to_owned()),
         ("DEEPGRAM_STT_URL", stand_ins.stt.url()),
@@ -235,7 +363,13 @@ fn server_env(stand_ins: &StandIns, options: &Options) -> Vec<(&'static str, Str
         ("GREETING", crate::demo::DEMO_GREETING.to_owned()),
         ("TWILIO_AUTH_TOKEN", String::new()),
         ("REDIS_URL", String::new()),
-    ]
+    ];
+    if let Some(cpus) = &options.server_cpus {
+        // The child starts on the generator's cores and is pinned once it answers; tokio
+        // sizes its worker pool at start, so it is told the count of its own cores.
+        env.push(("TOKIO_WORKER_THREADS", cpus.count().to_string()));
+    }
+    env
 }
 
 /// What a server started by hand needs to use these stand-ins.
@@ -251,32 +385,46 @@ MISTRAL_API_KEY={STAND_IN_KEY}",
     )
 }
 
-/// Samples the server's memory during the run, keeping the largest value.
-struct RssPeak {
+/// Samples the server's memory and open files during the run, keeping the largest values.
+struct Peak {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Option<u64>>,
+    task: tokio::task::JoinHandle<soak::Sample>,
 }
 
-impl RssPeak {
+impl Peak {
     fn start(pid: Option<u32>) -> Self {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
-            let pid = pid?;
-            let mut peak = process::rss_kib(pid);
+            let mut peak = soak::Sample::of(pid);
+            if pid.is_none() {
+                return peak;
+            }
             let mut every = tokio::time::interval(RSS_EVERY);
             loop {
                 tokio::select! {
                     () = token.cancelled() => return peak,
-                    _ = every.tick() => peak = peak.max(process::rss_kib(pid)),
+                    _ = every.tick() => peak = peak.max(soak::Sample::of(pid)),
                 }
             }
         });
         Self { stop, task }
     }
 
-    async fn stop(self) -> Option<u64> {
+    async fn stop(self) -> soak::Sample {
         self.stop.cancel();
-        self.task.await.ok().flatten()
+        self.task.await.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_soak_is_cut_into_batches_of_the_calls_at_a_time() {
+        assert_eq!(batches(10, 4), vec![0..4, 4..8, 8..10]);
+        assert_eq!(batches(3, 3), vec![0..3]);
+        assert_eq!(batches(2, 5), vec![0..2]);
     }
 }

@@ -109,6 +109,60 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Seconds the threads of a process have spent on a CPU and waiting for one while runnable
+/// (`/proc/<pid>/task/*/schedstat`; threads that ended are not counted). The wait is CPU time
+/// other processes took: a pinned process alone on its core hardly waits, however busy.
+pub fn sched_seconds(pid: u32) -> Option<SchedTimes> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = SchedTimes::default();
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().ok());
+        if let (Some(Some(run)), Some(Some(wait))) = (fields.next(), fields.next()) {
+            total.running += run as f64 / 1e9;
+            total.waiting += wait as f64 / 1e9;
+        }
+    }
+    Some(total)
+}
+
+/// Time on a CPU and time waiting for one, s.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SchedTimes {
+    /// On a CPU.
+    pub running: f64,
+    /// Runnable, waiting for a CPU.
+    pub waiting: f64,
+}
+
+impl SchedTimes {
+    /// What happened between `self` (earlier) and `later`.
+    pub fn until(self, later: Self) -> Self {
+        Self {
+            running: later.running - self.running,
+            waiting: later.waiting - self.waiting,
+        }
+    }
+
+    /// Share of the runnable time spent waiting (0 when nothing ran).
+    pub fn wait_share(self) -> f64 {
+        let runnable = self.running + self.waiting;
+        if runnable > 0.0 {
+            self.waiting / runnable
+        } else {
+            0.0
+        }
+    }
+}
+
+/// How many files a process has open: the entries of `/proc/<pid>/fd`.
+pub fn open_fds(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(entries.count() as u64)
+}
+
 /// This process's soft and hard limits on open files, from `/proc/self/limits`.
 pub fn open_files_limit() -> Option<(u64, u64)> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;

@@ -6,7 +6,17 @@ use serde::Serialize;
 
 use super::analysis::{self, Stats, TurnRule};
 use super::collect::Collector;
+use super::cpus::CpuList;
+use super::process::SchedTimes;
+use super::soak::SoakReport;
 use super::{IdleMemory, Options};
+
+/// A run whose frames left the load generator later than this at p99 is marked late: its
+/// latency figures include the generator's own delay and are upper bounds, not the server's.
+pub const GENERATOR_LATE_P99_MS: f64 = 5.0;
+/// A run where the generator or the server waited this share of their runnable time for a
+/// CPU is marked as run on a busy machine: other processes took the cores.
+pub const BUSY_WAIT_SHARE: f64 = 0.1;
 
 /// Everything measured, in the units the names say.
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +77,36 @@ pub struct Report {
     pub rss_per_idle_call_kib: Option<f64>,
     /// How late the load generator sent frames against their schedule, ms.
     pub send_lateness_ms: Stats,
+    /// Whether the load generator itself was late (send lateness p99 above
+    /// [`GENERATOR_LATE_P99_MS`]): then the latencies above are not the server's alone.
+    pub generator_late: bool,
+    /// The lateness p99 beyond which a run is marked late, ms.
+    pub generator_late_limit_ms: f64,
+    /// Cores the load generator could run on (`Cpus_allowed_list`, read back).
+    pub generator_cpus: Option<String>,
+    /// Cores the server could run on (read back from `/proc/<pid>/status`).
+    pub server_cpus: Option<String>,
+    /// How many cores that is.
+    pub server_cores: Option<usize>,
+    /// Simultaneous calls per server core.
+    pub calls_per_server_core: Option<f64>,
+    /// Share of its cores the load generator kept busy (its CPU seconds / wall / cores).
+    pub loadgen_cpu_share: Option<f64>,
+    /// Forwarding was measured on one frame in about this many.
+    pub frame_sample: u64,
+    /// Seconds the load generator was runnable but waited for its cores during the calls.
+    pub loadgen_wait_s: Option<f64>,
+    /// That wait as a share of its runnable time.
+    pub loadgen_wait_share: Option<f64>,
+    /// Seconds the server was runnable but waited for its cores during the calls.
+    pub server_wait_s: Option<f64>,
+    /// That wait as a share of its runnable time.
+    pub server_wait_share: Option<f64>,
+    /// Whether either waited more than [`BUSY_WAIT_SHARE`] of its runnable time: the machine
+    /// was busy with other work and every figure is a bound, not the bridge's alone.
+    pub machine_busy: bool,
+    /// The soak's findings, for `--soak`.
+    pub soak: Option<SoakReport>,
     /// CPU seconds the load generator itself used (callers, stand-ins, collector).
     pub loadgen_cpu_s: Option<f64>,
     /// Wall time of the calls, s.
@@ -114,6 +154,10 @@ pub struct Inputs<'a> {
     pub cpu: Option<f64>,
     /// Load generator CPU seconds.
     pub own_cpu: Option<f64>,
+    /// The load generator's time on and waiting for its cores.
+    pub own_sched: Option<SchedTimes>,
+    /// The server's.
+    pub server_sched: Option<SchedTimes>,
     /// Largest server RSS.
     pub rss_peak: Option<u64>,
     /// Wall time of the calls.
@@ -124,6 +168,23 @@ pub struct Inputs<'a> {
     pub expected_turns: u32,
     /// Calls that played the barge-in recording.
     pub barge_in_calls: u32,
+    /// The server's cores, read back.
+    pub server_cpus: Option<String>,
+    /// The load generator's cores, read back.
+    pub generator_cpus: Option<String>,
+    /// The soak's findings.
+    pub soak: Option<SoakReport>,
+}
+
+/// Whether a run's send lateness marks the load generator as late.
+pub fn generator_late(lateness: &Stats) -> bool {
+    lateness.count > 0 && lateness.p99 > GENERATOR_LATE_P99_MS
+}
+
+/// How many cores a kernel CPU list (`0-1`, `0,2`) names.
+fn cores(list: Option<&String>) -> Option<usize> {
+    list.and_then(|l| l.parse::<CpuList>().ok())
+        .map(|l| l.count())
 }
 
 /// Puts the numbers together.
@@ -141,7 +202,7 @@ pub fn build(i: Inputs<'_>) -> Report {
             None => Some(format!("call {n}: never finished")),
         })
         .collect();
-    let completed = o.calls - failures.len() as u32;
+    let completed = o.total_calls() - failures.len() as u32;
     let call_minutes: f64 = c
         .calls
         .iter()
@@ -150,8 +211,11 @@ pub fn build(i: Inputs<'_>) -> Report {
     let rss_before = i.idle.map(|m| m.rss_before_kib);
     let per = |a: u64, b: u64, n: u32| (a as f64 - b as f64) / f64::from(n.max(1));
     let ms = |d: Duration| d.as_millis() as u64;
+    let lateness = Stats::of_us(&c.send_late_us);
+    let server_cores = cores(i.server_cpus.as_ref());
+    let generator_cores = cores(i.generator_cpus.as_ref());
     Report {
-        calls: o.calls,
+        calls: o.total_calls(),
         barge_in_calls: i.barge_in_calls,
         completed,
         failed: failures.len() as u32,
@@ -180,7 +244,27 @@ pub fn build(i: Inputs<'_>) -> Report {
         rss_per_idle_call_kib: i
             .idle
             .map(|m| per(m.rss_with_kib, m.rss_before_kib, m.calls)),
-        send_lateness_ms: Stats::of_us(&c.send_late_us),
+        send_lateness_ms: lateness,
+        generator_late: generator_late(&lateness),
+        generator_late_limit_ms: GENERATOR_LATE_P99_MS,
+        calls_per_server_core: server_cores.map(|n| f64::from(o.calls) / n as f64),
+        server_cores,
+        server_cpus: i.server_cpus,
+        generator_cpus: i.generator_cpus,
+        loadgen_cpu_share: i
+            .own_cpu
+            .zip(generator_cores)
+            .map(|(cpu, n)| cpu / i.wall.as_secs_f64().max(1e-9) / n as f64),
+        frame_sample: o.frame_sample,
+        loadgen_wait_s: i.own_sched.map(|s| s.waiting),
+        loadgen_wait_share: i.own_sched.map(SchedTimes::wait_share),
+        server_wait_s: i.server_sched.map(|s| s.waiting),
+        server_wait_share: i.server_sched.map(SchedTimes::wait_share),
+        machine_busy: [i.own_sched, i.server_sched]
+            .iter()
+            .flatten()
+            .any(|s| s.wait_share() > BUSY_WAIT_SHARE),
+        soak: i.soak,
         loadgen_cpu_s: i.own_cpu,
         wall_s: i.wall.as_secs_f64(),
         probe_dropped: i.probe_dropped,
@@ -224,6 +308,33 @@ impl Report {
         for f in &self.failures {
             line(format!("  failed: {f}"));
         }
+        let na = || "n/a".to_owned();
+        let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
+        let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{:.0} %", v * 100.0));
+        line(format!(
+            "cores: server {} ({} cores: {} calls per server core), load generator {}",
+            self.server_cpus.clone().unwrap_or_else(na),
+            self.server_cores.map_or_else(na, |n| n.to_string()),
+            self.calls_per_server_core
+                .map_or_else(na, |n| format!("{n:.0}")),
+            self.generator_cpus.clone().unwrap_or_else(na),
+        ));
+        if self.machine_busy {
+            line(format!(
+                "MACHINE BUSY: waiting for their cores, the load generator lost {} s ({}) and the server {} s ({}) to other processes; every figure below is a bound",
+                opt(self.loadgen_wait_s),
+                pct(self.loadgen_wait_share),
+                opt(self.server_wait_s),
+                pct(self.server_wait_share),
+            ));
+        }
+        if self.generator_late {
+            line(format!(
+                "LOAD GENERATOR LATE: its frames left {:.1} ms behind schedule at p99 (limit {} ms); \
+the latencies below include its own delay and are upper bounds, not the server's",
+                self.send_lateness_ms.p99, self.generator_late_limit_ms
+            ));
+        }
         line(format!(
             "{:<44} {:>7} {:>9} {:>9} {:>9}",
             "measure (ms)", "n", "p50", "p99", "max"
@@ -263,7 +374,6 @@ impl Report {
                 st.count, st.p50, st.p99, st.max
             ));
         }
-        let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
         line(format!(
             "server CPU: {} s over {:.2} call-minutes = {} s per call-minute",
             opt(self.server_cpu_s),
@@ -284,12 +394,176 @@ impl Report {
             kib(self.idle_rss_before_kib), kib(self.idle_rss_with_kib), opt(self.rss_per_idle_call_kib)
         ));
         line(format!(
-            "frames lost {}; probe events dropped {}; load generator CPU {} s over {:.1} s",
+            "frames lost {}; probe events dropped {}; load generator CPU {} s over {:.1} s ({} of its cores); forwarding measured on 1 frame in {}",
             self.frames_lost,
             self.probe_dropped,
             opt(self.loadgen_cpu_s),
-            self.wall_s
+            self.wall_s,
+            self.loadgen_cpu_share
+                .map_or_else(na, |s| format!("{:.0} %", s * 100.0)),
+            self.frame_sample
         ));
+        if let Some(soak) = &self.soak {
+            for l in soak.lines() {
+                line(l);
+            }
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lateness(p99: f64, count: usize) -> Stats {
+        Stats {
+            count,
+            p50: p99 / 4.0,
+            p99,
+            max: p99 * 2.0,
+        }
+    }
+
+    #[test]
+    fn a_run_is_late_when_the_generator_sent_late_at_p99() {
+        assert!(generator_late(&lateness(5.1, 50_000)));
+        assert!(generator_late(&lateness(51.5, 60_000)));
+        assert!(!generator_late(&lateness(5.0, 50_000)));
+        assert!(!generator_late(&lateness(0.3, 50_000)));
+        // No frame sent: nothing to be late with.
+        assert!(!generator_late(&lateness(0.0, 0)));
+    }
+
+    fn options() -> Options {
+        Options {
+            calls: 2,
+            ramp: Duration::from_secs(1),
+            plays: 1,
+            fixture: "a.jsonl".into(),
+            barge_in_fixture: "b.jsonl".into(),
+            barge_in_share: 0.0,
+            delays: ivr_sim::standin::Delays::default(),
+            silence_timeout: Duration::from_millis(1000),
+            turn_detection: "timer".into(),
+            url: None,
+            server_pid: None,
+            stand_ins_port: 0,
+            idle: false,
+            server_cpus: None,
+            soak: None,
+            soak_settle: Duration::from_secs(2),
+            frame_sample: 1,
+        }
+    }
+
+    /// A report of two calls whose frames left `late_us` µs behind schedule.
+    fn report_with_lateness(late_us: &[u64]) -> Report {
+        let options = options();
+        let mut collected = Collector::new(2);
+        collected.send_late_us = late_us.to_vec();
+        build(Inputs {
+            options: &options,
+            collected: &collected,
+            rule: TurnRule { silence: None },
+            idle: None,
+            cpu: Some(1.0),
+            own_cpu: Some(3.0),
+            own_sched: None,
+            server_sched: None,
+            rss_peak: None,
+            wall: Duration::from_secs(4),
+            probe_dropped: 0,
+            expected_turns: 2,
+            barge_in_calls: 0,
+            server_cpus: Some("1".into()),
+            generator_cpus: Some("0".into()),
+            soak: None,
+        })
+    }
+
+    #[test]
+    fn a_late_generator_is_marked_in_the_table_and_the_json() {
+        // 99 frames on time, 1 of 100 (beyond the 99th percentile's rank) 40 ms late: on time.
+        let mut late = vec![300; 99];
+        late.push(40_000);
+        let report = report_with_lateness(&late);
+        assert!(!report.generator_late);
+        assert!(!report.table().contains("LATE"), "{}", report.table());
+        // 10 of 100 frames 12 ms late: p99 is 12 ms.
+        let mut late = vec![300; 90];
+        late.extend([12_000; 10]);
+        let report = report_with_lateness(&late);
+        assert!(report.generator_late);
+        let table = report.table();
+        assert!(table.contains("LOAD GENERATOR LATE"), "{table}");
+        assert!(table.contains("12.0 ms behind schedule at p99"), "{table}");
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["generator_late"], true);
+        assert_eq!(json["generator_late_limit_ms"], GENERATOR_LATE_P99_MS);
+    }
+
+    #[test]
+    fn the_report_gives_calls_per_server_core_and_the_generator_s_share() {
+        let report = report_with_lateness(&[100]);
+        assert_eq!(report.server_cores, Some(1));
+        assert_eq!(report.calls_per_server_core, Some(2.0));
+        // 3 CPU seconds over 4 s on one core.
+        assert_eq!(report.loadgen_cpu_share, Some(0.75));
+        let table = report.table();
+        assert!(
+            table.contains("cores: server 1 (1 cores: 2 calls per server core), load generator 0"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_run_on_a_busy_machine_is_marked() {
+        let options = options();
+        let collected = Collector::new(2);
+        let busy = |generator_wait: f64| {
+            build(Inputs {
+                options: &options,
+                collected: &collected,
+                rule: TurnRule { silence: None },
+                idle: None,
+                cpu: None,
+                own_cpu: None,
+                own_sched: Some(SchedTimes {
+                    running: 9.0,
+                    waiting: generator_wait,
+                }),
+                server_sched: Some(SchedTimes {
+                    running: 9.0,
+                    waiting: 0.1,
+                }),
+                rss_peak: None,
+                wall: Duration::from_secs(10),
+                probe_dropped: 0,
+                expected_turns: 2,
+                barge_in_calls: 0,
+                server_cpus: None,
+                generator_cpus: None,
+                soak: None,
+            })
+        };
+        let quiet = busy(0.5);
+        assert!(!quiet.machine_busy);
+        assert!(!quiet.table().contains("MACHINE BUSY"));
+        // 3 s of 12 s runnable spent waiting: 25 %.
+        let report = busy(3.0);
+        assert!(report.machine_busy);
+        assert_eq!(report.loadgen_wait_share, Some(0.25));
+        assert!(report
+            .table()
+            .contains("the load generator lost 3.000 s (25 %)"));
+    }
+
+    #[test]
+    fn cores_are_counted_from_the_kernel_list() {
+        assert_eq!(cores(Some(&"0-1".to_owned())), Some(2));
+        assert_eq!(cores(Some(&"1".to_owned())), Some(1));
+        assert_eq!(cores(Some(&"0,2-3".to_owned())), Some(3));
+        assert_eq!(cores(None), None);
     }
 }

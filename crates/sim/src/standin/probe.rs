@@ -84,6 +84,9 @@ pub struct Probe {
     dropped: Arc<AtomicU64>,
     /// Source of connection and request ids.
     next_id: Arc<AtomicU64>,
+    /// Only frames whose hash is a multiple of this are reported (1: every frame), so a load
+    /// generator driving thousands of calls can sample the per-frame matching.
+    frame_sample: u64,
 }
 
 impl Probe {
@@ -94,8 +97,21 @@ impl Probe {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
             next_id: Arc::new(AtomicU64::new(1)),
+            frame_sample: 1,
         };
         (probe, rx)
+    }
+
+    /// Reports only the STT frames whose hash is a multiple of `every` (the caller side picks
+    /// the same frames by the same hash).
+    pub fn sampling_frames(mut self, every: u64) -> Self {
+        self.frame_sample = every.max(1);
+        self
+    }
+
+    /// Whether a frame with this hash is to be reported.
+    pub fn wants_frame(&self, hash: u64) -> bool {
+        hash % self.frame_sample == 0
     }
 
     /// Records `seen` as happening now; never waits.

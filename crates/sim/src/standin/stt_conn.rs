@@ -147,7 +147,9 @@ impl Conn {
                 if let Some((probe, conn)) = &self.probe {
                     for frame in bytes.chunks_exact(PCM_FRAME_BYTES) {
                         let hash = frame_hash(frame);
-                        probe.record(Seen::SttFrame { conn: *conn, hash });
+                        if probe.wants_frame(hash) {
+                            probe.record(Seen::SttFrame { conn: *conn, hash });
+                        }
                     }
                 }
                 self.record_audio(&bytes);
