@@ -81,6 +81,7 @@ impl Server {
             .env("MISTRAL_API_URL", by_name(llm.url()))
             .env("PORT", port.to_string())
             .env("SILENCE_TIMEOUT_MS", "600")
+            .env("PREEMPTIVE_GENERATION", "false")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .spawn()

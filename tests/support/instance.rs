@@ -42,6 +42,8 @@ impl Instance {
             .env("PORT", port.to_string())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // As in every test's configuration: tests count model requests (see test_config).
+            .env("PREEMPTIVE_GENERATION", "false")
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(&dir)
             .stdin(Stdio::null())

@@ -1,30 +1,37 @@
-//! One reply: the model's answer streamed in, cut into phrases, each phrase synthesized as soon
-//! as it is complete (the next one while the previous plays), cut into 20 ms frames and queued
-//! for the writer in order, a mark after each phrase — cancellable as a unit by its token.
+//! One reply: the model's answer streamed in, cut into phrases (`words.rs`, tool rounds
+//! included), each phrase synthesized as soon as it is complete (the next one while the previous
+//! plays) by the shared voice (`voice.rs`), kept on the reply's tape (`tape.rs`) and sent from
+//! it in 20 ms frames, a mark after each phrase — held, played again from a phrase, or cancelled
+//! as a unit by the call.
 
-use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod tape;
+mod voice;
+mod words;
+
+use tape::{Next, Run, Taped};
+pub use voice::Voice;
+pub use words::CallTools;
+use words::{phrases_of, rounds_of, TextStream};
+
 use super::turns::ReplyId;
 use super::writer::Speech;
 use crate::audio::frames::FRAME_BYTES;
-use crate::audio::mulaw::SILENCE;
-use crate::llm::mistral::{LlmError, Mistral, Piece};
+use crate::llm::mistral::LlmError;
 use crate::llm::ChatMessage;
-use crate::metrics::Metrics;
-use crate::tools::rounds::MAX_TOOL_ROUNDS;
-use crate::tools::{Step, Toolbox, CLOSING, HOLDING_PHRASE, HOLD_AFTER};
-use crate::tts::deepgram::{DeepgramTts, TtsError};
-use crate::tts::text::{speakable, split_for_tts, PhraseSplitter, TTS_MAX_CHARS};
+use crate::tools::Step;
+use crate::tts::deepgram::TtsError;
+use crate::tts::text::{speakable, split_for_tts, TTS_MAX_CHARS};
 
 /// Phrases synthesized ahead of the one being sent: enough to hide the TTS's first-byte delay,
 /// few enough that a barge-in wastes little.
@@ -35,8 +42,6 @@ const SYNTHESIS_BUFFER_CHUNKS: usize = 256;
 const TTS_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 /// The audio in one frame.
 const FRAME: Duration = Duration::from_millis(20);
-/// Fixed texts (greeting, fallbacks) whose audio is kept; a bound, not an expected size.
-const CACHE_ENTRIES: usize = 16;
 
 /// What every reply of a call speaks with and reports to.
 #[derive(Debug, Clone)]
@@ -49,19 +54,6 @@ pub struct Outlets {
     pub speech: mpsc::Sender<Speech>,
     /// Where the reply reports to the call.
     pub events: mpsc::Sender<ReplyEvent>,
-}
-
-/// What a call's replies may do besides talking: its tools, and the words they need.
-#[derive(Debug, Clone)]
-pub struct CallTools {
-    /// The tools offered to the model, and how to run them.
-    pub toolbox: Arc<Toolbox>,
-    /// The call they act for (sent to the operator's tools).
-    pub call_sid: String,
-    /// Said before a transfer when the model gave no words (`TRANSFER_PHRASE`).
-    pub transfer_phrase: String,
-    /// Said when the rounds run out.
-    pub fallback: String,
 }
 
 /// What to say.
@@ -161,68 +153,6 @@ impl ReplyError {
     }
 }
 
-/// The providers a reply uses, shared by every call.
-#[derive(Debug)]
-pub struct Voice {
-    /// Writes answers.
-    pub llm: Mistral,
-    /// Speaks them.
-    pub tts: DeepgramTts,
-    /// Audio of fixed texts, synthesized once per process.
-    cache: Mutex<HashMap<String, Bytes>>,
-    /// Where the model's and the voice's latencies are recorded.
-    metrics: Arc<Metrics>,
-}
-
-impl Voice {
-    /// A voice with an empty cache.
-    pub fn new(llm: Mistral, tts: DeepgramTts, metrics: Arc<Metrics>) -> Self {
-        Self {
-            llm,
-            tts,
-            cache: Mutex::new(HashMap::new()),
-            metrics,
-        }
-    }
-
-    /// Whether the audio of fixed text `text` is ready in memory.
-    pub fn has_cached(&self, text: &str) -> bool {
-        self.cached(&speakable(text)).is_some()
-    }
-
-    /// Synthesizes fixed text `text` into the cache unless it is there already; failures are
-    /// left for the next call to retry.
-    pub async fn prefetch(&self, text: &str) {
-        let spoken = speakable(text);
-        if self.cached(&spoken).is_some() || spoken.chars().count() > TTS_MAX_CHARS {
-            return;
-        }
-        let Ok(mut stream) = self.tts.synthesize(&spoken).await else {
-            return;
-        };
-        let mut audio = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(chunk) => audio.extend_from_slice(&chunk),
-                Err(_) => return,
-            }
-        }
-        self.remember(&spoken, Bytes::from(audio));
-    }
-
-    fn cached(&self, text: &str) -> Option<Bytes> {
-        self.cache.lock().ok()?.get(text).cloned()
-    }
-
-    fn remember(&self, text: &str, audio: Bytes) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() < CACHE_ENTRIES {
-                cache.insert(text.to_owned(), audio);
-            }
-        }
-    }
-}
-
 /// What the call tells a running reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyCommand {
@@ -295,8 +225,6 @@ pub fn spawn(
     Running { commands }
 }
 
-type TextStream = Pin<Box<dyn Stream<Item = Result<String, ReplyError>> + Send>>;
-
 /// One reply in progress.
 struct Reply {
     id: ReplyId,
@@ -320,110 +248,6 @@ struct Synthesis {
     audio: mpsc::Receiver<Result<Bytes, TtsError>>,
     /// Fixed text whose audio is kept once complete.
     cache_as: Option<String>,
-}
-
-/// One phrase's audio, as far as it has arrived.
-#[derive(Debug, Default)]
-struct Taped {
-    /// μ-law bytes.
-    audio: Vec<u8>,
-    /// All of it arrived.
-    complete: bool,
-}
-
-/// The audio of the whole reply, kept for as long as the reply may be played again, and where
-/// sending has got to.
-struct Run {
-    /// Commands from the call.
-    commands: mpsc::Receiver<ReplyCommand>,
-    /// Every phrase's audio, in order.
-    tape: Vec<Taped>,
-    /// Whether audio is being sent (false while held).
-    playing: bool,
-    /// The take being sent.
-    take: u32,
-    /// The phrase being sent.
-    phrase: usize,
-    /// Bytes of it sent.
-    offset: usize,
-    /// When the phrase being sent had its first frame queued.
-    sent: Option<Instant>,
-    /// The take whose [`ReplyEvent::Queued`] was reported.
-    queued: Option<u32>,
-}
-
-impl Run {
-    fn new(held: bool, commands: mpsc::Receiver<ReplyCommand>) -> Self {
-        Self {
-            commands,
-            tape: Vec::new(),
-            playing: !held,
-            take: 0,
-            phrase: 0,
-            offset: 0,
-            sent: None,
-            queued: None,
-        }
-    }
-
-    fn obey(&mut self, command: ReplyCommand) {
-        match command {
-            ReplyCommand::Hold => self.playing = false,
-            ReplyCommand::Play { from, take } => {
-                self.playing = true;
-                self.take = take;
-                self.phrase = from.min(self.tape.len());
-                self.offset = 0;
-                self.sent = None;
-                self.queued = None;
-            }
-        }
-    }
-
-    /// What to send next, if anything can be sent now.
-    fn next(&self) -> Option<Next> {
-        if !self.playing {
-            return None;
-        }
-        let taped = self.tape.get(self.phrase)?;
-        let left = taped.audio.len() - self.offset;
-        if left >= FRAME_BYTES || (taped.complete && left > 0) {
-            Some(Next::Frame)
-        } else if taped.complete {
-            Some(Next::Mark)
-        } else {
-            None
-        }
-    }
-
-    /// The next frame at the cursor (the phrase's last one padded with silence), and moves on.
-    fn frame(&mut self) -> [u8; FRAME_BYTES] {
-        let mut frame = [SILENCE; FRAME_BYTES];
-        let audio = &self.tape[self.phrase].audio[self.offset..];
-        let n = audio.len().min(FRAME_BYTES);
-        frame[..n].copy_from_slice(&audio[..n]);
-        self.offset += n;
-        frame
-    }
-
-    /// Every phrase made has been sent.
-    fn all_sent(&self) -> bool {
-        self.phrase >= self.tape.len()
-    }
-
-    /// Phrases made but not yet sent (the one being sent included).
-    fn ahead(&self) -> usize {
-        self.tape.len().saturating_sub(self.phrase)
-    }
-}
-
-/// What the sending side does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
-    /// Send a frame of the phrase at the cursor.
-    Frame,
-    /// The phrase at the cursor is all sent: send its mark.
-    Mark,
 }
 
 impl Reply {
@@ -716,150 +540,6 @@ impl Reply {
             })
             .await;
     }
-}
-
-/// The model's streamed text cut into phrases as it arrives; the rest becomes the last phrase.
-/// `finished` runs once, when the model's last words arrive.
-fn phrases_of(
-    deltas: impl Stream<Item = Result<String, LlmError>> + Send + Unpin + 'static,
-    finished: impl FnOnce() + Send + 'static,
-) -> TextStream {
-    let state = (
-        deltas,
-        PhraseSplitter::new(),
-        VecDeque::new(),
-        Some(finished),
-    );
-    Box::pin(futures::stream::unfold(
-        state,
-        |(mut deltas, mut splitter, mut ready, mut finished)| async move {
-            loop {
-                let done = finished.is_none();
-                if let Some(phrase) = ready.pop_front() {
-                    return Some((Ok(phrase), (deltas, splitter, ready, finished)));
-                }
-                if done {
-                    return None;
-                }
-                match deltas.next().await {
-                    Some(Ok(text)) => ready.extend(splitter.push(&text)),
-                    Some(Err(err)) => {
-                        finished = None;
-                        return Some((Err(err.into()), (deltas, splitter, ready, finished)));
-                    }
-                    None => {
-                        if let Some(finished) = finished.take() {
-                            finished();
-                        }
-                        ready.extend(splitter.finish());
-                    }
-                }
-            }
-        },
-    ))
-}
-
-/// The work behind [`Reply::answer_with_tools`]: phrases go to `tx`, rounds and steps to
-/// `events`.
-async fn rounds_of(
-    id: ReplyId,
-    voice: &Voice,
-    tools: &CallTools,
-    mut conversation: Vec<ChatMessage>,
-    (tx, events): (
-        &mpsc::Sender<Result<String, ReplyError>>,
-        &mpsc::Sender<ReplyEvent>,
-    ),
-    mut released: watch::Receiver<bool>,
-) -> Result<(), ReplyError> {
-    let say = |text: String| async move {
-        let _ = tx.send(Ok(text)).await;
-    };
-    let mut held = false;
-    for round in 0..=MAX_TOOL_ROUNDS {
-        let asked = Instant::now();
-        let mut pieces = voice
-            .llm
-            .stream_with_tools(&conversation, tools.toolbox.offer())
-            .await?;
-        let metrics = &voice.metrics;
-        metrics
-            .llm_first_token
-            .observe(asked.elapsed().as_secs_f64());
-        let (mut splitter, mut text, mut calls) =
-            (PhraseSplitter::new(), String::new(), Vec::new());
-        while let Some(piece) = pieces.next().await {
-            match piece? {
-                Piece::Text(delta) => {
-                    text.push_str(&delta);
-                    for phrase in splitter.push(&delta) {
-                        say(phrase).await;
-                    }
-                }
-                Piece::ToolCalls(requests) => calls = requests,
-            }
-        }
-        metrics.llm_total.observe(asked.elapsed().as_secs_f64());
-        if let Some(rest) = splitter.finish() {
-            say(rest).await;
-        }
-        if calls.is_empty() {
-            return Ok(());
-        }
-        if round == MAX_TOOL_ROUNDS {
-            tracing::warn!(
-                rounds = MAX_TOOL_ROUNDS,
-                "the model still asks for tools after the last round; the caller hears the fallback"
-            );
-            say(tools.fallback.clone()).await;
-            return Ok(());
-        }
-        // A reply prepared before the turn ended calls no tool until it is released: a
-        // dropped one must leave no trace, at the operator's end neither.
-        if released.wait_for(|r| *r).await.is_err() {
-            return Ok(());
-        }
-        let work = tools.toolbox.round(&tools.call_sid, &text, &calls);
-        tokio::pin!(work);
-        let done = if held {
-            work.await
-        } else {
-            tokio::select! {
-                done = &mut work => done,
-                () = tokio::time::sleep(HOLD_AFTER) => {
-                    held = true;
-                    say(HOLDING_PHRASE.to_owned()).await;
-                    work.await
-                }
-            }
-        };
-        let messages = done.messages;
-        let _ = events
-            .send(ReplyEvent::ToolRound {
-                id,
-                messages: messages.clone(),
-            })
-            .await;
-        let closing = match &done.step {
-            Step::Continue => {
-                conversation.extend(messages);
-                continue;
-            }
-            Step::End => CLOSING,
-            Step::Transfer { .. } => tools.transfer_phrase.as_str(),
-        };
-        if text.trim().is_empty() {
-            say(closing.to_owned()).await;
-        }
-        let _ = events
-            .send(ReplyEvent::Step {
-                id,
-                step: done.step,
-            })
-            .await;
-        return Ok(());
-    }
-    Ok(())
 }
 
 /// The next audio chunk of the phrase being sent; `None` when its audio is complete.
