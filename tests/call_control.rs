@@ -26,6 +26,34 @@ async fn calls_ended(env: &TestEnv, outcome: &str) -> bool {
     ))
 }
 
+/// A server whose operator has one tool, `lookup_appointment`, at `path` of the tests' tool
+/// endpoint (which records what it is sent in `seen`).
+async fn env_with_lookup(seen: &Record, path: &str, timeout_ms: Option<u64>, tag: &str) -> TestEnv {
+    let base = endpoint(seen.clone()).await;
+    let mut tool = serde_json::json!({
+        "name": "lookup_appointment",
+        "description": "Finds the caller's next appointment.",
+        "parameters": {"type": "object", "properties": {"name": {"type": "string"}},
+                       "required": ["name"]},
+        "url": format!("{base}{path}")
+    });
+    if let Some(ms) = timeout_ms {
+        tool["timeout_ms"] = serde_json::json!(ms);
+    }
+    let file = write_temp(tag, "tools.json", &serde_json::json!([tool]).to_string());
+    TestEnv::start_with(|config| {
+        config.tools = ivr_bridge::Config::builder()
+            .set("DEEPGRAM_API_KEY", "unused")
+            .set("MISTRAL_API_KEY", "unused")
+            .set("TOOLS_FILE", file.to_string_lossy())
+            .set("TOOLS_SECRET", SECRET)
+            .build()
+            .expect("tools settings")
+            .tools;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_assistant_ends_the_call_once_its_goodbye_was_heard() {
     let env = TestEnv::start().await;
@@ -129,27 +157,7 @@ async fn speaking_over_the_farewell_keeps_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_tool_answers_within_the_reply_with_a_holding_phrase_when_slow() {
     let seen = Record::default();
-    let base = endpoint(seen.clone()).await;
-    let tools = serde_json::json!([{
-        "name": "lookup_appointment",
-        "description": "Finds the caller's next appointment.",
-        "parameters": {"type": "object", "properties": {"name": {"type": "string"}},
-                       "required": ["name"]},
-        "url": format!("{base}/sluggish"),
-        "timeout_ms": 4000
-    }]);
-    let file = write_temp("streaming", "tools.json", &tools.to_string());
-    let env = TestEnv::start_with(|config| {
-        config.tools = ivr_bridge::Config::builder()
-            .set("DEEPGRAM_API_KEY", "unused")
-            .set("MISTRAL_API_KEY", "unused")
-            .set("TOOLS_FILE", file.to_string_lossy())
-            .set("TOOLS_SECRET", SECRET)
-            .build()
-            .expect("tools settings")
-            .tools;
-    })
-    .await;
+    let env = env_with_lookup(&seen, "/sluggish", Some(4000), "streaming").await;
     let log = env.replay("appointment").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);
 
@@ -224,26 +232,7 @@ async fn the_stream_ends_on_one_instance_and_another_dials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_stuck_calling_tools_gets_three_rounds_then_the_fallback() {
     let seen = Record::default();
-    let base = endpoint(seen.clone()).await;
-    let tools = serde_json::json!([{
-        "name": "lookup_appointment",
-        "description": "Finds the caller's next appointment.",
-        "parameters": {"type": "object", "properties": {"name": {"type": "string"}},
-                       "required": ["name"]},
-        "url": format!("{base}/lookup")
-    }]);
-    let file = write_temp("rounds", "tools.json", &tools.to_string());
-    let env = TestEnv::start_with(|config| {
-        config.tools = ivr_bridge::Config::builder()
-            .set("DEEPGRAM_API_KEY", "unused")
-            .set("MISTRAL_API_KEY", "unused")
-            .set("TOOLS_FILE", file.to_string_lossy())
-            .set("TOOLS_SECRET", SECRET)
-            .build()
-            .expect("tools settings")
-            .tools;
-    })
-    .await;
+    let env = env_with_lookup(&seen, "/lookup", None, "rounds").await;
     env.llm.keep_calling_tools(true);
     let log = env.replay("appointment").await;
     assert!(log.violations.is_empty(), "{:?}", log.violations);

@@ -27,6 +27,22 @@ fn expect_idle(actions: &[Action], step: IdleStep, text: &str) -> ReplyId {
     }
 }
 
+/// Both prompts of [`idle_call`] said and heard (a second each) with no answer; returns the
+/// ms after `t0` when the second was heard.
+fn unanswered_prompts(turns: &mut Turns, t0: Instant) -> u64 {
+    let mut now = 0;
+    for _ in 0..2 {
+        now += 10_000;
+        let id = match turns.on_tick(ms(t0, now)).as_slice() {
+            [Action::Idle(_), Action::Say { id, .. }] => *id,
+            other => panic!("{other:?}"),
+        };
+        speak_at(turns, id, &["Still there?"], 1, ms(t0, now));
+        now += 1000;
+    }
+    now
+}
+
 #[test]
 fn a_silent_caller_is_prompted_after_the_timeout_then_told_goodbye() {
     let (mut turns, t0) = idle_call();
@@ -76,17 +92,7 @@ fn a_silent_caller_is_prompted_after_the_timeout_then_told_goodbye() {
 #[test]
 fn an_idle_goodbye_still_playing_at_the_limit_hangs_up_there() {
     let (mut turns, t0) = idle_call();
-    let mut now = 0;
-    for _ in 0..2 {
-        now += 10_000;
-        let id = match turns.on_tick(ms(t0, now)).as_slice() {
-            [Action::Idle(_), Action::Say { id, .. }] => *id,
-            other => panic!("{other:?}"),
-        };
-        speak_at(&mut turns, id, &["Still there?"], 1, ms(t0, now));
-        now += 1000;
-    }
-    now += 10_000;
+    let now = unanswered_prompts(&mut turns, t0) + 10_000;
     let goodbye = expect_idle(&turns.on_tick(ms(t0, now)), IdleStep::Goodbye, "Goodbye.");
     turns.on_phrase(goodbye, "Goodbye.");
     let limit = ms(t0, now) + FAREWELL_LIMIT;
@@ -167,17 +173,7 @@ fn noise_without_words_is_no_answer_and_speech_pauses_the_timer() {
 #[test]
 fn a_caller_who_speaks_over_the_goodbye_keeps_the_call() {
     let (mut turns, t0) = idle_call();
-    let mut now = 0;
-    for _ in 0..2 {
-        now += 10_000;
-        let id = match turns.on_tick(ms(t0, now)).as_slice() {
-            [Action::Idle(_), Action::Say { id, .. }] => *id,
-            other => panic!("{other:?}"),
-        };
-        speak_at(&mut turns, id, &["Still there?"], 1, ms(t0, now));
-        now += 1000;
-    }
-    now += 10_000;
+    let now = unanswered_prompts(&mut turns, t0) + 10_000;
     let goodbye = expect_idle(&turns.on_tick(ms(t0, now)), IdleStep::Goodbye, "Goodbye.");
     speak_at(&mut turns, goodbye, &["Goodbye."], 0, ms(t0, now));
     let actions = turns.on_transcript("Wait, I'm here!", Heard::Final, ms(t0, now + 500));
