@@ -7,7 +7,6 @@
 
 mod end;
 mod hearing;
-pub mod mirror;
 mod publish;
 pub mod reply;
 pub mod settings;
@@ -29,6 +28,7 @@ use tracing::Instrument;
 use crate::events::{CallEvent, CallObserver};
 use crate::metrics::{Metrics, Outcome};
 use crate::record::{Recorder, Tap};
+pub use crate::store::mirror;
 use crate::store::{CallSid, Store};
 use crate::stt::{Recogniser, SttEvent, SttStream};
 use crate::tools::{Step, Toolbox, Transfer};

@@ -21,6 +21,7 @@
 //! ([`Store::take_next_step`]) to answer Twilio's `<Connect action>`.
 
 pub mod memory;
+pub mod mirror;
 pub mod redis;
 mod url;
 
@@ -61,6 +62,9 @@ pub const DEFAULT_MAX_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_CALLS: usize = 10_000;
 /// Upper bound on one Redis operation, including a reconnection; a caller is waiting.
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Appended to a reply the caller cut off, so the model knows it was interrupted (every mode
+/// keeps what was heard of a reply this way).
+pub const CUT_OFF: &str = "…";
 /// Longest `CallSid` accepted; Twilio's are 34 characters.
 const MAX_CALL_SID_CHARS: usize = 64;
 

@@ -4,13 +4,15 @@
 //! [`Toolbox`] is the one place that knows the tools: the [`ToolOffer`] of every request, and
 //! [`Toolbox::run`], which turns one call the model made into a [`ToolOutcome`] — a result for
 //! the model (an operator tool's answer, or what went wrong, so the model can tell the caller),
-//! or the end or transfer of the call. [`rounds`] drives whole tool rounds for either mode.
+//! or the end or transfer of the call. [`rounds`] drives whole tool rounds (the Gather flow's), [`stream`] streamed ones (the
+//! streaming call's and ConversationRelay's).
 
 pub mod file;
 pub mod post;
 pub mod rounds;
 pub mod schema;
 pub mod settings;
+pub mod stream;
 
 use std::sync::Arc;
 

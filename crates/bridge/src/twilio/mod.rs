@@ -1,9 +1,12 @@
-//! Everything that speaks Twilio: Media Stream messages and their reader, Twilio's playback
-//! model, TwiML (and what follows a stream: [`next_step`]), the public URL and request signatures.
+//! Everything that speaks Twilio: Media Stream messages and their reader, ConversationRelay
+//! messages ([`relay`]), the caller's keypad, Twilio's playback model, TwiML (and what follows
+//! a stream: [`next_step`]), the public URL and request signatures.
 
+pub mod keypad;
 pub mod media;
 pub mod next_step;
 pub mod playback;
+pub mod relay;
 pub mod signature;
 pub mod stream;
 pub mod twiml;

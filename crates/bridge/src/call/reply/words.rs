@@ -4,34 +4,20 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use super::{ReplyError, ReplyEvent, Voice};
 use crate::call::turns::ReplyId;
-use crate::llm::mistral::{LlmError, Piece};
+use crate::llm::mistral::LlmError;
 use crate::llm::ChatMessage;
-use crate::tools::rounds::MAX_TOOL_ROUNDS;
-use crate::tools::{Step, Toolbox, CLOSING, HOLDING_PHRASE, HOLD_AFTER};
+pub use crate::tools::stream::CallTools;
+use crate::tools::stream::{rounds, Words};
+use crate::tools::Step;
 use crate::tts::text::PhraseSplitter;
 
 pub(super) type TextStream = Pin<Box<dyn Stream<Item = Result<String, ReplyError>> + Send>>;
-
-/// What a call's replies may do besides talking: its tools, and the words they need.
-#[derive(Debug, Clone)]
-pub struct CallTools {
-    /// The tools offered to the model, and how to run them.
-    pub toolbox: Arc<Toolbox>,
-    /// The call they act for (sent to the operator's tools).
-    pub call_sid: String,
-    /// Said before a transfer when the model gave no words (`TRANSFER_PHRASE`).
-    pub transfer_phrase: String,
-    /// Said when the rounds run out.
-    pub fallback: String,
-}
 
 /// The model's streamed text cut into phrases as it arrives; the rest becomes the last phrase.
 /// `finished` runs once, when the model's last words arrive.
@@ -75,104 +61,83 @@ pub(super) fn phrases_of(
 }
 
 /// The work behind [`Reply::answer_with_tools`]: phrases go to `tx`, rounds and steps to
-/// `events`.
+/// `events` (the round loop is [`crate::tools::stream::rounds`], shared with ConversationRelay).
 pub(super) async fn rounds_of(
     id: ReplyId,
     voice: &Voice,
     tools: &CallTools,
-    mut conversation: Vec<ChatMessage>,
+    conversation: Vec<ChatMessage>,
     (tx, events): (
         &mpsc::Sender<Result<String, ReplyError>>,
         &mpsc::Sender<ReplyEvent>,
     ),
-    mut released: watch::Receiver<bool>,
+    released: watch::Receiver<bool>,
 ) -> Result<(), ReplyError> {
-    let say = |text: String| async move {
-        let _ = tx.send(Ok(text)).await;
+    let mut phrases = Phrases {
+        id,
+        splitter: PhraseSplitter::new(),
+        tx,
+        events,
+        released,
     };
-    let mut held = false;
-    for round in 0..=MAX_TOOL_ROUNDS {
-        let asked = Instant::now();
-        let mut pieces = voice
-            .llm
-            .stream_with_tools(&conversation, tools.toolbox.offer())
-            .await?;
-        let metrics = &voice.metrics;
-        metrics
-            .llm_first_token
-            .observe(asked.elapsed().as_secs_f64());
-        let (mut splitter, mut text, mut calls) =
-            (PhraseSplitter::new(), String::new(), Vec::new());
-        while let Some(piece) = pieces.next().await {
-            match piece? {
-                Piece::Text(delta) => {
-                    text.push_str(&delta);
-                    for phrase in splitter.push(&delta) {
-                        say(phrase).await;
-                    }
-                }
-                Piece::ToolCalls(requests) => calls = requests,
-            }
-        }
-        metrics.llm_total.observe(asked.elapsed().as_secs_f64());
-        if let Some(rest) = splitter.finish() {
-            say(rest).await;
-        }
-        if calls.is_empty() {
-            return Ok(());
-        }
-        if round == MAX_TOOL_ROUNDS {
-            tracing::warn!(
-                rounds = MAX_TOOL_ROUNDS,
-                "the model still asks for tools after the last round; the caller hears the fallback"
-            );
-            say(tools.fallback.clone()).await;
-            return Ok(());
-        }
-        // A reply prepared before the turn ended calls no tool until it is released: a
-        // dropped one must leave no trace, at the operator's end neither.
-        if released.wait_for(|r| *r).await.is_err() {
-            return Ok(());
-        }
-        let work = tools.toolbox.round(&tools.call_sid, &text, &calls);
-        tokio::pin!(work);
-        let done = if held {
-            work.await
-        } else {
-            tokio::select! {
-                done = &mut work => done,
-                () = tokio::time::sleep(HOLD_AFTER) => {
-                    held = true;
-                    say(HOLDING_PHRASE.to_owned()).await;
-                    work.await
-                }
-            }
-        };
-        let messages = done.messages;
-        let _ = events
-            .send(ReplyEvent::ToolRound {
-                id,
-                messages: messages.clone(),
-            })
-            .await;
-        let closing = match &done.step {
-            Step::Continue => {
-                conversation.extend(messages);
-                continue;
-            }
-            Step::End => CLOSING,
-            Step::Transfer { .. } => tools.transfer_phrase.as_str(),
-        };
-        if text.trim().is_empty() {
-            say(closing.to_owned()).await;
-        }
-        let _ = events
-            .send(ReplyEvent::Step {
-                id,
-                step: done.step,
-            })
-            .await;
-        return Ok(());
-    }
+    rounds(
+        &voice.llm,
+        tools,
+        conversation,
+        &mut phrases,
+        &voice.metrics,
+    )
+    .await?;
     Ok(())
+}
+
+/// A streaming call's [`Words`]: the model's text cut into phrases for the voice.
+struct Phrases<'a> {
+    /// The reply they belong to.
+    id: ReplyId,
+    /// Cuts the model's text into phrases.
+    splitter: PhraseSplitter,
+    /// Where phrases go, to be spoken.
+    tx: &'a mpsc::Sender<Result<String, ReplyError>>,
+    /// Where rounds and steps go, to the call.
+    events: &'a mpsc::Sender<ReplyEvent>,
+    /// Whether the reply was played: a held one runs no tool before.
+    released: watch::Receiver<bool>,
+}
+
+impl Words for Phrases<'_> {
+    async fn text(&mut self, delta: String) {
+        for phrase in self.splitter.push(&delta) {
+            let _ = self.tx.send(Ok(phrase)).await;
+        }
+    }
+
+    async fn text_done(&mut self) {
+        if let Some(rest) = self.splitter.finish() {
+            let _ = self.tx.send(Ok(rest)).await;
+        }
+    }
+
+    async fn say(&mut self, phrase: &str) {
+        let _ = self.tx.send(Ok(phrase.to_owned())).await;
+    }
+
+    async fn round(&mut self, messages: Vec<ChatMessage>) {
+        let event = ReplyEvent::ToolRound {
+            id: self.id,
+            messages,
+        };
+        let _ = self.events.send(event).await;
+    }
+
+    async fn step(&mut self, step: Step) {
+        let _ = self
+            .events
+            .send(ReplyEvent::Step { id: self.id, step })
+            .await;
+    }
+
+    async fn may_run_tools(&mut self) -> bool {
+        self.released.wait_for(|r| *r).await.is_ok()
+    }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::llm::ChatMessage;
+use crate::twilio::keypad::Keypad;
 pub use detection::{Heard, TurnDetection};
 use failures::Farewell;
 pub use failures::{Goodbye, ReplyFailure, FAREWELL_LIMIT, STT_APOLOGY};
@@ -126,10 +127,8 @@ pub struct Turns {
     turns: u32,
     /// Times the caller talked over the assistant.
     barge_ins: u32,
-    /// Keypad digits pressed since the last `#`.
-    digits: Vec<String>,
-    /// Every digit pressed in this call, for the call's record.
-    keyed: String,
+    /// Keypad digits pressed since the last `#`, and every key of the call.
+    keypad: Keypad,
     /// Said when a reply fails; `None` says nothing.
     fallback_phrase: Option<String>,
     /// The fallback phrase being spoken, so its own failure does not start another.
@@ -154,9 +153,6 @@ pub struct Turns {
     flux: flux::FluxTurn,
 }
 
-/// Most digits kept before a `#`; a stuck key cannot grow the turn without bound.
-const MAX_DIGITS: usize = 32;
-
 impl Turns {
     /// A call that has not started.
     pub fn new(silence_timeout: Duration, system_prompt: String) -> Self {
@@ -173,8 +169,7 @@ impl Turns {
             history: History::default(),
             turns: 0,
             barge_ins: 0,
-            digits: Vec::new(),
-            keyed: String::new(),
+            keypad: Keypad::default(),
             fallback_phrase: None,
             fallback: None,
             farewell: Farewell::None,
@@ -335,41 +330,24 @@ impl Turns {
         self.end_turn(now)
     }
 
-    /// The caller pressed a key. Digits collect until `#`, which sends them to the model as
-    /// "The caller pressed: 1 2 3" (interrupting the assistant), so a prompt can use keypad
-    /// input; `*` clears them.
+    /// The caller pressed a key: the [`Keypad`] collects digits until `#`, which sends them
+    /// to the model as "The caller pressed: 1 2 3" (interrupting the assistant); `*` clears
+    /// them.
     pub fn on_dtmf(&mut self, key: &str, now: Instant) -> Vec<Action> {
-        if self.keyed.len() < 4 * MAX_DIGITS {
-            self.keyed.push_str(key);
-        }
         self.caller_answered();
-        match key {
-            "#" if !self.digits.is_empty() => {
-                let pressed = format!("The caller pressed: {}", self.digits.join(" "));
-                self.digits.clear();
-                let mut actions = self.barge_in(now, false);
-                self.heard.push(pressed);
-                self.interim_pending = false;
-                actions.extend(self.end_turn(now));
-                self.hang_up_when_done(actions, Some(now))
-            }
-            "*" => {
-                self.digits.clear();
-                Vec::new()
-            }
-            digit if digit.len() == 1 && digit.chars().all(|c| c.is_ascii_digit()) => {
-                if self.digits.len() < MAX_DIGITS {
-                    self.digits.push(digit.to_owned());
-                }
-                Vec::new()
-            }
-            _ => Vec::new(),
-        }
+        let Some(pressed) = self.keypad.press(key) else {
+            return Vec::new();
+        };
+        let mut actions = self.barge_in(now, false);
+        self.heard.push(pressed);
+        self.interim_pending = false;
+        actions.extend(self.end_turn(now));
+        self.hang_up_when_done(actions, Some(now))
     }
 
     /// Every key the caller pressed, in order.
     pub fn keyed(&self) -> &str {
-        &self.keyed
+        self.keypad.keyed()
     }
 
     /// Time passed; ends the caller's turn when the silence timer has run out, checks on a

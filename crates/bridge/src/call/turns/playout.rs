@@ -18,8 +18,7 @@ pub const AUDIBLE: Duration = Duration::from_millis(100);
 /// about 15 characters a second).
 const PER_CHAR: Duration = Duration::from_millis(65);
 
-/// Appended to a reply the caller cut off, so the model knows it was interrupted.
-pub const CUT_OFF: &str = "…";
+pub use crate::store::CUT_OFF;
 
 /// When one phrase's audio went out and how long it plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

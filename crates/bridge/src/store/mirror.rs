@@ -1,7 +1,9 @@
-//! A copy of a streaming call's conversation in the shared store (Redis), so the call's record
-//! outlives the instance that served it and `/call_status` on any instance can free it.
+//! A copy of a call's conversation in the store, written as the call goes: a streaming call's
+//! (to Redis), so the call's record outlives the instance that served it and `/call_status` on
+//! any instance can free it; a ConversationRelay session's, so a session of the same call on
+//! another instance continues the conversation.
 //!
-//! The call itself never reads it back: a Media Stream is one WebSocket, pinned to one instance
+//! A streaming call never reads it back: a Media Stream is one WebSocket, pinned to one instance
 //! for the whole call, and its task owns the live history. The copy is written off the call's
 //! path — exchanges go through a small queue to a task of their own — so a slow or absent Redis
 //! never delays or ends a call; it only costs the copy (and a log line).
@@ -61,6 +63,14 @@ impl Mirror {
             if self.tx.try_send(exchange.clone()).is_err() {
                 tracing::warn!("conversation store is behind: an exchange was not copied to it");
             }
+        }
+    }
+
+    /// Copies one exchange, after those queued before it.
+    pub fn copy(&mut self, exchange: Exchange) {
+        self.copied += 1;
+        if self.tx.try_send(exchange).is_err() {
+            tracing::warn!("conversation store is behind: an exchange was not copied to it");
         }
     }
 
