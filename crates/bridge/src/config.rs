@@ -23,6 +23,8 @@ pub use crate::call::turns::TurnDetection;
 pub use crate::gather::GatherSettings;
 pub use crate::llm::mistral::MistralSettings;
 pub use crate::record::RecordSettings;
+pub use crate::relay::settings::{Interruptible, TranscriptionProvider, TtsProvider};
+pub use crate::relay::RelaySettings;
 use crate::secret::Secret;
 use crate::settings;
 pub use crate::store::{RedisUrl, StoreSettings};
@@ -61,6 +63,9 @@ pub enum Mode {
     /// Transcription only: each call's audio goes to Deepgram and the transcript is logged and
     /// sent to `TRANSCRIPT_WEBHOOK_URL`; no model, no voice.
     Transcribe,
+    /// The assistant on Twilio ConversationRelay: Twilio listens and speaks (`RELAY_*`
+    /// settings), the model answers over a text socket; no Deepgram key needed.
+    Relay,
 }
 
 /// The server's own settings: where it listens, what it does with calls, how many it takes and
@@ -71,14 +76,20 @@ pub struct ServerSettings {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// What the server does with calls: `converse` (the voice assistant) or `transcribe`
-    /// (transcription only: no model, no voice, MISTRAL_API_KEY not needed).
+    /// What the server does with calls: `converse` (the voice assistant), `transcribe`
+    /// (transcription only: no model, no voice, MISTRAL_API_KEY not needed) or `relay` (the
+    /// assistant on Twilio ConversationRelay: Twilio's speech recognition and voices,
+    /// DEEPGRAM_API_KEY not needed).
     #[arg(long, env = "MODE", value_enum, ignore_case = true, default_value_t = Mode::Converse)]
     pub mode: Mode,
 
     /// Same as MODE=transcribe.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "relay")]
     pub transcribe: bool,
+
+    /// Same as MODE=relay.
+    #[arg(long)]
+    pub relay: bool,
 
     /// Most calls served at once; further calls are refused politely (503).
     #[arg(long, env = "MAX_CALLS", default_value = "1000",
@@ -158,6 +169,9 @@ pub struct Config {
     /// Where transcripts go in transcription mode.
     #[command(flatten)]
     pub transcribe: TranscribeSettings,
+    /// What Twilio listens and speaks with in relay mode.
+    #[command(flatten)]
+    pub relay: RelaySettings,
     /// Whether calls are recorded.
     #[command(flatten)]
     pub record: RecordSettings,
@@ -170,20 +184,24 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks what no single setting can: the keys the mode needs (Deepgram always, Mistral
-    /// unless transcribing), and `TOOLS_SECRET` when there is a `TOOLS_FILE` (tool requests
-    /// are always signed). `--transcribe` becomes `MODE=transcribe`.
+    /// Checks what no single setting can: the keys the mode needs (Deepgram unless relaying,
+    /// Mistral unless transcribing), and `TOOLS_SECRET` when there is a `TOOLS_FILE` (tool
+    /// requests are always signed). `--transcribe` becomes `MODE=transcribe`, `--relay`
+    /// `MODE=relay`.
     pub fn validated(mut self) -> Result<Self, ConfigError> {
         if self.server.transcribe {
             self.server.mode = Mode::Transcribe;
         }
+        if self.server.relay {
+            self.server.mode = Mode::Relay;
+        }
         let missing = |key: &Option<Secret>| key.as_ref().is_none_or(Secret::is_empty);
-        if missing(&self.keys.deepgram_api_key) {
+        if self.server.mode != Mode::Relay && missing(&self.keys.deepgram_api_key) {
             return Err(ConfigError::Missing {
                 var: "DEEPGRAM_API_KEY",
             });
         }
-        if self.server.mode == Mode::Converse && missing(&self.keys.mistral_api_key) {
+        if self.server.mode != Mode::Transcribe && missing(&self.keys.mistral_api_key) {
             return Err(ConfigError::Missing {
                 var: "MISTRAL_API_KEY",
             });
@@ -419,7 +437,11 @@ mod tests {
                 "vad",
                 "TURN_DETECTION must be one of: timer, deepgram",
             ),
-            ("MODE", "bogus", "MODE must be one of: converse, transcribe"),
+            (
+                "MODE",
+                "bogus",
+                "MODE must be one of: converse, transcribe, relay",
+            ),
             ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of: text, json"),
             ("PORT", "eighty", "PORT is not valid"),
             ("MAX_CALLS", "0", "MAX_CALLS must be"),

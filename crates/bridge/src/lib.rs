@@ -6,7 +6,8 @@
 //! turn in [`call::turns`], a reply in [`llm`], sound in [`tts`], 20 ms frames in
 //! [`audio::frames`], and leaves through [`twilio::media`] again, written by [`call::writer`].
 //! Barge-in is decided in [`call::turns`] and carried out in [`call::writer`]. The Gather flow
-//! ([`gather`]) and transcription ([`transcribe`]) use the same lower layers; what Twilio does
+//! ([`gather`]), ConversationRelay ([`relay`]) and transcription ([`transcribe`]) use the same
+//! lower layers; what Twilio does
 //! once a stream is over is answered by [`stream_ended`]; [`server`] wires
 //! them to the HTTP surface, and [`config`] gathers every module's settings.
 
@@ -33,10 +34,12 @@ pub mod record;
 pub mod store;
 pub mod tools;
 
-// The three ways to serve a call, and the door they share.
+// The four ways to serve a call (streaming, Gather, ConversationRelay, transcription), and
+// the door they share.
 pub mod admission;
 pub mod call;
 pub mod gather;
+pub mod relay;
 pub mod stream_ended;
 pub mod transcribe;
 

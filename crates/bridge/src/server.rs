@@ -1,5 +1,6 @@
-//! The HTTP surface: the TwiML webhook, the Media Stream upgrade, what follows a stream
-//! ([`crate::stream_ended`]), the Gather flow's webhooks ([`crate::gather`]) and the health check.
+//! The HTTP surface: the TwiML webhook, the Media Stream and ConversationRelay upgrades, what
+//! follows a stream or a session ([`crate::stream_ended`]), the Gather flow's webhooks
+//! ([`crate::gather`]) and the health check.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
 use crate::record::format::RecordedSettings;
 use crate::record::Recorder;
+use crate::relay::{self, Chunks, RelayServices, RELAY_PATH};
 use crate::socket::SOCKET_READ_BUFFER;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::stream_ended::{self, StreamEndServices};
@@ -62,6 +64,8 @@ pub struct AppState {
     pub transcribe: Option<Arc<TranscribeServices>>,
     /// `/stream_ended`: the next step a call recorded before its stream closed.
     pub stream_end: Arc<StreamEndServices>,
+    /// Relay mode's services; `None` in the other modes.
+    pub relay: Option<Arc<RelayServices>>,
     /// Calls in progress, `MAX_CALLS` and the drain.
     admission: Arc<Admission>,
 }
@@ -116,6 +120,24 @@ impl AppState {
             )),
             TurnDetection::Timer | TurnDetection::Deepgram => Recogniser::Live(stt),
         };
+        let shutdown = transcribe
+            .as_ref()
+            .map_or_else(CancellationToken::new, |t| t.shutdown.clone());
+        let relay = (config.server.mode == Mode::Relay).then(|| {
+            Arc::new(RelayServices {
+                llm: mistral(),
+                toolbox: toolbox.clone(),
+                transfer: config.tools.transfer(),
+                store: store.clone(),
+                system_prompt: config.assistant.system_prompt.clone(),
+                greeting: config.assistant.greeting.clone(),
+                fallback_phrase: config.assistant.fallback_phrase.clone(),
+                shutdown: shutdown.clone(),
+                metrics: metrics.clone(),
+                observer: observer.clone(),
+                chunks: Chunks::default(),
+            })
+        });
         let calls = Arc::new(CallServices {
             stt: recogniser,
             voice: Arc::new(Voice::new(
@@ -131,9 +153,7 @@ impl AppState {
             idle: config.idle.policy(),
             interruptions: config.turns.interruptions(),
             preemptive: config.turns.preemptive_generation,
-            shutdown: transcribe
-                .as_ref()
-                .map_or_else(CancellationToken::new, |t| t.shutdown.clone()),
+            shutdown,
             metrics: metrics.clone(),
             observer,
             recorder: config.record.record_dir.clone().map(|dir| {
@@ -162,6 +182,7 @@ impl AppState {
             metrics,
             transcribe,
             stream_end,
+            relay,
         })
     }
 
@@ -245,12 +266,23 @@ fn announce(config: &Config) {
         (Mode::Transcribe, None) => tracing::info!(
             "transcription mode: no assistant; transcripts are logged (set TRANSCRIPT_WEBHOOK_URL to receive them)"
         ),
-        (Mode::Converse, Some(_)) => tracing::warn!(
+        (Mode::Converse | Mode::Relay, Some(_)) => tracing::warn!(
             "TRANSCRIPT_WEBHOOK_URL is ignored: it is used only with MODE=transcribe"
         ),
-        (Mode::Converse, None) => {}
+        (Mode::Converse | Mode::Relay, None) => {}
     }
-    if config.server.mode == Mode::Converse {
+    if config.server.mode == Mode::Relay {
+        let relay = &config.relay;
+        tracing::info!(
+            tts_provider = relay.relay_tts_provider.as_str(),
+            voice = %relay.relay_voice,
+            transcription_provider = relay.relay_transcription_provider.as_str(),
+            speech_model = %relay.relay_speech_model,
+            interruptible = relay.relay_interruptible.as_str(),
+            "relay mode: Twilio ConversationRelay listens and speaks, the model answers on /relay"
+        );
+    }
+    if config.server.mode != Mode::Transcribe {
         let tools = &config.tools;
         let file = tools.tools_file.as_ref();
         tracing::info!(
@@ -274,6 +306,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let twilio = Router::new()
         .route("/", get(incoming_call).post(incoming_call))
         .route("/media", get(media_stream))
+        .route(RELAY_PATH, get(relay_session))
         // Served in both modes: a call whose TwiML came from an assistant instance still gets a
         // clean `<Hangup/>` here rather than a 404 (Twilio would say "an application error").
         .merge(stream_ended::routes().with_state(state.stream_end.clone()))
@@ -412,6 +445,38 @@ async fn media_stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgr
         })
 }
 
+/// `GET /relay`: a Twilio ConversationRelay session (relay mode only; 404 otherwise). One
+/// socket is one call for `MAX_CALLS` and the drain, served by its own task; refused with 503
+/// while draining or at `MAX_CALLS` (Twilio then ends the session and requests the `<Connect
+/// action>`, which hangs up).
+async fn relay_session(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+    let Some(services) = state.relay.clone() else {
+        return (StatusCode::NOT_FOUND, "relay mode is off (MODE=relay)").into_response();
+    };
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let Some(slot) = state.admission.enter() else {
+        tracing::warn!(
+            max = state.admission.max_calls(),
+            "relay session refused: at MAX_CALLS"
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, "at capacity").into_response();
+    };
+    let active = state.metrics.active_calls.clone();
+    upgrade
+        .max_message_size(state.config.twilio.max_message_bytes)
+        .max_frame_size(state.config.twilio.max_message_bytes)
+        .read_buffer_size(SOCKET_READ_BUFFER)
+        .on_failed_upgrade(|err| tracing::warn!(%err, "relay session upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            active.inc();
+            relay::run(socket, services).await;
+            active.dec();
+            drop(slot);
+        })
+}
+
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
@@ -432,7 +497,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     "ok".into_response()
 }
 
-/// `POST /`: Twilio's "a call comes in" webhook. Answers with `<Connect><Stream>` to `/media`.
+/// `POST /`: Twilio's "a call comes in" webhook. Answers with `<Connect><Stream>` to `/media`,
+/// or in relay mode `<Connect><ConversationRelay>` to `/relay` ([`relay::connect`]).
 ///
 /// The assistant's `<Connect>` has `action="{public base}/stream_ended"`: when the call closes
 /// its stream (to hang up or transfer) Twilio asks there what to do next ([`stream_ended`]).
@@ -451,11 +517,19 @@ async fn incoming_call(State(state): State<Arc<AppState>>, headers: HeaderMap) -
             .into_response();
     };
     let stream = Element::new("Stream").attr("url", websocket_url(&base, "/media"));
-    let body = match state.transcribe {
-        None => twiml::response([Element::new("Connect")
+    let config = &state.config;
+    let body = match (&state.transcribe, config.server.mode) {
+        (None, Mode::Relay) => twiml::response([relay::connect(
+            stream_ended::action_url(&base),
+            websocket_url(&base, RELAY_PATH),
+            &config.assistant.greeting,
+            &config.relay,
+            &config.gather.language,
+        )]),
+        (None, _) => twiml::response([Element::new("Connect")
             .attr("action", stream_ended::action_url(&base))
             .child(stream)]),
-        Some(_) => twiml::response([
+        (Some(_), _) => twiml::response([
             Element::new("Connect").child(stream),
             Element::new("Hangup"),
         ]),

@@ -6,8 +6,7 @@ use std::time::Duration;
 use super::turns::Goodbye;
 use super::Call;
 use crate::events::{CallEvent, CallSummary};
-use crate::store::CallSid;
-use crate::twilio::next_step::{NextStep, DEFAULT_APOLOGY};
+use crate::twilio::next_step::NextStep;
 use crate::twilio::stream::StreamEnd;
 
 /// How long the writer may take to finish when the call ends.
@@ -64,23 +63,13 @@ impl Call {
     /// `/stream_ended` answering `<Hangup/>`: the caller is never left on a silent line.
     async fn record_next_step(&self, why: Goodbye) {
         let step = match (why, &self.services.transfer) {
-            (Goodbye::Transferred, Some(transfer)) => NextStep::Transfer {
-                to: transfer.target.clone(),
-                caller_id: transfer.caller_id.clone(),
-                apology: DEFAULT_APOLOGY.to_owned(),
-            },
+            (Goodbye::Transferred, Some(transfer)) => transfer.next_step(),
             _ => NextStep::Hangup,
         };
-        let Some(call) = CallSid::parse(&self.call_sid) else {
-            tracing::warn!("callSid unusable as a store key: /stream_ended will hang up");
-            return;
-        };
-        match self.services.store.set_next_step(&call, &step).await {
-            Ok(()) => tracing::info!(?step, "next step recorded for /stream_ended"),
-            Err(err) => {
-                tracing::error!(%err, ?step, "could not record the next step: /stream_ended will hang up");
-            }
-        }
+        self.services
+            .store
+            .record_next_step(&self.call_sid, &step)
+            .await;
     }
 
     /// Stops the replies, the writer, the recogniser and the copy to the store (each for a

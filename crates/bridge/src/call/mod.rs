@@ -31,6 +31,7 @@ use crate::record::{Recorder, Tap};
 pub use crate::store::mirror;
 use crate::store::{CallSid, Store};
 use crate::stt::{Recogniser, SttEvent, SttStream};
+use crate::tools::stream::tool_calls_of;
 use crate::tools::{Step, Toolbox, Transfer};
 use crate::twilio::media::Start;
 use crate::twilio::stream::{call_span, MediaStream, StreamEvent, START_TIMEOUT};
@@ -457,20 +458,4 @@ impl Call {
             mirror.copy_new(self.turns.exchanges(), self.turns.remembered());
         }
     }
-}
-
-/// The calls of a tool round and their results: (name, arguments, result) per call, in order.
-fn tool_calls_of(messages: &[crate::llm::ChatMessage]) -> Vec<(String, String, String)> {
-    let results = |id: &str| {
-        messages
-            .iter()
-            .find(|m| m.tool_call_id.as_deref() == Some(id))
-            .map(|m| m.content.clone())
-            .unwrap_or_default()
-    };
-    messages
-        .iter()
-        .flat_map(|m| &m.tool_calls)
-        .map(|call| (call.name.clone(), call.arguments.clone(), results(&call.id)))
-        .collect()
 }

@@ -21,7 +21,8 @@ pub struct GatherSettings {
           value_parser = settings::text("GATHER_SPEECH_MODEL"))]
     pub gather_speech_model: String,
 
-    /// Language of the caller's speech in the Gather flow (BCP-47, passed to Twilio unchanged).
+    /// Language of the caller's speech in the Gather flow and relay mode (BCP-47, passed to
+    /// Twilio unchanged: `<Gather language>`, `<ConversationRelay language>`).
     #[arg(long, env = "LANGUAGE", default_value = "en-US", value_parser = settings::text("LANGUAGE"))]
     pub language: String,
 

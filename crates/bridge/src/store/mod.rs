@@ -335,6 +335,22 @@ impl Store {
         dispatch!(self.set_next_step(call, step))
     }
 
+    /// [`Store::set_next_step`] for Twilio's `call_sid` as received, with the outcome logged. A
+    /// store that cannot take it (or an unusable sid) leaves `/stream_ended` answering
+    /// `<Hangup/>`: the caller is never left on a silent line.
+    pub async fn record_next_step(&self, call_sid: &str, step: &NextStep) {
+        let Some(call) = CallSid::parse(call_sid) else {
+            tracing::warn!("callSid unusable as a store key: /stream_ended will hang up");
+            return;
+        };
+        match self.set_next_step(&call, step).await {
+            Ok(()) => tracing::info!(?step, "next step recorded for /stream_ended"),
+            Err(err) => {
+                tracing::error!(%err, ?step, "could not record the next step: /stream_ended will hang up");
+            }
+        }
+    }
+
     /// The call's recorded next step, removed in the same step so that only one request acts
     /// on it; `None` when there is none (never recorded, taken, lapsed or freed).
     pub async fn take_next_step(&self, call: &CallSid) -> Result<Option<NextStep>, StoreError> {

@@ -3,7 +3,7 @@
 
 use crate::secret::Secret;
 use crate::settings;
-use crate::twilio::next_step::{PhoneNumber, Target};
+use crate::twilio::next_step::{NextStep, PhoneNumber, Target, DEFAULT_APOLOGY};
 use crate::twilio::twiml::Element;
 
 use super::file::ToolsFile;
@@ -77,6 +77,16 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// The next step that puts the caller through to this target once the assistant's stream
+    /// or session is over, apologising if nobody answers.
+    pub fn next_step(&self) -> NextStep {
+        NextStep::Transfer {
+            to: self.target.clone(),
+            caller_id: self.caller_id.clone(),
+            apology: DEFAULT_APOLOGY.to_owned(),
+        }
+    }
+
     /// The `<Dial>` verb: `callerId` when set, `<Number>` or `<Sip>`. Twilio goes on with the
     /// verbs after it once the dialled call ends or is not answered (PROTOCOLS.md 8.1).
     pub fn dial(&self) -> Element {

@@ -127,3 +127,19 @@ pub async fn rounds<W: Words>(
     }
     Ok(())
 }
+
+/// The calls of a tool round and their results: (name, arguments, result) per call, in order.
+pub fn tool_calls_of(messages: &[ChatMessage]) -> Vec<(String, String, String)> {
+    let results = |id: &str| {
+        messages
+            .iter()
+            .find(|m| m.tool_call_id.as_deref() == Some(id))
+            .map(|m| m.content.clone())
+            .unwrap_or_default()
+    };
+    messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .map(|call| (call.name.clone(), call.arguments.clone(), results(&call.id)))
+        .collect()
+}
