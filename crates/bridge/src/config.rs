@@ -411,6 +411,75 @@ mod tests {
     }
 
     #[test]
+    fn relay_needs_no_deepgram_key_and_has_defensible_defaults() {
+        let only_mistral = Config::builder().set("MISTRAL_API_KEY", "mi");
+        let config = only_mistral.clone().set("MODE", "relay").build();
+        let config = config.expect("relay without a Deepgram key");
+        assert_eq!(config.server.mode, Mode::Relay);
+        let relay = &config.relay;
+        assert_eq!(relay.relay_tts_provider, TtsProvider::ElevenLabs);
+        assert_eq!(relay.relay_voice, crate::relay::settings::DEFAULT_VOICE);
+        assert_eq!(
+            relay.relay_transcription_provider,
+            TranscriptionProvider::Deepgram
+        );
+        assert_eq!(relay.relay_speech_model, "nova-3-general");
+        assert_eq!(relay.relay_interruptible, Interruptible::Any);
+        let err = error(Config::builder().set("MODE", "relay"));
+        assert!(err.starts_with("MISTRAL_API_KEY is not set"), "{err}");
+        let config = only_mistral
+            .set("MODE", "relay")
+            .set("RELAY_TTS_PROVIDER", "google")
+            .set("RELAY_VOICE", "en-US-Journey-O")
+            .set("RELAY_TRANSCRIPTION_PROVIDER", "GOOGLE")
+            .set("RELAY_SPEECH_MODEL", "telephony")
+            .set("RELAY_INTERRUPTIBLE", "speech")
+            .set("LANGUAGE", "en-GB")
+            .build()
+            .expect("relay settings");
+        let relay = &config.relay;
+        assert_eq!(relay.relay_tts_provider.as_str(), "Google");
+        assert_eq!(relay.relay_voice, "en-US-Journey-O");
+        assert_eq!(relay.relay_transcription_provider.as_str(), "Google");
+        assert_eq!(relay.relay_speech_model, "telephony");
+        assert_eq!(relay.relay_interruptible, Interruptible::Speech);
+        assert_eq!(config.gather.language, "en-GB");
+    }
+
+    #[test]
+    fn a_bad_relay_setting_is_one_line_naming_its_variable() {
+        for (var, value, message) in [
+            (
+                "RELAY_TTS_PROVIDER",
+                "polly",
+                "RELAY_TTS_PROVIDER must be one of: ElevenLabs, Google, Amazon, Deepgram",
+            ),
+            (
+                "RELAY_TRANSCRIPTION_PROVIDER",
+                "whisper",
+                "RELAY_TRANSCRIPTION_PROVIDER must be one of: Deepgram, Google",
+            ),
+            (
+                "RELAY_INTERRUPTIBLE",
+                "sometimes",
+                "RELAY_INTERRUPTIBLE must be one of: none, dtmf, speech, any",
+            ),
+        ] {
+            let err = error(keyed().set("MODE", "relay").set(var, value));
+            assert_eq!(err, message, "{var}={value:?}");
+        }
+    }
+
+    #[test]
+    fn the_relay_flag_is_relay_mode() {
+        use clap::Parser as _;
+        let parsed = Standalone::try_parse_from(["ivr-bridge", "--relay", "--mistral-api-key=mi"])
+            .expect("flags");
+        let config = parsed.config.validated().expect("relay by flag");
+        assert_eq!(config.server.mode, Mode::Relay);
+    }
+
+    #[test]
     fn a_bad_value_is_named_without_being_repeated_when_it_may_be_secret() {
         for (var, value, start) in [
             ("SILENCE_TIMEOUT_MS", "soon", "SILENCE_TIMEOUT_MS must be"),
@@ -594,6 +663,12 @@ mod tests {
             "RECORD_DIR",
             "LOG_FORMAT",
             "MODE",
+            "RELAY_TTS_PROVIDER",
+            "RELAY_VOICE",
+            "RELAY_TRANSCRIPTION_PROVIDER",
+            "RELAY_SPEECH_MODEL",
+            "RELAY_INTERRUPTIBLE",
+            "LANGUAGE",
         ] {
             assert!(vars.iter().any(|v| v == var), "{var} missing");
         }

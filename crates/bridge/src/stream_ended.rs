@@ -1,4 +1,6 @@
-//! `POST /stream_ended`: Twilio's `<Connect action>`, requested when a call's Media Stream is over.
+//! `POST /stream_ended`: Twilio's `<Connect action>`, requested when a call's Media Stream or
+//! ConversationRelay session is over (the latter with `SessionId`, `SessionStatus`,
+//! `HandoffData`…, which are logged; PROTOCOLS §9.4).
 //!
 //! To end or hand over a call, the instance serving its stream records a [`NextStep`] in the
 //! store ([`Store::set_next_step`]) and then closes the socket; Twilio requests this route, on
@@ -75,6 +77,43 @@ struct EndForm {
     call_status: Option<String>,
     #[serde(rename = "DialCallStatus")]
     dial_call_status: Option<String>,
+    /// A ConversationRelay session's id (relay mode; PROTOCOLS §9.4).
+    #[serde(rename = "SessionId")]
+    session_id: Option<String>,
+    /// `completed`, `ended` (our `end`), `failed` or `in-progress`.
+    #[serde(rename = "SessionStatus")]
+    session_status: Option<String>,
+    /// Our `end` message's `handoffData`, as sent.
+    #[serde(rename = "HandoffData")]
+    handoff_data: Option<String>,
+    /// Why a session failed.
+    #[serde(rename = "ErrorCode")]
+    error_code: Option<String>,
+    /// Why a session failed, in words.
+    #[serde(rename = "ErrorMessage")]
+    error_message: Option<String>,
+}
+
+impl EndForm {
+    /// Logs how a ConversationRelay session ended, when this follows one. The next step comes
+    /// from the store either way: `HandoffData` only says what the session asked for.
+    fn log_session(&self) {
+        let Some(session) = &self.session_id else {
+            return;
+        };
+        let status = self.session_status.as_deref().unwrap_or("missing");
+        let handoff = self.handoff_data.as_deref().unwrap_or_default();
+        if status == "failed" {
+            tracing::warn!(
+                session,
+                error_code = self.error_code.as_deref().unwrap_or_default(),
+                error = self.error_message.as_deref().unwrap_or_default(),
+                "relay session failed"
+            );
+        } else {
+            tracing::info!(session, status, handoff, "relay session over");
+        }
+    }
 }
 
 /// `POST /stream_ended` (and `?after=dial`): the call's next step as TwiML.
@@ -97,6 +136,7 @@ async fn stream_ended(
         return twiml(hangup());
     };
     tracing::Span::current().record("call_sid", call.as_str());
+    form.log_session();
     let status = form.call_status.as_deref().unwrap_or_default();
     if TERMINAL_STATUSES.contains(&status) {
         tracing::info!(status, "stream ended after the call did: freeing it");

@@ -202,6 +202,19 @@ impl TwilioHttp {
         call_sid: &str,
         dial: DialOutcome,
     ) -> AfterStream {
+        self.follow_action(action, call_sid, dial, &[]).await
+    }
+
+    /// [`TwilioHttp::follow_connect_action`] with `extra` parameters on the first request
+    /// (replacing standard ones of the same name): what a ConversationRelay session adds
+    /// (`SessionId`, `SessionStatus`, `HandoffData`…, PROTOCOLS §9.4).
+    pub async fn follow_action(
+        &self,
+        action: &str,
+        call_sid: &str,
+        dial: DialOutcome,
+        extra: &[(String, String)],
+    ) -> AfterStream {
         let mut after = AfterStream::default();
         let mut next = Some((action.to_owned(), None::<&str>));
         while let Some((url, dial_status)) = next.take() {
@@ -210,6 +223,12 @@ impl TwilioHttp {
                 break;
             }
             let mut params = Self::standard_params(call_sid, "in-progress");
+            if after.requests.is_empty() {
+                for (name, value) in extra {
+                    params.retain(|(n, _)| n != name);
+                    params.push((name.clone(), value.clone()));
+                }
+            }
             if let Some(status) = dial_status {
                 params.push(("DialCallStatus".into(), status.into()));
                 params.push(("DialCallSid".into(), format!("{call_sid}d")));
@@ -268,6 +287,25 @@ impl TwilioHttp {
             return Err(refused(format!("{body:.200}")));
         }
         twiml::parse(&body).map_err(refused)
+    }
+
+    /// `X-Twilio-Signature` for `url` and `params`, as Twilio signs them; `None` without an
+    /// auth token. A WebSocket handshake signs its `wss://` URL with no params (PROTOCOLS §2.4).
+    pub fn signature(&self, url: &str, params: &[(String, String)]) -> Option<String> {
+        self.signer.as_ref().map(|signer| signer.sign(url, params))
+    }
+
+    /// Where a WebSocket to `url` (`wss://…`, as the TwiML names it) really goes: through the
+    /// tunnel, when there is one (`ws://` to its authority).
+    pub fn reach_socket(&self, url: &str) -> Result<String, String> {
+        let Some(via) = &self.via else {
+            return Ok(url.to_owned());
+        };
+        let target = Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+        let scheme = if via.scheme() == "https" { "wss" } else { "ws" };
+        let authority = via.host_str().unwrap_or_default();
+        let port = via.port().map(|p| format!(":{p}")).unwrap_or_default();
+        Ok(format!("{scheme}://{authority}{port}{}", target.path()))
     }
 
     /// Where a request for `url` really goes.

@@ -1,0 +1,591 @@
+//! Twilio's side of a ConversationRelay call (PROTOCOLS §9), written from Twilio's documented
+//! message shapes, not from the server's types: the voice webhook (signed as Twilio signs), the
+//! `<Connect><ConversationRelay>` read from its TwiML, the socket opened with the signature
+//! header, `setup` with every documented field, the greeting and each reply "spoken" at a
+//! speaking rate (so an interruption at a given moment reports the words really heard so far,
+//! in `utteranceUntilInterrupt`, and how long they took), a scripted caller (prompts, barge-in,
+//! keys, silence, raw messages), and on `end` the `<Connect action>` requested with the
+//! session's parameters and its TwiML followed (`<Hangup/>`, `<Dial>`).
+//!
+//! Everything sent and received is kept with its time ([`RelayCall::transcript`]), for tests
+//! now and a demo or replay later.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::twilio::ACCOUNT_SID;
+use crate::twiml;
+use crate::webhooks::{
+    AfterStream, DialOutcome, TwilioHttp, WebhookError, CALLER_NUMBER, OUR_NUMBER,
+};
+
+/// Twilio's voice speaks about 15 characters a second.
+pub const SPEAKING_RATE: f64 = 15.0;
+/// How often the caller looks at the clock while waiting for its moment.
+const TICK: Duration = Duration::from_millis(10);
+
+/// One thing the scripted caller does, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerStep {
+    /// Once the assistant is silent (its reply received and spoken), say this.
+    Say(String),
+    /// Once the assistant is silent, press these keys (`dtmf`, one message per key).
+    Press(String),
+    /// Once the assistant has been speaking its next (or current) reply for `after`, speak
+    /// `words` over it: Twilio sends `interrupt` (what was heard so far) then the prompt. If
+    /// the reply ends first, or `interruptible` forbids speech, the words wait for silence.
+    BargeIn {
+        /// Speaking time of the reply before the caller cuts in.
+        after: Duration,
+        /// What the caller says.
+        words: String,
+    },
+    /// Say nothing for this long.
+    Silence(Duration),
+    /// Send this text as it is (a malformed or unknown message).
+    Raw(String),
+    /// Once the assistant is silent, hang up: Twilio closes the socket.
+    HangUp,
+}
+
+/// How the fake behaves.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Characters Twilio's voice speaks per second.
+    pub speaking_rate: f64,
+    /// How long to wait for the server's `end` once the script is over (then: hang up).
+    pub linger: Duration,
+    /// How the dialled party of a transfer behaves.
+    pub dial: DialOutcome,
+    /// `lang` of every prompt.
+    pub lang: String,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            speaking_rate: SPEAKING_RATE,
+            linger: Duration::from_secs(3),
+            dial: DialOutcome::default(),
+            lang: "en-US".into(),
+        }
+    }
+}
+
+/// Who sent a message of the transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Twilio → server, on the socket.
+    ToServer,
+    /// Server → Twilio, on the socket.
+    FromServer,
+}
+
+/// One socket message, with when it went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Since the socket opened.
+    pub at: Duration,
+    /// Which way.
+    pub direction: Direction,
+    /// The message as sent.
+    pub text: String,
+}
+
+/// What happened in one relay call.
+#[derive(Debug, Clone, Default)]
+pub struct RelayCall {
+    /// The `<ConversationRelay>` attributes of the webhook's TwiML.
+    pub relay: BTreeMap<String, String>,
+    /// The `<Connect action>`, resolved.
+    pub action: Option<String>,
+    /// Every socket message, both ways, in order.
+    pub transcript: Vec<Entry>,
+    /// The server's replies, each its `text` tokens joined (an interrupted one as far as it
+    /// came).
+    pub replies: Vec<String>,
+    /// What each `interrupt` said was heard (`utteranceUntilInterrupt`).
+    pub heard: Vec<String>,
+    /// Server messages Twilio would refuse (error 64107), with why.
+    pub refused: Vec<String>,
+    /// The `end` message's `handoffData`, if the server ended the session.
+    pub handoff: Option<String>,
+    /// What Twilio did after the session: the `<Connect action>` and its TwiML.
+    pub after: Option<AfterStream>,
+}
+
+/// Why a relay call could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The webhook failed or its TwiML has no `<Connect><ConversationRelay url>`.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    /// The TwiML is not what a relay call needs.
+    #[error("the webhook's TwiML: {0}")]
+    Twiml(String),
+    /// The socket could not be opened.
+    #[error("cannot open {url}: {reason}")]
+    Connect {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Twilio, ready to make relay calls to one server.
+#[derive(Debug, Clone)]
+pub struct RelayFake {
+    /// Twilio's HTTP side (signing, tunnel).
+    pub twilio: TwilioHttp,
+    /// The voice webhook's URL, as configured in Twilio.
+    pub webhook: String,
+    /// How it behaves.
+    pub options: RelayOptions,
+}
+
+/// The socket, as this fake uses it.
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl RelayFake {
+    /// A call `call_sid` whose caller follows `script`.
+    pub async fn call(
+        &self,
+        call_sid: &str,
+        script: &[CallerStep],
+    ) -> Result<RelayCall, RelayError> {
+        let mut call = RelayCall::default();
+        let params = TwilioHttp::standard_params(call_sid, "ringing");
+        let (status, body) = self.twilio.post(&self.webhook, &params).await?;
+        if status != 200 {
+            return Err(RelayError::Twiml(format!("answered {status}: {body:.200}")));
+        }
+        let verbs = twiml::parse(&body).map_err(RelayError::Twiml)?;
+        let connect = verbs
+            .iter()
+            .find(|v| v.name == "Connect")
+            .ok_or_else(|| RelayError::Twiml(format!("no <Connect>: {body:.300}")))?;
+        let relay = connect
+            .children
+            .iter()
+            .find(|v| v.name == "ConversationRelay")
+            .ok_or_else(|| RelayError::Twiml(format!("no <ConversationRelay>: {body:.300}")))?;
+        call.relay = relay.attrs.clone();
+        call.action = connect.attrs.get("action").cloned();
+        let url = relay
+            .attrs
+            .get("url")
+            .cloned()
+            .ok_or_else(|| RelayError::Twiml("no url".into()))?;
+        let socket = self.open(&url).await?;
+        let session_id = format!("VX{}", &call_sid.trim_start_matches("CA"));
+        let started = Instant::now();
+        let mut session = Session {
+            socket,
+            started,
+            line: Line::new(self.options.speaking_rate),
+            call,
+            awaiting: false,
+            current: String::new(),
+            ended: false,
+            closed: false,
+        };
+        session.send(setup(call_sid, &session_id)).await;
+        let greeting = session.call.relay.get("welcomeGreeting").cloned();
+        if let Some(greeting) = greeting {
+            session.line.speak(&greeting, Instant::now(), false);
+        }
+        for step in script {
+            if session.ended || session.closed {
+                break;
+            }
+            session.run_step(step, &self.options).await;
+        }
+        session.linger(self.options.linger).await;
+        let duration = started.elapsed().as_secs();
+        let ended = session.ended;
+        let _ = session.socket.close(None).await;
+        let mut call = session.call;
+        if let Some(action) = call.action.clone() {
+            let action = resolve(&self.webhook, &action);
+            let status = if ended { "ended" } else { "completed" };
+            let mut extra = vec![
+                ("SessionId".to_owned(), session_id),
+                ("SessionStatus".to_owned(), status.to_owned()),
+                ("SessionDuration".to_owned(), duration.to_string()),
+            ];
+            if let Some(handoff) = &call.handoff {
+                extra.push(("HandoffData".to_owned(), handoff.clone()));
+            }
+            if !ended {
+                extra.push(("CallStatus".to_owned(), "completed".to_owned()));
+            }
+            let after = self
+                .twilio
+                .follow_action(&action, call_sid, self.options.dial, &extra)
+                .await;
+            call.after = Some(after);
+        }
+        Ok(call)
+    }
+
+    /// Opens the socket as Twilio does: to the TwiML's URL, signed.
+    async fn open(&self, url: &str) -> Result<Socket, RelayError> {
+        let failed = |reason: String| RelayError::Connect {
+            url: url.to_owned(),
+            reason,
+        };
+        let target = self.twilio.reach_socket(url).map_err(failed)?;
+        let mut request = target
+            .as_str()
+            .into_client_request()
+            .map_err(|e| failed(e.to_string()))?;
+        if let Some(signature) = self.twilio.signature(url, &[]) {
+            let value = signature
+                .parse()
+                .map_err(|_| failed("bad signature".into()))?;
+            request.headers_mut().insert("X-Twilio-Signature", value);
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(socket)
+    }
+}
+
+/// `setup`, with every field Twilio documents.
+fn setup(call_sid: &str, session_id: &str) -> Value {
+    json!({
+        "type": "setup",
+        "sessionId": session_id,
+        "accountSid": ACCOUNT_SID,
+        "parentCallSid": "",
+        "callSid": call_sid,
+        "from": CALLER_NUMBER,
+        "to": OUR_NUMBER,
+        "forwardedFrom": OUR_NUMBER,
+        "callerName": "",
+        "direction": "inbound",
+        "callType": "PSTN",
+        "callStatus": "RINGING",
+        "customParameters": {}
+    })
+}
+
+/// `link` resolved against the webhook's URL (TwiML allows relative URLs).
+fn resolve(base: &str, link: &str) -> String {
+    reqwest::Url::parse(base)
+        .and_then(|b| b.join(link))
+        .map_or_else(|_| link.to_owned(), |u| u.to_string())
+}
+
+/// One session in progress.
+struct Session {
+    socket: Socket,
+    started: Instant,
+    /// What Twilio's voice is saying.
+    line: Line,
+    call: RelayCall,
+    /// A prompt was sent and its reply's `last` has not come.
+    awaiting: bool,
+    /// The reply being received.
+    current: String,
+    /// The server sent `end`.
+    ended: bool,
+    /// The server closed the socket.
+    closed: bool,
+}
+
+impl Session {
+    async fn send(&mut self, message: Value) {
+        self.send_text(message.to_string()).await;
+    }
+
+    async fn send_text(&mut self, text: String) {
+        self.call.transcript.push(Entry {
+            at: self.started.elapsed(),
+            direction: Direction::ToServer,
+            text: text.clone(),
+        });
+        if self.socket.send(Message::text(text)).await.is_err() {
+            self.closed = true;
+        }
+    }
+
+    /// Handles messages until `ready` says the caller's moment has come (or the session ends).
+    async fn wait_until(&mut self, mut ready: impl FnMut(&Self, Instant) -> bool) {
+        while !self.ended && !self.closed && !ready(self, Instant::now()) {
+            tokio::select! {
+                message = self.socket.next() => self.on_server(message),
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// One message from the server.
+    fn on_server(
+        &mut self,
+        message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) {
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                self.closed = true;
+                return;
+            }
+            Some(Ok(_)) => return,
+        };
+        self.call.transcript.push(Entry {
+            at: self.started.elapsed(),
+            direction: Direction::FromServer,
+            text: text.clone(),
+        });
+        let value: Value = match serde_json::from_str(&text) {
+            Ok(value) => value,
+            Err(e) => {
+                self.call
+                    .refused
+                    .push(format!("not JSON ({e}): {text:.200}"));
+                return;
+            }
+        };
+        let now = Instant::now();
+        match value["type"].as_str() {
+            Some("text") => match (value["token"].as_str(), value["last"].as_bool()) {
+                (Some(token), Some(last)) => {
+                    self.current.push_str(token);
+                    self.line.speak(token, now, true);
+                    if last {
+                        self.finish_reply();
+                        self.awaiting = false;
+                    }
+                }
+                _ => self
+                    .call
+                    .refused
+                    .push(format!("text without token/last: {text}")),
+            },
+            Some("end") => {
+                let handoff = &value["handoffData"];
+                if !handoff.is_string() && !handoff.is_null() {
+                    self.call
+                        .refused
+                        .push(format!("handoffData is not a string: {text}"));
+                }
+                self.call.handoff = handoff.as_str().map(str::to_owned);
+                self.ended = true;
+            }
+            Some("play" | "sendDigits" | "language") => {}
+            _ => self.call.refused.push(format!("unknown message: {text}")),
+        }
+    }
+
+    /// The reply being received is complete (or cut off).
+    fn finish_reply(&mut self) {
+        if !self.current.is_empty() {
+            self.call.replies.push(std::mem::take(&mut self.current));
+        }
+    }
+
+    fn allows(&self, what: &str) -> bool {
+        let interruptible = self
+            .call
+            .relay
+            .get("interruptible")
+            .map_or("any", String::as_str);
+        interruptible == "any" || interruptible == what
+    }
+
+    async fn prompt(&mut self, words: &str, lang: &str) {
+        self.finish_reply();
+        self.line.next_reply();
+        self.awaiting = true;
+        let prompt = json!({"type": "prompt", "voicePrompt": words, "lang": lang, "last": true});
+        self.send(prompt).await;
+    }
+
+    async fn run_step(&mut self, step: &CallerStep, options: &RelayOptions) {
+        let silent = |s: &Self, now: Instant| !s.awaiting && s.line.quiet(now);
+        match step {
+            CallerStep::Say(words) => {
+                self.wait_until(silent).await;
+                self.prompt(words, &options.lang).await;
+            }
+            CallerStep::Press(keys) => {
+                self.wait_until(silent).await;
+                for key in keys.chars() {
+                    self.send(json!({"type": "dtmf", "digit": key.to_string()}))
+                        .await;
+                }
+                if keys.ends_with('#') {
+                    self.finish_reply();
+                    self.line.next_reply();
+                    self.awaiting = true;
+                }
+            }
+            CallerStep::BargeIn { after, words } => {
+                let after = *after;
+                self.wait_until(|s, now| {
+                    silent(s, now) || s.line.reply_started().is_some_and(|at| now >= at + after)
+                })
+                .await;
+                let now = Instant::now();
+                if self.allows("speech") && !self.line.quiet(now) {
+                    let (heard, duration) = self.line.interrupt(now);
+                    self.call.heard.push(heard.clone());
+                    let interrupt = json!({"type": "interrupt", "utteranceUntilInterrupt": heard,
+                        "durationUntilInterruptMs": duration.as_millis() as u64});
+                    self.send(interrupt).await;
+                } else {
+                    self.wait_until(silent).await;
+                }
+                self.prompt(words, &options.lang).await;
+            }
+            CallerStep::Silence(pause) => {
+                let until = Instant::now() + *pause;
+                self.wait_until(|_, now| now >= until).await;
+            }
+            CallerStep::Raw(text) => self.send_text(text.clone()).await,
+            CallerStep::HangUp => {
+                self.wait_until(silent).await;
+                self.closed = true;
+            }
+        }
+    }
+
+    /// After the script: waits for the last reply and `end`, for up to `linger`.
+    async fn linger(&mut self, linger: Duration) {
+        let until = Instant::now() + linger;
+        self.wait_until(|s, now| now >= until || (!s.awaiting && s.line.quiet(now) && s.ended))
+            .await;
+        self.finish_reply();
+    }
+}
+
+/// What Twilio's voice says: pieces of text in order, each spoken from when it arrived or
+/// the previous one ended, at the speaking rate.
+#[derive(Debug)]
+struct Line {
+    /// Time per character.
+    per_char: Duration,
+    /// (start, text, part of a reply) per piece, in order.
+    pieces: Vec<(Instant, String, bool)>,
+    /// Where the current reply's speech began.
+    reply_from: Option<usize>,
+}
+
+impl Line {
+    fn new(rate: f64) -> Self {
+        Self {
+            per_char: Duration::from_secs_f64(1.0 / rate.max(1.0)),
+            pieces: Vec::new(),
+            reply_from: None,
+        }
+    }
+
+    /// When what was queued has been spoken.
+    fn end(&self) -> Option<Instant> {
+        self.pieces
+            .last()
+            .map(|(start, text, _)| *start + self.length(text))
+    }
+
+    fn length(&self, text: &str) -> Duration {
+        self.per_char * u32::try_from(text.chars().count()).unwrap_or(u32::MAX)
+    }
+
+    fn quiet(&self, now: Instant) -> bool {
+        self.end().is_none_or(|end| now >= end)
+    }
+
+    fn speak(&mut self, text: &str, now: Instant, reply: bool) {
+        let start = self.end().map_or(now, |end| end.max(now));
+        if reply && self.reply_from.is_none() {
+            self.reply_from = Some(self.pieces.len());
+        }
+        if !reply {
+            self.reply_from = None;
+        }
+        self.pieces.push((start, text.to_owned(), reply));
+    }
+
+    /// The caller has spoken: the next reply text starts a new reply.
+    fn next_reply(&mut self) {
+        self.reply_from = None;
+    }
+
+    /// When the current reply began to be spoken.
+    fn reply_started(&self) -> Option<Instant> {
+        self.reply_from
+            .and_then(|i| self.pieces.get(i))
+            .map(|(start, _, _)| *start)
+    }
+
+    /// The caller speaks at `now`: what they heard of the current reply (whole words) and for
+    /// how long it played; the rest is not spoken.
+    fn interrupt(&mut self, now: Instant) -> (String, Duration) {
+        let from = self.reply_from.take().unwrap_or(self.pieces.len());
+        let began = self.pieces.get(from).map_or(now, |(start, _, _)| *start);
+        let mut heard = String::new();
+        for (start, text, _) in &self.pieces[from..] {
+            if *start >= now {
+                break;
+            }
+            let chars = (now - *start).as_secs_f64() / self.per_char.as_secs_f64();
+            heard.extend(text.chars().take(chars as usize));
+        }
+        let total: String = self.pieces[from..]
+            .iter()
+            .map(|(_, t, _)| t.as_str())
+            .collect();
+        if total.len() > heard.len() && !total[heard.len()..].starts_with(char::is_whitespace) {
+            let cut = heard.rfind(char::is_whitespace).unwrap_or(0);
+            heard.truncate(cut);
+        }
+        self.pieces.truncate(from);
+        self.pieces.push((now, String::new(), false));
+        (
+            heard.trim().to_owned(),
+            now.saturating_duration_since(began),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interruption_hears_whole_words_spoken_so_far() {
+        let t0 = Instant::now();
+        let mut line = Line::new(10.0); // 100 ms a character
+        line.speak("Hi!", t0, false);
+        line.speak("We are open ", t0, true);
+        line.speak("from eight.", t0 + Duration::from_millis(50), true);
+        let started = line.reply_started().expect("a reply");
+        assert_eq!(started, t0 + Duration::from_millis(300));
+        // 9 characters of the reply: "We are op" → whole words "We are".
+        let (heard, took) = line.interrupt(started + Duration::from_millis(900));
+        assert_eq!(heard, "We are");
+        assert_eq!(took, Duration::from_millis(900));
+        assert!(line.quiet(started + Duration::from_millis(900)));
+    }
+
+    #[test]
+    fn speech_queues_after_what_is_being_said() {
+        let t0 = Instant::now();
+        let mut line = Line::new(10.0);
+        line.speak("abc", t0, true);
+        line.speak("de", t0, true);
+        assert_eq!(line.end(), Some(t0 + Duration::from_millis(500)));
+        assert!(!line.quiet(t0 + Duration::from_millis(499)));
+        assert!(line.quiet(t0 + Duration::from_millis(500)));
+    }
+}
