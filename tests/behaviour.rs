@@ -32,6 +32,7 @@ mod preemptive;
 mod properties;
 mod provider_faults;
 mod record_replay;
+mod relay;
 mod scale_out;
 mod security;
 mod standins;

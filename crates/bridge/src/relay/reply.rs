@@ -90,6 +90,7 @@ impl Replier {
                 events: &replier.events,
                 chunks: replier.chunks,
                 splitter: PhraseSplitter::new(),
+                sent: false,
             };
             let outcome = rounds(
                 &replier.llm,
@@ -127,13 +128,16 @@ struct Sender<'a> {
     chunks: Chunks,
     /// Cuts phrases, with [`Chunks::Phrases`].
     splitter: PhraseSplitter,
+    /// Some text was sent: fixed words after it need a space.
+    sent: bool,
 }
 
 impl Sender<'_> {
-    async fn send(&self, token: String) {
+    async fn send(&mut self, token: String) {
         if token.is_empty() {
             return;
         }
+        self.sent = true;
         let event = ReplyEvent::Text { id: self.id, token };
         let _ = self.events.send(event).await;
     }
@@ -158,7 +162,8 @@ impl Words for Sender<'_> {
     }
 
     async fn say(&mut self, phrase: &str) {
-        self.send(format!(" {phrase} ")).await;
+        let space = if self.sent { " " } else { "" };
+        self.send(format!("{space}{phrase}")).await;
     }
 
     async fn round(&mut self, messages: Vec<ChatMessage>) {

@@ -1,0 +1,339 @@
+//! Relay mode (issue 14): Twilio ConversationRelay listens and speaks, the server answers over
+//! `/relay`. Every call here is made by the ConversationRelay fake (`ivr_sim::relay`): the voice
+//! webhook, the signed socket, a scripted caller, and the `<Connect action>` after `end`.
+
+use crate::support;
+
+use std::time::Duration;
+
+use ivr_bridge::config::{Mode, DEFAULT_GREETING};
+use ivr_bridge::store::CUT_OFF;
+use ivr_bridge::Secret;
+use ivr_sim::relay::{CallerStep, Direction, RelayCall, RelayFake, RelayOptions};
+use ivr_sim::standin::faq;
+use ivr_sim::standin::llm::LlmRequest;
+use support::redis_server::RedisServer;
+use support::{DialTarget, Instruction, TestEnv};
+
+const TRANSFER_TO: &str = "+15557654321";
+const AUTH_TOKEN: &str = "relay-test-token";
+
+/// A relay-mode server on the stand-ins, signing checked; `adjust` changes the rest.
+async fn relay_env(adjust: impl FnOnce(&mut ivr_bridge::Config)) -> TestEnv {
+    TestEnv::start_with(|config| {
+        config.server.mode = Mode::Relay;
+        config.twilio.twilio_auth_token = Some(Secret::new(AUTH_TOKEN));
+        adjust(config);
+    })
+    .await
+}
+
+/// Twilio for `env`, its voice four times as fast as a person's (the tests wait less; an
+/// interruption still hears words in proportion to time). It waits for `end` as long as the
+/// server may wait for a farewell, which it times at a person's pace.
+fn twilio(env: &TestEnv) -> RelayFake {
+    RelayFake {
+        twilio: env.twilio(),
+        webhook: format!("{}/", env.http_url()),
+        options: RelayOptions {
+            speaking_rate: 60.0,
+            linger: ivr_bridge::relay::session::FAREWELL_LIMIT + Duration::from_secs(2),
+            ..RelayOptions::default()
+        },
+    }
+}
+
+fn say(words: &str) -> CallerStep {
+    CallerStep::Say(words.to_owned())
+}
+
+async fn call(env: &TestEnv, call_sid: &str, script: &[CallerStep]) -> RelayCall {
+    let call = twilio(env).call(call_sid, script).await;
+    let call = call.unwrap_or_else(|e| panic!("{e}"));
+    assert!(call.refused.is_empty(), "{:?}", call.refused);
+    call
+}
+
+/// The `(role, content)` pairs of a model request, without the system prompt.
+fn conversation(request: &LlmRequest) -> Vec<(String, String)> {
+    request.messages[1..].to_vec()
+}
+
+fn pair(role: &str, content: &str) -> (String, String) {
+    (role.to_owned(), content.to_owned())
+}
+
+/// The server's `text` messages, parsed, in order.
+fn texts(call: &RelayCall) -> Vec<(String, bool)> {
+    call.transcript
+        .iter()
+        .filter(|e| e.direction == Direction::FromServer)
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.text).ok())
+        .filter(|v| v["type"] == "text")
+        .map(|v| {
+            let token = v["token"].as_str().unwrap_or_default().to_owned();
+            (token, v["last"].as_bool().unwrap_or_default())
+        })
+        .collect()
+}
+
+async fn metrics(env: &TestEnv) -> String {
+    let url = format!("{}/metrics", env.http_url());
+    let response = reqwest::get(url).await.expect("scrape");
+    response.text().await.expect("metrics")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_conversation_through_conversation_relay() {
+    let env = relay_env(|_| {}).await;
+    let script = [
+        say("What are your opening hours?"),
+        say("Are you open on weekends?"),
+        CallerStep::HangUp,
+    ];
+    let call = call(&env, "CArelay0001", &script).await;
+
+    // The TwiML: <Connect action="…/stream_ended"><ConversationRelay …/>, every attribute set.
+    let relay = &call.relay;
+    let attr = |name: &str| relay.get(name).map(String::as_str);
+    assert_eq!(
+        attr("url"),
+        Some(format!("ws://{}/relay", env.server).as_str())
+    );
+    assert_eq!(attr("welcomeGreeting"), Some(DEFAULT_GREETING));
+    assert_eq!(attr("interruptible"), Some("any"));
+    assert_eq!(attr("welcomeGreetingInterruptible"), Some("any"));
+    assert_eq!(attr("dtmfDetection"), Some("true"));
+    assert_eq!(attr("language"), Some("en-US"));
+    assert_eq!(attr("ttsProvider"), Some("ElevenLabs"));
+    assert_eq!(attr("transcriptionProvider"), Some("Deepgram"));
+    assert_eq!(attr("speechModel"), Some("nova-3-general"));
+    let action = call.action.as_deref().expect("a <Connect action>");
+    assert!(action.ends_with("/stream_ended"), "{action}");
+
+    // Each answer streamed back as text, `last` only at its end.
+    assert_eq!(call.replies, [faq::HOURS, faq::WEEKEND]);
+    let texts = texts(&call);
+    let lasts: Vec<usize> = (0..texts.len()).filter(|&i| texts[i].1).collect();
+    assert_eq!(lasts.len(), 2, "{texts:?}");
+    assert_eq!(lasts[1], texts.len() - 1);
+    assert!(texts.len() > 4, "tokens, not whole replies: {texts:?}");
+
+    // The second question was asked with the first exchange, and the tools.
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests[1].body["tools"].to_string().contains("end_call"));
+    assert_eq!(
+        conversation(&requests[1]),
+        [
+            pair("user", "What are your opening hours?"),
+            pair("assistant", faq::HOURS),
+            pair("user", "Are you open on weekends?"),
+        ]
+    );
+    assert!(requests[0].messages[0].1.contains(DEFAULT_GREETING));
+
+    // The caller hung up: Twilio's <Connect action> hangs up; the session was a call.
+    let after = call.after.expect("the <Connect action> was requested");
+    assert_eq!(after.instructions, [Instruction::Hangup]);
+    assert!(
+        support::eventually(Duration::from_secs(5), || env.state.live_calls() == 0).await,
+        "the session ended"
+    );
+    let metrics = metrics(&env).await;
+    assert!(metrics.contains("ivr_bridge_turns_total 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("ivr_bridge_turn_latency_seconds_count 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ivr_bridge_calls_total{outcome=\"socket_closed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interruption_keeps_what_the_caller_heard() {
+    let env = relay_env(|_| {}).await;
+    let script = [
+        say("How do I get to the hospital?"),
+        CallerStep::BargeIn {
+            after: Duration::from_millis(1500),
+            words: "What are your opening hours?".into(),
+        },
+        CallerStep::HangUp,
+    ];
+    let call = call(&env, "CArelay0002", &script).await;
+    let heard = call.heard.first().expect("the caller interrupted");
+    assert!(
+        heard.split_whitespace().count() >= 3 && faq::DIRECTIONS.starts_with(heard.as_str()),
+        "heard {heard:?}"
+    );
+    assert!(heard.len() < faq::DIRECTIONS.len());
+    assert_eq!(call.replies.last().map(String::as_str), Some(faq::HOURS));
+
+    // The next question carries what Twilio said was heard, cut off, as the assistant's turn.
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        conversation(&requests[1]),
+        [
+            pair("user", "How do I get to the hospital?"),
+            pair("assistant", &format!("{heard}{CUT_OFF}")),
+            pair("user", "What are your opening hours?"),
+        ]
+    );
+    let metrics = metrics(&env).await;
+    assert!(
+        metrics.contains("ivr_bridge_barge_ins_total 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keypad_digits_go_to_the_model_at_the_hash() {
+    let env = relay_env(|_| {}).await;
+    let script = [CallerStep::Press("4*12#".into()), CallerStep::HangUp];
+    let call = call(&env, "CArelay0003", &script).await;
+    let requests = env.llm.requests();
+    assert_eq!(requests.len(), 1);
+    let (role, content) = requests[0].messages.last().expect("a message").clone();
+    assert_eq!(
+        (role.as_str(), content.as_str()),
+        ("user", "The caller pressed: 1 2")
+    );
+    assert_eq!(call.replies.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_assistant_ends_the_call_through_stream_ended() {
+    let env = relay_env(|_| {}).await;
+    let call = call(
+        &env,
+        "CArelay0004",
+        &[say("Thank you, that is all. Goodbye.")],
+    )
+    .await;
+    assert_eq!(call.replies, [faq::GOODBYE]);
+    let handoff = call.handoff.as_deref().expect("the server sent end");
+    let handoff: serde_json::Value = serde_json::from_str(handoff).expect("handoffData is JSON");
+    assert_eq!(handoff["reason"], "ended");
+    // `end` came after the farewell's last text.
+    let from_server: Vec<&str> = call
+        .transcript
+        .iter()
+        .filter(|e| e.direction == Direction::FromServer)
+        .map(|e| e.text.as_str())
+        .collect();
+    assert!(
+        from_server.last().is_some_and(|m| m.contains("\"end\"")),
+        "{from_server:?}"
+    );
+    let after = call.after.expect("the <Connect action> was requested");
+    assert!(after.requests[0].0.ends_with("/stream_ended"), "{after:?}");
+    assert_eq!(after.instructions, [Instruction::Hangup]);
+    assert!(support::eventually(Duration::from_secs(5), || env.state.live_calls() == 0).await);
+    let metrics = metrics(&env).await;
+    assert!(
+        metrics.contains("ivr_bridge_calls_total{outcome=\"assistant_ended\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_dials_through_stream_ended() {
+    let env = relay_env(|config| {
+        config.tools = ivr_bridge::Config::builder()
+            .set("DEEPGRAM_API_KEY", "unused")
+            .set("MISTRAL_API_KEY", "unused")
+            .set("TRANSFER_TO", TRANSFER_TO)
+            .build()
+            .expect("tools settings")
+            .tools;
+    })
+    .await;
+    let call = call(
+        &env,
+        "CArelay0005",
+        &[say("Can I talk to a person, please?")],
+    )
+    .await;
+    assert_eq!(
+        call.replies,
+        [ivr_bridge::tools::DEFAULT_TRANSFER_PHRASE],
+        "the transfer phrase, as the model said nothing"
+    );
+    let handoff = call.handoff.as_deref().expect("the server sent end");
+    let handoff: serde_json::Value = serde_json::from_str(handoff).expect("handoffData is JSON");
+    assert_eq!(handoff["reason"], "transferred");
+    let after = call.after.expect("the <Connect action> was requested");
+    let Instruction::Dial { target, .. } = &after.instructions[0] else {
+        panic!("no dial: {after:?}")
+    };
+    assert_eq!(target, &DialTarget::Number(TRANSFER_TO.into()));
+    assert_eq!(after.instructions.last(), Some(&Instruction::Hangup));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_spoils_nothing_beside_a_good_call() {
+    let env = relay_env(|_| {}).await;
+    let good = [say("What are your opening hours?"), CallerStep::HangUp];
+    let bad = [
+        CallerStep::Raw("not json at all".into()),
+        CallerStep::Raw(r#"{"type":"prompt"}"#.into()),
+        CallerStep::Raw(r#"{"type":"mystery","x":1}"#.into()),
+        CallerStep::Raw("{\"type\":\"interrupt\",\"durationUntilInterruptMs\":[1]}".into()),
+        say("When can I visit my mother?"),
+        CallerStep::HangUp,
+    ];
+    let (good, bad) = tokio::join!(
+        call(&env, "CArelay0006", &good),
+        call(&env, "CArelay0007", &bad)
+    );
+    assert_eq!(good.replies, [faq::HOURS]);
+    assert_eq!(bad.replies, [faq::VISITING], "the bad session went on");
+    assert_eq!(env.llm.requests().len(), 2);
+
+    // Without a valid signature the handshake is refused before any session starts.
+    let url = format!("ws://{}/relay", env.server);
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(refused.is_err(), "an unsigned handshake was accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_a_call_history_through_redis() {
+    let redis = RedisServer::start().await;
+    let shared = |config: &mut ivr_bridge::Config| {
+        config.store = ivr_bridge::Config::builder()
+            .set("DEEPGRAM_API_KEY", "unused")
+            .set("MISTRAL_API_KEY", "unused")
+            .set("REDIS_URL", redis.url())
+            .build()
+            .expect("store settings")
+            .store;
+    };
+    let a = relay_env(shared).await;
+    let b = relay_env(shared).await;
+    let first = [say("What are your opening hours?"), CallerStep::HangUp];
+    let on_a = call(&a, "CArelay0008", &first).await;
+    assert_eq!(on_a.replies, [faq::HOURS]);
+    assert!(
+        support::eventually(Duration::from_secs(5), || a.state.live_calls() == 0).await,
+        "A's session ended, its exchanges written"
+    );
+
+    let second = [say("Are you open on weekends?"), CallerStep::HangUp];
+    let on_b = call(&b, "CArelay0008", &second).await;
+    assert_eq!(on_b.replies, [faq::WEEKEND]);
+    let requests = b.llm.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        conversation(&requests[0]),
+        [
+            pair("user", "What are your opening hours?"),
+            pair("assistant", faq::HOURS),
+            pair("user", "Are you open on weekends?"),
+        ],
+        "B continued the conversation A began"
+    );
+}
