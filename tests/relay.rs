@@ -337,3 +337,98 @@ async fn two_instances_share_a_call_history_through_redis() {
         "B continued the conversation A began"
     );
 }
+
+/// Token by token or phrase by phrase: the time from a turn to its first `text`, with the
+/// Mistral stand-in at its default pace (first piece at 250 ms, the last at 600 ms). A
+/// measurement, not a check of speed: run it with
+/// `cargo test --test behaviour relay::first_text -- --ignored --nocapture`. It fails only if
+/// the two ways send different words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; prints the numbers the relay module's notes quote"]
+async fn first_text_tokens_against_phrases() {
+    use ivr_bridge::relay::reply::{Chunks, Replier, ReplyEvent};
+    use ivr_bridge::relay::session::ReplyId;
+    use ivr_sim::standin::{Delays, LlmStandIn, Setup};
+    use std::sync::Arc;
+    use tokio::time::Instant;
+
+    let delays = Delays::default();
+    let setup = Setup::recording(support::MISTRAL_KEY);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (llm, _) = LlmStandIn::start(&setup, (delays.llm_first_token, delays.llm_total), &cancel)
+        .await
+        .expect("the LLM stand-in starts");
+    let config = ivr_bridge::Config::builder()
+        .set("MISTRAL_API_KEY", support::MISTRAL_KEY)
+        .set("MODE", "relay")
+        .set("MISTRAL_API_URL", llm.url())
+        .build()
+        .expect("config");
+    let http = reqwest::Client::new();
+    let metrics = Arc::new(ivr_bridge::metrics::Metrics::new());
+    let mistral = ivr_bridge::llm::mistral::Mistral::new(
+        http.clone(),
+        &config.llm,
+        Secret::new(support::MISTRAL_KEY),
+    );
+    let toolbox = Arc::new(ivr_bridge::tools::Toolbox::new(
+        &config.tools,
+        http,
+        metrics.clone(),
+    ));
+    let tools = Arc::new(ivr_bridge::tools::stream::CallTools {
+        toolbox,
+        call_sid: "CAmeasure".into(),
+        transfer_phrase: String::new(),
+        fallback: "Sorry?".into(),
+    });
+    let messages = |question: &str| {
+        vec![
+            ivr_bridge::llm::ChatMessage::new(ivr_bridge::llm::Role::System, "Be brief."),
+            ivr_bridge::llm::ChatMessage::new(ivr_bridge::llm::Role::User, question),
+        ]
+    };
+    for question in [
+        "What are your opening hours?",
+        "How do I get to the hospital?",
+    ] {
+        let mut words = Vec::new();
+        for chunks in [Chunks::Tokens, Chunks::Phrases] {
+            let (events, mut rx) = tokio::sync::mpsc::channel(64);
+            let replier = Replier {
+                llm: mistral.clone(),
+                tools: tools.clone(),
+                metrics: metrics.clone(),
+                chunks,
+                events,
+            };
+            let mut firsts = Vec::new();
+            let mut text = String::new();
+            for n in 0..20 {
+                text.clear();
+                let asked = Instant::now();
+                replier.spawn(ReplyId(n), messages(question), cancel.child_token());
+                let mut first = None;
+                while let Some(event) = rx.recv().await {
+                    match event {
+                        ReplyEvent::Text { token, .. } => {
+                            first.get_or_insert_with(|| asked.elapsed());
+                            text.push_str(&token);
+                        }
+                        ReplyEvent::Done { .. } => break,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                firsts.push(first.expect("some text"));
+            }
+            firsts.sort();
+            println!(
+                "{question:32} {chunks:?}: first text p50 {:?}, p90 {:?}",
+                firsts[firsts.len() / 2],
+                firsts[firsts.len() * 9 / 10]
+            );
+            words.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        assert_eq!(words[0], words[1], "both ways send the same words");
+    }
+}
