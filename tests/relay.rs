@@ -338,6 +338,41 @@ async fn two_instances_share_a_call_history_through_redis() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_refuses_new_sessions_and_ends_the_last_ones_at_its_timeout() {
+    let env = relay_env(|config| config.server.drain_timeout = Duration::from_millis(500)).await;
+    let state = env.state.clone();
+    let fake = twilio(&env);
+    let script = [
+        say("What are your opening hours?"),
+        CallerStep::Silence(Duration::from_secs(30)),
+    ];
+    let session = tokio::spawn(async move { fake.call("CArelay0009", &script).await });
+    let answered = support::eventually(Duration::from_secs(10), || {
+        env.llm.requests().len() == 1 && state.live_calls() == 1
+    })
+    .await;
+    assert!(answered, "the session is on");
+    let late = twilio(&env);
+    let stopped = tokio::spawn(env.shutdown(Duration::from_secs(10)));
+    assert!(support::eventually(Duration::from_secs(5), || state.is_draining()).await);
+    let refused = late.call("CArelay0010", &[CallerStep::HangUp]).await;
+    assert!(refused.is_err(), "a new call was taken while draining");
+
+    let call = session.await.expect("the session task").expect("the call");
+    assert_eq!(call.replies, [faq::HOURS]);
+    let handoff = call
+        .handoff
+        .as_deref()
+        .expect("the server ended the session");
+    assert!(handoff.contains("server_shutdown"), "{handoff}");
+    assert!(
+        stopped.await.expect("the drain"),
+        "the server stopped in time"
+    );
+    assert_eq!(state.live_calls(), 0);
+}
+
 /// Token by token or phrase by phrase: the time from a turn to its first `text`, with the
 /// Mistral stand-in at its default pace (first piece at 250 ms, the last at 600 ms). A
 /// measurement, not a check of speed: run it with

@@ -63,7 +63,7 @@ impl Wire {
                     return None;
                 }
                 Ok(Err(_)) => return None,
-                Ok(Ok(Inbound::Setup(setup))) => return Some(setup),
+                Ok(Ok(Inbound::Setup(setup))) => return Some(*setup),
                 Ok(Ok(other)) => {
                     tracing::warn!(kind = other.kind(), "message before setup skipped")
                 }

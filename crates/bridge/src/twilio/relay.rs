@@ -13,8 +13,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Inbound {
-    /// The first message: who the call is.
-    Setup(Setup),
+    /// The first message: who the call is (boxed: it is the largest, and comes once).
+    Setup(Box<Setup>),
     /// What the caller said (Twilio's transcript).
     Prompt(Prompt),
     /// The caller pressed a key (with `dtmfDetection`).
