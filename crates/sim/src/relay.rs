@@ -52,6 +52,9 @@ pub enum CallerStep {
     Raw(String),
     /// Once the assistant is silent, hang up: Twilio closes the socket.
     HangUp,
+    /// Once the assistant is silent, the session fails while the call stays up: Twilio closes
+    /// the socket and requests the `<Connect action>` with `SessionStatus=failed`.
+    SessionFails,
 }
 
 /// How the fake behaves.
@@ -196,6 +199,7 @@ impl RelayFake {
             current: String::new(),
             ended: false,
             closed: false,
+            failed: false,
         };
         session.send(setup(call_sid, &session_id)).await;
         let greeting = session.call.relay.get("welcomeGreeting").cloned();
@@ -210,12 +214,16 @@ impl RelayFake {
         }
         session.linger(self.options.linger).await;
         let duration = started.elapsed().as_secs();
-        let ended = session.ended;
+        let (ended, failed) = (session.ended, session.failed);
         let _ = session.socket.close(None).await;
         let mut call = session.call;
         if let Some(action) = call.action.clone() {
             let action = resolve(&self.webhook, &action);
-            let status = if ended { "ended" } else { "completed" };
+            let status = match (ended, failed) {
+                (true, _) => "ended",
+                (false, true) => "failed",
+                (false, false) => "completed",
+            };
             let mut extra = vec![
                 ("SessionId".to_owned(), session_id),
                 ("SessionStatus".to_owned(), status.to_owned()),
@@ -224,7 +232,11 @@ impl RelayFake {
             if let Some(handoff) = &call.handoff {
                 extra.push(("HandoffData".to_owned(), handoff.clone()));
             }
-            if !ended {
+            if failed {
+                extra.push(("ErrorCode".to_owned(), "64105".to_owned()));
+                let message = "WebSocket connection closed".to_owned();
+                extra.push(("ErrorMessage".to_owned(), message));
+            } else if !ended {
                 extra.push(("CallStatus".to_owned(), "completed".to_owned()));
             }
             let after = self
@@ -299,8 +311,10 @@ struct Session {
     current: String,
     /// The server sent `end`.
     ended: bool,
-    /// The server closed the socket.
+    /// The socket is closed (by the server, or the caller hung up).
     closed: bool,
+    /// The session failed with the call still up.
+    failed: bool,
 }
 
 impl Session {
@@ -456,6 +470,11 @@ impl Session {
             CallerStep::HangUp => {
                 self.wait_until(silent).await;
                 self.closed = true;
+            }
+            CallerStep::SessionFails => {
+                self.wait_until(silent).await;
+                self.closed = true;
+                self.failed = true;
             }
         }
     }

@@ -243,8 +243,8 @@ impl Relay {
             let deadline = self.session.next_deadline();
             tokio::select! {
                 () = self.services.shutdown.cancelled() => {
-                    let handoff = session::handoff(&Step::Continue);
-                    self.wire.send(&Outbound::End { handoff_data: handoff }).await;
+                    let handoff_data = session::SHUTDOWN_HANDOFF.to_owned();
+                    self.wire.send(&Outbound::End { handoff_data }).await;
                     break EndReason::ServerShutdown;
                 }
                 received = self.wire.receive() => match received {

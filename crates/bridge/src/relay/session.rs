@@ -401,11 +401,14 @@ impl Session {
 pub fn handoff(step: &Step) -> String {
     match step {
         Step::Transfer { reason } => json!({"reason": "transferred", "why": reason}),
-        Step::End => json!({"reason": "ended"}),
-        Step::Continue => json!({"reason": "server_shutdown"}),
+        Step::End | Step::Continue => json!({"reason": "ended"}),
     }
     .to_string()
 }
+
+/// The `end` message's `handoffData` when the server ends a session at the end of a drain:
+/// `/stream_ended` (on any instance) then hangs up.
+pub const SHUTDOWN_HANDOFF: &str = r#"{"reason":"server_shutdown"}"#;
 
 #[cfg(test)]
 mod tests;
