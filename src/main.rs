@@ -228,12 +228,16 @@ fn ask_for_missing_keys(args: &mut Config) {
         return;
     }
     let transcribing = args.server.transcribe || args.server.mode == Mode::Transcribe;
+    let relaying = args.server.relay || args.server.mode == Mode::Relay;
     for (var, key) in [
         ("DEEPGRAM_API_KEY", &mut args.keys.deepgram_api_key),
         ("MISTRAL_API_KEY", &mut args.keys.mistral_api_key),
     ] {
-        if key.as_ref().is_some_and(|k| !k.is_empty()) || (transcribing && var == "MISTRAL_API_KEY")
-        {
+        let unneeded = match var {
+            "MISTRAL_API_KEY" => transcribing,
+            _ => relaying,
+        };
+        if key.as_ref().is_some_and(|k| !k.is_empty()) || unneeded {
             continue;
         }
         let prompt = format!("{var} is not set. Paste it (not shown, used for this run only): ");
@@ -440,6 +444,7 @@ const EXIT_REPLAY_FAILED: u8 = 3;
 fn tool_config(mut serve: Config) -> Result<Config, ExitCode> {
     serve.server.mode = Mode::Converse;
     serve.server.transcribe = false;
+    serve.server.relay = false;
     let config = serve.validated().map_err(|err| {
         eprintln!("error: {err}");
         ExitCode::from(EXIT_USAGE)

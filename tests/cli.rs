@@ -67,6 +67,25 @@ fn an_invalid_value_is_named_in_one_line_without_the_keys() {
 }
 
 #[test]
+fn relay_mode_needs_only_the_mistral_key_and_names_a_bad_relay_setting() {
+    let mistral = [("MISTRAL_API_KEY", "mi-very-secret")];
+    one_line_error(&run(&[], &["serve", "--relay"]), "MISTRAL_API_KEY");
+    for (var, value) in [
+        ("RELAY_INTERRUPTIBLE", "sometimes"),
+        ("RELAY_TTS_PROVIDER", "polly"),
+        ("RELAY_TRANSCRIPTION_PROVIDER", "whisper"),
+    ] {
+        let mut vars = mistral.to_vec();
+        vars.push((var, value));
+        let line = one_line_error(&run(&vars, &["serve", "--relay"]), var);
+        assert!(!line.contains("very-secret"), "{line}");
+        let mut vars = vars.clone();
+        vars.push(("MODE", "relay"));
+        one_line_error(&run(&vars, &[]), var);
+    }
+}
+
+#[test]
 fn help_lists_the_settings_and_exits_zero() {
     let output = run(&[], &["serve", "--help"]);
     assert_eq!(output.status.code(), Some(0));
