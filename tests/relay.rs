@@ -344,6 +344,30 @@ async fn two_instances_share_a_call_history_through_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_failure_says_the_fallback_and_the_call_goes_on() {
+    let env = relay_env(|_| {}).await;
+    // The request and its one retry fail; the next turn is answered.
+    env.llm
+        .fail_next(2, axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let script = [
+        say("What are your opening hours?"),
+        say("What are your opening hours?"),
+        CallerStep::HangUp,
+    ];
+    let call = call(&env, "CArelay0011", &script).await;
+    assert_eq!(
+        call.replies,
+        [ivr_bridge::config::DEFAULT_FALLBACK_PHRASE, faq::HOURS]
+    );
+    let metrics = metrics(&env).await;
+    assert!(
+        metrics
+            .contains("ivr_bridge_provider_errors_total{provider=\"mistral\",kind=\"http_500\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_refuses_new_sessions_and_ends_the_last_ones_at_its_timeout() {
     let env = relay_env(|config| config.server.drain_timeout = Duration::from_millis(500)).await;
     let state = env.state.clone();

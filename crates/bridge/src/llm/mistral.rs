@@ -51,6 +51,16 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// The kind of failure, as the `kind` label of the provider errors counter.
+    pub fn kind(&self) -> String {
+        match self {
+            LlmError::Status { status, .. } => format!("http_{}", status.as_u16()),
+            LlmError::Timeout(_) => "timeout".into(),
+            LlmError::Http(_) => "connection".into(),
+            _ => "bad_response".into(),
+        }
+    }
+
     /// Worth one more try: rate limited, a server-side failure, or the connection failed.
     fn is_retryable(&self) -> bool {
         match self {

@@ -337,13 +337,9 @@ impl Relay {
 
     /// A reply failed: counted and reported; the caller hears the fallback phrase.
     fn on_failed(&mut self, id: ReplyId, error: &LlmError, now: Instant) -> Vec<Action> {
-        let kind = match error {
-            LlmError::Status { status, .. } => format!("http_{}", status.as_u16()),
-            LlmError::Timeout(_) => "timeout".into(),
-            LlmError::Http(_) => "connection".into(),
-            _ => "bad_response".into(),
-        };
-        self.services.metrics.provider_error("mistral", &kind);
+        self.services
+            .metrics
+            .provider_error("mistral", &error.kind());
         tracing::error!(reply = id.0, %error, "reply failed; the caller hears the fallback phrase");
         self.publish(CallEvent::Problem {
             what: format!("reply {} failed: {error}", id.0),

@@ -139,12 +139,7 @@ impl ReplyError {
     /// The provider and the kind of failure, as metric labels.
     pub fn kind(&self) -> (&'static str, String) {
         match self {
-            ReplyError::Llm(LlmError::Status { status, .. }) => {
-                ("mistral", format!("http_{}", status.as_u16()))
-            }
-            ReplyError::Llm(LlmError::Timeout(_)) => ("mistral", "timeout".into()),
-            ReplyError::Llm(LlmError::Http(_)) => ("mistral", "connection".into()),
-            ReplyError::Llm(_) => ("mistral", "bad_response".into()),
+            ReplyError::Llm(err) => ("mistral", err.kind()),
             ReplyError::Tts(TtsError::Status { status, .. }) => {
                 ("deepgram_tts", format!("http_{}", status.as_u16()))
             }
