@@ -25,8 +25,10 @@ pub mod recognizer;
 pub mod stt;
 mod stt_conn;
 mod stt_record;
+mod stt_shared;
 pub mod tts;
 mod tts_body;
+mod tts_shared;
 pub mod voice;
 pub mod wire;
 
