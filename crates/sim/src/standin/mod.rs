@@ -14,6 +14,7 @@ pub mod faq;
 pub mod flux;
 mod flux_conn;
 mod flux_query;
+mod frames;
 pub mod hooks;
 pub mod llm;
 pub mod llm_order;
