@@ -148,12 +148,7 @@ async fn start_of_turn_clears_a_playing_reply_before_any_words() {
     );
 
     // What follows the clear is exactly the reply to the interruption, a turn of its own.
-    let after_clear: Vec<u8> = log
-        .media
-        .iter()
-        .filter(|f| f.at > clear.at)
-        .flat_map(|f| f.bytes.iter().copied())
-        .collect();
+    let after_clear = log.media_after(clear.at);
     assert_eq!(after_clear, spoken(&reply_phrases(WEEKEND)));
     let requests = env.llm.requests();
     assert_eq!(requests.len(), 2);
@@ -214,12 +209,7 @@ async fn a_noise_over_the_reply_clears_it_then_it_resumes_with_no_new_turn() {
     assert_eq!(log.clears.len(), 1, "one clear");
     let clear = &log.clears[0];
     assert!(clear.at < end_of_turn, "cleared before the turn's end");
-    let after: Vec<u8> = log
-        .media
-        .iter()
-        .filter(|f| f.at > clear.at)
-        .flat_map(|f| f.bytes.iter().copied())
-        .collect();
+    let after = log.media_after(clear.at);
     assert!(!after.is_empty(), "the reply resumed");
     let phrases = reply_phrases(DIRECTIONS);
     let resumed = phrases.iter().position(|p| {
