@@ -64,10 +64,7 @@ async fn an_uh_huh_over_the_answer_clears_it_then_the_answer_resumes() {
     assert!(clear.dropped_bytes > 0, "the clear cut audio still queued");
     let stt = &env.stt.connections()[0];
     let words = stt
-        .sent
-        .iter()
-        .filter(|s| s.msg["type"] == "Results" && !transcript(&s.msg).is_empty())
-        .find(|s| s.at >= log.at(uh_huh.start_ms))
+        .first_words_after(log.at(uh_huh.start_ms))
         .expect("the recogniser heard the uh-huh");
     assert_eq!(transcript(&words.msg), uh_huh.text);
     assert!(clear.at >= words.at, "clear before the caller spoke?");
@@ -102,12 +99,7 @@ async fn an_uh_huh_over_the_answer_clears_it_then_the_answer_resumes() {
         assert_eq!(mark.name, format!("reply-2.{index}.1"), "take 1 of reply 2");
         assert!(!mark.discarded, "the resumed phrases played: {mark:?}");
     }
-    let after: Vec<u8> = log
-        .media
-        .iter()
-        .filter(|f| f.at > clear.at)
-        .flat_map(|f| f.bytes.iter().copied())
-        .collect();
+    let after = log.media_after(clear.at);
     assert_eq!(after, spoken(&phrases[from..]));
     assert!(
         log.heard().ends_with(&after),

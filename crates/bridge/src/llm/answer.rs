@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::mistral::LlmError;
+use super::error::LlmError;
 use super::sse::SseParser;
 use super::tools::{calls_of_message, CallAssembler, ToolRequest};
 

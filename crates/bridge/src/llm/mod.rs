@@ -1,6 +1,7 @@
 //! The language model that writes the assistant's replies.
 
 mod answer;
+mod error;
 pub mod history;
 pub mod mistral;
 pub mod sse;

@@ -16,6 +16,24 @@ pub enum Dir {
     Out,
 }
 
+/// What a recording carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A Media Stream: Twilio's messages with the audio both ways, and a WAV beside them.
+    #[default]
+    Stream,
+    /// A ConversationRelay session: text messages both ways, no audio and no WAV.
+    Relay,
+}
+
+impl Transport {
+    /// Whether this is a Media Stream (the default, left out of sidecars).
+    pub fn is_stream(&self) -> bool {
+        *self == Self::Stream
+    }
+}
+
 /// One line of a `.jsonl` recording.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct RecordedLine {
@@ -61,8 +79,11 @@ pub struct Sidecar {
     /// The `callSid` of the `start` message.
     #[serde(default)]
     pub call_sid: String,
-    /// The `streamSid` of every message.
+    /// The `streamSid` of every message (a relay session's `sessionId`).
     pub stream_sid: String,
+    /// A Media Stream (the default) or a ConversationRelay session.
+    #[serde(default, skip_serializing_if = "Transport::is_stream")]
+    pub transport: Transport,
     /// Offset of the last line, ms.
     pub duration_ms: u64,
     /// What the caller says, in order.

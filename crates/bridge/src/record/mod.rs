@@ -1,9 +1,10 @@
-//! `RECORD_DIR`: every Media Stream call saved when it ends, as a fixture a test can replay.
+//! `RECORD_DIR`: every Media Stream call (and ConversationRelay session) saved when it ends, as
+//! a fixture a test can replay.
 //!
 //! The call task and the socket writer hand each raw Twilio message (and the call's events) to
 //! the call's [`Tap`], which only `try_send`s into a bounded queue. A recording task per call
 //! writes the fixture lines to a temporary file as they come and, when the call ends, renames it
-//! into place beside the sidecar and the two-channel WAV (each written to a temporary file and
+//! into place beside the sidecar and, for a Media Stream, the two-channel WAV (each written to a temporary file and
 //! renamed, so a reader never sees half a file). When the disk cannot keep up, the queue fills,
 //! and that call's recording is dropped with a warning; the call itself never waits.
 
@@ -25,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::events::CallEvent;
 use crate::twilio::stream::Copier;
 use call::CallRecording;
-use format::{Dir, RecordedSettings};
+use format::{Dir, RecordedSettings, Transport};
 
 /// Messages and events a call may have waiting for its recording task: about 5 s of a call's
 /// traffic (50 frames a second each way). A disk slower than that loses the recording.
@@ -105,6 +106,16 @@ impl Recorder {
     /// Starts recording a socket that opened at `opened`; the recording is kept when the call
     /// started and every [`Tap`] is gone, unless it was dropped on the way.
     pub fn open(&self, opened: Instant) -> Tap {
+        self.open_transport(opened, Transport::Stream)
+    }
+
+    /// Like [`Recorder::open`] for a ConversationRelay session: its text messages and the
+    /// sidecar are kept; there is no audio, so no WAV.
+    pub fn open_relay(&self, opened: Instant) -> Tap {
+        self.open_transport(opened, Transport::Relay)
+    }
+
+    fn open_transport(&self, opened: Instant, transport: Transport) -> Tap {
         let (tx, rx) = mpsc::channel(self.queue);
         let dropped = Arc::new(AtomicBool::new(false));
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +128,7 @@ impl Recorder {
             settings: self.settings.clone(),
             dropped: dropped.clone(),
             recording: CallRecording::new(opened),
+            transport,
             wall: SystemTime::now(),
             number: n,
         };
@@ -217,6 +229,8 @@ struct Task {
     settings: RecordedSettings,
     dropped: Arc<AtomicBool>,
     recording: CallRecording,
+    /// A Media Stream (three files) or a relay session (no WAV).
+    transport: Transport,
     /// When the socket opened, for the file name and the sidecar.
     wall: SystemTime,
     /// This recording's number in this process, to tell apart recordings of the same call.
@@ -285,7 +299,7 @@ impl Task {
         out.into_inner().sync_all().await.map_err(io(&self.temp))
     }
 
-    /// Puts the three files in place; returns the fixture's path.
+    /// Puts the files in place (no WAV for a relay session); returns the fixture's path.
     async fn finish(&mut self) -> Result<PathBuf, WriteError> {
         let call_sid = self.recording.started().map_or("", |(c, _)| c);
         let call_sid: String = call_sid
@@ -303,19 +317,23 @@ impl Task {
             name.push_str(&format!("-{}", self.number));
         }
         let jsonl = self.dir.join(format!("{name}.jsonl"));
-        let sidecar = self
+        let mut sidecar = self
             .recording
             .sidecar(&name, &utc::rfc3339(self.wall), &self.settings);
+        sidecar.transport = self.transport;
         let sidecar = serde_json::to_vec_pretty(&sidecar).map_err(|e| WriteError {
             path: jsonl.with_extension("json"),
             source: e.into(),
         })?;
-        let recording = std::mem::replace(&mut self.recording, CallRecording::new(Instant::now()));
-        let wav = recording.wav().map_err(|source| WriteError {
-            path: jsonl.with_extension("wav"),
-            source,
-        })?;
-        write_atomically(&jsonl.with_extension("wav"), &wav).await?;
+        if self.transport == Transport::Stream {
+            let recording =
+                std::mem::replace(&mut self.recording, CallRecording::new(Instant::now()));
+            let wav = recording.wav().map_err(|source| WriteError {
+                path: jsonl.with_extension("wav"),
+                source,
+            })?;
+            write_atomically(&jsonl.with_extension("wav"), &wav).await?;
+        }
         write_atomically(&jsonl.with_extension("json"), &sidecar).await?;
         tokio::fs::rename(&self.temp, &jsonl)
             .await
@@ -379,6 +397,42 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert!(left.is_empty(), "nothing is kept: {left:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_relay_session_keeps_its_text_and_sidecar_without_a_wav() {
+        let dir = std::env::temp_dir().join(format!("ivr-rec-relay-{}", std::process::id()));
+        check_dir(&dir).unwrap();
+        let recorder = Recorder::new(dir.clone(), settings());
+        let tap = recorder.open_relay(Instant::now());
+        tap.inbound(&Utf8Bytes::from_static(
+            r#"{"type":"setup","sessionId":"VX1","callSid":"CA9"}"#,
+        ));
+        tap.event(CallEvent::Started {
+            call_sid: "CA9".into(),
+            stream_sid: "VX1".into(),
+        });
+        tap.outbound(&Utf8Bytes::from_static(
+            r#"{"type":"text","token":"Hi.","last":true}"#,
+        ));
+        drop(tap);
+        recorder.finish(std::time::Duration::from_secs(5)).await;
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let sidecar = std::fs::read_to_string(dir.join(&names[0])).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(names.len(), 2, "{names:?}");
+        let sidecar: format::Sidecar = serde_json::from_str(&sidecar).unwrap();
+        assert_eq!(sidecar.transport, Transport::Relay);
+        assert_eq!(sidecar.stream_sid, "VX1");
+        assert!(
+            names[0].starts_with("CA9_") && names[0].ends_with(".json"),
+            "{names:?}"
+        );
+        assert!(names[1].ends_with(".jsonl"), "{names:?}");
     }
 
     #[test]

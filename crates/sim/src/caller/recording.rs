@@ -99,6 +99,12 @@ impl Recording {
         media.flat_map(|m| m.bytes.iter().copied()).collect()
     }
 
+    /// Outbound audio sent after `at` (clears not applied), e.g. what followed a `clear`.
+    pub fn media_after(&self, at: Instant) -> Vec<u8> {
+        let media = self.media.iter().filter(|m| m.at > at);
+        media.flat_map(|m| m.bytes.iter().copied()).collect()
+    }
+
     /// What the caller heard, concatenated.
     pub fn heard(&self) -> Vec<u8> {
         let played = self.played.iter();

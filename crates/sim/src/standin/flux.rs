@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::bank::{frame_hash, is_speech, Bank, FRAME_SAMPLES};
 pub use super::flux_query::Thresholds;
+use super::frames::Framer;
 use super::recognizer::{round3, words_for, FRAME_SECS};
 
 /// Speech frames before a turn starts (60 ms): a click is not a turn.
@@ -81,8 +82,8 @@ pub struct FluxRecognizer {
     request_id: String,
     /// Counts every message sent, from 0 (`Connected`).
     sequence_id: u64,
-    /// μ-law bytes of an incomplete frame carried to the next binary message.
-    pending: Vec<u8>,
+    /// The client's messages cut into the frames analysed.
+    framer: Framer,
     /// Decoded PCM of the frame being analysed (reused).
     pcm: Vec<u8>,
     /// Frames analysed: the audio clock.
@@ -105,7 +106,7 @@ impl FluxRecognizer {
             thresholds,
             request_id,
             sequence_id: 0,
-            pending: Vec::with_capacity(FRAME_SAMPLES),
+            framer: Framer::new(FRAME_SAMPLES),
             pcm: Vec::with_capacity(FRAME_SAMPLES * 2),
             frames: 0,
             turn_index: 0,
@@ -122,24 +123,10 @@ impl FluxRecognizer {
     }
 
     /// Feeds a binary message's μ-law bytes; appends the messages now due to `out`.
-    pub fn push_audio(&mut self, mut bytes: &[u8], out: &mut Vec<Value>) {
-        if !self.pending.is_empty() {
-            let take = (FRAME_SAMPLES - self.pending.len()).min(bytes.len());
-            self.pending.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.pending.len() < FRAME_SAMPLES {
-                return;
-            }
-            let frame = std::mem::take(&mut self.pending);
-            self.on_frame(&frame, out);
-            self.pending = frame;
-            self.pending.clear();
-        }
-        let mut frames = bytes.chunks_exact(FRAME_SAMPLES);
-        for frame in frames.by_ref() {
-            self.on_frame(frame, out);
-        }
-        self.pending.extend_from_slice(frames.remainder());
+    pub fn push_audio(&mut self, bytes: &[u8], out: &mut Vec<Value>) {
+        let mut framer = std::mem::replace(&mut self.framer, Framer::new(0));
+        framer.push(bytes, |frame| self.on_frame(frame, out));
+        self.framer = framer;
     }
 
     /// `ForceEndTurn`: ends the turn in progress now (`trigger: "manual"`).

@@ -21,19 +21,10 @@ use tokio::time::{timeout, Instant};
 
 use super::flux::{FluxRecognizer, Thresholds};
 use super::hooks::push_bounded;
-use super::stt::{Shared, SttRefusal, SttSent, RECORDED_AUDIO_LIMIT};
-use super::stt_conn::IDLE_TIMEOUT;
 use super::stt_record::opened_flux;
+use super::stt_record::{SttRefusal, SttSent, RECORDED_AUDIO_LIMIT};
+use super::stt_shared::{FluxFault, Shared, IDLE_TIMEOUT};
 use super::wire::{authorization, request_id, Query};
-
-/// What the fault hooks make every open Flux connection do.
-#[derive(Clone, Debug)]
-pub enum FluxFault {
-    /// Send this text message as it is (a malformed one, an unknown type…).
-    Raw(String),
-    /// Send a fatal `Error` and close with 1011, as a Flux failure would.
-    Error,
-}
 
 /// `GET /v2/listen`: checks the key and the query, then upgrades.
 pub(super) async fn handshake(

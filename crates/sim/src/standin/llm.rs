@@ -25,10 +25,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::llm_reply::{self, content_text, fault_body};
+use super::llm_reply::{self, fault_body};
 use super::llm_rules::{validate, Refusal};
 pub use super::llm_tools::ToolCallShape;
 use super::probe::{Probe, Seen};
+use super::wire::content_text;
 use super::wire::{authorization, lock, request_id};
 use super::{llm_tools, serve, Delay, Journal, Setup, StandInError};
 

@@ -6,7 +6,14 @@
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use super::llm_rules::Refusal;
+/// An error answer: status and JSON body.
+#[derive(Debug)]
+pub struct Refusal {
+    /// 400 or 422.
+    pub status: StatusCode,
+    /// Mistral-shaped error body.
+    pub body: Value,
+}
 
 /// The first tool rule `messages` breaks, as Mistral's 400.
 pub fn check_order(messages: &[Value]) -> Result<(), Refusal> {

@@ -11,19 +11,10 @@ use serde_json::{json, Value};
 
 use super::llm_tools::{call_deltas, Answer, ToolCallShape};
 use super::probe::{Probe, Seen};
-use super::wire::request_id;
+use super::wire::{content_text, request_id};
 
 /// Called once when an SSE body ends: `true` if it reached `[DONE]`, `false` if dropped early.
 pub type OnEnd = Box<dyn FnOnce(bool) + Send>;
-
-/// A message's content as text: a string, or the `text` of each chunk joined.
-pub fn content_text(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(chunks) => chunks.iter().filter_map(|c| c["text"].as_str()).collect(),
-        _ => String::new(),
-    }
-}
 
 /// The non-streaming completion for `request` answering `answer`.
 pub fn whole(request: &Value, answer: &Answer, shape: ToolCallShape) -> Value {

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use super::llm_order::check_order;
+pub use super::llm_order::Refusal;
 
 /// Top-level body fields Mistral documents (the brief's list plus PROTOCOLS.md §6.1's extras).
 pub const ALLOWED_FIELDS: &[&str] = &[
@@ -42,15 +43,6 @@ fn role_fields(role: &str) -> Option<&'static [&'static str]> {
         "tool" => Some(&["role", "content", "tool_call_id", "name"]),
         _ => None,
     }
-}
-
-/// An error answer: status and JSON body.
-#[derive(Debug)]
-pub struct Refusal {
-    /// 400 or 422.
-    pub status: StatusCode,
-    /// Mistral-shaped error body.
-    pub body: Value,
 }
 
 /// Checks a parsed body (`Null` when it was not JSON).

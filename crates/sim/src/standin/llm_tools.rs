@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{json, Map, Value};
 
 use super::faq;
-use super::llm_reply::content_text;
+use super::wire::content_text;
 
 /// How the stand-in sends a tool call (a hook; Mistral itself sends each call whole).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -14,6 +14,7 @@ pub mod faq;
 pub mod flux;
 mod flux_conn;
 mod flux_query;
+mod frames;
 pub mod hooks;
 pub mod llm;
 pub mod llm_order;
@@ -25,8 +26,10 @@ pub mod recognizer;
 pub mod stt;
 mod stt_conn;
 mod stt_record;
+mod stt_shared;
 pub mod tts;
 mod tts_body;
+mod tts_shared;
 pub mod voice;
 pub mod wire;
 

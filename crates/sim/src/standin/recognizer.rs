@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::bank::{frame_hash, is_speech, Bank, PCM_FRAME_BYTES};
+use super::frames::Framer;
 
 /// Non-speech frames that close a segment (Deepgram's endpointing): 400 ms.
 pub const ENDPOINT_FRAMES: u64 = 20;
@@ -70,8 +71,8 @@ pub struct Recognizer {
     settings: Settings,
     /// Echoed in every message, like Deepgram's.
     request_id: String,
-    /// Bytes of an incomplete frame carried to the next binary message (< one frame).
-    pending: Vec<u8>,
+    /// The client's messages cut into the frames analysed.
+    framer: Framer,
     /// Frames analysed: the audio clock.
     frames: u64,
     /// The segment being heard, if any.
@@ -91,7 +92,7 @@ impl Recognizer {
             bank,
             settings,
             request_id,
-            pending: Vec::with_capacity(PCM_FRAME_BYTES),
+            framer: Framer::new(PCM_FRAME_BYTES),
             frames: 0,
             segment: None,
             silence_run: 0,
@@ -106,24 +107,10 @@ impl Recognizer {
     }
 
     /// Feeds a binary message's PCM16LE bytes; appends the messages now due to `out`.
-    pub fn push_audio(&mut self, mut bytes: &[u8], out: &mut Vec<Value>) {
-        if !self.pending.is_empty() {
-            let take = (PCM_FRAME_BYTES - self.pending.len()).min(bytes.len());
-            self.pending.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.pending.len() < PCM_FRAME_BYTES {
-                return;
-            }
-            let frame = std::mem::take(&mut self.pending);
-            self.on_frame(&frame, out);
-            self.pending = frame;
-            self.pending.clear();
-        }
-        let mut frames = bytes.chunks_exact(PCM_FRAME_BYTES);
-        for frame in frames.by_ref() {
-            self.on_frame(frame, out);
-        }
-        self.pending.extend_from_slice(frames.remainder());
+    pub fn push_audio(&mut self, bytes: &[u8], out: &mut Vec<Value>) {
+        let mut framer = std::mem::replace(&mut self.framer, Framer::new(0));
+        framer.push(bytes, |frame| self.on_frame(frame, out));
+        self.framer = framer;
     }
 
     /// `Finalize`: flushes an open segment as finals marked `from_finalize`.

@@ -29,102 +29,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bank::Bank;
-pub use super::flux_conn::FluxFault;
-use super::probe::Probe;
 use super::recognizer::Settings;
 use super::stt_record::opened;
 pub use super::stt_record::{transcript, SttConnection, SttRefusal, SttSent, RECORDED_AUDIO_LIMIT};
+use super::stt_shared::Shared;
+pub use super::stt_shared::{FluxFault, IDLE_TIMEOUT};
 use super::wire::{authorization, lock, request_id, Query};
 use super::{flux_conn, serve, stt_conn, Delay, Journal, Setup, StandInError};
 
 /// Fault messages that may wait for a slow Flux connection.
 const FLUX_FAULT_QUEUE: usize = 16;
-
-/// What the handle, the handshake handler and the connection tasks share.
-pub(super) struct Shared {
-    /// The `Authorization` value a client must send (`Token <key>`).
-    expected_auth: String,
-    /// The utterances the stand-in recognises.
-    pub(super) bank: Arc<Bank>,
-    /// Every accepted connection, when recording.
-    connections: Option<Journal<SttConnection>>,
-    /// Every refused handshake, when recording.
-    refusals: Option<Journal<SttRefusal>>,
-    /// Every accepted Flux connection, when recording.
-    flux_connections: Option<Journal<SttConnection>>,
-    /// Every refused Flux handshake, when recording.
-    flux_refusals: Option<Journal<SttRefusal>>,
-    /// Fault hook: what every open Flux connection must do now.
-    flux_faults: broadcast::Sender<FluxFault>,
-    /// Fault hook: refuse every handshake with 503.
-    refuse_all: AtomicBool,
-    /// Fault hook: hold each `Results` this long before sending it.
-    transcript_delay: Delay,
-    /// Fires when the stand-ins shut down: open sockets close with 1001.
-    pub(super) shutdown: CancellationToken,
-    /// A child of `shutdown`, cancelled and replaced by [`SttStandIn::disconnect_all`].
-    kill: Mutex<CancellationToken>,
-    /// The load generator's observer, when it runs one.
-    pub(super) probe: Option<Probe>,
-}
-
-impl Shared {
-    /// Updates connection `id`'s record, when recording.
-    pub(super) fn with_conn(&self, id: Option<usize>, f: impl FnOnce(&mut SttConnection)) {
-        if let (Some(journal), Some(id)) = (&self.connections, id) {
-            journal.update(id, f);
-        }
-    }
-
-    /// Whether connections are recorded.
-    pub(super) fn recording(&self) -> bool {
-        self.connections.is_some()
-    }
-
-    /// The transcript delay hook's value (zero unless a test set one).
-    pub(super) fn transcript_delay(&self) -> Duration {
-        self.transcript_delay.get()
-    }
-
-    /// The token that closes every open connection, as of now.
-    pub(super) fn kill(&self) -> CancellationToken {
-        lock(&self.kill).clone()
-    }
-
-    /// Whether the refuse-all fault hook is on.
-    pub(super) fn refuses_all(&self) -> bool {
-        self.refuse_all.load(Ordering::Relaxed)
-    }
-
-    /// Whether `auth` is the `Authorization` value the stand-in expects.
-    pub(super) fn authorized(&self, auth: Option<&str>) -> bool {
-        auth == Some(self.expected_auth.as_str())
-    }
-
-    /// Records a refused Flux handshake, when recording.
-    pub(super) fn flux_refused(&self, refusal: SttRefusal) {
-        if let Some(journal) = &self.flux_refusals {
-            journal.push(refusal);
-        }
-    }
-
-    /// Records an accepted Flux connection; its index, when recording.
-    pub(super) fn flux_opened(&self, conn: SttConnection) -> Option<usize> {
-        self.flux_connections.as_ref()?.push(conn)
-    }
-
-    /// Updates Flux connection `id`'s record, when recording.
-    pub(super) fn with_flux_conn(&self, id: Option<usize>, f: impl FnOnce(&mut SttConnection)) {
-        if let (Some(journal), Some(id)) = (&self.flux_connections, id) {
-            journal.update(id, f);
-        }
-    }
-
-    /// Where a Flux connection hears the fault hooks.
-    pub(super) fn flux_faults(&self) -> broadcast::Receiver<FluxFault> {
-        self.flux_faults.subscribe()
-    }
-}
 
 /// The running stand-in. Cheap to clone; all clones see the same record and hooks.
 #[derive(Clone)]

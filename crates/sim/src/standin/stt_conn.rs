@@ -15,11 +15,10 @@ use super::bank::{frame_hash, PCM_FRAME_BYTES};
 use super::hooks::push_bounded;
 use super::probe::{Probe, Seen};
 use super::recognizer::{Recognizer, Settings};
-use super::stt::{Shared, SttSent, RECORDED_AUDIO_LIMIT};
+use super::stt_record::{SttSent, RECORDED_AUDIO_LIMIT};
+use super::stt_shared::{Shared, IDLE_TIMEOUT};
 use super::wire::request_id;
 
-/// Deepgram closes a socket that received nothing for this long (NET-0001).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's side of a closing handshake.
 const CLOSING_WAIT: Duration = Duration::from_secs(2);
 /// Close reason of a connection dropped by the disconnect hook.

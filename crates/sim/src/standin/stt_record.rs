@@ -65,6 +65,14 @@ pub struct SttConnection {
 }
 
 impl SttConnection {
+    /// The first `Results` with words the stand-in sent at or after `at`.
+    pub fn first_words_after(&self, at: Instant) -> Option<&SttSent> {
+        self.sent
+            .iter()
+            .filter(|s| s.msg["type"] == "Results" && !transcript(&s.msg).is_empty())
+            .find(|s| s.at >= at)
+    }
+
     /// Transcripts of the final `Results`, in order, empty ones included.
     pub fn finals(&self) -> Vec<String> {
         self.sent

@@ -10,7 +10,8 @@ use axum::body::Bytes;
 use tokio::time::Instant;
 
 use super::probe::{Probe, Seen};
-use super::tts::{Shared, TtsRequest};
+pub use super::tts_shared::Chunking;
+use super::tts_shared::{Shared, TtsRequest};
 
 /// Bytes per body chunk with [`Chunking::Even`]: 100 ms of audio, so the client sees a stream.
 const EVEN_CHUNK_BYTES: usize = 800;
@@ -18,16 +19,6 @@ const EVEN_CHUNK_BYTES: usize = 800;
 pub const AWKWARD_CHUNK_SIZES: [usize; 9] = [1, 7, 159, 161, 333, 2, 480, 17, 1000];
 /// Awkward chunks between 1 ms pauses, so the client really sees separate network reads.
 const CHUNKS_PER_PAUSE: usize = 3;
-
-/// How the audio is cut into body chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Chunking {
-    /// 100 ms pieces, as fast as the client reads: cheap, for the demo and the load generator.
-    #[default]
-    Even,
-    /// [`AWKWARD_CHUNK_SIZES`] with short pauses: for tests of the server's re-framing.
-    Awkward,
-}
 
 /// One reply's body stream: synthesis happens after the first-byte delay, off the request path
 /// (at most 2000 characters, so memory is bounded). Records progress and, when dropped, how

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use axum::http::HeaderMap;
+use serde_json::Value;
 
 /// A request's query string as a stand-in received it, kept both raw and as a multimap, so a
 /// test can assert on repeated parameters (`keyterm=a&keyterm=b`) as well as on single ones.
@@ -82,4 +83,13 @@ pub fn authorized(headers: &HeaderMap, expected: &str) -> bool {
 /// elsewhere, and a stand-in never panics because a test did.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A message's content as text: a string, or the `text` of each chunk joined.
+pub fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(chunks) => chunks.iter().filter_map(|c| c["text"].as_str()).collect(),
+        _ => String::new(),
+    }
 }
