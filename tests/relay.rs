@@ -496,3 +496,104 @@ async fn first_text_tokens_against_phrases() {
         assert_eq!(words[0], words[1], "both ways send the same words");
     }
 }
+
+/// The files of `dir` ending in `ext`.
+fn files(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let paths = entries.filter_map(|e| e.ok().map(|e| e.path()));
+    paths
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect()
+}
+
+fn replay(file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ivr-bridge"))
+        .env_clear()
+        .arg("replay")
+        .arg(file)
+        .current_dir(file.parent().expect("a directory"))
+        .output()
+        .expect("the binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_relay_session_replays_the_same_and_a_changed_one_differs() {
+    let dir = std::env::temp_dir().join(format!("ivr-bridge-relay-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ivr_bridge::record::check_dir(&dir).expect("a writable RECORD_DIR");
+    let record_dir = dir.clone();
+    let env = relay_env(|config| config.record.record_dir = Some(record_dir)).await;
+    let script = [
+        say("How do I get to the hospital?"),
+        CallerStep::BargeIn {
+            after: Duration::from_millis(1500),
+            words: "What are your opening hours?".into(),
+        },
+        CallerStep::Press("7#".into()),
+        CallerStep::HangUp,
+    ];
+    call(&env, "CArelayrec01", &script).await;
+    assert!(
+        support::eventually(Duration::from_secs(5), || !files(&dir, "json").is_empty()).await,
+        "no recording in {}",
+        dir.display()
+    );
+
+    // The session's text both ways and a sidecar; no WAV, there is no audio.
+    let [jsonl] = files(&dir, "jsonl").try_into().expect("one recording");
+    assert!(files(&dir, "wav").is_empty());
+    let fixture = ivr_sim::fixture::CallFixture::load(&jsonl).expect("it loads as a fixture");
+    let kinds: Vec<&str> = fixture
+        .inbound
+        .iter()
+        .filter_map(|s| s.msg["type"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["setup", "prompt", "interrupt", "prompt", "dtmf", "dtmf"]
+    );
+    assert!(fixture.outbound.iter().any(|(_, m)| m["type"] == "text"));
+    let s = &fixture.sidecar;
+    assert_eq!(s.transport, ivr_bridge::record::format::Transport::Relay);
+    assert_eq!(s.call_sid, "CArelayrec01");
+    let turns: Vec<&str> = s.turns.iter().flatten().map(|t| t.text.as_str()).collect();
+    assert_eq!(
+        turns,
+        [
+            "How do I get to the hospital?",
+            "What are your opening hours?",
+            "The caller pressed: 7"
+        ]
+    );
+    assert_eq!(s.barge_ins.as_ref().map(Vec::len), Some(1));
+    assert_eq!(s.end_reason.as_deref(), Some("socket_closed"));
+
+    // Replayed as Twilio would play it: the same conversation. With another answer in its
+    // sidecar: different, exit 1.
+    let changed = dir.join("changed.jsonl");
+    std::fs::copy(&jsonl, &changed).expect("copy");
+    let mut sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(jsonl.with_extension("json")).expect("sidecar"))
+            .expect("json");
+    let replies = sidecar["replies"].as_array().map_or(0, Vec::len);
+    assert!(replies >= 2, "{sidecar}");
+    sidecar["replies"][replies - 1]["phrases"] = serde_json::json!(["We are closed on Mondays."]);
+    std::fs::write(changed.with_extension("json"), sidecar.to_string()).expect("write");
+    let (same, differs) = tokio::join!(
+        tokio::task::spawn_blocking({
+            let jsonl = jsonl.clone();
+            move || replay(&jsonl)
+        }),
+        tokio::task::spawn_blocking(move || replay(&changed)),
+    );
+    let (same, differs) = (same.expect("replay"), differs.expect("replay"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(same.status.success(), "{}\n{same:?}", text(&same));
+    assert!(text(&same).contains("ConversationRelay"), "{}", text(&same));
+    assert!(text(&same).contains("caller turn 3"), "{}", text(&same));
+    assert_eq!(differs.status.code(), Some(1), "{}", text(&differs));
+    assert!(text(&differs).contains("DIFFERENT"), "{}", text(&differs));
+}

@@ -15,9 +15,14 @@ use std::time::Duration;
 
 use crate::demo::{DemoError, LocalServer, Providers};
 use compare::{same_reply, same_wire_reply, Conversation, SaidReply, Wire, WireReply};
+use ivr_bridge::config::Mode;
 use ivr_bridge::config::{Config, TurnDetection};
+use ivr_bridge::events::CallEvents;
+use ivr_bridge::record::format::Transport;
 use ivr_sim::caller::{self as player, Listener, PlayError, Quiet};
 use ivr_sim::fixture::{CallFixture, FixtureError};
+use ivr_sim::relay::{self as relay_fake, RelayError, RelayFake, RelayOptions};
+use ivr_sim::webhooks::TwilioHttp;
 
 /// The rules, for `--help` and the README.
 pub const RULES: &str = "\
@@ -76,6 +81,14 @@ pub enum ReplayError {
     /// The call could not be played.
     #[error(transparent)]
     Play(#[from] PlayError),
+    /// A relay session could not be played.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    /// A relay session is replayed against this program's own server only.
+    #[error(
+        "{0} is a ConversationRelay session: it is replayed against a local server (no --url)"
+    )]
+    RelayWithUrl(PathBuf),
     /// `--url` needs the server's side of the recording, which this file does not have.
     #[error("{0} has no server messages (\"dir\":\"out\" lines) to compare the wire with")]
     NoWire(PathBuf),
@@ -90,7 +103,9 @@ pub async fn run(
     let mut report = Report::new(out);
     report.note(&format!("replay of {}", fixture.path.display()));
     report.note(&format!("  recorded  {}", fixture.sidecar.description));
+    let relay = fixture.sidecar.transport == Transport::Relay;
     match options.url.clone() {
+        Some(_) if relay => return Err(ReplayError::RelayWithUrl(fixture.path)),
         Some(url) => {
             if fixture.outbound.is_empty() {
                 return Err(ReplayError::NoWire(fixture.path));
@@ -111,7 +126,12 @@ pub async fn run(
                 Providers::Real => "a local ivr-bridge with the real Deepgram and Mistral",
             };
             report.note(&format!("  against   {against}"));
-            let fresh = play_locally(&fixture, &options).await?;
+            let fresh = if relay {
+                report.note("  as        Twilio ConversationRelay (MODE=relay), the caller's moments as recorded");
+                play_relay_locally(&fixture, &options).await?
+            } else {
+                play_locally(&fixture, &options).await?
+            };
             report.conversation(&fixture, &fresh);
         }
     }
@@ -151,6 +171,56 @@ async fn play_locally(
     local.stop().await?;
     played?;
     Ok(collector.conversation)
+}
+
+/// Plays a recorded ConversationRelay session through the relay fake into a relay-mode server
+/// in this process; the conversation is read from the server's events.
+async fn play_relay_locally(
+    fixture: &CallFixture,
+    options: &ReplayOptions,
+) -> Result<Conversation, ReplayError> {
+    let mut config = options.config.clone();
+    config.record.record_dir = None;
+    config.server.mode = Mode::Relay;
+    let mut local = LocalServer::start(fixture, options.providers, &mut config).await?;
+    let twilio = RelayFake {
+        twilio: TwilioHttp::new(config.twilio.auth_token().map(|t| t.expose())),
+        webhook: format!("http://{}/", local.addr),
+        options: RelayOptions {
+            speaking_rate: relay_fake::speaking_rate_of(fixture)
+                .unwrap_or(relay_fake::SPEAKING_RATE),
+            ..RelayOptions::default()
+        },
+    };
+    let script = relay_fake::script_of(fixture);
+    let call = twilio.call(&fixture.sidecar.call_sid, &script);
+    let mut collector = Collector::default();
+    let played = collect_while(&mut local.events, &mut collector, call).await;
+    local.stop().await?;
+    played?;
+    Ok(collector.conversation)
+}
+
+/// Runs `work` while handing the server's events to `collector`, then takes the rest.
+async fn collect_while<T>(
+    events: &mut CallEvents,
+    collector: &mut Collector,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let done = loop {
+        tokio::select! {
+            done = &mut work => break done,
+            Some(observed) = events.recv() => collector.server(Duration::ZERO, &observed.event),
+        }
+    };
+    // The session's last events (its end) follow the socket's close closely.
+    while let Ok(Some(observed)) =
+        tokio::time::timeout(Duration::from_millis(500), events.recv()).await
+    {
+        collector.server(Duration::ZERO, &observed.event);
+    }
+    done
 }
 
 /// Builds the conversation from the server's events.

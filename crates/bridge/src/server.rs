@@ -123,6 +123,14 @@ impl AppState {
         let shutdown = transcribe
             .as_ref()
             .map_or_else(CancellationToken::new, |t| t.shutdown.clone());
+        let recorder = config.record.record_dir.clone().map(|dir| {
+            let settings = RecordedSettings {
+                greeting: config.assistant.greeting.clone(),
+                silence_timeout_ms: config.turns.silence_timeout.as_millis() as u64,
+                turn_detection: config.turns.turn_detection.to_string(),
+            };
+            Arc::new(Recorder::new(dir, settings))
+        });
         let relay = (config.server.mode == Mode::Relay).then(|| {
             Arc::new(RelayServices {
                 llm: mistral(),
@@ -135,6 +143,7 @@ impl AppState {
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
                 observer: observer.clone(),
+                recorder: recorder.clone(),
                 chunks: Chunks::default(),
             })
         });
@@ -156,14 +165,7 @@ impl AppState {
             shutdown,
             metrics: metrics.clone(),
             observer,
-            recorder: config.record.record_dir.clone().map(|dir| {
-                let settings = RecordedSettings {
-                    greeting: config.assistant.greeting.clone(),
-                    silence_timeout_ms: config.turns.silence_timeout.as_millis() as u64,
-                    turn_detection: config.turns.turn_detection.to_string(),
-                };
-                Recorder::new(dir, settings)
-            }),
+            recorder: recorder.clone(),
             mirror: matches!(store, Store::Redis(_)).then(|| store.clone()),
             store: store.clone(),
             toolbox: toolbox.clone(),

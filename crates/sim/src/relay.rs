@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::fixture::CallFixture;
 use crate::twilio::ACCOUNT_SID;
 use crate::twiml;
 use crate::webhooks::{
@@ -48,6 +50,8 @@ pub enum CallerStep {
     },
     /// Say nothing for this long.
     Silence(Duration),
+    /// Say nothing until this long after the socket opened (a recorded session's moments).
+    At(Duration),
     /// Send this text as it is (a malformed or unknown message).
     Raw(String),
     /// Once the assistant is silent, hang up: Twilio closes the socket.
@@ -68,6 +72,9 @@ pub struct RelayOptions {
     pub dial: DialOutcome,
     /// `lang` of every prompt.
     pub lang: String,
+    /// Told every socket message as it goes, both ways (the demo narrates them); a full
+    /// queue drops the copy, never the message.
+    pub watch: Option<mpsc::Sender<Entry>>,
 }
 
 impl Default for RelayOptions {
@@ -77,6 +84,7 @@ impl Default for RelayOptions {
             linger: Duration::from_secs(3),
             dial: DialOutcome::default(),
             lang: "en-US".into(),
+            watch: None,
         }
     }
 }
@@ -200,6 +208,7 @@ impl RelayFake {
             ended: false,
             closed: false,
             failed: false,
+            watch: self.options.watch.clone(),
         };
         session.send(setup(call_sid, &session_id)).await;
         let greeting = session.call.relay.get("welcomeGreeting").cloned();
@@ -272,6 +281,72 @@ impl RelayFake {
     }
 }
 
+/// What the caller of a recorded session (`RECORD_DIR`, or a hand-made fixture of the same
+/// format) does, as a script: each prompt and key at its recorded moment (a prompt after an
+/// `interrupt` becomes a barge-in after the same speaking time of the reply), and a hang-up
+/// at the end when the caller hung up (or the socket closed). Server messages in the recording are not replayed.
+pub fn script_of(fixture: &CallFixture) -> Vec<CallerStep> {
+    let mut script = Vec::new();
+    let mut interrupted: Option<Duration> = None;
+    for line in &fixture.inbound {
+        let at = CallerStep::At(Duration::from_millis(line.at_ms));
+        let msg = &line.msg;
+        match msg["type"].as_str() {
+            Some("prompt") if msg["last"] != false => {
+                let words = msg["voicePrompt"].as_str().unwrap_or_default().to_owned();
+                match interrupted.take() {
+                    Some(after) => script.push(CallerStep::BargeIn { after, words }),
+                    None => script.extend([at, CallerStep::Say(words)]),
+                }
+            }
+            Some("interrupt") => {
+                let ms = &msg["durationUntilInterruptMs"];
+                let ms = ms
+                    .as_u64()
+                    .or_else(|| ms.as_str().and_then(|s| s.parse().ok()))
+                    .unwrap_or_default();
+                interrupted = Some(Duration::from_millis(ms));
+            }
+            Some("dtmf") => {
+                let digit = msg["digit"].as_str().unwrap_or_default().to_owned();
+                script.extend([at, CallerStep::Press(digit)]);
+            }
+            _ => {}
+        }
+    }
+    // A relay session cannot tell a hang-up from a closed socket: either ends the call.
+    let hung_up = ["caller_hung_up", "socket_closed"];
+    if hung_up.contains(&fixture.sidecar.end_reason.as_deref().unwrap_or_default()) {
+        script.push(CallerStep::HangUp);
+    }
+    script
+}
+
+/// How fast Twilio's voice spoke in a recorded session, in characters a second, as its
+/// interruptions tell (`utteranceUntilInterrupt` over `durationUntilInterruptMs`); `None`
+/// without an interruption that heard anything. A replay speaks at the same pace, so the same
+/// moment of a reply hears the same words.
+pub fn speaking_rate_of(fixture: &CallFixture) -> Option<f64> {
+    let (mut chars, mut ms) = (0usize, 0u64);
+    for line in &fixture.inbound {
+        let msg = &line.msg;
+        if msg["type"] != "interrupt" {
+            continue;
+        }
+        let heard = msg["utteranceUntilInterrupt"].as_str().unwrap_or_default();
+        let took = &msg["durationUntilInterruptMs"];
+        let took = took
+            .as_u64()
+            .or_else(|| took.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_default();
+        if !heard.is_empty() && took > 0 {
+            chars += heard.chars().count();
+            ms += took;
+        }
+    }
+    (ms > 0).then(|| chars as f64 * 1000.0 / ms as f64)
+}
+
 /// `setup`, with every field Twilio documents.
 fn setup(call_sid: &str, session_id: &str) -> Value {
     json!({
@@ -315,6 +390,8 @@ struct Session {
     closed: bool,
     /// The session failed with the call still up.
     failed: bool,
+    /// Who is told every message, if anybody.
+    watch: Option<mpsc::Sender<Entry>>,
 }
 
 impl Session {
@@ -322,8 +399,16 @@ impl Session {
         self.send_text(message.to_string()).await;
     }
 
+    /// Keeps `entry` in the transcript and tells the watcher.
+    fn note(&mut self, entry: Entry) {
+        if let Some(watch) = &self.watch {
+            let _ = watch.try_send(entry.clone());
+        }
+        self.call.transcript.push(entry);
+    }
+
     async fn send_text(&mut self, text: String) {
-        self.call.transcript.push(Entry {
+        self.note(Entry {
             at: self.started.elapsed(),
             direction: Direction::ToServer,
             text: text.clone(),
@@ -356,7 +441,7 @@ impl Session {
             }
             Some(Ok(_)) => return,
         };
-        self.call.transcript.push(Entry {
+        self.note(Entry {
             at: self.started.elapsed(),
             direction: Direction::FromServer,
             text: text.clone(),
@@ -464,6 +549,10 @@ impl Session {
             }
             CallerStep::Silence(pause) => {
                 let until = Instant::now() + *pause;
+                self.wait_until(|_, now| now >= until).await;
+            }
+            CallerStep::At(offset) => {
+                let until = self.started + *offset;
                 self.wait_until(|_, now| now >= until).await;
             }
             CallerStep::Raw(text) => self.send_text(text.clone()).await,

@@ -7,7 +7,6 @@
 
 mod end;
 mod hearing;
-mod publish;
 pub mod reply;
 pub mod settings;
 mod speaker;
@@ -27,6 +26,7 @@ use tracing::Instrument;
 
 use crate::events::{CallEvent, CallObserver};
 use crate::metrics::{Metrics, Outcome};
+use crate::record::publish::Publisher;
 use crate::record::{Recorder, Tap};
 pub use crate::store::mirror;
 use crate::store::{CallSid, Store};
@@ -36,7 +36,6 @@ use crate::tools::{Step, Toolbox, Transfer};
 use crate::twilio::media::Start;
 use crate::twilio::stream::{call_span, MediaStream, StreamEvent, START_TIMEOUT};
 use end::EndReason;
-use publish::Publisher;
 use reply::{CallTools, ReplyError, ReplyEvent, Script, Voice};
 use speaker::Speaker;
 pub use turns::STT_APOLOGY;
@@ -75,7 +74,7 @@ pub struct CallServices {
     /// Who watches calls as they happen (the demo, `replay`); `None` when nobody does.
     pub observer: Option<CallObserver>,
     /// Saves every call into `RECORD_DIR`; `None` when it is not set.
-    pub recorder: Option<Recorder>,
+    pub recorder: Option<Arc<Recorder>>,
     /// Where each call's conversation is copied when `REDIS_URL` is set, so its record outlives
     /// this instance ([`mirror`]); `None` keeps it in the call's task only.
     pub mirror: Option<Store>,

@@ -10,6 +10,7 @@
 
 pub mod call;
 pub mod format;
+pub mod publish;
 mod utc;
 
 use std::path::{Path, PathBuf};

@@ -31,9 +31,11 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::events::{CallEvent, CallObserver, CallSummary, ObservedEvent};
+use crate::events::{CallEvent, CallObserver, CallSummary};
 use crate::llm::mistral::{LlmError, Mistral};
 use crate::metrics::{Metrics, Outcome};
+use crate::record::publish::Publisher;
+use crate::record::{Recorder, Tap};
 use crate::store::mirror::Mirror;
 use crate::store::{CallSid, Exchange, NextStep, Store};
 use crate::tools::stream::{tool_calls_of, CallTools};
@@ -79,6 +81,8 @@ pub struct RelayServices {
     pub metrics: Arc<Metrics>,
     /// Who watches calls as they happen; `None` when nobody does.
     pub observer: Option<CallObserver>,
+    /// Records every session (`RECORD_DIR`), when set.
+    pub recorder: Option<Arc<Recorder>>,
     /// How the model's words are cut before they go to Twilio.
     pub chunks: Chunks,
 }
@@ -113,7 +117,11 @@ pub fn connect(
 
 /// Serves one ConversationRelay session from `setup` to its end.
 pub async fn run(socket: WebSocket, services: Arc<RelayServices>) {
-    let mut wire = Wire::new(socket);
+    let tap = services
+        .recorder
+        .as_ref()
+        .map(|r| r.open_relay(Instant::now()));
+    let mut wire = Wire::new(socket, tap.clone());
     let Some(setup) = wire.setup(SETUP_TIMEOUT).await else {
         wire.finish(WRITER_GRACE).await;
         return;
@@ -125,7 +133,7 @@ pub async fn run(socket: WebSocket, services: Arc<RelayServices>) {
     );
     async move {
         tracing::info!(from = %setup.from, status = %setup.call_status, "relay session started");
-        let relay = Relay::open(&setup, services, wire).await;
+        let relay = Relay::open(&setup, services, wire, tap).await;
         relay.run().await;
     }
     .instrument(span)
@@ -180,6 +188,8 @@ struct Relay {
     running: Option<(ReplyId, CancellationToken)>,
     /// Writes the conversation to the store as exchanges become final.
     mirror: Option<Mirror>,
+    /// Where the session's events go: its recording and whoever watches calls.
+    publisher: Publisher,
     /// Twilio's id of the call.
     call_sid: String,
     /// When the session started.
@@ -190,7 +200,12 @@ struct Relay {
 
 impl Relay {
     /// The session of `setup`'s call, with the call's conversation so far from the store.
-    async fn open(setup: &Setup, services: Arc<RelayServices>, wire: Wire) -> Self {
+    async fn open(
+        setup: &Setup,
+        services: Arc<RelayServices>,
+        wire: Wire,
+        tap: Option<Tap>,
+    ) -> Self {
         let call = CallSid::parse(&setup.call_sid);
         let history = match &call {
             Some(call) => load_history(&services.store, call).await,
@@ -218,6 +233,7 @@ impl Relay {
         let relay = Self {
             session: Session::new(&services.system_prompt, &services.greeting, history),
             mirror: call.map(|call| Mirror::start(services.store.clone(), call)),
+            publisher: Publisher::new(services.observer.clone(), tap, &setup.call_sid),
             services,
             wire,
             replier,
@@ -481,7 +497,7 @@ impl Relay {
             wire,
             mirror,
             started,
-            call_sid,
+            publisher,
             ..
         } = self;
         services.metrics.call_ended(reason.label());
@@ -513,29 +529,14 @@ impl Relay {
             turn_latencies: session.latencies().to_vec(),
             malformed,
         };
-        publish(
-            &services.observer,
-            &call_sid,
-            CallEvent::Ended {
-                reason: reason.label(),
-                summary,
-            },
-        );
+        publisher.publish(CallEvent::Ended {
+            reason: reason.label(),
+            summary,
+        });
     }
 
     fn publish(&self, event: CallEvent) {
-        publish(&self.services.observer, &self.call_sid, event);
-    }
-}
-
-/// Hands `event` of call `call_sid` to whoever watches calls, never waiting.
-fn publish(observer: &Option<CallObserver>, call_sid: &str, event: CallEvent) {
-    if let Some(observer) = observer {
-        observer.publish(ObservedEvent {
-            at: Instant::now(),
-            call_sid: Arc::from(call_sid),
-            event,
-        });
+        self.publisher.publish(event);
     }
 }
 

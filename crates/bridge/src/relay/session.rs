@@ -199,12 +199,13 @@ impl Session {
             });
             return actions;
         }
+        // What was heard is saved (and told) before the interruption, which refers to it.
         let heard = format!("{heard}{CUT_OFF}");
+        actions.push(self.save(reply.id, reply.exchange(heard.clone())));
         actions.push(Action::Interrupted {
             id: reply.id,
-            heard: Some(heard.clone()),
+            heard: Some(heard),
         });
-        actions.push(self.save(reply.id, reply.exchange(heard)));
         actions
     }
 

@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};
 
+use crate::record::Tap;
 use crate::twilio::relay::{Inbound, Outbound, Setup};
+use crate::twilio::stream::Copier;
 use crate::twilio::stream::StreamEnd;
 
 /// Messages waiting for the writer; a reply's tokens come a few at a time.
@@ -36,11 +38,13 @@ pub struct Wire {
     writer: JoinHandle<()>,
     /// Messages that could not be used.
     malformed: u64,
+    /// The session's recording (`RECORD_DIR`): every message both ways, as it was on the wire.
+    tap: Option<Tap>,
 }
 
 impl Wire {
-    /// Splits `socket` and starts its writer.
-    pub fn new(socket: WebSocket) -> Self {
+    /// Splits `socket` and starts its writer; every message is copied to `tap`, when given.
+    pub fn new(socket: WebSocket, tap: Option<Tap>) -> Self {
         let (sink, socket) = socket.split();
         let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let writer = tokio::spawn(write_all(sink, rx));
@@ -49,6 +53,7 @@ impl Wire {
             out,
             writer,
             malformed: 0,
+            tap,
         }
     }
 
@@ -85,6 +90,9 @@ impl Wire {
                 Some(Ok(_)) => continue,
                 Some(Err(_)) => return Err(StreamEnd::Failed),
             };
+            if let Some(tap) = &self.tap {
+                tap.inbound(&text);
+            }
             match Inbound::parse(&text) {
                 Ok(Inbound::Unknown) => self.skip("unknown type"),
                 Ok(message) => return Ok(message),
@@ -96,8 +104,11 @@ impl Wire {
     /// Sends `message` (waiting while the writer's queue is full); `false` once the writer is
     /// gone.
     pub async fn send(&self, message: &Outbound) -> bool {
-        let text = Message::Text(message.to_json().into());
-        self.out.send(text).await.is_ok()
+        let text = message.to_json().into();
+        if let Some(tap) = &self.tap {
+            tap.outbound(&text);
+        }
+        self.out.send(Message::Text(text)).await.is_ok()
     }
 
     /// Messages that could not be used.

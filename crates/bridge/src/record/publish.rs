@@ -1,15 +1,16 @@
-//! Where a call's events go as they happen: its recording and whoever watches calls.
+//! Where a call's events go as they happen: its recording and whoever watches calls (the same
+//! for a Media Stream call and a ConversationRelay session).
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::Tap;
 use crate::events::{CallEvent, CallObserver, ObservedEvent};
-use crate::record::Tap;
 
 /// One call's outlet for [`CallEvent`]s; it never waits for a reader.
 #[derive(Debug)]
-pub(super) struct Publisher {
+pub struct Publisher {
     /// Who watches calls as they happen (the demo, `replay`), when anybody does.
     observer: Option<CallObserver>,
     /// The call's recording, when `RECORD_DIR` is set.
@@ -20,7 +21,7 @@ pub(super) struct Publisher {
 
 impl Publisher {
     /// Publishes the events of call `call_sid`.
-    pub(super) fn new(observer: Option<CallObserver>, tap: Option<Tap>, call_sid: &str) -> Self {
+    pub fn new(observer: Option<CallObserver>, tap: Option<Tap>, call_sid: &str) -> Self {
         Self {
             observer,
             tap,
@@ -29,7 +30,7 @@ impl Publisher {
     }
 
     /// Hands `event` to the call's recording and to the observer, never waiting for either.
-    pub(super) fn publish(&self, event: CallEvent) {
+    pub fn publish(&self, event: CallEvent) {
         let Some(observer) = &self.observer else {
             if let Some(tap) = &self.tap {
                 tap.event(event);
