@@ -141,9 +141,10 @@ struct LoadtestArgs {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Recorded call to play: a .jsonl with its .json sidecar beside it.
-    #[arg(long, default_value = demo::DEFAULT_FIXTURE)]
-    fixture: PathBuf,
+    /// Recorded call to play: a .jsonl with its .json sidecar beside it [default:
+    /// fixtures/calls/demo.jsonl, with --relay fixtures/relay/demo.jsonl]
+    #[arg(long)]
+    fixture: Option<PathBuf>,
     /// Where to write the two-channel WAV of the call.
     #[arg(long, default_value = demo::DEFAULT_OUT)]
     out: PathBuf,
@@ -375,6 +376,9 @@ fn check_loadtest_args(args: &LoadtestArgs) -> Result<(), String> {
 /// `ivr-bridge demo`: stand-ins unless both keys are set; the demo's own silence timeout and
 /// greeting unless the user set them.
 fn run_demo(mut args: DemoArgs, silence_set: bool, greeting_set: bool) -> ExitCode {
+    // `demo --relay`: the call is a ConversationRelay session, text both ways (MODE in the
+    // environment does not choose: `demo` alone is always the Media Stream call).
+    let relay = args.serve.server.relay;
     let providers = choose_providers(&mut args.serve);
     let flux = args.serve.turns.turn_detection == ivr_bridge::config::TurnDetection::Flux;
     let silence_note = if flux {
@@ -401,14 +405,19 @@ replies fit between the recorded questions (SILENCE_TIMEOUT_MS overrides)",
         Ok(config) => config,
         Err(code) => return code,
     };
+    let default_fixture = if relay {
+        demo::relay::DEFAULT_RELAY_FIXTURE
+    } else {
+        demo::DEFAULT_FIXTURE
+    };
     let options = DemoOptions {
-        fixture: args.fixture,
+        fixture: args.fixture.unwrap_or_else(|| default_fixture.into()),
         out: args.out,
         config,
         providers,
         silence_note,
     };
-    match demo_main(options) {
+    match demo_main(options, relay) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
@@ -430,8 +439,11 @@ fn choose_providers(args: &mut Config) -> Providers {
 }
 
 #[tokio::main]
-async fn demo_main(options: DemoOptions) -> Result<(), demo::DemoError> {
+async fn demo_main(options: DemoOptions, relay: bool) -> Result<(), demo::DemoError> {
     let mut stdout = std::io::stdout();
+    if relay {
+        return demo::relay::run(options, &mut stdout).await;
+    }
     demo::run(options, &mut stdout).await
 }
 

@@ -148,3 +148,38 @@ fn the_default_demo_tells_an_early_interruption_and_a_resumed_backchannel() {
     assert!(stdout.contains("runs <Hangup/>"), "{stdout}");
     assert!(!stdout.contains("warning"), "{stdout}");
 }
+
+#[test]
+fn the_relay_demo_plays_a_conversation_relay_session_to_its_hang_up() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(env!("CARGO_BIN_EXE_ivr-bridge"))
+        .env_clear()
+        .args(["demo", "--relay"])
+        .current_dir(&root)
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{stdout}"))
+    };
+    // The story in order: setup, the question, the interruption and what the history keeps,
+    // the goodbye through end_call, `end`, and Twilio hanging up after /stream_ended.
+    let order = [
+        find("setup: session VX"),
+        find("says \"How do I get to the hospital?\""),
+        find("sends interrupt (heard \"From the central"),
+        find("the model's history keeps \"From the central"),
+        find("says \"Thank you, that is all. Goodbye.\""),
+        find("end_call({})"),
+        find("end, handoffData"),
+        find("POST /stream_ended → 200"),
+        find("runs <Hangup/>"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{stdout}");
+    assert!(stdout.contains("4 answered turn(s)"), "{stdout}");
+}

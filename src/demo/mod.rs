@@ -5,6 +5,7 @@
 //! as Twilio would, tells the call as it happens, and writes a two-channel WAV of it: the caller
 //! on the left as sent, the assistant on the right as heard on the line.
 
+pub mod relay;
 pub mod story;
 
 use ivr_bridge::audio::wav;
@@ -85,6 +86,9 @@ pub enum DemoError {
     /// The call could not be played.
     #[error(transparent)]
     Play(#[from] player::PlayError),
+    /// The relay session could not be played.
+    #[error(transparent)]
+    Relay(#[from] ivr_sim::relay::RelayError),
     /// The WAV could not be written.
     #[error("cannot write {path}: {source}")]
     Wav {

@@ -66,12 +66,39 @@ impl<'w> Story<'w> {
         }
     }
 
+    /// What Twilio did after a stream or a relay session ended (`why`): the `<Connect action>`
+    /// requested and the TwiML it ran.
+    pub fn connect_action(&mut self, at: Duration, why: &str, after: &AfterStream) {
+        self.line(at, "line", why);
+        for (url, status) in &after.requests {
+            let path = url.split_once("://").map_or(url.as_str(), |(_, rest)| {
+                rest.find('/').map_or(rest, |i| &rest[i..])
+            });
+            self.line(at, "twilio", &format!("POST {path} → {status}"));
+        }
+        let ran: Vec<String> = after
+            .instructions
+            .iter()
+            .map(|i| match i {
+                Instruction::Hangup => "<Hangup/>".to_owned(),
+                Instruction::Say(text) => format!("<Say>{text}</Say>"),
+                Instruction::Dial { target, .. } => format!("<Dial>{target:?}</Dial>"),
+                Instruction::Other(name) => format!("<{name}>"),
+            })
+            .collect();
+        self.line(at, "twilio", &format!("runs {}", ran.join(" ")));
+        if let Some(error) = &after.error {
+            self.line(at, "twilio", &format!("error: {error}"));
+        }
+    }
+
     /// Prints a line without a time.
     pub fn note(&mut self, text: &str) {
         let _ = writeln!(self.out, "{text}");
     }
 
-    fn line(&mut self, at: Duration, who: &str, what: &str) {
+    /// Prints a line at `at`: who did what.
+    pub fn line(&mut self, at: Duration, who: &str, what: &str) {
         let _ = writeln!(self.out, "{:>7.2}s  {who:<10} {what}", at.as_secs_f64());
     }
 
@@ -210,31 +237,11 @@ impl Listener for Story<'_> {
     }
 
     fn after_stream(&mut self, at: Duration, after: &AfterStream) {
-        self.line(
+        self.connect_action(
             at,
-            "line",
             "the server closed the Media Stream: Twilio follows <Connect action>",
+            after,
         );
-        for (url, status) in &after.requests {
-            let path = url.split_once("://").map_or(url.as_str(), |(_, rest)| {
-                rest.find('/').map_or(rest, |i| &rest[i..])
-            });
-            self.line(at, "twilio", &format!("POST {path} → {status}"));
-        }
-        let ran: Vec<String> = after
-            .instructions
-            .iter()
-            .map(|i| match i {
-                Instruction::Hangup => "<Hangup/>".to_owned(),
-                Instruction::Say(text) => format!("<Say>{text}</Say>"),
-                Instruction::Dial { target, .. } => format!("<Dial>{target:?}</Dial>"),
-                Instruction::Other(name) => format!("<{name}>"),
-            })
-            .collect();
-        self.line(at, "twilio", &format!("runs {}", ran.join(" ")));
-        if let Some(error) = &after.error {
-            self.line(at, "twilio", &format!("error: {error}"));
-        }
     }
 
     fn rejected(&mut self, at: Duration, why: &str) {

@@ -81,7 +81,8 @@ impl Default for RelayOptions {
     fn default() -> Self {
         Self {
             speaking_rate: SPEAKING_RATE,
-            linger: Duration::from_secs(3),
+            // As long as the server may wait for its farewell to be spoken, and a little more.
+            linger: ivr_bridge::relay::session::FAREWELL_LIMIT + Duration::from_secs(2),
             dial: DialOutcome::default(),
             lang: "en-US".into(),
             watch: None,
