@@ -55,13 +55,16 @@ pub async fn run(mut options: DemoOptions, out: &mut (dyn Write + Send)) -> Resu
     let call = twilio.call(&fixture.sidecar.call_sid, &script);
     tokio::pin!(call);
     let played = loop {
+        // Biased, the socket first: Twilio's message is told before what the server made of it
+        // (the fake notes a message before it goes out, so it is always queued first).
         tokio::select! {
-            played = &mut call => break played,
+            biased;
             Some(entry) = watched.recv() => teller.wire(&mut story, origin.elapsed(), &entry),
             Some(observed) = local.events.recv() => {
                 let at = observed.at.saturating_duration_since(origin);
                 teller.server(&mut story, at, &observed.event);
             }
+            played = &mut call => break played,
         }
     };
     while let Ok(entry) = watched.try_recv() {
