@@ -218,14 +218,8 @@ fn header(
     fixture: &fixture::CallFixture,
     addr: std::net::SocketAddr,
 ) {
-    let s = &fixture.sidecar;
     story.note("ivr-bridge demo: a whole phone call on this machine");
-    story.note(&format!(
-        "  call       {} ({:.1} s): {}",
-        fixture.path.display(),
-        s.duration_ms as f64 / 1000.0,
-        s.description
-    ));
+    describe_call(story, fixture);
     story.note(&format!(
         "  server     ivr-bridge on {addr}, the caller is played as Twilio would"
     ));
@@ -241,6 +235,17 @@ length follows the text."
     story.note(&format!("  providers  {providers}"));
     story.note(&format!("  turn end   {}", options.silence_note));
     story.note("");
+}
+
+/// The header's line about the recording played.
+fn describe_call(story: &mut story::Story<'_>, fixture: &fixture::CallFixture) {
+    let s = &fixture.sidecar;
+    story.note(&format!(
+        "  call       {} ({:.1} s): {}",
+        fixture.path.display(),
+        s.duration_ms as f64 / 1000.0,
+        s.description
+    ));
 }
 
 fn summary(

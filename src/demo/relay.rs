@@ -22,7 +22,7 @@ use ivr_sim::relay::{self as fake, Direction, Entry, RelayFake, RelayOptions};
 use ivr_sim::webhooks::TwilioHttp;
 
 use super::story::{ms, Story};
-use super::{DemoError, DemoOptions, LocalServer, Providers};
+use super::{describe_call, DemoError, DemoOptions, LocalServer, Providers};
 
 /// The relay session played when none is named.
 pub const DEFAULT_RELAY_FIXTURE: &str = "fixtures/relay/demo.jsonl";
@@ -225,14 +225,8 @@ fn header(
     addr: std::net::SocketAddr,
     rate: f64,
 ) {
-    let s = &fixture.sidecar;
     story.note("ivr-bridge demo --relay: a whole ConversationRelay call on this machine");
-    story.note(&format!(
-        "  call       {} ({:.1} s): {}",
-        fixture.path.display(),
-        s.duration_ms as f64 / 1000.0,
-        s.description
-    ));
+    describe_call(story, fixture);
     story.note(&format!(
         "  server     ivr-bridge on {addr} in relay mode (MODE=relay); Twilio's side is the \
          ConversationRelay fake: the caller's words arrive as text prompts, and the replies are \
