@@ -374,7 +374,7 @@ impl Call {
                 Action::Release { id, text, phrases } => {
                     tracing::debug!(reply = id.0, "the prepared answer goes out");
                     self.turn_ended(text);
-                    self.speaker.play(id, 0);
+                    self.speaker.play(id, 0, 0);
                     for text in phrases {
                         tracing::info!(reply = id.0, %text, "assistant says");
                         self.publisher
@@ -395,9 +395,9 @@ impl Call {
                     self.publisher
                         .publish(CallEvent::BargeIn { reply: id.0, heard });
                 }
-                Action::Resume { id, from } => {
+                Action::Resume { id, from, take } => {
                     tracing::info!(reply = id.0, from, "only a backchannel: the reply resumes");
-                    self.speaker.play(id, from);
+                    self.speaker.play(id, from, take);
                     let reply = id.0;
                     self.publisher.publish(CallEvent::Resumed { reply, from });
                 }

@@ -47,11 +47,9 @@ struct Current {
     token: CancellationToken,
     /// Where its commands go.
     commands: mpsc::Sender<ReplyCommand>,
-    /// The take it is sending (each resume is a new one; the brain counts takes the same way,
-    /// to tell the marks of a resumed take from echoes of the cleared one).
+    /// The take it is sending, as the brain numbers them (0, then one more each resume): a
+    /// `clear` drops the queued audio of this take only.
     take: u32,
-    /// Whether it has sent anything yet: a reply started held plays its first take as take 0.
-    sent: bool,
 }
 
 impl Speaker {
@@ -93,7 +91,6 @@ impl Speaker {
             token,
             commands: running.commands,
             take: 0,
-            sent: !held,
         };
         if let Some(old) = self.current.replace(current) {
             old.token.cancel();
@@ -131,17 +128,11 @@ impl Speaker {
         );
     }
 
-    /// Reply `id` (held) plays from the start of phrase `from`.
-    pub(super) fn play(&mut self, id: ReplyId, from: usize) {
+    /// Reply `id` (held) plays from the start of phrase `from`, as take `take`.
+    pub(super) fn play(&mut self, id: ReplyId, from: usize, take: u32) {
         if let Some(current) = self.current.as_mut().filter(|c| c.id == id) {
-            if current.sent {
-                current.take += 1;
-            }
-            current.sent = true;
-            let command = ReplyCommand::Play {
-                from,
-                take: current.take,
-            };
+            current.take = take;
+            let command = ReplyCommand::Play { from, take };
             if current.commands.try_send(command).is_err() {
                 tracing::warn!(reply = id.0, "could not resume the reply: it is gone");
             }

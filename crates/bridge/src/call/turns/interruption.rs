@@ -168,6 +168,7 @@ impl Turns {
             return Vec::new();
         };
         spoken.replay_from(pause.from);
+        let take = spoken.take;
         self.reply = Reply::Speaking { id, spoken };
         self.heard.clear();
         self.interim_pending = false;
@@ -177,6 +178,7 @@ impl Turns {
         vec![Action::Resume {
             id,
             from: pause.from,
+            take,
         }]
     }
 

@@ -81,12 +81,15 @@ pub enum Action {
         /// The interruption may prove to be a backchannel: keep the reply for resuming.
         hold: bool,
     },
-    /// The interruption was no turn: reply `id` plays again from the start of phrase `from`.
+    /// The interruption was no turn: reply `id` plays again from the start of phrase `from`,
+    /// as its take `take` (its marks carry it, so echoes of the cleared take are told apart).
     Resume {
         /// The held reply.
         id: ReplyId,
         /// The phrase that was cut.
         from: usize,
+        /// Which playing of the reply this is: 1 for the first resume, and so on.
+        take: u32,
     },
     /// Held reply `id` will not play again: drop it and its audio.
     Discard {

@@ -111,8 +111,9 @@ pub(super) struct Spoken {
     pub(super) tools: Vec<ChatMessage>,
     /// When its audio went out and how long each phrase plays.
     pub(super) playout: Playout,
-    /// Which playing of it is on the line: 0, then one more each time it resumes (as the
-    /// speaker counts its takes); marks of an older take echo audio that was cleared.
+    /// Which playing of it is on the line: 0, then one more each time it resumes (the speaker
+    /// sends the take [`Action::Resume`] names); marks of an older take echo audio that was
+    /// cleared.
     pub(super) take: u32,
 }
 

@@ -35,7 +35,14 @@ fn a_backchannel_over_a_reply_resumes_it_from_the_cut_phrase() {
     assert_eq!(turns.current_reply(), Some(id));
     assert!(turns.history().is_empty(), "not decided yet");
     let actions = turns.on_transcript("Mm-hmm.", Heard::Final, ms(t0, 3800));
-    assert_eq!(actions, vec![Action::Resume { id, from: 1 }]);
+    assert_eq!(
+        actions,
+        vec![Action::Resume {
+            id,
+            from: 1,
+            take: 1
+        }]
+    );
     assert_eq!(counted(&mut turns), [Interruption::Resumed]);
     assert!(turns.is_speaking());
     assert_eq!(turns.next_deadline(), None, "no turn is pending");
@@ -85,7 +92,14 @@ fn words_revised_to_nothing_resume_at_once() {
     let (mut turns, t0, id) = answering();
     turns.on_transcript("what", Heard::Interim, ms(t0, 3500));
     let actions = turns.on_transcript("", Heard::Final, ms(t0, 3700));
-    assert_eq!(actions, vec![Action::Resume { id, from: 1 }]);
+    assert_eq!(
+        actions,
+        vec![Action::Resume {
+            id,
+            from: 1,
+            take: 1
+        }]
+    );
 }
 
 #[test]
@@ -97,7 +111,11 @@ fn no_words_by_the_false_interruption_limit_resume_the_reply() {
     assert!(turns.on_tick(ms(t0, 4999)).is_empty());
     assert_eq!(
         turns.on_tick(ms(t0, 5000)),
-        vec![Action::Resume { id, from: 1 }]
+        vec![Action::Resume {
+            id,
+            from: 1,
+            take: 1
+        }]
     );
 
     // Real words still being recognised are not "no words": the reply waits for them.
@@ -151,7 +169,8 @@ fn a_backchannel_over_the_greeting_resumes_it() {
         turns.on_transcript("Okay.", Heard::Final, ms(t0, 700)),
         vec![Action::Resume {
             id: greeting,
-            from: 0
+            from: 0,
+            take: 1
         }]
     );
 }
@@ -230,4 +249,25 @@ fn mark_names_carry_the_take_once_a_reply_resumed() {
     assert_eq!(ReplyId::parse_take_mark("reply-7.2"), Some((id, 2, 0)));
     assert_eq!(ReplyId::parse_mark("reply-7.2.3"), Some((id, 2)));
     assert_eq!(ReplyId::parse_take_mark("reply-7.2.x"), None);
+}
+
+#[test]
+fn each_resume_of_a_reply_is_a_take_of_its_own() {
+    let (mut turns, t0, id) = answering();
+    turns.on_transcript("mm", Heard::Interim, ms(t0, 3500));
+    let first = turns.on_transcript("Mm-hmm.", Heard::Final, ms(t0, 3800));
+    assert_eq!(
+        first,
+        vec![Action::Resume {
+            id,
+            from: 1,
+            take: 1
+        }]
+    );
+    turns.on_transcript("yeah", Heard::Interim, ms(t0, 4200));
+    let second = turns.on_transcript("Yeah.", Heard::Final, ms(t0, 4400));
+    assert!(
+        matches!(second.as_slice(), [Action::Resume { id: r, take: 2, .. }] if *r == id),
+        "{second:?}"
+    );
 }
