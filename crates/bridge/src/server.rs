@@ -27,6 +27,7 @@ use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
 use crate::record::format::RecordedSettings;
 use crate::record::Recorder;
+use crate::relay::resume::Resumer;
 use crate::relay::{self, Chunks, RelayServices, RELAY_PATH};
 use crate::socket::SOCKET_READ_BUFFER;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -87,12 +88,18 @@ impl AppState {
         let admission = Arc::new(Admission::new(config.server.max_calls));
         let store = open_store(&config)?;
         let mistral = || Mistral::new(http.clone(), &config.llm, config.keys.mistral());
+        let metrics = Arc::new(Metrics::new());
+        let relay_mode = config.server.mode == Mode::Relay;
         let stream_end = Arc::new(StreamEndServices {
             store: store.clone(),
             voice: config.gather.twilio_voice.clone(),
             public_url: config.twilio.public_url.clone(),
+            resumer: relay_mode.then(|| Resumer {
+                settings: config.relay.clone(),
+                language: config.gather.language.clone(),
+            }),
+            metrics: metrics.clone(),
         });
-        let metrics = Arc::new(Metrics::new());
         let toolbox = Arc::new(Toolbox::new(&config.tools, http.clone(), metrics.clone()));
         let gather = GatherServices::new(
             &config.gather,
@@ -131,7 +138,7 @@ impl AppState {
             };
             Arc::new(Recorder::new(dir, settings))
         });
-        let relay = (config.server.mode == Mode::Relay).then(|| {
+        let relay = relay_mode.then(|| {
             Arc::new(RelayServices {
                 llm: mistral(),
                 toolbox: toolbox.clone(),
@@ -141,6 +148,7 @@ impl AppState {
                 greeting: config.assistant.greeting.clone(),
                 fallback_phrase: config.assistant.fallback_phrase.clone(),
                 shutdown: shutdown.clone(),
+                draining: admission.draining(),
                 metrics: metrics.clone(),
                 observer: observer.clone(),
                 recorder: recorder.clone(),

@@ -18,6 +18,7 @@
 //! come, its voice doing its own phrasing, so tokens it is.
 
 pub mod reply;
+pub mod resume;
 pub mod session;
 pub mod settings;
 pub mod wire;
@@ -77,6 +78,9 @@ pub struct RelayServices {
     pub fallback_phrase: String,
     /// Cancelled when the server ends the sessions still in progress (end of a drain).
     pub shutdown: CancellationToken,
+    /// Cancelled when the drain begins: each session moves to another instance at its next
+    /// quiet moment ([`session::Session::on_drain`]).
+    pub draining: CancellationToken,
     /// Counters and latencies.
     pub metrics: Arc<Metrics>,
     /// Who watches calls as they happen; `None` when nobody does.
@@ -149,6 +153,8 @@ enum EndReason {
     Step(Ended),
     /// The server ended the sessions still in progress.
     ServerShutdown,
+    /// The instance drains: the session moved on at a quiet moment.
+    Moved,
 }
 
 /// How the assistant ended a session.
@@ -168,6 +174,7 @@ impl EndReason {
             EndReason::Step(Ended::Ended) => "assistant_ended",
             EndReason::Step(Ended::Transferred) => "transferred",
             EndReason::ServerShutdown => "server_shutdown",
+            EndReason::Moved => "moved",
         }
     }
 }
@@ -196,6 +203,8 @@ struct Relay {
     started: Instant,
     /// Set once the session must end.
     ended: Option<EndReason>,
+    /// The drain has begun and the brain was told.
+    draining: bool,
 }
 
 impl Relay {
@@ -230,8 +239,10 @@ impl Relay {
             chunks: services.chunks,
             events,
         };
+        let mut session = Session::new(&services.system_prompt, &services.greeting, history);
+        session.on_open(Instant::now());
         let relay = Self {
-            session: Session::new(&services.system_prompt, &services.greeting, history),
+            session,
             mirror: call.map(|call| Mirror::start(services.store.clone(), call)),
             publisher: Publisher::new(services.observer.clone(), tap, &setup.call_sid),
             services,
@@ -242,6 +253,7 @@ impl Relay {
             call_sid: setup.call_sid.clone(),
             started: Instant::now(),
             ended: None,
+            draining: false,
         };
         relay.publish(CallEvent::Started {
             call_sid: setup.call_sid.clone(),
@@ -262,6 +274,12 @@ impl Relay {
                     let handoff_data = session::SHUTDOWN_HANDOFF.to_owned();
                     self.wire.send(&Outbound::End { handoff_data }).await;
                     break EndReason::ServerShutdown;
+                }
+                () = self.services.draining.cancelled(), if !self.draining => {
+                    self.draining = true;
+                    tracing::info!("draining: the session moves to another instance at its next quiet moment");
+                    let actions = self.session.on_drain(Instant::now());
+                    self.apply(actions).await;
                 }
                 received = self.wire.receive() => match received {
                     Ok(message) => self.on_twilio(message).await,
@@ -300,7 +318,7 @@ impl Relay {
                     "Twilio says the caller interrupted"
                 );
                 self.session
-                    .on_interrupt(&interrupt.utterance_until_interrupt)
+                    .on_interrupt(&interrupt.utterance_until_interrupt, now)
             }
             Inbound::Error(error) => {
                 tracing::warn!(description = %error.description, "Twilio reports an error");
@@ -389,6 +407,7 @@ impl Relay {
                 Action::Interrupted { id, heard } => self.interrupted(id, heard),
                 Action::Save { id, exchange } => self.save(id, exchange),
                 Action::End { step, handoff } => self.end_session(step, handoff).await,
+                Action::Move => self.move_session().await,
             }
         }
     }
@@ -474,6 +493,23 @@ impl Relay {
             })
             .await;
         self.ended = Some(EndReason::Step(ended));
+    }
+
+    /// A quiet moment of a drain: the conversation so far is written (a new session, perhaps on
+    /// another instance, loads it as it opens), a resumption is recorded for the `<Connect
+    /// action>`, and Twilio is told to end the session.
+    async fn move_session(&mut self) {
+        if let Some(mirror) = self.mirror.take() {
+            mirror.finish().await;
+        }
+        self.services
+            .store
+            .record_next_step(&self.call_sid, &NextStep::Resume)
+            .await;
+        tracing::info!("moving the session off this draining instance");
+        let handoff_data = session::MOVE_HANDOFF.to_owned();
+        self.wire.send(&Outbound::End { handoff_data }).await;
+        self.ended = Some(EndReason::Moved);
     }
 
     /// The session is over: the last exchange saved, the reply stopped, the store written and
