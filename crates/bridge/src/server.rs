@@ -148,7 +148,7 @@ impl AppState {
                 greeting: config.assistant.greeting.clone(),
                 fallback_phrase: config.assistant.fallback_phrase.clone(),
                 shutdown: shutdown.clone(),
-                draining: admission.draining(),
+                draining: matches!(store, Store::Redis(_)).then(|| admission.draining()),
                 metrics: metrics.clone(),
                 observer: observer.clone(),
                 recorder: recorder.clone(),
@@ -221,7 +221,13 @@ impl AppState {
         );
         let limit = self.config.server.drain_timeout;
         let ended = async { tokio::join!(self.admission.all_ended(), replies.wait()) };
-        if tokio::time::timeout(limit, ended).await.is_err() {
+        let all_ended = tokio::time::timeout(limit, ended).await.is_ok();
+        if all_ended && self.moves_relay_sessions() {
+            // Twilio requests the `<Connect action>` of a session moved away right after its
+            // `end`: answered here too if the balancer still sends it here.
+            tokio::time::sleep(MOVED_ACTION_GRACE).await;
+        }
+        if !all_ended {
             tracing::warn!(
                 calls = self.live_calls(),
                 gather_replies = replies.len(),
@@ -231,6 +237,12 @@ impl AppState {
             let _ = tokio::time::timeout(CALL_END_GRACE, self.admission.all_ended()).await;
         }
         tracing::info!("drained: no call in progress");
+    }
+
+    /// Relay sessions move to another instance when the drain begins (relay mode with a shared
+    /// store).
+    fn moves_relay_sessions(&self) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.draining.is_some())
     }
 
     /// After the last request: waits (up to `DRAIN_TIMEOUT_S`) for Gather answers started by
@@ -306,6 +318,10 @@ fn announce(config: &Config) {
 
 /// How long the recordings of the last calls get to be written when the server stops.
 const RECORDINGS_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a drained relay instance goes on serving after its last session moved away, for
+/// the `<Connect action>` requests Twilio makes right after each `end`.
+const MOVED_ACTION_GRACE: Duration = Duration::from_secs(2);
 
 /// How long calls get to end after being told to, at the end of a drain.
 const CALL_END_GRACE: Duration = Duration::from_secs(3);

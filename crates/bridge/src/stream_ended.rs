@@ -179,9 +179,7 @@ async fn stream_ended(
             twiml(hangup())
         }
         Some(NextStep::Resume) => resume(&services, &headers, &call, Cause::Moved).await,
-        None if form.session_failed() => {
-            resume(&services, &headers, &call, Cause::Failed).await
-        }
+        None if form.session_failed() => resume(&services, &headers, &call, Cause::Failed).await,
         None => {
             tracing::info!("stream ended with no next step recorded: hanging up");
             twiml(hangup())

@@ -79,8 +79,10 @@ pub struct RelayServices {
     /// Cancelled when the server ends the sessions still in progress (end of a drain).
     pub shutdown: CancellationToken,
     /// Cancelled when the drain begins: each session moves to another instance at its next
-    /// quiet moment ([`session::Session::on_drain`]).
-    pub draining: CancellationToken,
+    /// quiet moment ([`session::Session::on_drain`]). `None` when the store is this process's
+    /// memory: another instance would not have the conversation, so sessions stay until they
+    /// end or the drain times out.
+    pub draining: Option<CancellationToken>,
     /// Counters and latencies.
     pub metrics: Arc<Metrics>,
     /// Who watches calls as they happen; `None` when nobody does.
@@ -275,7 +277,7 @@ impl Relay {
                     self.wire.send(&Outbound::End { handoff_data }).await;
                     break EndReason::ServerShutdown;
                 }
-                () = self.services.draining.cancelled(), if !self.draining => {
+                () = drain_begins(self.services.draining.as_ref()), if !self.draining => {
                     self.draining = true;
                     tracing::info!("draining: the session moves to another instance at its next quiet moment");
                     let actions = self.session.on_drain(Instant::now());
@@ -573,6 +575,14 @@ impl Relay {
 
     fn publish(&self, event: CallEvent) {
         self.publisher.publish(event);
+    }
+}
+
+/// Resolves when the drain begins; never without a token.
+async fn drain_begins(draining: Option<&CancellationToken>) {
+    match draining {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

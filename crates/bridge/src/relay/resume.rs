@@ -83,6 +83,8 @@ impl Resumer {
 
 /// The apology and `<Hangup/>` of a call resumed too often; `voice` is `TWILIO_VOICE`.
 pub fn give_up(voice: &str) -> String {
-    let say = Element::new("Say").attr("voice", voice).text(GIVE_UP_APOLOGY);
+    let say = Element::new("Say")
+        .attr("voice", voice)
+        .text(GIVE_UP_APOLOGY);
     twiml::response([say, Element::new("Hangup")])
 }

@@ -358,5 +358,8 @@ fn a_caller_mid_turn_or_a_farewell_is_never_a_quiet_moment() {
     assert!(!moves(&s.on_drain(ms(t0, 2400))));
     let actions = s.on_tick(ms(t0, 20_000));
     assert!(!moves(&actions));
-    assert!(matches!(actions.last(), Some(Action::End { .. })), "{actions:?}");
+    assert!(
+        matches!(actions.last(), Some(Action::End { .. })),
+        "{actions:?}"
+    );
 }
