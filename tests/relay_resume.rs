@@ -43,6 +43,16 @@ async fn a_failed_session_goes_on_in_a_new_one_with_the_history() {
         resumed.attrs["action"].ends_with("/stream_ended"),
         "{resumed:?}"
     );
+    let noun = resumed.children.first().expect("<ConversationRelay>");
+    let mut attrs = noun.attrs.clone();
+    attrs.insert(
+        "welcomeGreeting".into(),
+        call.relay["welcomeGreeting"].clone(),
+    );
+    assert_eq!(
+        attrs, call.relay,
+        "the webhook's attributes but for the welcome line"
+    );
     assert_eq!(call.replies, [faq::HOURS, faq::WEEKEND]);
 
     // The second session's question was asked with the first session's exchange.

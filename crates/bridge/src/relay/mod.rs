@@ -9,6 +9,13 @@
 //! transfer records the next step as the streaming call does, lets the farewell be spoken, then
 //! sends `end`; Twilio requests the `<Connect action>` (`/stream_ended`), which dials or hangs up.
 //!
+//! A call outlives its session ([`resume`]): Twilio does not reconnect a dropped socket, so when
+//! a session fails with the call up, `/stream_ended` answers a new `<ConversationRelay>` and the
+//! call goes on in a new session with its history. When the instance drains (and the store is
+//! shared), each session moves at its first quiet moment: the history written, a resumption
+//! recorded, `end` with `{"reason":"moved"}`; the new session opens wherever the balancer sends
+//! it. A session never quiet before `DRAIN_TIMEOUT_S` ends then, as before.
+//!
 //! Token by token or phrase by phrase? Measured with the Mistral stand-in at its default pace
 //! (first piece at 250 ms, the rest spread to 600 ms, word-sized pieces; 20 replies each,
 //! `cargo test --test behaviour relay::first_text -- --ignored --nocapture`), the first `text`

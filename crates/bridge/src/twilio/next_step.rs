@@ -241,6 +241,8 @@ mod tests {
         assert_eq!(serde_json::from_value::<NextStep>(json).unwrap(), step);
         let hangup = serde_json::to_string(&NextStep::Hangup).unwrap();
         assert_eq!(hangup, r#"{"step":"hangup"}"#);
+        let resume = serde_json::to_string(&NextStep::Resume).unwrap();
+        assert_eq!(resume, r#"{"step":"resume"}"#);
         let forged = r#"{"step":"transfer","to":"+1 evil","caller_id":null,"apology":""}"#;
         assert!(serde_json::from_str::<NextStep>(forged).is_err());
     }
