@@ -33,6 +33,7 @@ mod properties;
 mod provider_faults;
 mod record_replay;
 mod relay;
+mod relay_resume;
 mod scale_out;
 mod security;
 mod standins;

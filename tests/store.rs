@@ -100,6 +100,7 @@ suite!(
     concurrent_appends_are_all_kept,
     a_next_step_is_taken_once,
     a_next_step_lapses_and_is_freed_with_the_call,
+    resumptions_are_counted_per_call_lapse_and_are_freed,
 );
 
 async fn histories_are_per_call(backend: Backend) {
@@ -514,4 +515,21 @@ async fn a_next_step_lapses_and_is_freed_with_the_call(backend: Backend) {
     assert_eq!(s.store.take_next_step(&b).await.unwrap(), None);
     sleep(Duration::from_millis(400)).await;
     assert_eq!(s.store.take_next_step(&a).await.unwrap(), None);
+}
+
+async fn resumptions_are_counted_per_call_lapse_and_are_freed(backend: Backend) {
+    let s = backend
+        .open(StoreOptions {
+            next_step_ttl: Duration::from_millis(300),
+            ..StoreOptions::default()
+        })
+        .await;
+    let (a, b) = (sid("CAaaa"), sid("CAbbb"));
+    assert_eq!(s.store.count_resumption(&a).await.unwrap(), 1);
+    assert_eq!(s.store.count_resumption(&a).await.unwrap(), 2);
+    assert_eq!(s.store.count_resumption(&b).await.unwrap(), 1);
+    s.store.delete(&b).await.unwrap();
+    assert_eq!(s.store.count_resumption(&b).await.unwrap(), 1, "freed");
+    sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.store.count_resumption(&a).await.unwrap(), 1, "lapsed");
 }

@@ -61,6 +61,12 @@ impl Admission {
         self.draining.is_cancelled()
     }
 
+    /// A token cancelled when the drain begins, for calls that act on it (a relay session
+    /// moves to another instance at its next quiet moment).
+    pub fn draining(&self) -> CancellationToken {
+        self.draining.clone()
+    }
+
     /// Closes the door for good.
     pub fn start_draining(&self) {
         self.draining.cancel();

@@ -46,6 +46,13 @@ pub struct ToolCallLabels {
     pub outcome: String,
 }
 
+/// Why a ConversationRelay session was resumed in a new one, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResumeCause {
+    /// `failed` (the session dropped with the call up) or `moved` (off a draining instance).
+    pub cause: String,
+}
+
 /// A tool, as a label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabel {
@@ -95,6 +102,8 @@ pub struct Metrics {
     pub tool_calls: Family<ToolCallLabels, Counter>,
     /// An operator tool's request → its answer (seconds), by tool.
     pub tool_duration: ToolHistograms,
+    /// Relay calls that went on in a new ConversationRelay session, by cause.
+    pub relay_resumptions: Family<ResumeCause, Counter>,
 }
 
 /// Buckets from 10 ms to about 20 s.
@@ -131,6 +140,7 @@ impl Metrics {
             preemptive_replies: Family::default(),
             tool_calls: Family::default(),
             tool_duration: Family::new_with_constructor(latency_buckets),
+            relay_resumptions: Family::default(),
         };
         registry.register(
             "active_calls",
@@ -208,6 +218,11 @@ impl Metrics {
             "An operator tool's request to its answer, by tool",
             metrics.tool_duration.clone(),
         );
+        registry.register(
+            "relay_resumptions",
+            "Relay calls that went on in a new ConversationRelay session, by cause: failed or moved",
+            metrics.relay_resumptions.clone(),
+        );
         Self {
             registry: root,
             ..metrics
@@ -240,6 +255,15 @@ impl Metrics {
                 tool: tool.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// Counts a relay call going on in a new session: `failed` or `moved`.
+    pub fn relay_resumed(&self, cause: &str) {
+        self.relay_resumptions
+            .get_or_create(&ResumeCause {
+                cause: cause.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a call's end.

@@ -27,6 +27,7 @@ use crate::llm::mistral::Mistral;
 use crate::metrics::Metrics;
 use crate::record::format::RecordedSettings;
 use crate::record::Recorder;
+use crate::relay::resume::Resumer;
 use crate::relay::{self, Chunks, RelayServices, RELAY_PATH};
 use crate::socket::SOCKET_READ_BUFFER;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -87,12 +88,18 @@ impl AppState {
         let admission = Arc::new(Admission::new(config.server.max_calls));
         let store = open_store(&config)?;
         let mistral = || Mistral::new(http.clone(), &config.llm, config.keys.mistral());
+        let metrics = Arc::new(Metrics::new());
+        let relay_mode = config.server.mode == Mode::Relay;
         let stream_end = Arc::new(StreamEndServices {
             store: store.clone(),
             voice: config.gather.twilio_voice.clone(),
             public_url: config.twilio.public_url.clone(),
+            resumer: relay_mode.then(|| Resumer {
+                settings: config.relay.clone(),
+                language: config.gather.language.clone(),
+            }),
+            metrics: metrics.clone(),
         });
-        let metrics = Arc::new(Metrics::new());
         let toolbox = Arc::new(Toolbox::new(&config.tools, http.clone(), metrics.clone()));
         let gather = GatherServices::new(
             &config.gather,
@@ -131,7 +138,7 @@ impl AppState {
             };
             Arc::new(Recorder::new(dir, settings))
         });
-        let relay = (config.server.mode == Mode::Relay).then(|| {
+        let relay = relay_mode.then(|| {
             Arc::new(RelayServices {
                 llm: mistral(),
                 toolbox: toolbox.clone(),
@@ -141,6 +148,7 @@ impl AppState {
                 greeting: config.assistant.greeting.clone(),
                 fallback_phrase: config.assistant.fallback_phrase.clone(),
                 shutdown: shutdown.clone(),
+                draining: matches!(store, Store::Redis(_)).then(|| admission.draining()),
                 metrics: metrics.clone(),
                 observer: observer.clone(),
                 recorder: recorder.clone(),
@@ -213,7 +221,13 @@ impl AppState {
         );
         let limit = self.config.server.drain_timeout;
         let ended = async { tokio::join!(self.admission.all_ended(), replies.wait()) };
-        if tokio::time::timeout(limit, ended).await.is_err() {
+        let all_ended = tokio::time::timeout(limit, ended).await.is_ok();
+        if all_ended && self.moves_relay_sessions() {
+            // Twilio requests the `<Connect action>` of a session moved away right after its
+            // `end`: answered here too if the balancer still sends it here.
+            tokio::time::sleep(MOVED_ACTION_GRACE).await;
+        }
+        if !all_ended {
             tracing::warn!(
                 calls = self.live_calls(),
                 gather_replies = replies.len(),
@@ -223,6 +237,12 @@ impl AppState {
             let _ = tokio::time::timeout(CALL_END_GRACE, self.admission.all_ended()).await;
         }
         tracing::info!("drained: no call in progress");
+    }
+
+    /// Relay sessions move to another instance when the drain begins (relay mode with a shared
+    /// store).
+    fn moves_relay_sessions(&self) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.draining.is_some())
     }
 
     /// After the last request: waits (up to `DRAIN_TIMEOUT_S`) for Gather answers started by
@@ -298,6 +318,10 @@ fn announce(config: &Config) {
 
 /// How long the recordings of the last calls get to be written when the server stops.
 const RECORDINGS_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a drained relay instance goes on serving after its last session moved away, for
+/// the `<Connect action>` requests Twilio makes right after each `end`.
+const MOVED_ACTION_GRACE: Duration = Duration::from_secs(2);
 
 /// How long calls get to end after being told to, at the end of a drain.
 const CALL_END_GRACE: Duration = Duration::from_secs(3);

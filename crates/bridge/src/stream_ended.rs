@@ -7,7 +7,12 @@
 //! whichever instance, and runs the TwiML it gets (PROTOCOLS §8.1):
 //! - a transfer → `<Dial action="…/stream_ended?after=dial">` with `<Number>` or `<Sip>`;
 //! - a hang-up, no recorded step (the stream ended any other way), or a store that does not
-//!   answer → `<Hangup/>`.
+//!   answer → `<Hangup/>`;
+//! - relay mode: a session moved off a draining instance ([`NextStep::Resume`]), or one that
+//!   failed with the call still up (`SessionStatus=failed`, no step recorded, `CallStatus` not
+//!   terminal) → a new `<Connect><ConversationRelay>` that goes on with the call's history, at
+//!   most [`MAX_RESUMPTIONS`] times in a row, then an apology and `<Hangup/>`
+//!   ([`crate::relay::resume`]).
 //!
 //! The dial's outcome comes back here with `?after=dial` and `DialCallStatus`: `<Hangup/>` when
 //! the dialled party answered, else the transfer's apology and `<Hangup/>`. (Without a dial
@@ -30,9 +35,12 @@ use axum::Router;
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::metrics::Metrics;
+use crate::relay::resume::{give_up, Cause, Resumer, MAX_RESUMPTIONS};
+use crate::relay::RELAY_PATH;
 use crate::store::{CallSid, NextStep, Store};
 use crate::twilio::next_step::{after_dial, hangup, DEFAULT_APOLOGY};
-use crate::twilio::url::public_base;
+use crate::twilio::url::{public_base, websocket_url};
 
 /// The route Twilio requests when a stream is over; the `action` of `<Connect>`.
 pub const STREAM_ENDED_PATH: &str = "/stream_ended";
@@ -53,6 +61,11 @@ pub struct StreamEndServices {
     pub voice: String,
     /// `PUBLIC_URL`, when set: the base of the dial's action URL.
     pub public_url: Option<Url>,
+    /// Relay mode: writes a new session for a call whose session failed or was moved; `None`
+    /// in the other modes (a stream that fails hangs up).
+    pub resumer: Option<Resumer>,
+    /// Counts resumptions.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The route, with its body limit.
@@ -95,6 +108,12 @@ struct EndForm {
 }
 
 impl EndForm {
+    /// A ConversationRelay session that failed: the call itself is still up unless its
+    /// `CallStatus` says otherwise (checked first).
+    fn session_failed(&self) -> bool {
+        self.session_id.is_some() && self.session_status.as_deref() == Some("failed")
+    }
+
     /// Logs how a ConversationRelay session ended, when this follows one. The next step comes
     /// from the store either way: `HandoffData` only says what the session asked for.
     fn log_session(&self) {
@@ -159,11 +178,57 @@ async fn stream_ended(
             tracing::info!("stream ended: hanging up, as the call asked");
             twiml(hangup())
         }
+        Some(NextStep::Resume) => resume(&services, &headers, &call, Cause::Moved).await,
+        None if form.session_failed() => resume(&services, &headers, &call, Cause::Failed).await,
         None => {
             tracing::info!("stream ended with no next step recorded: hanging up");
             twiml(hangup())
         }
     }
+}
+
+/// The call goes on in a new ConversationRelay session, if it is a relay call not resumed
+/// too often already; else it ends (with an apology when the limit was reached).
+async fn resume(
+    services: &StreamEndServices,
+    headers: &HeaderMap,
+    call: &CallSid,
+    cause: Cause,
+) -> Response {
+    let Some(resumer) = &services.resumer else {
+        tracing::info!(
+            cause = cause.label(),
+            "stream over and not a relay call: hanging up"
+        );
+        return twiml(hangup());
+    };
+    let count = match services.store.count_resumption(call).await {
+        Ok(count) => count,
+        Err(err) => {
+            // Without the count a failing relay could loop; without the store the new session
+            // would not have the history either.
+            tracing::warn!(%err, "relay session over but the store does not answer: hanging up");
+            return twiml(give_up(&services.voice));
+        }
+    };
+    if count > MAX_RESUMPTIONS {
+        tracing::warn!(
+            count,
+            cause = cause.label(),
+            "relay session over again: resumed too often, apologising and hanging up"
+        );
+        free(&services.store, call).await;
+        return twiml(give_up(&services.voice));
+    }
+    let base = public_base(services.public_url.as_ref(), headers).unwrap_or_default();
+    tracing::info!(
+        count,
+        cause = cause.label(),
+        "relay session over with the call up: it goes on in a new session"
+    );
+    services.metrics.relay_resumed(cause.label());
+    let relay_url = websocket_url(&base, RELAY_PATH);
+    twiml(resumer.resume_twiml(action_url(&base), relay_url, cause))
 }
 
 /// Dials the transfer target. The step goes back into the store so that the dial's outcome

@@ -29,6 +29,9 @@ use crate::webhooks::{
 
 /// Twilio's voice speaks about 15 characters a second.
 pub const SPEAKING_RATE: f64 = 15.0;
+/// Sessions of one call at most: past this the fake stops following the server's
+/// `<Connect><ConversationRelay>` answers (a loop).
+pub const MAX_SESSIONS: usize = 10;
 /// How often the caller looks at the clock while waiting for its moment.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -126,10 +129,80 @@ pub struct RelayCall {
     pub heard: Vec<String>,
     /// Server messages Twilio would refuse (error 64107), with why.
     pub refused: Vec<String>,
-    /// The `end` message's `handoffData`, if the server ended the session.
+    /// The `end` message's `handoffData`, if the server ended the last session.
     pub handoff: Option<String>,
-    /// What Twilio did after the session: the `<Connect action>` and its TwiML.
+    /// Every `end` message's `handoffData`, in order, of all the sessions.
+    pub handoffs: Vec<String>,
+    /// What Twilio did after the last session: the `<Connect action>` and its TwiML.
     pub after: Option<AfterStream>,
+    /// What Twilio did after each session, in order.
+    pub afters: Vec<AfterStream>,
+    /// Each session's `sessionId`, in order: more than one when the call was resumed.
+    pub session_ids: Vec<String>,
+    /// The `welcomeGreeting` each session opened with.
+    pub greetings: Vec<String>,
+    /// Where each session's messages begin in the transcript.
+    pub session_starts: Vec<usize>,
+}
+
+/// How a session ended, as Twilio reports it to the `<Connect action>` (`SessionStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The server sent `end`.
+    Ended,
+    /// The socket dropped (or could not be opened) with the call still up.
+    Failed,
+    /// The caller hung up (or the server closed the socket without `end`): the call is over.
+    HungUp,
+}
+
+impl SessionEnd {
+    /// `SessionStatus`.
+    pub fn status(self) -> &'static str {
+        match self {
+            SessionEnd::Ended => "ended",
+            SessionEnd::Failed => "failed",
+            SessionEnd::HungUp => "completed",
+        }
+    }
+}
+
+/// A `<Connect><ConversationRelay>` read from TwiML.
+#[derive(Debug, Clone)]
+struct RelayNoun {
+    /// Its `url`.
+    url: String,
+    /// The `<Connect action>`, resolved.
+    action: Option<String>,
+    /// Every attribute of `<ConversationRelay>`.
+    attrs: BTreeMap<String, String>,
+}
+
+/// The `<ConversationRelay>` of `connect`, from a document fetched from `base`.
+fn relay_of(connect: &twiml::Verb, base: &str) -> Result<RelayNoun, RelayError> {
+    let relay = connect
+        .children
+        .iter()
+        .find(|v| v.name == "ConversationRelay")
+        .ok_or_else(|| RelayError::Twiml(format!("no <ConversationRelay> in {connect:?}")))?;
+    let url = relay
+        .attrs
+        .get("url")
+        .cloned()
+        .ok_or_else(|| RelayError::Twiml("no url".into()))?;
+    Ok(RelayNoun {
+        url,
+        action: connect.attrs.get("action").map(|a| resolve(base, a)),
+        attrs: relay.attrs.clone(),
+    })
+}
+
+/// What a session opens with.
+struct Opening {
+    /// `setup`.
+    setup: Value,
+    /// The `welcomeGreeting` Twilio speaks.
+    greeting: Option<String>,
 }
 
 /// Why a relay call could not be made.
@@ -167,7 +240,11 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl RelayFake {
-    /// A call `call_sid` whose caller follows `script`.
+    /// A call `call_sid` whose caller follows `script`. When the `<Connect action>` answers
+    /// another `<Connect><ConversationRelay>` (the server resumes the call), a new session is
+    /// opened as Twilio would — a new `sessionId`, the same `callSid`, its `welcomeGreeting`
+    /// spoken — and the caller goes on with the rest of the script (a step the old session's
+    /// end cut short is done again), up to [`MAX_SESSIONS`].
     pub async fn call(
         &self,
         call_sid: &str,
@@ -184,25 +261,77 @@ impl RelayFake {
             .iter()
             .find(|v| v.name == "Connect")
             .ok_or_else(|| RelayError::Twiml(format!("no <Connect>: {body:.300}")))?;
-        let relay = connect
-            .children
-            .iter()
-            .find(|v| v.name == "ConversationRelay")
-            .ok_or_else(|| RelayError::Twiml(format!("no <ConversationRelay>: {body:.300}")))?;
+        let mut relay = relay_of(connect, &self.webhook)?;
         call.relay = relay.attrs.clone();
-        call.action = connect.attrs.get("action").cloned();
-        let url = relay
-            .attrs
-            .get("url")
-            .cloned()
-            .ok_or_else(|| RelayError::Twiml("no url".into()))?;
-        let socket = self.open(&url).await?;
-        let session_id = format!("VX{}", &call_sid.trim_start_matches("CA"));
+        call.action = relay.action.clone();
         let started = Instant::now();
-        let mut session = Session {
+        let mut next = 0;
+        loop {
+            let n = call.session_ids.len();
+            let session_id = match n {
+                0 => format!("VX{}", call_sid.trim_start_matches("CA")),
+                n => format!("VX{}r{n}", call_sid.trim_start_matches("CA")),
+            };
+            call.session_ids.push(session_id.clone());
+            call.greetings.push(
+                relay
+                    .attrs
+                    .get("welcomeGreeting")
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            call.session_starts.push(call.transcript.len());
+            call.handoff = None;
+            let (end, duration) = match self.open(&relay.url).await {
+                Ok(socket) => {
+                    let opening = Opening {
+                        setup: setup(call_sid, &session_id),
+                        greeting: relay.attrs.get("welcomeGreeting").cloned(),
+                    };
+                    let ran = self
+                        .session(socket, call, started, &relay)
+                        .run(opening, script, &mut next, &self.options)
+                        .await;
+                    call = ran.0;
+                    (ran.1, ran.2)
+                }
+                // Twilio cannot open the first session: the call fails before it starts.
+                Err(err) if n == 0 => return Err(err),
+                // A later one: the session fails, and Twilio requests the action.
+                Err(_) => (SessionEnd::Failed, 0),
+            };
+            let Some(action) = relay.action.clone() else {
+                break;
+            };
+            let after = self
+                .after_session(&action, call_sid, &session_id, end, duration, &call)
+                .await;
+            call.afters.push(after.clone());
+            let resumed = after.connect.clone();
+            call.after = Some(after);
+            match resumed {
+                Some(connect) if call.session_ids.len() < MAX_SESSIONS => {
+                    relay = relay_of(&connect, &action)?;
+                }
+                _ => break,
+            }
+        }
+        Ok(call)
+    }
+
+    /// A session of the call on `socket`, opened with `setup`.
+    fn session(
+        &self,
+        socket: Socket,
+        call: RelayCall,
+        started: Instant,
+        relay: &RelayNoun,
+    ) -> Session {
+        Session {
             socket,
             started,
             line: Line::new(self.options.speaking_rate),
+            interruptible: relay.attrs.get("interruptible").cloned(),
             call,
             awaiting: false,
             current: String::new(),
@@ -210,52 +339,40 @@ impl RelayFake {
             closed: false,
             failed: false,
             watch: self.options.watch.clone(),
-        };
-        session.send(setup(call_sid, &session_id)).await;
-        let greeting = session.call.relay.get("welcomeGreeting").cloned();
-        if let Some(greeting) = greeting {
-            session.line.speak(&greeting, Instant::now(), false);
         }
-        for step in script {
-            if session.ended || session.closed {
-                break;
-            }
-            session.run_step(step, &self.options).await;
+    }
+
+    /// Requests the `<Connect action>` after a session, with the session's parameters
+    /// (PROTOCOLS §9.4), and follows its TwiML.
+    async fn after_session(
+        &self,
+        action: &str,
+        call_sid: &str,
+        session_id: &str,
+        end: SessionEnd,
+        duration: u64,
+        call: &RelayCall,
+    ) -> AfterStream {
+        let mut extra = vec![
+            ("SessionId".to_owned(), session_id.to_owned()),
+            ("SessionStatus".to_owned(), end.status().to_owned()),
+            ("SessionDuration".to_owned(), duration.to_string()),
+        ];
+        if let Some(handoff) = &call.handoff {
+            extra.push(("HandoffData".to_owned(), handoff.clone()));
         }
-        session.linger(self.options.linger).await;
-        let duration = started.elapsed().as_secs();
-        let (ended, failed) = (session.ended, session.failed);
-        let _ = session.socket.close(None).await;
-        let mut call = session.call;
-        if let Some(action) = call.action.clone() {
-            let action = resolve(&self.webhook, &action);
-            let status = match (ended, failed) {
-                (true, _) => "ended",
-                (false, true) => "failed",
-                (false, false) => "completed",
-            };
-            let mut extra = vec![
-                ("SessionId".to_owned(), session_id),
-                ("SessionStatus".to_owned(), status.to_owned()),
-                ("SessionDuration".to_owned(), duration.to_string()),
-            ];
-            if let Some(handoff) = &call.handoff {
-                extra.push(("HandoffData".to_owned(), handoff.clone()));
-            }
-            if failed {
+        match end {
+            SessionEnd::Failed => {
                 extra.push(("ErrorCode".to_owned(), "64105".to_owned()));
                 let message = "WebSocket connection closed".to_owned();
                 extra.push(("ErrorMessage".to_owned(), message));
-            } else if !ended {
-                extra.push(("CallStatus".to_owned(), "completed".to_owned()));
             }
-            let after = self
-                .twilio
-                .follow_action(&action, call_sid, self.options.dial, &extra)
-                .await;
-            call.after = Some(after);
+            SessionEnd::HungUp => extra.push(("CallStatus".to_owned(), "completed".to_owned())),
+            SessionEnd::Ended => {}
         }
-        Ok(call)
+        self.twilio
+            .follow_action(action, call_sid, self.options.dial, &extra)
+            .await
     }
 
     /// Opens the socket as Twilio does: to the TwiML's URL, signed.
@@ -377,7 +494,10 @@ fn resolve(base: &str, link: &str) -> String {
 /// One session in progress.
 struct Session {
     socket: Socket,
+    /// When the call's first socket opened.
     started: Instant,
+    /// The session's `interruptible`.
+    interruptible: Option<String>,
     /// What Twilio's voice is saying.
     line: Line,
     call: RelayCall,
@@ -480,6 +600,7 @@ impl Session {
                         .push(format!("handoffData is not a string: {text}"));
                 }
                 self.call.handoff = handoff.as_str().map(str::to_owned);
+                self.call.handoffs.extend(self.call.handoff.clone());
                 self.ended = true;
             }
             Some("play" | "sendDigits" | "language") => {}
@@ -495,11 +616,7 @@ impl Session {
     }
 
     fn allows(&self, what: &str) -> bool {
-        let interruptible = self
-            .call
-            .relay
-            .get("interruptible")
-            .map_or("any", String::as_str);
+        let interruptible = self.interruptible.as_deref().unwrap_or("any");
         interruptible == "any" || interruptible == what
     }
 
@@ -511,15 +628,58 @@ impl Session {
         self.send(prompt).await;
     }
 
-    async fn run_step(&mut self, step: &CallerStep, options: &RelayOptions) {
+    /// The session from `setup` to its end: the script from step `*next` on (left at the first
+    /// step not done when the session ended), then the wait for `end`. Returns the call so far,
+    /// how the session ended and how long it lasted (seconds).
+    async fn run(
+        mut self,
+        opening: Opening,
+        script: &[CallerStep],
+        next: &mut usize,
+        options: &RelayOptions,
+    ) -> (RelayCall, SessionEnd, u64) {
+        let opened = Instant::now();
+        self.send(opening.setup).await;
+        if let Some(greeting) = opening.greeting {
+            self.line.speak(&greeting, Instant::now(), false);
+        }
+        while let Some(step) = script.get(*next) {
+            if self.over() || !self.run_step(step, options).await {
+                break;
+            }
+            *next += 1;
+        }
+        self.linger(options.linger).await;
+        let end = match (self.ended, self.failed) {
+            (true, _) => SessionEnd::Ended,
+            (false, true) => SessionEnd::Failed,
+            (false, false) => SessionEnd::HungUp,
+        };
+        let _ = self.socket.close(None).await;
+        (self.call, end, opened.elapsed().as_secs())
+    }
+
+    /// The session has ended, by the server's `end` or a closed socket.
+    fn over(&self) -> bool {
+        self.ended || self.closed
+    }
+
+    /// One step of the script; `false` when the session ended before the step was done.
+    async fn run_step(&mut self, step: &CallerStep, options: &RelayOptions) -> bool {
         let silent = |s: &Self, now: Instant| !s.awaiting && s.line.quiet(now);
         match step {
             CallerStep::Say(words) => {
                 self.wait_until(silent).await;
+                if self.over() {
+                    return false;
+                }
                 self.prompt(words, &options.lang).await;
             }
             CallerStep::Press(keys) => {
                 self.wait_until(silent).await;
+                if self.over() {
+                    return false;
+                }
                 for key in keys.chars() {
                     self.send(json!({"type": "dtmf", "digit": key.to_string()}))
                         .await;
@@ -537,7 +697,9 @@ impl Session {
                 })
                 .await;
                 let now = Instant::now();
-                if self.allows("speech") && !self.line.quiet(now) {
+                if self.over() {
+                    return false;
+                } else if self.allows("speech") && !self.line.quiet(now) {
                     let (heard, duration) = self.line.interrupt(now);
                     self.call.heard.push(heard.clone());
                     let interrupt = json!({"type": "interrupt", "utteranceUntilInterrupt": heard,
@@ -545,28 +707,40 @@ impl Session {
                     self.send(interrupt).await;
                 } else {
                     self.wait_until(silent).await;
+                    if self.over() {
+                        return false;
+                    }
                 }
                 self.prompt(words, &options.lang).await;
             }
             CallerStep::Silence(pause) => {
                 let until = Instant::now() + *pause;
                 self.wait_until(|_, now| now >= until).await;
+                return !self.over();
             }
             CallerStep::At(offset) => {
                 let until = self.started + *offset;
                 self.wait_until(|_, now| now >= until).await;
+                return !self.over();
             }
             CallerStep::Raw(text) => self.send_text(text.clone()).await,
             CallerStep::HangUp => {
                 self.wait_until(silent).await;
+                if self.over() {
+                    return false;
+                }
                 self.closed = true;
             }
             CallerStep::SessionFails => {
                 self.wait_until(silent).await;
+                if self.over() {
+                    return false;
+                }
                 self.closed = true;
                 self.failed = true;
             }
         }
+        true
     }
 
     /// After the script: waits for the last reply and `end`, for up to `linger`.

@@ -90,6 +90,9 @@ pub struct AfterStream {
     pub instructions: Vec<Instruction>,
     /// Why it stopped early (Twilio would play its "application error" and hang up).
     pub error: Option<String>,
+    /// A `<Connect>` Twilio runs next (a new ConversationRelay session, or stream): the
+    /// document is on hold while it lasts, and whoever models that socket carries on.
+    pub connect: Option<twiml::Verb>,
 }
 
 /// Twilio's HTTP side for one account: signs as Twilio does when given the auth token.
@@ -251,6 +254,10 @@ impl TwilioHttp {
                 after.instructions.push(instruction.clone());
                 match instruction {
                     Instruction::Hangup => return after,
+                    Instruction::Other(name) if name == "Connect" => {
+                        after.connect = Some(verb.clone());
+                        return after;
+                    }
                     Instruction::Dial {
                         action: Some(dial_action),
                         ..

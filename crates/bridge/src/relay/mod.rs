@@ -9,6 +9,13 @@
 //! transfer records the next step as the streaming call does, lets the farewell be spoken, then
 //! sends `end`; Twilio requests the `<Connect action>` (`/stream_ended`), which dials or hangs up.
 //!
+//! A call outlives its session ([`resume`]): Twilio does not reconnect a dropped socket, so when
+//! a session fails with the call up, `/stream_ended` answers a new `<ConversationRelay>` and the
+//! call goes on in a new session with its history. When the instance drains (and the store is
+//! shared), each session moves at its first quiet moment: the history written, a resumption
+//! recorded, `end` with `{"reason":"moved"}`; the new session opens wherever the balancer sends
+//! it. A session never quiet before `DRAIN_TIMEOUT_S` ends then, as before.
+//!
 //! Token by token or phrase by phrase? Measured with the Mistral stand-in at its default pace
 //! (first piece at 250 ms, the rest spread to 600 ms, word-sized pieces; 20 replies each,
 //! `cargo test --test behaviour relay::first_text -- --ignored --nocapture`), the first `text`
@@ -18,6 +25,7 @@
 //! come, its voice doing its own phrasing, so tokens it is.
 
 pub mod reply;
+pub mod resume;
 pub mod session;
 pub mod settings;
 pub mod wire;
@@ -77,6 +85,11 @@ pub struct RelayServices {
     pub fallback_phrase: String,
     /// Cancelled when the server ends the sessions still in progress (end of a drain).
     pub shutdown: CancellationToken,
+    /// Cancelled when the drain begins: each session moves to another instance at its next
+    /// quiet moment ([`session::Session::on_drain`]). `None` when the store is this process's
+    /// memory: another instance would not have the conversation, so sessions stay until they
+    /// end or the drain times out.
+    pub draining: Option<CancellationToken>,
     /// Counters and latencies.
     pub metrics: Arc<Metrics>,
     /// Who watches calls as they happen; `None` when nobody does.
@@ -149,6 +162,8 @@ enum EndReason {
     Step(Ended),
     /// The server ended the sessions still in progress.
     ServerShutdown,
+    /// The instance drains: the session moved on at a quiet moment.
+    Moved,
 }
 
 /// How the assistant ended a session.
@@ -168,6 +183,7 @@ impl EndReason {
             EndReason::Step(Ended::Ended) => "assistant_ended",
             EndReason::Step(Ended::Transferred) => "transferred",
             EndReason::ServerShutdown => "server_shutdown",
+            EndReason::Moved => "moved",
         }
     }
 }
@@ -196,6 +212,8 @@ struct Relay {
     started: Instant,
     /// Set once the session must end.
     ended: Option<EndReason>,
+    /// The drain has begun and the brain was told.
+    draining: bool,
 }
 
 impl Relay {
@@ -230,8 +248,10 @@ impl Relay {
             chunks: services.chunks,
             events,
         };
+        let mut session = Session::new(&services.system_prompt, &services.greeting, history);
+        session.on_open(Instant::now());
         let relay = Self {
-            session: Session::new(&services.system_prompt, &services.greeting, history),
+            session,
             mirror: call.map(|call| Mirror::start(services.store.clone(), call)),
             publisher: Publisher::new(services.observer.clone(), tap, &setup.call_sid),
             services,
@@ -242,6 +262,7 @@ impl Relay {
             call_sid: setup.call_sid.clone(),
             started: Instant::now(),
             ended: None,
+            draining: false,
         };
         relay.publish(CallEvent::Started {
             call_sid: setup.call_sid.clone(),
@@ -262,6 +283,12 @@ impl Relay {
                     let handoff_data = session::SHUTDOWN_HANDOFF.to_owned();
                     self.wire.send(&Outbound::End { handoff_data }).await;
                     break EndReason::ServerShutdown;
+                }
+                () = drain_begins(self.services.draining.as_ref()), if !self.draining => {
+                    self.draining = true;
+                    tracing::info!("draining: the session moves to another instance at its next quiet moment");
+                    let actions = self.session.on_drain(Instant::now());
+                    self.apply(actions).await;
                 }
                 received = self.wire.receive() => match received {
                     Ok(message) => self.on_twilio(message).await,
@@ -300,7 +327,7 @@ impl Relay {
                     "Twilio says the caller interrupted"
                 );
                 self.session
-                    .on_interrupt(&interrupt.utterance_until_interrupt)
+                    .on_interrupt(&interrupt.utterance_until_interrupt, now)
             }
             Inbound::Error(error) => {
                 tracing::warn!(description = %error.description, "Twilio reports an error");
@@ -389,6 +416,7 @@ impl Relay {
                 Action::Interrupted { id, heard } => self.interrupted(id, heard),
                 Action::Save { id, exchange } => self.save(id, exchange),
                 Action::End { step, handoff } => self.end_session(step, handoff).await,
+                Action::Move => self.move_session().await,
             }
         }
     }
@@ -476,6 +504,23 @@ impl Relay {
         self.ended = Some(EndReason::Step(ended));
     }
 
+    /// A quiet moment of a drain: the conversation so far is written (a new session, perhaps on
+    /// another instance, loads it as it opens), a resumption is recorded for the `<Connect
+    /// action>`, and Twilio is told to end the session.
+    async fn move_session(&mut self) {
+        if let Some(mirror) = self.mirror.take() {
+            mirror.finish().await;
+        }
+        self.services
+            .store
+            .record_next_step(&self.call_sid, &NextStep::Resume)
+            .await;
+        tracing::info!("moving the session off this draining instance");
+        let handoff_data = session::MOVE_HANDOFF.to_owned();
+        self.wire.send(&Outbound::End { handoff_data }).await;
+        self.ended = Some(EndReason::Moved);
+    }
+
     /// The session is over: the last exchange saved, the reply stopped, the store written and
     /// the socket closed (each for a bounded time); the summary logged and published.
     async fn end(mut self, reason: EndReason) {
@@ -537,6 +582,14 @@ impl Relay {
 
     fn publish(&self, event: CallEvent) {
         self.publisher.publish(event);
+    }
+}
+
+/// Resolves when the drain begins; never without a token.
+async fn drain_begins(draining: Option<&CancellationToken>) {
+    match draining {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,12 @@
 //! farewell to be spoken (an estimate: Twilio does not say when it has spoken), then ends;
 //! anything the caller says meanwhile keeps the call going.
 //!
+//! When the instance drains ([`Session::on_drain`]), the session moves to another instance at
+//! its first quiet moment ([`Session::quiet`]): no reply being written or spoken (Twilio's
+//! speech is estimated, as for a farewell), no farewell pending, the caller not mid-turn (an
+//! interruption whose words have not come, digits without their `#`). It then says
+//! [`Action::Move`]: the call goes on in a new session, with this one's history.
+//!
 //! Sans-IO: messages and reply progress in, with the current instant; [`Action`]s out.
 
 use std::time::Duration;
@@ -81,6 +87,9 @@ pub enum Action {
         /// The `end` message's `handoffData`.
         handoff: String,
     },
+    /// The instance drains and this is a quiet moment: write what is saved, record a
+    /// resumption for the `<Connect action>`, then send `end` with [`MOVE_HANDOFF`].
+    Move,
 }
 
 /// A reply in progress, or done and not yet saved.
@@ -125,6 +134,16 @@ pub struct Session {
     reply: Option<Reply>,
     /// Numbers replies.
     next_id: u64,
+    /// Characters of the greeting Twilio speaks as the session opens.
+    greeting_chars: usize,
+    /// Until when Twilio is (estimated to be) speaking what it was sent.
+    speaking_until: Option<Instant>,
+    /// The caller interrupted and their words have not come yet.
+    mid_turn: bool,
+    /// The instance drains: move at the next quiet moment.
+    draining: bool,
+    /// [`Action::Move`] was said; nothing more happens.
+    moved: bool,
     /// The session ends at this instant: its farewell has been spoken.
     farewell: Option<Instant>,
     /// Caller turns answered.
@@ -147,11 +166,21 @@ impl Session {
             keypad: Keypad::default(),
             reply: None,
             next_id: 0,
+            greeting_chars: greeting.chars().count(),
+            speaking_until: None,
+            mid_turn: false,
+            draining: false,
+            moved: false,
             farewell: None,
             turns: 0,
             barge_ins: 0,
             latencies: Vec::new(),
         }
+    }
+
+    /// The session opened at `now`: Twilio speaks the greeting.
+    pub fn on_open(&mut self, now: Instant) {
+        self.speaking_until = Some(now + speaking_time(self.greeting_chars));
     }
 
     /// Twilio's transcript of the caller. A whole one (`last`) is their turn: whatever the
@@ -174,8 +203,10 @@ impl Session {
 
     /// Twilio stopped speaking because the caller interrupted; `heard` is its
     /// `utteranceUntilInterrupt`. The reply stops, and the history keeps what was heard.
-    pub fn on_interrupt(&mut self, heard: &str) -> Vec<Action> {
+    pub fn on_interrupt(&mut self, heard: &str, now: Instant) -> Vec<Action> {
         self.farewell = None;
+        self.speaking_until = Some(now);
+        self.mid_turn = true;
         let Some(reply) = self.reply.take() else {
             return Vec::new(); // the greeting, or a reply already saved
         };
@@ -246,11 +277,11 @@ impl Session {
             return Vec::new();
         };
         reply.done = true;
+        let speaking = speaking_time(reply.said.chars().count());
         if reply.step != Step::Continue {
-            let chars = u32::try_from(reply.said.chars().count()).unwrap_or(u32::MAX);
-            let speaking = PER_CHAR.saturating_mul(chars) + FAREWELL_MARGIN;
-            self.farewell = Some(now + speaking.min(FAREWELL_LIMIT));
+            self.farewell = Some(now + speaking);
         }
+        self.speaking_until = Some(now + speaking);
         vec![Action::Send(Outbound::Text {
             token: String::new(),
             last: true,
@@ -274,8 +305,35 @@ impl Session {
         actions
     }
 
-    /// Time passed: ends the session once its farewell has been spoken.
+    /// The instance begins to drain: the session moves at once if this is a quiet moment, else
+    /// at the next one.
+    pub fn on_drain(&mut self, now: Instant) -> Vec<Action> {
+        self.draining = true;
+        self.on_tick(now)
+    }
+
+    /// Nothing is being written or spoken and the caller is not mid-turn: the session could end
+    /// here without cutting anyone off.
+    pub fn quiet(&self, now: Instant) -> bool {
+        self.idle() && self.speaking_until.is_none_or(|at| at <= now)
+    }
+
+    /// Quiet but for Twilio's speech: nothing else to wait for.
+    fn idle(&self) -> bool {
+        let reply_over = self
+            .reply
+            .as_ref()
+            .is_none_or(|r| r.done && r.step == Step::Continue);
+        let caller_mid_turn = self.mid_turn || self.keypad.pending();
+        !self.moved && self.farewell.is_none() && !caller_mid_turn && reply_over
+    }
+
+    /// Time passed: ends the session once its farewell has been spoken, or moves it at a quiet
+    /// moment of a drain.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        if self.draining && self.quiet(now) {
+            return self.move_away();
+        }
         match self.farewell {
             Some(at) if at <= now => {}
             _ => return Vec::new(),
@@ -297,7 +355,24 @@ impl Session {
 
     /// When [`Session::on_tick`] must next be called.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.draining && self.idle() {
+            return Some(self.speaking_until.unwrap_or_else(Instant::now));
+        }
         self.farewell
+    }
+
+    /// Moves the session: the exchange answered is final, then [`Action::Move`].
+    fn move_away(&mut self) -> Vec<Action> {
+        self.moved = true;
+        let mut actions = Vec::new();
+        if let Some(reply) = self.reply.take() {
+            if !reply.said.trim().is_empty() {
+                let said = reply.said.clone();
+                actions.push(self.save(reply.id, reply.exchange(said)));
+            }
+        }
+        actions.push(Action::Move);
+        actions
     }
 
     /// The session is over (Twilio closed it, or the server ends it): the exchange in progress
@@ -350,6 +425,7 @@ impl Session {
     /// reply in progress stops, and the model is asked.
     fn take_turn(&mut self, mut text: String, now: Instant) -> Vec<Action> {
         self.farewell = None;
+        self.mid_turn = false;
         let mut actions = Vec::new();
         if let Some(reply) = self.reply.take() {
             if !reply.done {
@@ -406,6 +482,16 @@ pub fn handoff(step: &Step) -> String {
     }
     .to_string()
 }
+
+/// Twilio's time to speak `chars` characters from now (bounded by [`FAREWELL_LIMIT`]).
+fn speaking_time(chars: usize) -> Duration {
+    let chars = u32::try_from(chars).unwrap_or(u32::MAX);
+    (PER_CHAR.saturating_mul(chars) + FAREWELL_MARGIN).min(FAREWELL_LIMIT)
+}
+
+/// The `end` message's `handoffData` of a session moved off a draining instance: `/stream_ended`
+/// (on any instance) then opens a new session.
+pub const MOVE_HANDOFF: &str = r#"{"reason":"moved"}"#;
 
 /// The `end` message's `handoffData` when the server ends a session at the end of a drain:
 /// `/stream_ended` (on any instance) then hangs up.

@@ -52,6 +52,8 @@ struct Entry {
     pending: Option<Pending>,
     /// What Twilio does after the stream, and when that lapses.
     next_step: Option<(NextStep, Instant)>,
+    /// Relay sessions resumed so far, and when the count lapses.
+    resumptions: Option<(u32, Instant)>,
     /// When the call is forgotten unless written again.
     expires_at: Instant,
 }
@@ -175,6 +177,19 @@ impl MemoryStore {
         (expires_at > now).then_some(step)
     }
 
+    /// See [`super::Store::count_resumption`].
+    pub fn count_resumption(&self, call: &CallSid) -> u32 {
+        self.write(call, |entry, options, now| {
+            let before = match entry.resumptions {
+                Some((count, lapses)) if lapses > now => count,
+                _ => 0,
+            };
+            let count = before.saturating_add(1);
+            entry.resumptions = Some((count, now + options.next_step_ttl));
+            count
+        })
+    }
+
     /// See [`super::Store::delete`].
     pub fn delete(&self, call: &CallSid) {
         self.shard(call).calls.remove(call);
@@ -259,6 +274,7 @@ impl Shard {
             bytes: 0,
             pending: None,
             next_step: None,
+            resumptions: None,
             expires_at: now,
         })
     }

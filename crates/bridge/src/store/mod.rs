@@ -357,6 +357,14 @@ impl Store {
         dispatch!(self.take_next_step(call))
     }
 
+    /// Counts one more resumption of the call's ConversationRelay session (a new session after
+    /// one failed or was moved off a draining instance) and returns the count so far. The count
+    /// lapses [`StoreOptions::next_step_ttl`] after the latest resumption, so it bounds a loop
+    /// of failing sessions, not the resumptions of a long call hours apart.
+    pub async fn count_resumption(&self, call: &CallSid) -> Result<u32, StoreError> {
+        dispatch!(self.count_resumption(call))
+    }
+
     /// Checks that the store answers; for Redis this also opens the shared connection, so the
     /// first caller after a start does not pay for it.
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -366,7 +374,7 @@ impl Store {
         }
     }
 
-    /// Forgets the call: its history, any pending reply and any next step.
+    /// Forgets the call: its history, any pending reply, any next step and its resumptions.
     pub async fn delete(&self, call: &CallSid) -> Result<(), StoreError> {
         dispatch!(self.delete(call))
     }

@@ -256,6 +256,22 @@ impl RedisStore {
             .transpose()
     }
 
+    /// See [`super::Store::count_resumption`]: `INCR` and `PEXPIRE` in one transaction.
+    pub async fn count_resumption(&self, call: &CallSid) -> Result<u32, StoreError> {
+        let mut con = self.connection.clone();
+        let key = resumptions_key(call);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(millis(self.options.next_step_ttl))
+            .ignore();
+        let (count,): (u64,) = self.bounded(pipe.query_async(&mut con)).await?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     /// See [`super::Store::ping`].
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut con = self.connection.clone();
@@ -274,6 +290,7 @@ impl RedisStore {
                     .arg(history_key(call))
                     .arg(pending_key(call))
                     .arg(next_step_key(call))
+                    .arg(resumptions_key(call))
                     .query_async(&mut con),
             )
             .await?;
@@ -314,6 +331,11 @@ pub fn pending_key(call: &CallSid) -> String {
 /// A call's next step.
 pub fn next_step_key(call: &CallSid) -> String {
     format!("{KEY_PREFIX}{{{call}}}:next")
+}
+
+/// How many times a call's relay session was resumed (recently).
+pub fn resumptions_key(call: &CallSid) -> String {
+    format!("{KEY_PREFIX}{{{call}}}:resumed")
 }
 
 fn decode_all(items: &[String]) -> Result<Vec<Exchange>, StoreError> {

@@ -44,6 +44,11 @@ impl Keypad {
         }
     }
 
+    /// Digits are waiting for their `#`: the caller is in the middle of keying a turn.
+    pub fn pending(&self) -> bool {
+        !self.digits.is_empty()
+    }
+
     /// Every key the caller pressed, in order.
     pub fn keyed(&self) -> &str {
         &self.keyed

@@ -143,14 +143,18 @@ pub enum NextStep {
         /// Said when the dialled party does not answer, is busy or cannot be reached.
         apology: String,
     },
+    /// A ConversationRelay session was moved off a draining instance at a quiet moment: the
+    /// call goes on in a new session (on another instance), with its history from the store.
+    Resume,
 }
 
 impl NextStep {
     /// The TwiML `/stream_ended` answers: `<Hangup/>`, or the `<Dial>` of a transfer whose
-    /// outcome Twilio reports to `dial_action`.
+    /// outcome Twilio reports to `dial_action`. A resumption is a new `<ConversationRelay>`,
+    /// which `/stream_ended` writes itself; here (no relay at hand) it hangs up.
     pub fn after_stream(&self, dial_action: &str) -> String {
         match self {
-            NextStep::Hangup => hangup(),
+            NextStep::Hangup | NextStep::Resume => hangup(),
             NextStep::Transfer { to, caller_id, .. } => {
                 let mut dial = Element::new("Dial").attr("action", dial_action);
                 if let Some(caller_id) = caller_id {
@@ -237,6 +241,8 @@ mod tests {
         assert_eq!(serde_json::from_value::<NextStep>(json).unwrap(), step);
         let hangup = serde_json::to_string(&NextStep::Hangup).unwrap();
         assert_eq!(hangup, r#"{"step":"hangup"}"#);
+        let resume = serde_json::to_string(&NextStep::Resume).unwrap();
+        assert_eq!(resume, r#"{"step":"resume"}"#);
         let forged = r#"{"step":"transfer","to":"+1 evil","caller_id":null,"apology":""}"#;
         assert!(serde_json::from_str::<NextStep>(forged).is_err());
     }

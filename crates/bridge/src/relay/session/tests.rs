@@ -88,7 +88,7 @@ fn an_interruption_stops_the_reply_and_keeps_what_was_heard() {
     let mut s = session();
     let (id, _) = answer(&s.on_prompt("Hours?", true, t0));
     s.on_text(id, "We are open from eight ".into(), ms(t0, 200));
-    let actions = s.on_interrupt("We are open");
+    let actions = s.on_interrupt("We are open", t0);
     assert_eq!(actions[0], Action::Cancel { id });
     assert!(actions.contains(&Action::Interrupted {
         id,
@@ -112,7 +112,7 @@ fn an_interruption_after_the_last_text_still_corrects_the_history() {
     let (id, _) = answer(&s.on_prompt("Hours?", true, t0));
     s.on_text(id, "We are open from eight to six.".into(), ms(t0, 200));
     s.on_done(id, ms(t0, 250));
-    let actions = s.on_interrupt("We are open from");
+    let actions = s.on_interrupt("We are open from", t0);
     assert!(
         !actions.contains(&Action::Cancel { id }),
         "nothing left to stop"
@@ -132,7 +132,7 @@ fn words_over_a_reply_nobody_heard_continue_the_turn() {
     let t0 = Instant::now();
     let mut s = session();
     let (id, _) = answer(&s.on_prompt("I need", true, t0));
-    let actions = s.on_interrupt("");
+    let actions = s.on_interrupt("", t0);
     assert!(actions.contains(&Action::Interrupted { id, heard: None }));
     assert!(saved(&actions).is_empty());
     let actions = s.on_prompt("an appointment", true, ms(t0, 800));
@@ -198,7 +198,7 @@ fn words_during_the_farewell_keep_the_call_going() {
     s.on_step(id, Step::Transfer { reason });
     s.on_done(id, ms(t0, 150));
     assert!(s.next_deadline().is_some());
-    s.on_interrupt("Putting you");
+    s.on_interrupt("Putting you", t0);
     assert_eq!(s.next_deadline(), None);
     assert!(s.on_tick(ms(t0, 20_000)).is_empty());
 }
@@ -259,4 +259,107 @@ fn handoff_data_says_what_next() {
         r#"{"reason":"transferred","why":"billing"}"#
     );
     assert_eq!(handoff(&Step::End), r#"{"reason":"ended"}"#);
+}
+
+/// Whether `actions` move the session.
+fn moves(actions: &[Action]) -> bool {
+    actions.contains(&Action::Move)
+}
+
+#[test]
+fn a_drain_at_a_quiet_moment_moves_at_once_with_the_exchange_saved() {
+    let t0 = Instant::now();
+    let mut s = session();
+    s.on_open(t0);
+    let (id, _) = answer(&s.on_prompt("Hours?", true, ms(t0, 3000)));
+    s.on_text(id, "Eight to six.".into(), ms(t0, 3300));
+    s.on_done(id, ms(t0, 3400));
+    // "Eight to six." (13 characters) is spoken by 3400 + 13 × 65 + 700 = 4945 ms.
+    let actions = s.on_drain(ms(t0, 5000));
+    assert_eq!(
+        saved(&actions),
+        [Exchange::new("Hours?", "Eight to six.")],
+        "the exchange is final before the move"
+    );
+    assert_eq!(actions.last(), Some(&Action::Move));
+    assert!(s.on_tick(ms(t0, 6000)).is_empty(), "moved once");
+    assert!(s.close().is_empty(), "nothing left to save");
+}
+
+#[test]
+fn a_drain_while_the_greeting_or_a_reply_is_spoken_waits_for_its_end() {
+    let t0 = Instant::now();
+    let mut s = session();
+    s.on_open(t0);
+    // "Hello!" is spoken by 6 × 65 + 700 = 1090 ms.
+    assert!(!moves(&s.on_drain(ms(t0, 500))));
+    assert_eq!(s.next_deadline(), Some(ms(t0, 1090)));
+    assert!(!moves(&s.on_tick(ms(t0, 1089))));
+    assert!(moves(&s.on_tick(ms(t0, 1090))));
+
+    let mut s = session();
+    s.on_open(t0);
+    let (id, _) = answer(&s.on_prompt("Hours?", true, ms(t0, 2000)));
+    s.on_text(id, "Eight to six.".into(), ms(t0, 2300));
+    s.on_done(id, ms(t0, 2400));
+    assert!(!moves(&s.on_drain(ms(t0, 2500))), "still being spoken");
+    assert_eq!(s.next_deadline(), Some(ms(t0, 3945)));
+    assert!(moves(&s.on_tick(ms(t0, 3945))));
+}
+
+#[test]
+fn a_drain_while_a_reply_is_written_moves_once_it_is_done_and_spoken() {
+    let t0 = Instant::now();
+    let mut s = session();
+    s.on_open(t0);
+    let (id, _) = answer(&s.on_prompt("Hours?", true, ms(t0, 2000)));
+    assert!(!moves(&s.on_drain(ms(t0, 2100))), "the model is answering");
+    assert_eq!(s.next_deadline(), None, "nothing to time until it is done");
+    s.on_text(id, "Eight ".into(), ms(t0, 2300));
+    assert!(!moves(&s.on_tick(ms(t0, 9000))), "its text still comes");
+    s.on_done(id, ms(t0, 9000));
+    let quiet_at = s.next_deadline().expect("a deadline once done");
+    assert_eq!(quiet_at, ms(t0, 9000 + 6 * 65 + 700));
+    assert!(moves(&s.on_tick(quiet_at)));
+}
+
+#[test]
+fn a_caller_mid_turn_or_a_farewell_is_never_a_quiet_moment() {
+    let t0 = Instant::now();
+    // Interrupted: the caller is speaking until their prompt comes.
+    let mut s = session();
+    s.on_open(t0);
+    let (id, _) = answer(&s.on_prompt("Hours?", true, ms(t0, 2000)));
+    s.on_text(id, "We are open from eight ".into(), ms(t0, 2200));
+    s.on_interrupt("We are open", ms(t0, 2600));
+    assert!(!moves(&s.on_drain(ms(t0, 20_000))));
+    assert!(!s.quiet(ms(t0, 20_000)));
+    let (next, _) = answer(&s.on_prompt("Sunday?", true, ms(t0, 20_100)));
+    s.on_text(next, "Closed.".into(), ms(t0, 20_300));
+    s.on_done(next, ms(t0, 20_400));
+    assert!(moves(&s.on_tick(ms(t0, 30_000))), "quiet after the answer");
+
+    // Digits without their `#`.
+    let mut s = session();
+    s.on_open(t0);
+    s.on_dtmf("4", ms(t0, 2000));
+    assert!(!moves(&s.on_drain(ms(t0, 9000))));
+    let (id, _) = answer(&s.on_dtmf("#", ms(t0, 9100)));
+    s.on_done(id, ms(t0, 9200));
+    assert!(moves(&s.on_tick(ms(t0, 12_000))));
+
+    // A farewell ends the call as it should; it is not moved.
+    let mut s = session();
+    s.on_open(t0);
+    let (id, _) = answer(&s.on_prompt("Bye.", true, ms(t0, 2000)));
+    s.on_text(id, "Goodbye!".into(), ms(t0, 2200));
+    s.on_step(id, Step::End);
+    s.on_done(id, ms(t0, 2300));
+    assert!(!moves(&s.on_drain(ms(t0, 2400))));
+    let actions = s.on_tick(ms(t0, 20_000));
+    assert!(!moves(&actions));
+    assert!(
+        matches!(actions.last(), Some(Action::End { .. })),
+        "{actions:?}"
+    );
 }
