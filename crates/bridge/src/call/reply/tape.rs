@@ -148,7 +148,11 @@ mod tests {
             taped.append(&chunk);
             expected.extend_from_slice(&chunk);
             let slack = taped.audio.capacity() - taped.audio.len();
-            assert!(slack <= taped.audio.len() / 4 + chunk.len(), "{slack} beyond {}", taped.audio.len());
+            assert!(
+                slack <= taped.audio.len() / 4 + chunk.len(),
+                "{slack} beyond {}",
+                taped.audio.len()
+            );
         }
         assert_eq!(taped.audio, expected);
         taped.finish();
