@@ -13,13 +13,6 @@ use ivr_bridge::config::{self as settings, Config, LogFormat, Mode};
 use ivr_bridge::Secret;
 use replay::{ReplayOptions, UserSet};
 
-/// mimalloc rather than glibc's malloc: it gives the pages of ended calls back to the system.
-/// glibc kept what the busiest moment needed (a soak of 1,000 calls, 250 at a time, left the
-/// server 46 MiB above where it started, with every call gone) and offers no safe way to ask
-/// for it back (`malloc_trim` needs `unsafe`, which the workspace forbids).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for a bad command line or configuration.
 const EXIT_USAGE: u8 = 2;
 
