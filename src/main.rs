@@ -514,8 +514,31 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the server on its runtime until a shutdown signal.
+fn run(config: Config) -> anyhow::Result<()> {
+    server_runtime()?.block_on(serve(config))
+}
+
+/// The server's runtime. With one worker thread (`TOKIO_WORKER_THREADS=1`, or a machine that
+/// offers one core), everything runs on the main thread: tokio's multi-threaded runtime would
+/// still accept on the main thread and hand every connection to the worker, and pay for
+/// work-stealing bookkeeping on every wake-up with nobody to steal from.
+fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from));
+    let runtime = if workers == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    runtime.map_err(|err| anyhow::anyhow!("cannot start the runtime: {err}"))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let address = std::net::SocketAddr::from(([0, 0, 0, 0], config.server.port));
     let listener = tokio::net::TcpListener::bind(address)
         .await

@@ -237,9 +237,12 @@ impl<D: Dialect> Session<D> {
         let mut failures = 0;
         let mut connections = 0u32;
         loop {
+            // Boxed: the handshake's future is over 10 KiB, and inline it would make every
+            // call's task that big for the whole call, not just while connecting.
+            let connecting = Box::pin(connect(&self.url, &self.key, D::SERVICE));
             let connected = tokio::select! {
                 () = self.cancel.cancelled() => return,
-                result = connect(&self.url, &self.key, D::SERVICE) => result,
+                result = connecting => result,
             };
             let err = match connected {
                 Ok(socket) => {

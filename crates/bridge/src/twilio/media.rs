@@ -4,6 +4,8 @@
 //! into a typed value, and [`MediaPayload::decode_into`] turns its base64 into μ-law bytes. The
 //! reply leaves here too: [`Outbound`] renders the only three messages Twilio accepts from us.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -128,8 +130,66 @@ pub struct MediaPayload(String);
 impl MediaPayload {
     /// Decodes the payload into `out` (cleared first), reusing its allocation frame after frame.
     pub fn decode_into(&self, out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
-        out.clear();
-        BASE64.decode_vec(self.0.as_bytes(), out)
+        decode_payload(&self.0, out)
+    }
+}
+
+/// Decodes base64 `payload` into `out` (cleared first).
+fn decode_payload(payload: &str, out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
+    out.clear();
+    BASE64.decode_vec(payload.as_bytes(), out)
+}
+
+/// A `media` message read in place: its payload and timestamp borrowed from the message text.
+///
+/// The hot path of every call (50 messages a second). [`Inbound::parse`] buffers each message
+/// (its tag may come after the fields) and copies every string out of it; this reads the one
+/// shape that matters without copying. Anything else, including a media message this cannot
+/// read, is for [`Inbound::parse`], which decides what it is (or why it is malformed) exactly
+/// as before.
+#[derive(Debug, Deserialize)]
+pub struct MediaRef<'a> {
+    /// Base64 of raw μ-law bytes (borrowed unless the JSON escaped a character).
+    #[serde(borrow)]
+    payload: Cow<'a, str>,
+    /// Milliseconds since the stream started, as a decimal string.
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+    /// Whose audio this is.
+    #[serde(default)]
+    pub track: Track,
+}
+
+/// Just the fields of a message that a media message needs.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    media: Option<MediaRef<'a>>,
+}
+
+impl<'a> MediaRef<'a> {
+    /// The media of `text` when it is a well-formed `media` message; `None` for anything else
+    /// (read it with [`Inbound::parse`]).
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let peek: Peek<'a> = serde_json::from_str(text).ok()?;
+        if peek.event != "media" {
+            return None;
+        }
+        peek.media
+    }
+
+    /// Decodes the payload into `out` (cleared first), reusing its allocation frame after frame.
+    pub fn decode_into(&self, out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
+        decode_payload(&self.payload, out)
+    }
+
+    /// Milliseconds since the stream started, when Twilio gave a readable timestamp.
+    pub fn timestamp_ms(&self) -> Option<u64> {
+        self.timestamp
+            .as_deref()
+            .and_then(|t| t.trim().parse().ok())
     }
 }
 
@@ -282,6 +342,44 @@ mod tests {
             Inbound::parse(r#"{"event":"stop","sequenceNumber":"5","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#).unwrap(),
             Inbound::Stop
         );
+    }
+
+    /// The in-place reading of media messages agrees with [`Inbound::parse`] on every message,
+    /// and leaves everything that is not a well-formed media message to it.
+    #[test]
+    fn media_read_in_place_is_the_same_media() {
+        for text in [
+            r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"/38A"},"streamSid":"MZ1"}"#,
+            r#"{"streamSid":"MZ1","media":{"payload":"\/38A","track":"outbound"},"event":"media"}"#,
+            r#"{"event":"media","media":{"payload":"/38A","timestamp":" 7 ","track":"both"}}"#,
+            r#"{"event":"media","media":{"payload":"***"}}"#,
+        ] {
+            let Ok(Inbound::Media { media }) = Inbound::parse(text) else {
+                panic!("not media: {text}")
+            };
+            let fast = MediaRef::parse(text).expect("read in place");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            assert_eq!(
+                media.payload.decode_into(&mut a).is_ok(),
+                fast.decode_into(&mut b).is_ok()
+            );
+            assert_eq!(a, b, "{text}");
+            assert_eq!(
+                (media.track, media.timestamp_ms()),
+                (fast.track, fast.timestamp_ms()),
+                "{text}"
+            );
+        }
+        for other in [
+            r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"reply-1"}}"#,
+            r#"{"event":"media"}"#,
+            r#"{"event":"media","media":{}}"#,
+            r#"{"event":"media","media":{"payload":5}}"#,
+            r#"{"event":"stop","media":{"payload":"/38A"}}"#,
+            "not json",
+        ] {
+            assert!(MediaRef::parse(other).is_none(), "{other}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use futures::stream::SplitStream;
 use futures::{Stream, StreamExt};
 use tokio::time::{timeout_at, Instant};
 
-use super::media::{Inbound, Start, Track};
+use super::media::{Inbound, MediaRef, Start, Track};
 use crate::audio::pcm::PcmFrames;
 
 /// How long Twilio may take to send `start` after the socket opens.
@@ -183,21 +183,15 @@ where
 
     /// The event one text message stands for, if any (malformed ones are counted here).
     fn event(&mut self, text: &str) -> Option<StreamEvent> {
+        // Media first, read in place: the payload is not copied out of the message.
+        if let Some(media) = MediaRef::parse(text) {
+            let decoded = media.decode_into(&mut self.mulaw);
+            return self.frame(decoded, media.track, media.timestamp_ms());
+        }
         match Inbound::parse(text) {
             Ok(Inbound::Media { media }) => {
-                if media.payload.decode_into(&mut self.mulaw).is_err() {
-                    self.skip("media payload is not base64");
-                    return None;
-                }
-                Some(StreamEvent::Media(Frame {
-                    track: media.track,
-                    timestamp_ms: media.timestamp_ms(),
-                    audio: if self.undecoded {
-                        self.pcm.copy(&self.mulaw)
-                    } else {
-                        self.pcm.decode(&self.mulaw)
-                    },
-                }))
+                let decoded = media.payload.decode_into(&mut self.mulaw);
+                self.frame(decoded, media.track, media.timestamp_ms())
             }
             Ok(Inbound::Mark { mark }) => Some(StreamEvent::Mark(mark.name)),
             Ok(Inbound::Dtmf { dtmf }) => Some(StreamEvent::Dtmf(dtmf.digit)),
@@ -216,6 +210,29 @@ where
                 None
             }
         }
+    }
+
+    /// The frame whose μ-law `decoded` left in the scratch buffer, or `None` (counted) when its
+    /// payload was not base64.
+    fn frame(
+        &mut self,
+        decoded: Result<(), base64::DecodeError>,
+        track: Track,
+        timestamp_ms: Option<u64>,
+    ) -> Option<StreamEvent> {
+        if decoded.is_err() {
+            self.skip("media payload is not base64");
+            return None;
+        }
+        Some(StreamEvent::Media(Frame {
+            track,
+            timestamp_ms,
+            audio: if self.undecoded {
+                self.pcm.copy(&self.mulaw)
+            } else {
+                self.pcm.decode(&self.mulaw)
+            },
+        }))
     }
 
     /// Counts a message that could not be used (or a part of one the caller of [`Self::next`]

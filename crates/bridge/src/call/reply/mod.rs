@@ -340,14 +340,14 @@ impl Reply {
                 chunk = next_chunk(&mut pending), if !pending.is_empty() => match chunk {
                     Some(Ok(audio)) => {
                         if let Some(front) = pending.front() {
-                            run.tape[front.index].audio.extend_from_slice(&audio);
+                            run.tape[front.index].append(&audio);
                         }
                     }
                     Some(Err(err)) => return Err(err.into()),
                     None => {
                         if let Some(done) = pending.pop_front() {
                             let taped = &mut run.tape[done.index];
-                            taped.complete = true;
+                            taped.finish();
                             if let Some(text) = done.cache_as {
                                 self.voice.remember(&text, Bytes::from(taped.audio.clone()));
                             }

@@ -17,6 +17,27 @@ pub(super) struct Taped {
     pub(super) complete: bool,
 }
 
+impl Taped {
+    /// Adds a chunk of the phrase's audio as it arrives. The buffer grows by a quarter at a
+    /// time, not by doubling: a call keeps its reply's audio for as long as the reply may be
+    /// played again, and doubling left up to half of it empty (the largest part of an active
+    /// call's memory).
+    pub(super) fn append(&mut self, chunk: &[u8]) {
+        let needed = self.audio.len() + chunk.len();
+        if needed > self.audio.capacity() {
+            let more = chunk.len().max(self.audio.capacity() / 4);
+            self.audio.reserve_exact(more);
+        }
+        self.audio.extend_from_slice(chunk);
+    }
+
+    /// All of the phrase's audio has arrived: what was reserved beyond it is given back.
+    pub(super) fn finish(&mut self) {
+        self.complete = true;
+        self.audio.shrink_to_fit();
+    }
+}
+
 /// The audio of the whole reply, kept for as long as the reply may be played again, and where
 /// sending has got to.
 pub(super) struct Run {
@@ -110,4 +131,33 @@ pub(super) enum Next {
     Frame,
     /// The phrase at the cursor is all sent: send its mark.
     Mark,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A phrase's audio arriving in chunks is kept whole and in order, with at most a quarter of
+    /// its size (or one chunk) reserved beyond it while it arrives, and nothing once it is done.
+    #[test]
+    fn taped_audio_is_kept_whole_without_doubling() {
+        let mut taped = Taped::default();
+        let mut expected = Vec::new();
+        for n in 0..500u32 {
+            let chunk: Vec<u8> = (0..(n % 7) * 40 + 1).map(|i| (i + n) as u8).collect();
+            taped.append(&chunk);
+            expected.extend_from_slice(&chunk);
+            let slack = taped.audio.capacity() - taped.audio.len();
+            assert!(
+                slack <= taped.audio.len() / 4 + chunk.len(),
+                "{slack} beyond {}",
+                taped.audio.len()
+            );
+        }
+        assert_eq!(taped.audio, expected);
+        taped.finish();
+        assert!(taped.complete);
+        assert_eq!(taped.audio, expected);
+        assert_eq!(taped.audio.capacity(), taped.audio.len());
+    }
 }
