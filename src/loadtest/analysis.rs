@@ -25,7 +25,8 @@ pub struct Samples {
     pub stt_to_llm: Vec<f64>,
     /// LLM stand-in sent the first phrase's last piece → TTS stand-in got the phrase.
     pub llm_to_tts: Vec<f64>,
-    /// TTS stand-in sent the first audio → the caller got the first reply frame.
+    /// TTS stand-in sent the first audio (or, for a reply prepared before the turn ended and
+    /// held on purpose, the turn ended, if later) → the caller got the first reply frame.
     pub tts_to_caller: Vec<f64>,
     /// The sum of the three, for turns where all three are known.
     pub bridge_share: Vec<f64>,
@@ -74,7 +75,12 @@ fn one_turn(log: &CallLog, turn: &LlmTurn, rule: TurnRule, out: &mut Samples) {
     }
     let stt_to_llm = turn_end.map(|end| ms(asked, end));
     let llm_to_tts = turn.tts_asked.zip(turn.first_phrase).map(|(t, p)| ms(t, p));
-    let tts_to_caller = audio.zip(turn.tts_first_byte).map(|(a, f)| ms(a, f));
+    // A reply prepared before the turn ended (PREEMPTIVE_GENERATION) holds its audio until
+    // then on purpose: the bridge's part starts at whichever came later.
+    let ready = turn
+        .tts_first_byte
+        .map(|first| turn_end.map_or(first, |end| first.max(end)));
+    let tts_to_caller = audio.zip(ready).map(|(a, r)| ms(a, r));
     out.stt_to_llm.extend(stt_to_llm);
     out.llm_to_tts.extend(llm_to_tts);
     out.tts_to_caller.extend(tts_to_caller);
@@ -140,6 +146,38 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_held_until_the_turn_ends_counts_from_the_turn_end() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let log = CallLog {
+            stt: vec![crate::loadtest::collect::SttSent {
+                at: at(0),
+                words: true,
+                final_or_end: true,
+            }],
+            speech_ends: vec![at(0)],
+            reply_audio: vec![at(1003)],
+            llm: vec![LlmTurn {
+                asked: Some(at(2)),
+                first_phrase: Some(at(300)),
+                tts_asked: Some(at(301)),
+                tts_first_byte: Some(at(450)),
+            }],
+            ..CallLog::default()
+        };
+        let rule = TurnRule {
+            silence: Some(Duration::from_millis(1000)),
+        };
+        let samples = turns(&[log], rule);
+        // Asked on the final, before the 1 s timer ran out; the audio, ready at 450 ms, waited
+        // for the turn's end at 1000 ms, then reached the caller 3 ms later.
+        assert_eq!(samples.tts_to_caller, [3.0]);
+        assert_eq!(samples.stt_to_llm, [0.0]);
+        assert_eq!(samples.bridge_share, [4.0]);
+        assert_eq!(samples.first_audio, [3.0]);
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
