@@ -82,6 +82,11 @@ fn speak_at(turns: &mut Turns, id: ReplyId, phrases: &[&str], played: usize, at:
     }
 }
 
+/// What the brain says when reply `id` plays again from phrase `from`, as take `take`.
+fn resumed(id: ReplyId, from: usize, take: u32) -> Vec<Action> {
+    vec![Action::Resume { id, from, take }]
+}
+
 fn history(turns: &Turns) -> Vec<String> {
     turns.history().into_iter().map(|m| m.content).collect()
 }

@@ -83,14 +83,7 @@ fn a_backchannel_turn_resumes_the_held_reply_and_leaves_no_trace() {
     turns.on_turn_update("Mm-hmm", ms(t0, 2_700));
     assert_eq!(turns.next_deadline(), Some(ms(t0, 2_500) + FALSE_AFTER));
     let actions = turns.on_end_of_turn("Mm-hmm.", ms(t0, 3_200));
-    assert_eq!(
-        actions,
-        vec![Action::Resume {
-            id,
-            from: 1,
-            take: 1
-        }]
-    );
+    assert_eq!(actions, resumed(id, 1, 1));
     assert!(turns.is_speaking());
     assert_eq!(turns.turns(), 1, "no new turn");
     assert_eq!(turns.counted().collect::<Vec<_>>(), [Interruption::Resumed]);
@@ -102,14 +95,7 @@ fn a_turn_without_words_resumes_the_held_reply() {
     let (mut turns, t0, id) = answering();
     turns.on_start_of_turn(ms(t0, 2_500));
     let actions = turns.on_end_of_turn("", ms(t0, 3_000));
-    assert_eq!(
-        actions,
-        vec![Action::Resume {
-            id,
-            from: 1,
-            take: 1
-        }]
-    );
+    assert_eq!(actions, resumed(id, 1, 1));
 }
 
 #[test]
@@ -118,14 +104,7 @@ fn no_words_by_the_false_interruption_limit_resume_the_reply() {
     turns.on_start_of_turn(ms(t0, 2_500));
     assert!(turns.on_tick(ms(t0, 3_999)).is_empty());
     let actions = turns.on_tick(ms(t0, 2_500) + FALSE_AFTER);
-    assert_eq!(
-        actions,
-        vec![Action::Resume {
-            id,
-            from: 1,
-            take: 1
-        }]
-    );
+    assert_eq!(actions, resumed(id, 1, 1));
     // Flux's late end of that wordless turn changes nothing.
     assert!(turns.on_end_of_turn("", ms(t0, 4_500)).is_empty());
     assert!(turns.is_speaking());

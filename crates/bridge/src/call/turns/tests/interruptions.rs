@@ -35,14 +35,7 @@ fn a_backchannel_over_a_reply_resumes_it_from_the_cut_phrase() {
     assert_eq!(turns.current_reply(), Some(id));
     assert!(turns.history().is_empty(), "not decided yet");
     let actions = turns.on_transcript("Mm-hmm.", Heard::Final, ms(t0, 3800));
-    assert_eq!(
-        actions,
-        vec![Action::Resume {
-            id,
-            from: 1,
-            take: 1
-        }]
-    );
+    assert_eq!(actions, resumed(id, 1, 1));
     assert_eq!(counted(&mut turns), [Interruption::Resumed]);
     assert!(turns.is_speaking());
     assert_eq!(turns.next_deadline(), None, "no turn is pending");
@@ -92,14 +85,7 @@ fn words_revised_to_nothing_resume_at_once() {
     let (mut turns, t0, id) = answering();
     turns.on_transcript("what", Heard::Interim, ms(t0, 3500));
     let actions = turns.on_transcript("", Heard::Final, ms(t0, 3700));
-    assert_eq!(
-        actions,
-        vec![Action::Resume {
-            id,
-            from: 1,
-            take: 1
-        }]
-    );
+    assert_eq!(actions, resumed(id, 1, 1));
 }
 
 #[test]
@@ -109,14 +95,7 @@ fn no_words_by_the_false_interruption_limit_resume_the_reply() {
     // 1.5 s after the interruption, before the silence timer's 2 s.
     assert_eq!(turns.next_deadline(), Some(ms(t0, 5000)));
     assert!(turns.on_tick(ms(t0, 4999)).is_empty());
-    assert_eq!(
-        turns.on_tick(ms(t0, 5000)),
-        vec![Action::Resume {
-            id,
-            from: 1,
-            take: 1
-        }]
-    );
+    assert_eq!(turns.on_tick(ms(t0, 5000)), resumed(id, 1, 1));
 
     // Real words still being recognised are not "no words": the reply waits for them.
     let (mut turns, t0, _) = answering();
@@ -167,11 +146,7 @@ fn a_backchannel_over_the_greeting_resumes_it() {
     turns.on_transcript("okay", Heard::Interim, ms(t0, 500));
     assert_eq!(
         turns.on_transcript("Okay.", Heard::Final, ms(t0, 700)),
-        vec![Action::Resume {
-            id: greeting,
-            from: 0,
-            take: 1
-        }]
+        resumed(greeting, 0, 1)
     );
 }
 
@@ -256,14 +231,7 @@ fn each_resume_of_a_reply_is_a_take_of_its_own() {
     let (mut turns, t0, id) = answering();
     turns.on_transcript("mm", Heard::Interim, ms(t0, 3500));
     let first = turns.on_transcript("Mm-hmm.", Heard::Final, ms(t0, 3800));
-    assert_eq!(
-        first,
-        vec![Action::Resume {
-            id,
-            from: 1,
-            take: 1
-        }]
-    );
+    assert_eq!(first, resumed(id, 1, 1));
     turns.on_transcript("yeah", Heard::Interim, ms(t0, 4200));
     let second = turns.on_transcript("Yeah.", Heard::Final, ms(t0, 4400));
     assert!(
