@@ -29,6 +29,29 @@ async fn flux_env(preemptive: bool) -> TestEnv {
 }
 
 /// The user messages of a request.
+/// Plays `one_question` into `env` in the background, once Flux has heard `bytes` of it
+/// (8 μ-law bytes a millisecond) within `limit` (else it fails saying `what`); the call's log
+/// comes from the handle.
+async fn call_heard_for(
+    env: &TestEnv,
+    bytes: usize,
+    limit: Duration,
+    what: &str,
+) -> tokio::task::JoinHandle<support::Recording> {
+    let url = env.media_url();
+    let call = tokio::spawn(async move {
+        let fixture = support::fixture::load("one_question");
+        support::replay(&url, &fixture).await
+    });
+    let heard = support::eventually(limit, || {
+        let flux = env.stt.flux_connections();
+        flux.first().is_some_and(|c| c.audio.len() >= bytes)
+    })
+    .await;
+    assert!(heard, "{what}");
+    call
+}
+
 fn user_turns(messages: &[(String, String)]) -> Vec<&str> {
     let users = messages.iter().filter(|(role, _)| role == "user");
     users.map(|(_, content)| content.as_str()).collect()
@@ -235,20 +258,14 @@ async fn a_noise_over_the_reply_clears_it_then_it_resumes_with_no_new_turn() {
 async fn a_reconnect_loses_no_speech() {
     let env = flux_env(false).await;
     let fixture = support::fixture::load("one_question");
-    let url = env.media_url();
-    let call = tokio::spawn({
-        let fixture = support::fixture::load("one_question");
-        async move { support::replay(&url, &fixture).await }
-    });
     // Flux drops the socket a second into the call, before the caller asks.
-    let connected = support::eventually(Duration::from_secs(5), || {
-        env.stt
-            .flux_connections()
-            .first()
-            .is_some_and(|c| c.audio.len() >= 8_000)
-    })
+    let call = call_heard_for(
+        &env,
+        8_000,
+        Duration::from_secs(5),
+        "Flux heard the first second of the call",
+    )
     .await;
-    assert!(connected, "Flux heard the first second of the call");
     env.stt.disconnect_all();
     let log = call.await.expect("replay");
     assert!(log.violations.is_empty(), "{:?}", log.violations);
@@ -283,19 +300,15 @@ async fn a_drop_mid_question_replays_the_turn_and_the_question_is_heard_once_who
     let env = flux_env(true).await;
     let fixture = support::fixture::load("one_question");
     let utterance = fixture.sidecar.utterances[0].clone();
-    let url = env.media_url();
-    let call = tokio::spawn({
-        let fixture = support::fixture::load("one_question");
-        async move { support::replay(&url, &fixture).await }
-    });
     // Flux drops the socket a second into the question (8 μ-law bytes a millisecond).
     let mid_question = (utterance.start_ms as usize + 1_000) * 8;
-    let reached = support::eventually(Duration::from_secs(10), || {
-        let flux = env.stt.flux_connections();
-        flux.first().is_some_and(|c| c.audio.len() >= mid_question)
-    })
+    let call = call_heard_for(
+        &env,
+        mid_question,
+        Duration::from_secs(10),
+        "Flux heard the first second of the question",
+    )
     .await;
-    assert!(reached, "Flux heard the first second of the question");
     env.stt.disconnect_all();
     let log = call.await.expect("replay");
     assert!(log.violations.is_empty(), "{:?}", log.violations);
@@ -340,19 +353,13 @@ async fn a_drop_mid_question_replays_the_turn_and_the_question_is_heard_once_who
 async fn malformed_messages_and_a_flux_error_beside_a_good_call() {
     let env = flux_env(true).await;
     let fixture = support::fixture::load("one_question");
-    let url = env.media_url();
-    let call = tokio::spawn({
-        let fixture = support::fixture::load("one_question");
-        async move { support::replay(&url, &fixture).await }
-    });
-    let connected = support::eventually(Duration::from_secs(5), || {
-        env.stt
-            .flux_connections()
-            .first()
-            .is_some_and(|c| c.audio.len() >= 4_000)
-    })
+    let call = call_heard_for(
+        &env,
+        4_000,
+        Duration::from_secs(5),
+        "Flux is hearing the call",
+    )
     .await;
-    assert!(connected, "Flux is hearing the call");
     for raw in [
         "this is not json",
         r#"{"type":"TurnInfo","event":"EndOfTurn","transcript":42}"#,
