@@ -165,7 +165,11 @@ impl AppState {
             greeting: config.assistant.greeting.clone(),
             silence_timeout: config.turns.silence_timeout,
             turn_detection: config.turns.turn_detection,
-            system_prompt: config.assistant.system_prompt.clone(),
+            system_prompt: crate::store::instructions(
+                &config.assistant.system_prompt,
+                &config.assistant.greeting,
+            )
+            .into(),
             fallback_phrase: config.assistant.fallback_phrase.clone(),
             idle: config.idle.policy(),
             interruptions: config.turns.interruptions(),

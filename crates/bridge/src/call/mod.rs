@@ -57,8 +57,8 @@ pub struct CallServices {
     pub silence_timeout: Duration,
     /// Whether Deepgram's end of speech ends the turn before the silence timer.
     pub turn_detection: TurnDetection,
-    /// The assistant's instructions.
-    pub system_prompt: String,
+    /// The assistant's instructions, the greeting included ([`crate::store::instructions`]).
+    pub system_prompt: Arc<str>,
     /// Said when a reply cannot be produced.
     pub fallback_phrase: String,
     /// What to do about a caller who stays silent; `None` never checks on them.
@@ -103,8 +103,9 @@ pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     let span = call_span(&start);
     async move {
         tracing::info!("call connected: media stream started");
-        let call = Call::new(start, services, sink, tap);
-        call.run(stream).await;
+        // Built and run in one expression: a `Call` kept in a local beside the future that
+        // owns it would make every call's task hold room for it twice.
+        Call::new(start, services, sink, tap).run(stream).await;
     }
     .instrument(span)
     .await;
@@ -233,7 +234,9 @@ impl Call {
             self.count_interruptions();
             self.mirror_new_exchanges();
         };
-        self.end(reason, stream.malformed()).await;
+        // Boxed: the ending (summary, store, the writer's grace) is the largest future of the
+        // call; inline, every call's task would hold room for it from its first frame.
+        Box::pin(self.end(reason, stream.malformed())).await;
     }
 
     /// Handles one event of the stream (its end is handled by the loop).

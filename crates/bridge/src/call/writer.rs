@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
 use futures::stream::SplitSink;
 use futures::SinkExt;
 use tokio::sync::mpsc;
@@ -15,7 +16,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::turns::ReplyId;
-use crate::audio::frames::FRAME_BYTES;
 use crate::record::Tap;
 use crate::twilio::media::Outbound;
 
@@ -34,8 +34,9 @@ pub enum Speech {
     Frame {
         /// The reply and take the frame belongs to.
         take: Take,
-        /// The audio.
-        audio: [u8; FRAME_BYTES],
+        /// The audio ([`FRAME_BYTES`](crate::audio::frames::FRAME_BYTES) of it): a slice of the reply's tape where it can be, so
+        /// the queue holds handles, not copies.
+        audio: Bytes,
     },
     /// Ask Twilio to tell us when playback reaches this point: the end of one phrase.
     Mark {

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::llm::ChatMessage;
-use crate::store::{conversation, Exchange, CUT_OFF, DEFAULT_MAX_EXCHANGES};
+use crate::store::{conversation, instructions, Exchange, CUT_OFF, DEFAULT_MAX_EXCHANGES};
 use crate::tools::Step;
 use crate::twilio::keypad::Keypad;
 use crate::twilio::relay::Outbound;
@@ -159,9 +159,7 @@ impl Session {
     /// opened by Twilio speaking `greeting`.
     pub fn new(system_prompt: &str, greeting: &str, history: Vec<Exchange>) -> Self {
         Self {
-            system_prompt: format!(
-                "{system_prompt}\n\nThe call opened with this greeting, already spoken to the caller: \"{greeting}\""
-            ),
+            system_prompt: instructions(system_prompt, greeting),
             history,
             keypad: Keypad::default(),
             reply: None,

@@ -169,6 +169,14 @@ impl Exchange {
     }
 }
 
+/// The system prompt of a call that opened with `greeting`: the operator's prompt, then what
+/// the caller has already heard. Built once per server, not per call.
+pub fn instructions(system_prompt: &str, greeting: &str) -> String {
+    format!(
+        "{system_prompt}\n\nThe call opened with this greeting, already spoken to the caller: \"{greeting}\""
+    )
+}
+
 /// The conversation for the model: the system prompt, the history (tool traffic included),
 /// then the caller's new words.
 pub fn conversation(system: &str, history: &[Exchange], user: &str) -> Vec<ChatMessage> {

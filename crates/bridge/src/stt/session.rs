@@ -304,8 +304,8 @@ impl<D: Dialect> Session<D> {
     }
 
     /// Moves audio out and events in until the stream is finished, cancelled or broken.
-    async fn pump(&mut self, socket: Socket) -> Result<(), SttError> {
-        let (mut sink, mut stream) = socket.split();
+    async fn pump(&mut self, socket: Box<Socket>) -> Result<(), SttError> {
+        let (mut sink, mut stream) = (*socket).split();
         let lost = |err: tokio_tungstenite::tungstenite::Error| SttError::Lost {
             service: D::SERVICE,
             reason: err.to_string(),
@@ -404,12 +404,13 @@ impl<D: Dialect> Session<D> {
     }
 }
 
-/// Opens the socket with `Authorization: Token <key>`.
+/// Opens the socket with `Authorization: Token <key>`. Boxed: the socket is over 1 KiB, and
+/// a call's recognition task would otherwise hold room for it twice for the whole call.
 pub(super) async fn connect(
     url: &Url,
     key: &Secret,
     service: &'static str,
-) -> Result<Socket, SttError> {
+) -> Result<Box<Socket>, SttError> {
     let failed = |reason: String| SttError::Connect { service, reason };
     let mut request = url
         .as_str()
@@ -435,7 +436,7 @@ pub(super) async fn connect(
             )))
         }
         Ok(Err(err)) => Err(failed(err.to_string())),
-        Ok(Ok((socket, _))) => Ok(socket),
+        Ok(Ok((socket, _))) => Ok(Box::new(socket)),
     }
 }
 

@@ -277,10 +277,7 @@ impl Reply {
         if pieces.len() == 1 {
             if let Some(audio) = self.voice.cached(&pieces[0]) {
                 self.phrase_event(&pieces[0]).await;
-                run.tape.push(Taped {
-                    audio: audio.to_vec(),
-                    complete: true,
-                });
+                run.tape.push(Taped::whole(audio));
                 let none: TextStream = Box::pin(futures::stream::empty());
                 return self.speak(none, None, run).await;
             }
@@ -323,10 +320,7 @@ impl Reply {
                                 let index = run.tape.len();
                                 // Fixed phrases (holding, fallback) come from the cache.
                                 if let Some(audio) = self.voice.cached(piece) {
-                                    run.tape.push(Taped {
-                                        audio: audio.to_vec(),
-                                        complete: true,
-                                    });
+                                    run.tape.push(Taped::whole(audio));
                                     continue;
                                 }
                                 pending.push_back(self.synthesize(piece, index, cache_as.clone()));
@@ -346,10 +340,9 @@ impl Reply {
                     Some(Err(err)) => return Err(err.into()),
                     None => {
                         if let Some(done) = pending.pop_front() {
-                            let taped = &mut run.tape[done.index];
-                            taped.finish();
+                            let whole = run.tape[done.index].finish();
                             if let Some(text) = done.cache_as {
-                                self.voice.remember(&text, Bytes::from(taped.audio.clone()));
+                                self.voice.remember(&text, whole);
                             }
                         }
                     }
@@ -416,7 +409,7 @@ impl Reply {
                     take,
                     phrase: run.phrase,
                 });
-                let frames = run.tape[run.phrase].audio.len().div_ceil(FRAME_BYTES);
+                let frames = run.tape[run.phrase].len().div_ceil(FRAME_BYTES);
                 let length = FRAME * u32::try_from(frames).unwrap_or(u32::MAX);
                 if let Some(sent) = run.sent.take() {
                     self.audio_event(run.phrase, sent, Some(length)).await;

@@ -1,6 +1,7 @@
 //! A reply's audio, kept phrase by phrase for as long as the reply may be played again (a
 //! resumed backchannel, a released preemptive answer), and where sending has got to.
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -11,30 +12,76 @@ use crate::audio::mulaw::SILENCE;
 /// One phrase's audio, as far as it has arrived.
 #[derive(Debug, Default)]
 pub(super) struct Taped {
-    /// μ-law bytes.
-    pub(super) audio: Vec<u8>,
-    /// All of it arrived.
-    pub(super) complete: bool,
+    /// μ-law bytes while they arrive.
+    arriving: Vec<u8>,
+    /// All of them, once arrived: frames are sent as slices of it, and a fixed phrase's is
+    /// shared with the voice's cache.
+    whole: Option<Bytes>,
 }
 
 impl Taped {
+    /// A phrase whose audio is all there (a fixed phrase from the cache).
+    pub(super) fn whole(audio: Bytes) -> Self {
+        Self {
+            arriving: Vec::new(),
+            whole: Some(audio),
+        }
+    }
+
+    /// All of the phrase's audio has arrived.
+    pub(super) fn complete(&self) -> bool {
+        self.whole.is_some()
+    }
+
+    /// The audio so far.
+    fn audio(&self) -> &[u8] {
+        match &self.whole {
+            Some(whole) => whole,
+            None => &self.arriving,
+        }
+    }
+
+    /// Bytes of audio so far.
+    pub(super) fn len(&self) -> usize {
+        self.audio().len()
+    }
+
     /// Adds a chunk of the phrase's audio as it arrives. The buffer grows by a quarter at a
     /// time, not by doubling: a call keeps its reply's audio for as long as the reply may be
     /// played again, and doubling left up to half of it empty (the largest part of an active
     /// call's memory).
     pub(super) fn append(&mut self, chunk: &[u8]) {
-        let needed = self.audio.len() + chunk.len();
-        if needed > self.audio.capacity() {
-            let more = chunk.len().max(self.audio.capacity() / 4);
-            self.audio.reserve_exact(more);
+        let audio = &mut self.arriving;
+        let needed = audio.len() + chunk.len();
+        if needed > audio.capacity() {
+            let more = chunk.len().max(audio.capacity() / 4);
+            audio.reserve_exact(more);
         }
-        self.audio.extend_from_slice(chunk);
+        audio.extend_from_slice(chunk);
     }
 
-    /// All of the phrase's audio has arrived: what was reserved beyond it is given back.
-    pub(super) fn finish(&mut self) {
-        self.complete = true;
-        self.audio.shrink_to_fit();
+    /// All of the phrase's audio has arrived: what was reserved beyond it is given back, and
+    /// the whole is returned (shared, not copied).
+    pub(super) fn finish(&mut self) -> Bytes {
+        let mut audio = std::mem::take(&mut self.arriving);
+        audio.shrink_to_fit();
+        self.whole.insert(Bytes::from(audio)).clone()
+    }
+
+    /// The frame of audio at `offset`: a slice of the whole phrase when it is all there and
+    /// the frame full, otherwise a copy (padded with silence at the phrase's end).
+    fn frame_at(&self, offset: usize) -> Bytes {
+        let end = offset + FRAME_BYTES;
+        match &self.whole {
+            Some(whole) if end <= whole.len() => whole.slice(offset..end),
+            _ => {
+                let audio = &self.audio()[offset..];
+                let n = audio.len().min(FRAME_BYTES);
+                let mut frame = vec![SILENCE; FRAME_BYTES];
+                frame[..n].copy_from_slice(&audio[..n]);
+                Bytes::from(frame)
+            }
+        }
     }
 }
 
@@ -93,10 +140,10 @@ impl Run {
             return None;
         }
         let taped = self.tape.get(self.phrase)?;
-        let left = taped.audio.len() - self.offset;
-        if left >= FRAME_BYTES || (taped.complete && left > 0) {
+        let left = taped.len() - self.offset;
+        if left >= FRAME_BYTES || (taped.complete() && left > 0) {
             Some(Next::Frame)
-        } else if taped.complete {
+        } else if taped.complete() {
             Some(Next::Mark)
         } else {
             None
@@ -104,12 +151,10 @@ impl Run {
     }
 
     /// The next frame at the cursor (the phrase's last one padded with silence), and moves on.
-    pub(super) fn frame(&mut self) -> [u8; FRAME_BYTES] {
-        let mut frame = [SILENCE; FRAME_BYTES];
-        let audio = &self.tape[self.phrase].audio[self.offset..];
-        let n = audio.len().min(FRAME_BYTES);
-        frame[..n].copy_from_slice(&audio[..n]);
-        self.offset += n;
+    pub(super) fn frame(&mut self) -> Bytes {
+        let taped = &self.tape[self.phrase];
+        let frame = taped.frame_at(self.offset);
+        self.offset = (self.offset + FRAME_BYTES).min(taped.len());
         frame
     }
 
@@ -147,17 +192,50 @@ mod tests {
             let chunk: Vec<u8> = (0..(n % 7) * 40 + 1).map(|i| (i + n) as u8).collect();
             taped.append(&chunk);
             expected.extend_from_slice(&chunk);
-            let slack = taped.audio.capacity() - taped.audio.len();
+            let slack = taped.arriving.capacity() - taped.arriving.len();
             assert!(
-                slack <= taped.audio.len() / 4 + chunk.len(),
+                slack <= taped.arriving.len() / 4 + chunk.len(),
                 "{slack} beyond {}",
-                taped.audio.len()
+                taped.arriving.len()
             );
         }
-        assert_eq!(taped.audio, expected);
-        taped.finish();
-        assert!(taped.complete);
-        assert_eq!(taped.audio, expected);
-        assert_eq!(taped.audio.capacity(), taped.audio.len());
+        assert_eq!(taped.arriving, expected);
+        let whole = taped.finish();
+        assert!(taped.complete());
+        assert_eq!(whole, expected);
+        assert_eq!(taped.audio(), expected);
+        assert_eq!(taped.arriving.capacity(), 0);
+    }
+
+    /// A whole phrase is sent as slices of its audio, not copies; its last frame is padded with
+    /// silence, and a phrase still arriving is sent in copied frames.
+    #[test]
+    fn frames_of_a_whole_phrase_share_its_audio() {
+        let (_commands, rx) = mpsc::channel(1);
+        let mut run = Run::new(false, rx);
+        let audio: Vec<u8> = (0..400u32).map(|i| i as u8).collect();
+        let whole = Bytes::from(audio.clone());
+        run.tape.push(Taped::whole(whole.clone()));
+        let mut arriving = Taped::default();
+        arriving.append(&audio[..FRAME_BYTES]);
+        run.tape.push(arriving);
+
+        let mut frames = Vec::new();
+        while run.next() == Some(Next::Frame) {
+            frames.push(run.frame());
+        }
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].as_ptr(), whole.as_ptr());
+        assert_eq!(frames[1].as_ptr(), whole[FRAME_BYTES..].as_ptr());
+        assert_eq!(frames[2][..80], audio[2 * FRAME_BYTES..]);
+        assert!(frames[2][80..].iter().all(|&b| b == SILENCE));
+        assert_eq!(run.next(), Some(Next::Mark));
+
+        run.phrase += 1;
+        run.offset = 0;
+        assert_eq!(run.next(), Some(Next::Frame));
+        let copied = run.frame();
+        assert_eq!(copied[..], audio[..FRAME_BYTES]);
+        assert_eq!(run.next(), None, "the rest has not arrived");
     }
 }

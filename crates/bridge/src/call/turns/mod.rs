@@ -16,6 +16,7 @@ mod playout;
 mod preemptive;
 mod progress;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -109,8 +110,9 @@ pub struct Turns {
     silence_timeout: Duration,
     /// Whether the recogniser's end of speech ends the turn before the silence timer does.
     detection: TurnDetection,
-    /// The assistant's instructions, first message of every request.
-    system_prompt: String,
+    /// The assistant's instructions, first message of every request: shared by every call
+    /// (the greeting included, [`crate::store::instructions`]).
+    system_prompt: Arc<str>,
     /// Final transcript segments of the caller's current turn, in order. Interim results never
     /// land here: they are revised later, and keeping them would repeat words.
     heard: Vec<String>,
@@ -157,8 +159,9 @@ pub struct Turns {
 }
 
 impl Turns {
-    /// A call that has not started.
-    pub fn new(silence_timeout: Duration, system_prompt: String) -> Self {
+    /// A call that has not started, whose requests open with `system_prompt` (which says what
+    /// the greeting was: [`crate::store::instructions`]).
+    pub fn new(silence_timeout: Duration, system_prompt: Arc<str>) -> Self {
         Self {
             silence_timeout,
             detection: TurnDetection::Timer,
@@ -206,10 +209,6 @@ impl Turns {
             id,
             spoken: Spoken::new(None),
         };
-        self.system_prompt = format!(
-            "{}\n\nThe call opened with this greeting, already spoken to the caller: \"{greeting}\"",
-            self.system_prompt
-        );
         vec![Action::Say {
             id,
             text: greeting.to_owned(),

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::llm::Role;
+use crate::store::instructions;
 
 /// The rules of `TURN_DETECTION=deepgram`, in their own file.
 mod deepgram;
@@ -27,7 +28,7 @@ fn ms(base: Instant, n: u64) -> Instant {
 /// A call whose greeting is being spoken.
 fn greeting() -> (Turns, Instant, ReplyId) {
     let t0 = Instant::now();
-    let mut turns = Turns::new(TIMEOUT, "Be brief.".into());
+    let mut turns = Turns::new(TIMEOUT, instructions("Be brief.", "Hello.").into());
     let actions = turns.start("Hello.");
     let Action::Say { id, .. } = actions[0] else {
         panic!("{actions:?}")
