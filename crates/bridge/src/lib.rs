@@ -11,7 +11,8 @@
 //! once a stream is over is answered by [`stream_ended`]; [`server`] wires
 //! them to the HTTP surface, and [`config`] gathers every module's settings.
 
-// Shared ground: credentials, setting parsers, socket sizes, counters, log filters.
+// Shared ground: credentials, setting parsers, socket sizes, counters, log filters, memory.
+pub mod memory;
 pub mod metrics;
 pub mod secret;
 pub mod settings;

@@ -24,6 +24,7 @@ use crate::config::{Config, Mode, TurnDetection};
 use crate::events::CallObserver;
 use crate::gather::{self, GatherServices};
 use crate::llm::mistral::Mistral;
+use crate::memory::{self, TrimPolicy};
 use crate::metrics::Metrics;
 use crate::record::format::RecordedSettings;
 use crate::record::Recorder;
@@ -329,6 +330,9 @@ const MOVED_ACTION_GRACE: Duration = Duration::from_secs(2);
 
 /// How long calls get to end after being told to, at the end of a drain.
 const CALL_END_GRACE: Duration = Duration::from_secs(3);
+/// How often the live calls are checked to see whether freed memory should go back to the
+/// system ([`memory`]).
+const TRIM_CHECK: Duration = Duration::from_secs(10);
 
 /// The router, for `serve`, tests and tools that want to mount it themselves. Twilio's routes
 /// require a valid signature when an auth token is configured; the health check does not.
@@ -412,6 +416,7 @@ pub async fn serve_state(
             state.drain().await;
         }
     };
+    let trimming = tokio::spawn(release_memory_after_calls(state.clone()));
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // Without TCP_NODELAY a media frame or a `clear` written while the previous write is not
     // yet acknowledged waits for that ACK (Nagle), up to tens of milliseconds.
@@ -420,14 +425,37 @@ pub async fn serve_state(
             tracing::debug!(%err, "cannot set TCP_NODELAY on a connection");
         }
     });
-    axum::serve(listener, service)
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(drained)
-        .await?;
+        .await;
+    trimming.abort();
+    served?;
     if let Some(recorder) = &state.calls.recorder {
         recorder.finish(RECORDINGS_GRACE).await;
     }
     state.finish_replies().await;
     Ok(())
+}
+
+/// Every [`TRIM_CHECK`], hands the memory of ended calls back to the system once the live calls
+/// have fallen to half their peak since the last time ([`memory`]).
+async fn release_memory_after_calls(state: Arc<AppState>) {
+    let mut policy = TrimPolicy::default();
+    let mut checks = tokio::time::interval(TRIM_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        checks.tick().await;
+        let live = state.admission.live_calls();
+        if policy.check(live) {
+            // Off the runtime's threads: the trim walks the heap under the allocator's lock.
+            let released = tokio::task::spawn_blocking(memory::release_freed).await;
+            tracing::debug!(
+                live,
+                released = released.unwrap_or(false),
+                "freed memory handed back to the system"
+            );
+        }
+    }
 }
 
 /// Opens the Redis connection at start, so the first call does not wait for it, and says in
