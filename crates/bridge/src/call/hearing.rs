@@ -6,21 +6,22 @@ use super::turns::{Action, Heard};
 use super::Call;
 use crate::events::CallEvent;
 use crate::stt::flux::{TurnEvent, TurnInfo};
-use crate::stt::SttEvent;
+use crate::stt::{SttEvent, Transcript};
 
 impl Call {
     /// Handles one event of speech recognition.
     pub(super) fn on_stt(&mut self, event: SttEvent) {
         let now = Instant::now();
         let actions = match event {
-            SttEvent::Transcript {
-                text,
-                is_final,
-                speech_final,
-                audio_end,
-                audio_start,
-                ..
-            } => {
+            SttEvent::Transcript(transcript) => {
+                let Transcript {
+                    text,
+                    is_final,
+                    speech_final,
+                    audio_end,
+                    audio_start,
+                    ..
+                } = *transcript;
                 if is_final && !text.trim().is_empty() {
                     tracing::debug!(%text, speech_final, "caller said");
                     self.publisher.publish(CallEvent::Transcript {
@@ -43,7 +44,7 @@ impl Call {
                 self.services.metrics.barge_ins.inc_by(barge_ins as u64);
                 actions
             }
-            SttEvent::Turn(info) => self.on_flux_turn(info, now),
+            SttEvent::Turn(info) => self.on_flux_turn(*info, now),
             SttEvent::UtteranceEnd => self.turns.on_utterance_end(now),
             SttEvent::SpeechStarted => Vec::new(),
             SttEvent::Dropped => {

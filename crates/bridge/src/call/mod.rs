@@ -258,6 +258,9 @@ impl Call {
                 }
                 self.apply(actions);
                 self.retire_finished();
+                if let Some((id, heard)) = self.turns.heard_phrases() {
+                    self.speaker.heard(id, heard);
+                }
             }
             StreamEvent::Dtmf(digit) => {
                 tracing::info!(digit = %digit, "caller pressed a key");

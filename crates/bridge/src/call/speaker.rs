@@ -18,6 +18,9 @@ use crate::record::Tap;
 
 /// Reply events that may wait for the call task.
 const REPLY_EVENTS: usize = 16;
+/// Room left in a reply's commands for the ones that matter (hold, play) when telling it what
+/// was heard, which only saves memory.
+const COMMANDS_KEPT_FREE: usize = 4;
 
 /// The replies of one call and the socket's writer they speak through.
 #[derive(Debug)]
@@ -50,6 +53,8 @@ struct Current {
     /// The take it is sending, as the brain numbers them (0, then one more each resume): a
     /// `clear` drops the queued audio of this take only.
     take: u32,
+    /// Phrases it was told the caller heard, so their audio need not be kept.
+    heard: usize,
 }
 
 impl Speaker {
@@ -91,6 +96,7 @@ impl Speaker {
             token,
             commands: running.commands,
             take: 0,
+            heard: 0,
         };
         if let Some(old) = self.current.replace(current) {
             old.token.cancel();
@@ -135,6 +141,19 @@ impl Speaker {
             let command = ReplyCommand::Play { from, take };
             if current.commands.try_send(command).is_err() {
                 tracing::warn!(reply = id.0, "could not resume the reply: it is gone");
+            }
+        }
+    }
+
+    /// The caller heard the first `phrases` of reply `id` to the end: the reply may drop their
+    /// audio. Told only with room to spare in its commands, which a play must always find.
+    pub(super) fn heard(&mut self, id: ReplyId, phrases: usize) {
+        if let Some(current) = self.current.as_mut().filter(|c| c.id == id) {
+            if phrases > current.heard && current.commands.capacity() > COMMANDS_KEPT_FREE {
+                current.heard = phrases;
+                let _ = current
+                    .commands
+                    .try_send(ReplyCommand::Forget { before: phrases });
             }
         }
     }

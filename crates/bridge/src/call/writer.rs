@@ -19,9 +19,10 @@ use super::turns::ReplyId;
 use crate::record::Tap;
 use crate::twilio::media::Outbound;
 
-/// Frames a reply may queue ahead of the socket (2 s of audio); more waits in the reply task,
-/// where cancellation is instant.
-pub const SPEECH_QUEUE_FRAMES: usize = 100;
+/// Frames a reply may queue ahead of the socket (640 ms of audio, far more than a socket write
+/// takes); more waits in the reply task, where cancellation is instant. Kept within one of the
+/// channel's 32-slot blocks: a deeper queue kept up to five blocks alive in every call.
+pub const SPEECH_QUEUE_FRAMES: usize = 32;
 
 /// One playing of a reply: its first is take 0, and each time it resumes after an interruption
 /// that turned out not to be one, the next. A `clear` drops a take and everything older.

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::{self, finite_or_zero, Clock, Dialect, Incoming};
 pub use super::session::{SttError, SttStream, AUDIO_QUEUE_FRAMES};
-use super::SttEvent;
+use super::{SttEvent, Transcript};
 use crate::secret::Secret;
 use crate::settings::{self, Schemes, MILLIS};
 
@@ -189,7 +189,7 @@ fn parse_event(text: &str, clock: &Clock) -> Option<SttEvent> {
                 .next()
                 .map(|a| (a.transcript, a.confidence))
                 .unwrap_or_default();
-            Some(SttEvent::Transcript {
+            Some(SttEvent::Transcript(Box::new(Transcript {
                 audio_end: clock.at(start + duration),
                 audio_start: clock.at(start),
                 text,
@@ -198,7 +198,7 @@ fn parse_event(text: &str, clock: &Clock) -> Option<SttEvent> {
                 start: clock.earlier_audio_s + finite_or_zero(start),
                 duration: finite_or_zero(duration),
                 confidence: finite_or_zero(confidence),
-            })
+            })))
         }
         ServerMessage::SpeechStarted {} => Some(SttEvent::SpeechStarted),
         ServerMessage::UtteranceEnd {} => Some(SttEvent::UtteranceEnd),
@@ -229,7 +229,10 @@ mod tests {
                 earlier_audio_s: 10.0,
             },
         );
-        let Some(SttEvent::Transcript {
+        let Some(SttEvent::Transcript(transcript)) = event else {
+            panic!("{event:?}")
+        };
+        let Transcript {
             text,
             is_final,
             speech_final,
@@ -238,10 +241,7 @@ mod tests {
             duration,
             confidence,
             audio_start,
-        }) = event
-        else {
-            panic!("{event:?}")
-        };
+        } = *transcript;
         assert_eq!(
             (text.as_str(), is_final, speech_final),
             ("Hello there.", true, false)

@@ -263,14 +263,14 @@ fn parse_message(text: &str, clock: &Clock) -> Incoming {
             end_of_turn_confidence,
         } => {
             let last_word_end = words.iter().rev().find_map(|w| w.end);
-            Incoming::Event(SttEvent::Turn(TurnInfo {
+            Incoming::Event(SttEvent::Turn(Box::new(TurnInfo {
                 event,
                 transcript,
                 turn_index,
                 audio_start: clock.at(audio_window_start),
                 speech_end: clock.at(last_word_end.unwrap_or(audio_window_end)),
                 end_of_turn_confidence: finite_or_zero(end_of_turn_confidence),
-            }))
+            })))
         }
         ServerMessage::Error { code, description } => {
             Incoming::Fatal(format!("Flux error {code}: {description}"))
@@ -294,7 +294,7 @@ mod tests {
 
     fn turn(text: &str, sent: Instant) -> TurnInfo {
         match parse_message(text, &clock(sent)) {
-            Incoming::Event(SttEvent::Turn(info)) => info,
+            Incoming::Event(SttEvent::Turn(info)) => *info,
             other => panic!("{other:?}"),
         }
     }

@@ -14,40 +14,47 @@ pub use session::{SttError, SttStream, AUDIO_QUEUE_FRAMES};
 #[derive(Debug)]
 pub enum SttEvent {
     /// Words heard. Interim results (`is_final == false`) will be revised; finals will not.
-    Transcript {
-        /// The words, possibly empty (silence).
-        text: String,
-        /// The segment is fixed and will not be revised.
-        is_final: bool,
-        /// The recogniser detected the end of an utterance.
-        speech_final: bool,
-        /// When the end of this segment's audio was sent to the recogniser (Deepgram's
-        /// `start + duration`, mapped to our clock): the reference for its latency and for the
-        /// end of the caller's speech.
-        audio_end: Option<tokio::time::Instant>,
-        /// Where the segment sits in the stream's audio: seconds from the first frame handed
-        /// to [`deepgram::SttStream::send_audio`], across reconnections (Deepgram's own clock
-        /// restarts on each connection).
-        start: f64,
-        /// Seconds of audio the segment covers.
-        duration: f64,
-        /// Deepgram's confidence in the transcript, 0 to 1.
-        confidence: f64,
-        /// When the start of this segment's audio was sent (Deepgram's `start`, on our clock):
-        /// where the caller's words begin, for recordings.
-        audio_start: Option<tokio::time::Instant>,
-    },
+    /// Boxed: it is the largest event by far, and every call's event queue holds room for
+    /// 32 events of the largest kind.
+    Transcript(Box<Transcript>),
     /// Voice activity began.
     SpeechStarted,
     /// A gap after the last finalized word.
     UtteranceEnd,
-    /// Deepgram Flux's view of the caller's turn (`TURN_DETECTION=flux`).
-    Turn(flux::TurnInfo),
+    /// Deepgram Flux's view of the caller's turn (`TURN_DETECTION=flux`); boxed like
+    /// [`SttEvent::Transcript`].
+    Turn(Box<flux::TurnInfo>),
     /// The connection dropped mid-call; the stream is reconnecting (audio is kept meanwhile).
     Dropped,
     /// The recogniser cannot be reached, even after reconnecting: the caller can no longer be
     /// heard.
     Lost(SttError),
+}
+
+/// Words heard, and where they sit in the caller's audio.
+#[derive(Debug)]
+pub struct Transcript {
+    /// The words, possibly empty (silence).
+    pub text: String,
+    /// The segment is fixed and will not be revised.
+    pub is_final: bool,
+    /// The recogniser detected the end of an utterance.
+    pub speech_final: bool,
+    /// When the end of this segment's audio was sent to the recogniser (Deepgram's
+    /// `start + duration`, mapped to our clock): the reference for its latency and for the
+    /// end of the caller's speech.
+    pub audio_end: Option<tokio::time::Instant>,
+    /// Where the segment sits in the stream's audio: seconds from the first frame handed
+    /// to [`deepgram::SttStream::send_audio`], across reconnections (Deepgram's own clock
+    /// restarts on each connection).
+    pub start: f64,
+    /// Seconds of audio the segment covers.
+    pub duration: f64,
+    /// Deepgram's confidence in the transcript, 0 to 1.
+    pub confidence: f64,
+    /// When the start of this segment's audio was sent (Deepgram's `start`, on our clock):
+    /// where the caller's words begin, for recordings.
+    pub audio_start: Option<tokio::time::Instant>,
 }
 
 /// The recogniser a streaming call uses, chosen by `TURN_DETECTION`.

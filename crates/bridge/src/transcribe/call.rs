@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::webhook::{CallDelivery, TranscriptMessage};
 use super::TranscribeServices;
 use crate::stt::deepgram::SttStream;
-use crate::stt::SttEvent;
+use crate::stt::{SttEvent, Transcript};
 use crate::twilio::media::{Start, Track};
 use crate::twilio::stream::{call_span, Frame, MediaStream, StreamEnd, StreamEvent, START_TIMEOUT};
 
@@ -170,15 +170,17 @@ impl Transcription {
 
     fn on_stt(&mut self, track: Track, event: SttEvent) {
         match event {
-            SttEvent::Transcript {
-                text,
-                is_final: true,
-                audio_end,
-                start,
-                duration,
-                confidence,
-                ..
-            } if !text.trim().is_empty() => {
+            SttEvent::Transcript(transcript)
+                if transcript.is_final && !transcript.text.trim().is_empty() =>
+            {
+                let Transcript {
+                    text,
+                    audio_end,
+                    start,
+                    duration,
+                    confidence,
+                    ..
+                } = *transcript;
                 if let Some(end) = audio_end {
                     let latency = Instant::now().saturating_duration_since(end);
                     let metrics = &self.services.metrics;

@@ -161,6 +161,12 @@ pub enum ReplyCommand {
         /// The take's number.
         take: u32,
     },
+    /// The caller heard the phrases before `before` to the end: their audio, never sent again,
+    /// need not be kept.
+    Forget {
+        /// The first phrase still needed.
+        before: usize,
+    },
 }
 
 /// Commands a reply may have waiting; the call sends at most a few per reply.

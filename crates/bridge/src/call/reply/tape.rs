@@ -68,6 +68,13 @@ impl Taped {
         self.whole.insert(Bytes::from(audio)).clone()
     }
 
+    /// The phrase was heard: its audio goes (it stays on the tape, empty, so phrase numbers
+    /// keep their meaning).
+    fn forget(&mut self) {
+        self.arriving = Vec::new();
+        self.whole = Some(Bytes::new());
+    }
+
     /// The frame of audio at `offset`: a slice of the whole phrase when it is all there and
     /// the frame full, otherwise a copy (padded with silence at the phrase's end).
     fn frame_at(&self, offset: usize) -> Bytes {
@@ -130,6 +137,14 @@ impl Run {
                 self.offset = 0;
                 self.sent = None;
                 self.queued = None;
+            }
+            // Only phrases already sent in full: the one being sent, and any after it, are
+            // still needed whatever the call says.
+            ReplyCommand::Forget { before } => {
+                let sent = before.min(self.phrase).min(self.tape.len());
+                for taped in &mut self.tape[..sent] {
+                    taped.forget();
+                }
             }
         }
     }
@@ -205,6 +220,25 @@ mod tests {
         assert_eq!(whole, expected);
         assert_eq!(taped.audio(), expected);
         assert_eq!(taped.arriving.capacity(), 0);
+    }
+
+    /// Heard phrases lose their audio, but only those already sent: a phrase being sent keeps
+    /// its audio whatever the call says.
+    #[test]
+    fn heard_phrases_are_forgotten_once_sent() {
+        let (_commands, rx) = mpsc::channel(1);
+        let mut run = Run::new(false, rx);
+        for _ in 0..3 {
+            run.tape
+                .push(Taped::whole(Bytes::from(vec![1u8; 2 * FRAME_BYTES])));
+        }
+        run.phrase = 1;
+        run.offset = FRAME_BYTES;
+        run.obey(ReplyCommand::Forget { before: 3 });
+        let lengths: Vec<usize> = run.tape.iter().map(Taped::len).collect();
+        assert_eq!(lengths, [0, 2 * FRAME_BYTES, 2 * FRAME_BYTES]);
+        assert_eq!(run.next(), Some(Next::Frame));
+        assert_eq!(run.frame()[..], [1u8; FRAME_BYTES]);
     }
 
     /// A whole phrase is sent as slices of its audio, not copies; its last frame is padded with

@@ -417,6 +417,15 @@ impl Turns {
         self.reply.id()
     }
 
+    /// The reply being spoken and how many of its phrases the caller has heard to the end.
+    /// Their audio is never sent again: a resume starts at the phrase being heard, or later.
+    pub fn heard_phrases(&self) -> Option<(ReplyId, usize)> {
+        match &self.reply {
+            Reply::Speaking { id, spoken } => Some((*id, spoken.played)),
+            _ => None,
+        }
+    }
+
     /// True while the assistant's audio is being sent or played.
     pub fn is_speaking(&self) -> bool {
         matches!(self.reply, Reply::Speaking { .. })

@@ -100,6 +100,25 @@ fn mark_names_round_trip() {
     assert_eq!(ReplyId::parse_mark("other"), None);
 }
 
+/// The speaker is told how many phrases were heard to the end, counting only the marks the
+/// brain takes as heard, and nothing once the reply is over.
+#[test]
+fn phrases_heard_to_the_end_are_counted() {
+    let (mut turns, t0) = listening();
+    turns.on_transcript("Hi", Heard::Final, ms(t0, 0));
+    let (id, ..) = asked(&turns.on_tick(ms(t0, 2000)));
+    speak(&mut turns, id, &["One.", "Two.", "Three."], 1);
+    assert_eq!(turns.heard_phrases(), Some((id, 1)));
+    turns.on_mark(&id.mark_name(2), Instant::now());
+    assert_eq!(turns.heard_phrases(), Some((id, 1)), "out of order");
+    turns.on_mark(&id.take_mark_name(1, 1), Instant::now());
+    assert_eq!(turns.heard_phrases(), Some((id, 1)), "another take");
+    turns.on_mark(&id.mark_name(1), Instant::now());
+    assert_eq!(turns.heard_phrases(), Some((id, 2)));
+    turns.on_mark(&id.mark_name(2), Instant::now());
+    assert_eq!(turns.heard_phrases(), None);
+}
+
 #[test]
 fn the_greeting_is_spoken_until_its_mark_returns() {
     let (mut turns, t0, greeting) = greeting();
