@@ -63,8 +63,9 @@ pub struct SoakReport {
     /// connections stay open while idle (the server's pool keeps them 90 s): pause longer
     /// than that (`--soak-settle-s`) for an exact comparison.
     pub fds_returned: Option<bool>,
-    /// Whether the open files after the last batch are no more than after the first: no
-    /// growth from batch to batch, whatever the pool holds.
+    /// Whether the open files after the last batch are no more than the most seen after any of
+    /// the first quarter of the batches: pooled provider connections come and go by a few from
+    /// one batch to the next, a file left open per call or per batch adds up past them.
     pub fds_flat: Option<bool>,
     /// The pause before the last reading, s.
     pub settle_s: f64,
@@ -125,12 +126,17 @@ pub fn verdict(
         rss_growth_kib: growth,
         rss_returned: growth.map(|g| g <= RSS_RETURN_KIB as i64),
         fds_returned: after.fds.zip(before.fds).map(|(a, b)| a <= b),
-        fds_flat: match (batches.first(), batches.last()) {
-            (Some(first), Some(last)) => last.fds.zip(first.fds).map(|(l, f)| l <= f),
-            _ => None,
-        },
+        fds_flat: fds_flat(batches),
         settle_s: options.soak_settle.as_secs_f64(),
     }
+}
+
+/// No growth in open files from the first batches to the last (see [`SoakReport::fds_flat`]).
+fn fds_flat(batches: &[Sample]) -> Option<bool> {
+    let last = batches.last()?.fds?;
+    let early = &batches[..batches.len().div_ceil(4)];
+    let most_early = early.iter().filter_map(|s| s.fds).max()?;
+    Some(last <= most_early)
 }
 
 fn describe(s: Sample) -> String {
@@ -173,5 +179,37 @@ impl SoakReport {
             format!("soak: RSS after each batch (KiB): {}", rss.join(" ")),
             format!("soak: open files after each batch: {}", fds.join(" ")),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batches(fds: &[u64]) -> Vec<Sample> {
+        fds.iter()
+            .map(|&f| Sample {
+                rss_kib: Some(30_000),
+                fds: Some(f),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pooled_connections_coming_and_going_are_not_growth() {
+        let seen = batches(&[118, 120, 121, 120, 121, 119, 120, 119]);
+        assert_eq!(fds_flat(&seen), Some(true));
+    }
+
+    #[test]
+    fn a_file_left_open_per_batch_is_growth() {
+        let seen = batches(&[118, 120, 121, 122, 123, 124, 125, 126]);
+        assert_eq!(fds_flat(&seen), Some(false));
+    }
+
+    #[test]
+    fn no_batches_or_no_readings_give_no_verdict() {
+        assert_eq!(fds_flat(&[]), None);
+        assert_eq!(fds_flat(&[Sample::default(), Sample::default()]), None);
     }
 }

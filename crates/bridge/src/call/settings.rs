@@ -127,7 +127,7 @@ impl TurnSettings {
     /// The brain's rules for interruptions.
     pub fn interruptions(&self) -> InterruptionPolicy {
         InterruptionPolicy {
-            backchannel: self.backchannel_words.0.clone(),
+            backchannel: self.backchannel_words.0.as_slice().into(),
             false_after: self.false_interruption,
             min_words: self.barge_in_min_words,
         }

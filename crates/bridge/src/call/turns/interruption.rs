@@ -3,6 +3,7 @@
 //! the phrase that was cut, with the audio it already has, and the history is as if nothing
 //! happened. Words too few to count never interrupt at all.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,8 +22,8 @@ pub const DEFAULT_BACKCHANNEL_WORDS: &[&str] = &[
 /// `FALSE_INTERRUPTION_MS`, `BARGE_IN_MIN_WORDS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterruptionPolicy {
-    /// Words that alone are no turn, lower case.
-    pub backchannel: Vec<String>,
+    /// Words that alone are no turn, lower case; shared by every call.
+    pub backchannel: Arc<[String]>,
     /// An interruption with no words by then resumes the reply.
     pub false_after: Duration,
     /// Fewer words than this never interrupt.
