@@ -4,6 +4,11 @@
 //! [`Control::Clear`] on a separate channel that the writer always checks first. On a clear the
 //! writer throws away every queued frame of the interrupted reply (and older ones) *before*
 //! sending Twilio's `clear`, so the `clear` never waits behind audio that should not play.
+//!
+//! Speech already queued when the writer wakes leaves in one socket write (up to
+//! [`SPEECH_PER_WRITE`] messages): a reply's audio arrives from the TTS faster than it plays,
+//! and a write per 20 ms frame cost a system call each. Nothing waits to fill a batch, and a
+//! `clear` that comes in ends the batch so it goes out next.
 
 use std::collections::VecDeque;
 
@@ -23,6 +28,12 @@ use crate::twilio::media::Outbound;
 /// takes); more waits in the reply task, where cancellation is instant. Kept within one of the
 /// channel's 32-slot blocks: a deeper queue kept up to five blocks alive in every call.
 pub const SPEECH_QUEUE_FRAMES: usize = 32;
+
+/// Most messages written to the socket at once (≈ 1.2 KB of media messages). The socket's
+/// write buffer keeps the largest size it ever held for the rest of the call, so this is also
+/// memory every call keeps: 32 at a time (≈ 10 KB) made an idle call 13 KiB bigger, while 4
+/// already takes three quarters of the reply's system calls away.
+pub const SPEECH_PER_WRITE: usize = 4;
 
 /// One playing of a reply: its first is take 0, and each time it resumes after an interruption
 /// that turned out not to be one, the next. A `clear` drops a take and everything older.
@@ -130,7 +141,7 @@ impl TwilioWriter {
                     None => break,
                 },
                 speech = next_speech(&mut self.held, &mut self.speech) => match speech {
-                    Some(speech) => self.play(speech).await,
+                    Some(speech) => self.play_queued(speech).await,
                     None => break,
                 },
             };
@@ -161,28 +172,60 @@ impl TwilioWriter {
         self.send(Outbound::Clear).await
     }
 
-    async fn play(&mut self, speech: Speech) -> Result<(), axum::Error> {
-        if Some(speech.take()) <= self.dropped_through {
+    /// Writes `first` and whatever speech is already queued behind it, then flushes once.
+    async fn play_queued(&mut self, first: Speech) -> Result<(), axum::Error> {
+        let mut next = Some(first);
+        let mut batched = 0;
+        while let Some(speech) = next {
+            if self.play(speech).await? {
+                batched += 1;
+            }
+            // A clear goes out before anything more of the reply.
+            next = if batched < SPEECH_PER_WRITE && self.control.is_empty() {
+                self.held
+                    .pop_front()
+                    .or_else(|| self.speech.try_recv().ok())
+            } else {
+                None
+            };
+        }
+        if batched == 0 {
             return Ok(());
         }
+        self.sink.flush().await
+    }
+
+    /// Queues `speech` for the socket; false when it belongs to an interrupted take.
+    async fn play(&mut self, speech: Speech) -> Result<bool, axum::Error> {
+        if Some(speech.take()) <= self.dropped_through {
+            return Ok(false);
+        }
         match speech {
-            Speech::Frame { audio, .. } => self.send(Outbound::Media(&audio)).await,
+            Speech::Frame { audio, .. } => self.feed(Outbound::Media(&audio)).await?,
             Speech::Mark {
                 take: (reply, take),
                 phrase,
             } => {
                 let name = reply.take_mark_name(take, phrase);
-                self.send(Outbound::Mark(&name)).await
+                self.feed(Outbound::Mark(&name)).await?;
             }
         }
+        Ok(true)
     }
 
+    /// Sends `message` now.
     async fn send(&mut self, message: Outbound<'_>) -> Result<(), axum::Error> {
+        self.feed(message).await?;
+        self.sink.flush().await
+    }
+
+    /// Queues `message` in the socket's write buffer; a flush sends it.
+    async fn feed(&mut self, message: Outbound<'_>) -> Result<(), axum::Error> {
         let json = Utf8Bytes::from(message.to_json(&self.stream_sid));
         if let Some(tap) = &self.tap {
             tap.outbound(&json);
         }
-        self.sink.send(Message::Text(json)).await
+        self.sink.feed(Message::Text(json)).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! One recogniser socket per call, whatever Deepgram protocol it speaks (live v1 or Flux v2).
 //!
 //! The call hands audio frames to [`SttStream::send_audio`]; a task owns the socket, forwards
-//! the audio as binary messages (batched when the protocol wants bigger chunks), speaks the
+//! the audio as binary messages (batched when the protocol wants bigger chunks; frames that
+//! queued while the socket was busy go out in one write), speaks the
 //! protocol's keep-alive while no audio flows, and turns its JSON into [`SttEvent`]s through a
 //! [`Dialect`]. Audio sent while the socket is still connecting waits in a bounded queue, so the
 //! first words of a call are not lost. If the socket drops mid-call the task reconnects with
@@ -31,6 +32,8 @@ use crate::socket::SOCKET_READ_BUFFER;
 
 /// Caller audio that may wait for the socket: 10 s of 20 ms frames.
 pub const AUDIO_QUEUE_FRAMES: usize = 500;
+/// Most audio messages written to the socket at once, when frames queued up while it was busy.
+const MESSAGES_PER_WRITE: usize = 16;
 /// Deepgram closes a socket that hears nothing for about 10 s; speak up well before.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(4);
 /// How long the connection handshake may take.
@@ -334,13 +337,26 @@ impl<D: Dialect> Session<D> {
                 frame = self.audio.recv(), if closing.is_none() => match frame {
                     Some(frame) => {
                         clock.first_audio.get_or_insert_with(Instant::now);
-                        if let Some(chunk) = self.chunk(frame) {
-                            if D::REPLAY_TURN {
-                                self.turn.push(&chunk);
+                        // Frames that queued up meanwhile leave in the same write, each
+                        // still its own message; none is held back to wait for another.
+                        let mut next = Some(frame);
+                        let mut written = 0;
+                        while let Some(frame) = next {
+                            if let Some(chunk) = self.chunk(frame) {
+                                if D::REPLAY_TURN {
+                                    self.turn.push(&chunk);
+                                }
+                                let len = chunk.len() as u64;
+                                sink.feed(Message::Binary(chunk)).await.map_err(lost)?;
+                                self.connection_audio_bytes += len;
+                                written += 1;
                             }
-                            let len = chunk.len() as u64;
-                            sink.send(Message::Binary(chunk)).await.map_err(lost)?;
-                            self.connection_audio_bytes += len;
+                            next = (written < MESSAGES_PER_WRITE)
+                                .then(|| self.audio.try_recv().ok())
+                                .flatten();
+                        }
+                        if written > 0 {
+                            sink.flush().await.map_err(lost)?;
                         }
                         keepalive.reset();
                     }
