@@ -32,6 +32,9 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 const FRAME: Duration = Duration::from_millis(20);
 /// Samples per millisecond at 8 kHz: the line's clock.
 const SAMPLES_PER_MS: u64 = 8;
+/// Bytes read from the server's socket at a time: the server writes a reply's queued frames
+/// together (up to 4 media messages, ≈ 1.2 KB), and a busy moment may hold a few such writes.
+const READ_BUFFER: usize = 4 * 1024;
 /// Room for one media message (216 characters of payload and the envelope).
 const MEDIA_MESSAGE_BYTES: usize = 360;
 
@@ -105,6 +108,28 @@ pub struct Plan {
     /// Forwarding is measured on the frames whose PCM hash is a multiple of this (1: all);
     /// the STT stand-in's probe samples the same frames.
     pub sample: u64,
+    /// The callers' common clock: each sends its frames at its own [`frame_phase`] of the
+    /// 20 ms period counted from here.
+    pub epoch: Instant,
+}
+
+/// Where in the 20 ms frame period call `call` sends its frames. Real calls start at random
+/// moments, so their frames are spread over the period; a ramp that starts a call every 20 ms
+/// (1,000 calls over 20 s) would otherwise have every caller send in the same millisecond, and
+/// the generator and the server would see 1,000 frames at once instead of 50 each millisecond.
+/// The golden ratio's multiples spread any number of calls evenly.
+pub fn frame_phase(call: u32) -> Duration {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    FRAME.mul_f64((f64::from(call) * GOLDEN).fract())
+}
+
+/// The first instant at or after `now` that is call `call`'s phase of a frame period counted
+/// from `epoch`.
+fn first_send(epoch: Instant, call: u32, now: Instant) -> Instant {
+    let base = epoch + frame_phase(call);
+    let behind = now.saturating_duration_since(base);
+    let periods = behind.as_nanos().div_ceil(FRAME.as_nanos());
+    base + FRAME * u32::try_from(periods).unwrap_or(u32::MAX)
 }
 
 /// Runs one call to its end (or until `hang_up` fires, for idle callers).
@@ -150,8 +175,7 @@ async fn converse(
     hang_up: &CancellationToken,
 ) -> Result<(), String> {
     // Twilio's side: TCP_NODELAY, so the frame's send time is when it leaves.
-    let config =
-        WebSocketConfig::default().read_buffer_size(ivr_bridge::socket::SOCKET_READ_BUFFER);
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let url = plan.url.as_str();
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (ws, _) = tokio::time::timeout(CONNECT_LIMIT, connect)
@@ -159,7 +183,7 @@ async fn converse(
         .map_err(|_| "the server did not accept the socket within 10 s".to_owned())?
         .map_err(|e| format!("cannot connect: {e}"))?;
     let (mut sink, mut stream) = ws.split();
-    call.begin(Instant::now());
+    call.begin(first_send(plan.epoch, plan.call, Instant::now()));
     for opening in call.opening() {
         sink.send(Message::text(opening))
             .await
@@ -273,10 +297,10 @@ impl CallState {
         }
     }
 
-    /// The socket is open: the recording's clock starts now.
-    fn begin(&mut self, now: Instant) {
-        self.started = now;
-        self.next_send = now;
+    /// The socket is open: the recording's clock starts at `at`, with its first frame.
+    fn begin(&mut self, at: Instant) {
+        self.started = at;
+        self.next_send = at;
     }
 
     /// `at` on the line's clock: samples since the call started.
@@ -497,4 +521,34 @@ impl CallState {
 fn decoded_len(payload: &str) -> usize {
     let padding = payload.bytes().rev().take_while(|&b| b == b'=').count();
     (payload.len() / 4 * 3).saturating_sub(padding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_started_a_period_apart_send_at_different_moments() {
+        let mut phases: Vec<Duration> = (0..1000).map(frame_phase).collect();
+        assert!(phases.iter().all(|p| *p < FRAME));
+        phases.sort();
+        // 1,000 phases over 20 ms: no gap much wider than the even spacing of 20 µs.
+        let widest = phases.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        assert!(widest < Duration::from_micros(40), "{widest:?}");
+    }
+
+    #[test]
+    fn the_first_frame_waits_for_the_callers_phase() {
+        let epoch = Instant::now();
+        let phase = frame_phase(7);
+        assert_eq!(first_send(epoch, 7, epoch), epoch + phase);
+        // Connected 45 ms in: the next instant at the phase is in the third period.
+        let now = epoch + Duration::from_millis(45);
+        let first = first_send(epoch, 7, now);
+        assert!(first >= now && first < now + FRAME);
+        assert_eq!(
+            (first - epoch).as_nanos() % FRAME.as_nanos(),
+            phase.as_nanos()
+        );
+    }
 }

@@ -82,6 +82,7 @@ async fn idle_calls(
             plays: 1,
             greeted: Some(greeted_tx.clone()),
             sample,
+            epoch: started,
         };
         let at = started + ramp.mul_f64(f64::from(i) / f64::from(n.max(1)));
         tokio::time::sleep_until(at.into()).await;

@@ -316,6 +316,7 @@ impl Run<'_> {
                 plays: self.options.plays,
                 greeted: None,
                 sample: self.options.frame_sample,
+                epoch: started,
             };
             let at = ramp_at(started, self.options, call - first);
             tokio::time::sleep_until(at.into()).await;
