@@ -149,6 +149,10 @@ impl TwilioWriter {
                 tracing::debug!("Twilio socket closed; writer stops");
                 break;
             }
+            // A reply's audio is queued far faster than it plays and Twilio buffers it, while
+            // every call's incoming audio is on its way to the recogniser: after each write,
+            // the other tasks go first rather than waiting for a whole phrase to be written.
+            tokio::task::yield_now().await;
         }
         let _ = self.sink.close().await;
     }
