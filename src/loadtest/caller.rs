@@ -35,6 +35,8 @@ const SAMPLES_PER_MS: u64 = 8;
 /// Bytes read from the server's socket at a time: the server writes a reply's queued frames
 /// together (up to 4 media messages, ≈ 1.2 KB), and a busy moment may hold a few such writes.
 const READ_BUFFER: usize = 4 * 1024;
+/// Server messages a caller reads in a row before it lets the other callers run.
+const READS_BEFORE_YIELD: usize = 8;
 /// Room for one media message (216 characters of payload and the envelope).
 const MEDIA_MESSAGE_BYTES: usize = 360;
 
@@ -189,24 +191,36 @@ async fn converse(
             .await
             .map_err(|e| format!("cannot send: {e}"))?;
     }
+    let mut read_in_a_row = 0usize;
     loop {
         let wake = call.next_wake();
+        if read_in_a_row >= READS_BEFORE_YIELD {
+            // A reply's audio arrives much faster than it plays: let the other callers send
+            // their frames due meanwhile instead of reading all of it in one go (tokio lets a
+            // task go on for 128 reads before it must give way).
+            read_in_a_row = 0;
+            tokio::task::yield_now().await;
+        }
         let out: Vec<String> = tokio::select! {
             biased;
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Text(text))) => call.on_server(text.as_str(), events).await?,
-                Some(Ok(Message::Close(_))) | None => {
-                    return call.closed_early();
+            msg = stream.next() => {
+                read_in_a_row += 1;
+                match msg {
+                    Some(Ok(Message::Text(text))) => call.on_server(text.as_str(), events).await?,
+                    Some(Ok(Message::Close(_))) | None => {
+                        return call.closed_early();
+                    }
+                    Some(Err(e)) => return Err(format!("socket error: {e}")),
+                    Some(Ok(_)) => Vec::new(),
                 }
-                Some(Err(e)) => return Err(format!("socket error: {e}")),
-                Some(Ok(_)) => Vec::new(),
-            },
+            }
             () = hang_up.cancelled(), if call.script.is_none() => {
                 let _ = sink.send(Message::text(call.stop())).await;
                 let _ = sink.close().await;
                 return Ok(());
             }
             () = sleep_until(wake.into()) => {
+                read_in_a_row = 0;
                 let now = Instant::now();
                 let mut out = call.due_marks(now);
                 if call.check_greeting(now) {
