@@ -448,10 +448,12 @@ async fn release_memory_after_calls(state: Arc<AppState>) {
         let live = state.admission.live_calls();
         if policy.check(live) {
             // Off the runtime's threads: the trim walks the heap under the allocator's lock.
+            let started = std::time::Instant::now();
             let released = tokio::task::spawn_blocking(memory::release_freed).await;
             tracing::debug!(
                 live,
                 released = released.unwrap_or(false),
+                took = ?started.elapsed(),
                 "freed memory handed back to the system"
             );
         }
