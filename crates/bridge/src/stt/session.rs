@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use reqwest::Url;
 use tokio::sync::mpsc;
@@ -306,6 +307,37 @@ impl<D: Dialect> Session<D> {
         (self.batch.len() >= D::CHUNK_BYTES).then(|| self.batch.split().freeze())
     }
 
+    /// Writes `first` and the frames that queued up behind it in one flush, each still its own
+    /// message; none is held back to wait for another.
+    async fn write_queued(
+        &mut self,
+        sink: &mut SplitSink<Socket, Message>,
+        first: Bytes,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(frame) = next {
+            if let Some(chunk) = self.chunk(frame) {
+                if D::REPLAY_TURN {
+                    self.turn.push(&chunk);
+                }
+                let len = chunk.len() as u64;
+                sink.feed(Message::Binary(chunk)).await?;
+                self.connection_audio_bytes += len;
+                written += 1;
+            }
+            next = if written < MESSAGES_PER_WRITE {
+                self.audio.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if written > 0 {
+            sink.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Moves audio out and events in until the stream is finished, cancelled or broken.
     async fn pump(&mut self, socket: Box<Socket>) -> Result<(), SttError> {
         let (mut sink, mut stream) = (*socket).split();
@@ -337,27 +369,7 @@ impl<D: Dialect> Session<D> {
                 frame = self.audio.recv(), if closing.is_none() => match frame {
                     Some(frame) => {
                         clock.first_audio.get_or_insert_with(Instant::now);
-                        // Frames that queued up meanwhile leave in the same write, each
-                        // still its own message; none is held back to wait for another.
-                        let mut next = Some(frame);
-                        let mut written = 0;
-                        while let Some(frame) = next {
-                            if let Some(chunk) = self.chunk(frame) {
-                                if D::REPLAY_TURN {
-                                    self.turn.push(&chunk);
-                                }
-                                let len = chunk.len() as u64;
-                                sink.feed(Message::Binary(chunk)).await.map_err(lost)?;
-                                self.connection_audio_bytes += len;
-                                written += 1;
-                            }
-                            next = (written < MESSAGES_PER_WRITE)
-                                .then(|| self.audio.try_recv().ok())
-                                .flatten();
-                        }
-                        if written > 0 {
-                            sink.flush().await.map_err(lost)?;
-                        }
+                        self.write_queued(&mut sink, frame).await.map_err(lost)?;
                         keepalive.reset();
                     }
                     None => {
