@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::reply::{self, CallTools, Outlets, ReplyCommand, ReplyEvent, Script, Voice};
 use super::turns::ReplyId;
-use super::writer::{self, Control, Writer};
+use super::writer::{self, Writer};
 use crate::record::Tap;
 
 /// Reply events that may wait for the call task.
@@ -120,14 +120,7 @@ impl Speaker {
                 self.current = Some(current);
             }
         }
-        if self
-            .writer
-            .control
-            .try_send(Control::Clear { take })
-            .is_err()
-        {
-            tracing::warn!("could not queue clear: writer gone or busy");
-        }
+        self.writer.clears.request(take);
         tracing::info!(
             reply = id.0,
             "caller interrupted the assistant: playback cleared"

@@ -1,9 +1,9 @@
 //! The one task that writes to Twilio's socket, and where barge-in cuts the audio.
 //!
-//! Replies queue [`Speech`] (frames and marks) on a bounded channel; the call task sends
-//! [`Control::Clear`] on a separate channel that the writer always checks first. On a clear the
-//! writer throws away every queued frame of the interrupted reply (and older ones) *before*
-//! sending Twilio's `clear`, so the `clear` never waits behind audio that should not play.
+//! Replies queue [`Speech`] (frames and marks) on a bounded channel; the call task asks for a
+//! clear through [`Clears`], which the writer always checks first. On a clear the writer throws
+//! away every queued frame of the interrupted reply (and older ones) *before* sending Twilio's
+//! `clear`, so the `clear` never waits behind audio that should not play.
 //!
 //! Speech already queued when the writer wakes leaves in one socket write (up to
 //! [`SPEECH_PER_WRITE`] messages): a reply's audio arrives from the TTS faster than it plays,
@@ -11,12 +11,13 @@
 //! `clear` that comes in ends the batch so it goes out next.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::stream::SplitSink;
 use futures::SinkExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -67,14 +68,53 @@ impl Speech {
     }
 }
 
-/// Orders that overtake queued speech.
-#[derive(Debug)]
-pub enum Control {
-    /// Barge-in: drop everything queued for `take` and older, then send Twilio `clear`.
-    Clear {
-        /// The interrupted take.
-        take: Take,
-    },
+/// Barge-in's way to the writer, overtaking queued speech: drop everything queued for the
+/// interrupted take and older, then send Twilio `clear`. Clears asked for before the writer gets
+/// to them are one `clear` for the newest take (it drops everything the older ones would, and a
+/// `clear` empties Twilio's whole buffer either way), so asking never fails and never waits; a
+/// channel here cost every call a kilobyte.
+#[derive(Debug, Default)]
+pub struct Clears {
+    /// The newest take to clear, until the writer takes it.
+    pending: Mutex<Option<Take>>,
+    /// Wakes the writer.
+    wake: Notify,
+}
+
+impl Clears {
+    /// Asks the writer to clear `take` and everything older.
+    pub fn request(&self, take: Take) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        *pending = (*pending).max(Some(take));
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    /// The take to clear, if a clear was asked for since the last one.
+    fn take(&self) -> Option<Take> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Whether a clear waits.
+    fn is_pending(&self) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The next clear asked for. Cancel-safe: a clear stays pending until this returns it.
+    async fn next(&self) -> Take {
+        loop {
+            if let Some(take) = self.take() {
+                return take;
+            }
+            self.wake.notified().await;
+        }
+    }
 }
 
 /// Handles to the writer task.
@@ -83,13 +123,13 @@ pub struct Writer {
     /// Where replies queue their audio.
     pub speech: mpsc::Sender<Speech>,
     /// Where barge-in goes.
-    pub control: mpsc::Sender<Control>,
+    pub clears: Arc<Clears>,
     /// The task, awaited when the call ends.
     pub task: JoinHandle<()>,
 }
 
-/// Starts the writer for the stream `stream_sid`; it stops when `cancel` fires or both channels
-/// close. With a `tap`, every message sent is also handed to the call's recording.
+/// Starts the writer for the stream `stream_sid`; it stops when `cancel` fires or every sender
+/// of speech is gone. With a `tap`, every message sent is also handed to the call's recording.
 pub fn spawn(
     sink: SplitSink<WebSocket, Message>,
     stream_sid: String,
@@ -97,13 +137,13 @@ pub fn spawn(
     tap: Option<Tap>,
 ) -> Writer {
     let (speech, speech_rx) = mpsc::channel(SPEECH_QUEUE_FRAMES);
-    let (control, control_rx) = mpsc::channel(8);
+    let clears = Arc::new(Clears::default());
     let task = tokio::spawn(
         TwilioWriter {
             sink,
             stream_sid,
             speech: speech_rx,
-            control: control_rx,
+            clears: clears.clone(),
             held: VecDeque::new(),
             dropped_through: None,
             tap,
@@ -112,7 +152,7 @@ pub fn spawn(
     );
     Writer {
         speech,
-        control,
+        clears,
         task,
     }
 }
@@ -121,7 +161,7 @@ struct TwilioWriter {
     sink: SplitSink<WebSocket, Message>,
     stream_sid: String,
     speech: mpsc::Receiver<Speech>,
-    control: mpsc::Receiver<Control>,
+    clears: Arc<Clears>,
     /// Speech of newer replies found while draining for a clear; sent before anything else.
     held: VecDeque<Speech>,
     /// Takes up to and including this one were interrupted: their speech is dropped.
@@ -136,10 +176,7 @@ impl TwilioWriter {
             let sent = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                control = self.control.recv() => match control {
-                    Some(Control::Clear { take }) => self.clear(take).await,
-                    None => break,
-                },
+                take = self.clears.next() => self.clear(take).await,
                 speech = next_speech(&mut self.held, &mut self.speech) => match speech {
                     Some(speech) => self.play_queued(speech).await,
                     None => break,
@@ -185,7 +222,7 @@ impl TwilioWriter {
                 batched += 1;
             }
             // A clear goes out before anything more of the reply.
-            next = if batched < SPEECH_PER_WRITE && self.control.is_empty() {
+            next = if batched < SPEECH_PER_WRITE && !self.clears.is_pending() {
                 self.held
                     .pop_front()
                     .or_else(|| self.speech.try_recv().ok())
