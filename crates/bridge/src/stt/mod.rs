@@ -3,6 +3,7 @@
 //! ([`flux`], μ-law, turns detected by the model) serves `TURN_DETECTION=flux`. Both share one
 //! socket handling ([`session`]): reconnects, the audio queue, `CloseStream`.
 
+mod connect;
 pub mod deepgram;
 pub mod flux;
 mod replay;

@@ -20,16 +20,13 @@ use reqwest::Url;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::connect::{connect, Socket};
 use super::replay::{TurnAudio, TurnEdge};
 use super::SttEvent;
 use crate::secret::Secret;
-use crate::socket::SOCKET_READ_BUFFER;
 
 /// Caller audio that may wait for the socket: 10 s of 20 ms frames.
 pub const AUDIO_QUEUE_FRAMES: usize = 500;
@@ -39,8 +36,6 @@ pub const AUDIO_QUEUE_FRAMES: usize = 500;
 const MESSAGES_PER_WRITE: usize = 4;
 /// Deepgram closes a socket that hears nothing for about 10 s; speak up well before.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(4);
-/// How long the connection handshake may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause before each reconnection attempt after a failed one; when they are used up, the
 /// recogniser is given up (about 4 s of retrying, within the 10 s the audio queue holds).
 const RECONNECT_BACKOFF: [Duration; 5] = [
@@ -232,9 +227,6 @@ struct Session<D> {
     turn: TurnAudio,
     dialect: std::marker::PhantomData<D>,
 }
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl<D: Dialect> Session<D> {
     /// Connects, pumps, and reconnects after a drop, until the stream is finished, cancelled,
@@ -434,42 +426,6 @@ impl<D: Dialect> Session<D> {
     }
 }
 
-/// Opens the socket with `Authorization: Token <key>`. Boxed: the socket is over 1 KiB, and
-/// a call's recognition task would otherwise hold room for it twice for the whole call.
-pub(super) async fn connect(
-    url: &Url,
-    key: &Secret,
-    service: &'static str,
-) -> Result<Box<Socket>, SttError> {
-    let failed = |reason: String| SttError::Connect { service, reason };
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|err| failed(err.to_string()))?;
-    let token = HeaderValue::from_str(&format!("Token {}", key.expose()))
-        .map_err(|_| failed("the API key is not a valid header value".into()))?;
-    request.headers_mut().insert("authorization", token);
-    let config = WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER);
-    // `true`: TCP_NODELAY, so a frame never waits for the previous one's ACK (Nagle).
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-    match timeout(CONNECT_TIMEOUT, connecting).await {
-        Err(_) => Err(failed(format!("no answer within {CONNECT_TIMEOUT:?}"))),
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
-            let reason = response
-                .headers()
-                .get("dg-error")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            Err(failed(format!(
-                "handshake refused with HTTP {} {reason}",
-                response.status()
-            )))
-        }
-        Ok(Err(err)) => Err(failed(err.to_string())),
-        Ok(Ok((socket, _))) => Ok(Box::new(socket)),
-    }
-}
-
 /// Deepgram's number, or 0 when it sent NaN or infinity (never passed on).
 pub(super) fn finite_or_zero(x: f64) -> f64 {
     if x.is_finite() {
@@ -482,53 +438,6 @@ pub(super) fn finite_or_zero(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SERVICE: &str = "Deepgram live STT";
-
-    /// Builds the rustls connector for real (the crypto provider must resolve without a panic)
-    /// and fails cleanly against a peer that speaks no TLS.
-    #[tokio::test]
-    async fn a_wss_peer_without_tls_is_a_connect_error() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                drop(socket);
-            }
-        });
-        let url = Url::parse(&format!("wss://{address}/v1/listen")).unwrap();
-        let err = connect(&url, &Secret::new("k"), SERVICE)
-            .await
-            .err()
-            .unwrap();
-        assert!(matches!(err, SttError::Connect { .. }), "{err}");
-    }
-
-    #[tokio::test]
-    async fn a_refused_handshake_names_the_status() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            if let Ok((mut socket, _)) = listener.accept().await {
-                let mut buf = [0u8; 2048];
-                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buf).await;
-                let _ = socket
-                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ndg-error: Invalid credentials\r\ncontent-length: 0\r\n\r\n")
-                    .await;
-            }
-        });
-        let url = Url::parse(&format!("ws://{address}/v1/listen")).unwrap();
-        let err = connect(&url, &Secret::new("k"), SERVICE)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("401") && err.contains("Invalid credentials") && err.contains(SERVICE),
-            "{err}"
-        );
-    }
 
     #[test]
     fn the_clock_maps_audio_seconds_and_refuses_absurd_ones() {
