@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use reqwest::Url;
 use tokio::sync::mpsc;
@@ -305,7 +304,7 @@ impl<D: Dialect> Session<D> {
     /// message; none is held back to wait for another.
     async fn write_queued(
         &mut self,
-        sink: &mut SplitSink<Socket, Message>,
+        socket: &mut Socket,
         first: Bytes,
     ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         let mut next = Some(first);
@@ -316,7 +315,7 @@ impl<D: Dialect> Session<D> {
                     self.turn.push(&chunk);
                 }
                 let len = chunk.len() as u64;
-                sink.feed(Message::Binary(chunk)).await?;
+                socket.feed(Message::Binary(chunk)).await?;
                 self.connection_audio_bytes += len;
                 written += 1;
             }
@@ -327,14 +326,15 @@ impl<D: Dialect> Session<D> {
             };
         }
         if written > 0 {
-            sink.flush().await?;
+            socket.flush().await?;
         }
         Ok(())
     }
 
     /// Moves audio out and events in until the stream is finished, cancelled or broken.
     async fn pump(&mut self, socket: Box<Socket>) -> Result<(), SttError> {
-        let (mut sink, mut stream) = (*socket).split();
+        // Not split: this task alone reads and writes it, so the halves' lock would buy nothing.
+        let mut socket = socket;
         let lost = |err: tokio_tungstenite::tungstenite::Error| SttError::Lost {
             service: D::SERVICE,
             reason: err.to_string(),
@@ -351,7 +351,8 @@ impl<D: Dialect> Session<D> {
             let replayed = Duration::from_secs_f64(self.turn.len() as f64 / D::BYTES_PER_SECOND);
             clock.first_audio = Instant::now().checked_sub(replayed);
             for chunk in self.turn.chunks() {
-                sink.send(Message::Binary(chunk.clone()))
+                socket
+                    .send(Message::Binary(chunk.clone()))
                     .await
                     .map_err(lost)?;
                 self.connection_audio_bytes += chunk.len() as u64;
@@ -363,28 +364,28 @@ impl<D: Dialect> Session<D> {
                 frame = self.audio.recv(), if closing.is_none() => match frame {
                     Some(frame) => {
                         clock.first_audio.get_or_insert_with(Instant::now);
-                        self.write_queued(&mut sink, frame).await.map_err(lost)?;
+                        self.write_queued(&mut socket, frame).await.map_err(lost)?;
                         keepalive.reset();
                     }
                     None => {
                         if !self.batch.is_empty() {
                             let rest = self.batch.split().freeze();
                             self.connection_audio_bytes += rest.len() as u64;
-                            sink.send(Message::Binary(rest)).await.map_err(lost)?;
+                            socket.send(Message::Binary(rest)).await.map_err(lost)?;
                         }
-                        sink.send(Message::text(CLOSE_STREAM)).await.map_err(lost)?;
+                        socket.send(Message::text(CLOSE_STREAM)).await.map_err(lost)?;
                         closing = Some(Instant::now() + CLOSE_GRACE);
                     }
                 },
                 _ = keepalive.tick(), if closing.is_none() && D::KEEPALIVE.is_some() => {
                     if let Some(keepalive) = D::KEEPALIVE {
-                        sink.send(Message::text(keepalive)).await.map_err(lost)?;
+                        socket.send(Message::text(keepalive)).await.map_err(lost)?;
                     }
                 }
                 () = sleep_until(closing.unwrap_or_else(Instant::now)), if closing.is_some() => {
                     return Ok(());
                 }
-                message = stream.next() => match message {
+                message = socket.next() => match message {
                     Some(Ok(Message::Text(text))) => match D::parse(&text, &clock) {
                         Incoming::Event(event) => {
                             if let Some(edge) = D::turn_edge(&event) {
