@@ -59,6 +59,9 @@ async fn open(url: &Url, key: &Secret) -> Result<Box<Socket>, String> {
         "wss" => true,
         other => return Err(format!("unsupported URL scheme {other:?}")),
     };
+    // Built first: a key that cannot be sent opens no connection.
+    let nonce = generate_key();
+    let request = opening_request(url, key, &nonce)?;
     let host = url.host_str().ok_or("the URL has no host")?;
     let port = url.port_or_known_default().ok_or("the URL has no port")?;
     // An IPv6 address is bracketed in the URL and the Host header, not when connecting.
@@ -80,7 +83,7 @@ async fn open(url: &Url, key: &Secret) -> Result<Box<Socket>, String> {
     } else {
         MaybeTlsStream::Plain(tcp)
     };
-    let tail = handshake(&mut stream, url, key).await?;
+    let tail = handshake(&mut stream, &request, &nonce).await?;
     let config = WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER);
     let socket = WebSocketStream::from_partially_read(stream, tail, Role::Client, Some(config));
     Ok(Box::new(socket.await))
@@ -103,14 +106,12 @@ fn tls_config() -> Arc<ClientConfig> {
         .clone()
 }
 
-/// Sends the opening request and reads the server's answer; returns the bytes that followed
-/// the answer's head (the first frames, if the server sent some at once).
-async fn handshake<S>(stream: &mut S, url: &Url, key: &Secret) -> Result<Vec<u8>, String>
+/// Sends the opening `request` (made with `nonce`) and reads the server's answer; returns the
+/// bytes that followed the answer's head (the first frames, if the server sent some at once).
+async fn handshake<S>(stream: &mut S, request: &str, nonce: &str) -> Result<Vec<u8>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let nonce = generate_key();
-    let request = opening_request(url, key, &nonce)?;
     stream
         .write_all(request.as_bytes())
         .await
@@ -132,7 +133,7 @@ where
         head.extend_from_slice(&chunk[..n]);
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
             let end = end + 4;
-            check_answer(&head[..end], &nonce)?;
+            check_answer(&head[..end], nonce)?;
             // Exactly what followed: this becomes the socket's first read, not its buffer.
             return Ok(head[end..].to_vec());
         }
@@ -192,9 +193,8 @@ fn check_answer(head: &[u8], nonce: &str) -> Result<(), String> {
     if status != 101 {
         let reason = answer.reason.unwrap_or("");
         let detail = header("dg-error").unwrap_or_default();
-        return Err(format!(
-            "handshake refused with HTTP {status} {reason} {detail}"
-        ));
+        let refused = format!("handshake refused with HTTP {status} {reason} {detail}");
+        return Err(refused.trim_end().to_owned());
     }
     let upgrade = header("upgrade").unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
@@ -301,37 +301,33 @@ mod tests {
         socket.send(Message::text("ok")).await.unwrap();
     }
 
+    /// What `connect` says against a peer that answers `answer`, with `key` as the API key.
+    async fn refusal(answer: &'static str, key: &str) -> String {
+        let (url, _peer) = answering(answer, b"").await;
+        match connect(&url, &Secret::new(key), SERVICE).await {
+            Ok(_) => panic!("the answer was accepted: {answer}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
     #[tokio::test]
     async fn a_wrong_accept_key_is_refused() {
         let wrong = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-        let (url, _peer) = answering(wrong, b"").await;
-        let err = connect(&url, &Secret::new("k"), SERVICE)
-            .await
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("Sec-WebSocket-Accept"), "{err}");
+        let err = refusal(wrong, "k").await;
+        assert!(err.contains("Sec-WebSocket-Accept"), "{err}");
     }
 
     #[tokio::test]
     async fn an_answer_that_is_no_upgrade_is_refused() {
         let plain = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n";
-        let (url, _peer) = answering(plain, b"").await;
-        let err = connect(&url, &Secret::new("k"), SERVICE)
-            .await
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("h2c"), "{err}");
+        let err = refusal(plain, "k").await;
+        assert!(err.contains("h2c"), "{err}");
     }
 
     #[tokio::test]
     async fn a_refused_handshake_names_the_status() {
         let refused = "HTTP/1.1 401 Unauthorized\r\ndg-error: Invalid credentials\r\ncontent-length: 0\r\n\r\n";
-        let (url, _peer) = answering(refused, b"").await;
-        let err = connect(&url, &Secret::new("k"), SERVICE)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let err = refusal(refused, "k").await;
         assert!(
             err.contains("401 Unauthorized")
                 && err.contains("Invalid credentials")
@@ -342,12 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_with_a_line_break_is_refused_before_sending() {
-        let (url, _peer) = answering(SWITCHING, b"").await;
-        let err = connect(&url, &Secret::new("k\r\nX-Evil: 1"), SERVICE)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let err = refusal(SWITCHING, "k\r\nX-Evil: 1").await;
         assert!(err.contains("not a valid header value"), "{err}");
         assert!(
             !err.contains("Evil"),
