@@ -21,6 +21,7 @@ pub mod soak;
 
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -166,7 +167,9 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
         Some(_) => None,
         None => idle::measure(&options, &media_url, pid, &events_tx, note).await,
     };
+    let live = Arc::new(AtomicU32::new(0));
     let run = Run {
+        live: live.clone(),
         options: &options,
         url: &media_url,
         scripts: &scripts,
@@ -183,7 +186,7 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
         process::sched_seconds(std::process::id()),
         pid.and_then(process::sched_seconds),
     );
-    let peak = Peak::start(pid);
+    let peak = Peak::start(pid, live);
     let mut batches = Vec::new();
     for calls in run.batches() {
         note(&format!(
@@ -211,7 +214,7 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
     let server_sched = sched(sched_before.1, pid);
     let peak = peak.stop().await;
     let soak = match soak_before {
-        Some(before) => Some(soak::after(&options, before, &batches, peak, pid, note).await),
+        Some(before) => Some(soak::after(&options, before, &batches, peak.sample, pid, note).await),
         None => None,
     };
     let server_cpus = pid.and_then(cpus::allowed_list);
@@ -235,7 +238,8 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
         own_cpu,
         own_sched,
         server_sched,
-        rss_peak: peak.rss_kib,
+        rss_peak: peak.sample.rss_kib,
+        busiest: peak.busiest,
         wall,
         probe_dropped: probe.dropped(),
         expected_turns: (0..total)
@@ -291,6 +295,8 @@ impl Scripts {
 
 /// What starting measured calls needs.
 struct Run<'a> {
+    /// Calls started and not yet ended, for the memory per active call.
+    live: Arc<AtomicU32>,
     options: &'a Options,
     url: &'a str,
     scripts: &'a Scripts,
@@ -320,11 +326,13 @@ impl Run<'_> {
             };
             let at = ramp_at(started, self.options, call - first);
             tokio::time::sleep_until(at.into()).await;
-            callers.spawn(caller::run(
-                plan,
-                self.events.clone(),
-                CancellationToken::new(),
-            ));
+            let caller = caller::run(plan, self.events.clone(), CancellationToken::new());
+            let live = self.live.clone();
+            live.fetch_add(1, Ordering::Relaxed);
+            callers.spawn(async move {
+                caller.await;
+                live.fetch_sub(1, Ordering::Relaxed);
+            });
         }
         while callers.join_next().await.is_some() {}
     }
@@ -389,15 +397,28 @@ MISTRAL_API_KEY={STAND_IN_KEY}",
 /// Samples the server's memory and open files during the run, keeping the largest values.
 struct Peak {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<soak::Sample>,
+    task: tokio::task::JoinHandle<PeakSample>,
+}
+
+/// What the server's memory and files came to during the calls.
+#[derive(Debug, Default)]
+struct PeakSample {
+    /// The largest of each.
+    sample: soak::Sample,
+    /// The moment with the most calls live.
+    busiest: Option<report::Busiest>,
 }
 
 impl Peak {
-    fn start(pid: Option<u32>) -> Self {
+    /// Samples the server every [`RSS_EVERY`], with the calls `live` at that moment.
+    fn start(pid: Option<u32>, live: Arc<AtomicU32>) -> Self {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
-            let mut peak = soak::Sample::of(pid);
+            let mut peak = PeakSample {
+                sample: soak::Sample::of(pid),
+                busiest: None,
+            };
             if pid.is_none() {
                 return peak;
             }
@@ -405,14 +426,21 @@ impl Peak {
             loop {
                 tokio::select! {
                     () = token.cancelled() => return peak,
-                    _ = every.tick() => peak = peak.max(soak::Sample::of(pid)),
+                    _ = every.tick() => {
+                        let now = soak::Sample::of(pid);
+                        if let Some(rss_kib) = now.rss_kib {
+                            let live = live.load(Ordering::Relaxed);
+                            peak.busiest = Some(peak.busiest.unwrap_or_default().with(live, rss_kib));
+                        }
+                        peak.sample = peak.sample.max(now);
+                    }
                 }
             }
         });
         Self { stop, task }
     }
 
-    async fn stop(self) -> soak::Sample {
+    async fn stop(self) -> PeakSample {
         self.stop.cancel();
         self.task.await.unwrap_or_default()
     }

@@ -63,7 +63,11 @@ pub struct Report {
     pub server_rss_before_kib: Option<u64>,
     /// Largest server RSS during the calls, KiB.
     pub server_rss_peak_kib: Option<u64>,
-    /// (peak − before) / calls, KiB.
+    /// Most calls live at once (as the generator counts them: started, not yet ended).
+    pub busiest_live_calls: Option<u32>,
+    /// Server RSS at that moment, KiB.
+    pub busiest_rss_kib: Option<u64>,
+    /// (RSS with the most calls live − before) / those calls, KiB.
     pub rss_per_call_kib: Option<f64>,
     /// Idle calls measured for memory.
     pub idle_calls: Option<u32>,
@@ -140,6 +144,30 @@ pub struct Scenario {
     pub barge_in_fixture: String,
 }
 
+/// The moment of a run with the most calls live, and the server's RSS then: what an active
+/// call costs is measured there. (The peak RSS over all the calls of the run would count calls
+/// that had not started yet or were already over when a ramp is longer than a call.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Busiest {
+    /// Calls live.
+    pub live: u32,
+    /// Server RSS, KiB.
+    pub rss_kib: u64,
+}
+
+impl Busiest {
+    /// The busier of this moment and a sample with `live` calls at `rss_kib` (the larger RSS
+    /// among moments with as many calls).
+    pub fn with(self, live: u32, rss_kib: u64) -> Self {
+        let sample = Self { live, rss_kib };
+        if (live, rss_kib) > (self.live, self.rss_kib) {
+            sample
+        } else {
+            self
+        }
+    }
+}
+
 /// What [`build`] needs.
 pub struct Inputs<'a> {
     /// The run's options.
@@ -160,6 +188,8 @@ pub struct Inputs<'a> {
     pub server_sched: Option<SchedTimes>,
     /// Largest server RSS.
     pub rss_peak: Option<u64>,
+    /// The moment with the most calls live, and the server's RSS then.
+    pub busiest: Option<Busiest>,
     /// Wall time of the calls.
     pub wall: Duration,
     /// Probe observations dropped.
@@ -236,7 +266,13 @@ pub fn build(i: Inputs<'_>) -> Report {
         server_cpu_s_per_call_minute: i.cpu.map(|cpu| cpu / call_minutes.max(1e-9)),
         server_rss_before_kib: rss_before,
         server_rss_peak_kib: i.rss_peak,
-        rss_per_call_kib: i.rss_peak.zip(rss_before).map(|(p, b)| per(p, b, o.calls)),
+        busiest_live_calls: i.busiest.map(|b| b.live),
+        busiest_rss_kib: i.busiest.map(|b| b.rss_kib),
+        rss_per_call_kib: i
+            .busiest
+            .filter(|b| b.live > 0)
+            .zip(rss_before)
+            .map(|(b, before)| per(b.rss_kib, before, b.live)),
         idle_calls: i.idle.map(|m| m.calls),
         idle_greeted: i.idle.map(|m| m.greeted),
         idle_rss_before_kib: rss_before,
@@ -382,9 +418,11 @@ the latencies below include its own delay and are upper bounds, not the server's
         ));
         let kib = |v: Option<u64>| v.map_or("n/a".to_owned(), |v| v.to_string());
         line(format!(
-            "server RSS: {} KiB before, {} KiB peak = {} KiB per active call",
+            "server RSS: {} KiB before, {} KiB peak; {} KiB with the most calls live ({}) = {} KiB per active call",
             kib(self.server_rss_before_kib),
             kib(self.server_rss_peak_kib),
+            kib(self.busiest_rss_kib),
+            self.busiest_live_calls.map_or("n/a".to_owned(), |v| v.to_string()),
             opt(self.rss_per_call_kib)
         ));
         line(format!(
@@ -459,6 +497,15 @@ mod tests {
 
     /// A report of two calls whose frames left `late_us` µs behind schedule.
     fn report_with_lateness(late_us: &[u64]) -> Report {
+        report_of(late_us, None, None)
+    }
+
+    /// A report of two calls, with what the server's memory came to when measured.
+    fn report_of(
+        late_us: &[u64],
+        idle: Option<IdleMemory>,
+        peak: Option<(u64, Busiest)>,
+    ) -> Report {
         let options = options();
         let mut collected = Collector::new(2);
         collected.send_late_us = late_us.to_vec();
@@ -466,12 +513,13 @@ mod tests {
             options: &options,
             collected: &collected,
             rule: TurnRule { silence: None },
-            idle: None,
+            idle,
             cpu: Some(1.0),
             own_cpu: Some(3.0),
             own_sched: None,
             server_sched: None,
-            rss_peak: None,
+            rss_peak: peak.map(|(rss, _)| rss),
+            busiest: peak.map(|(_, busiest)| busiest),
             wall: Duration::from_secs(4),
             probe_dropped: 0,
             expected_turns: 2,
@@ -480,6 +528,46 @@ mod tests {
             generator_cpus: Some("0".into()),
             soak: None,
         })
+    }
+
+    #[test]
+    fn the_busiest_moment_is_the_one_with_the_most_calls_live() {
+        let busiest = Busiest::default()
+            .with(3, 500)
+            .with(5, 400)
+            .with(4, 900)
+            .with(5, 450);
+        assert_eq!(
+            busiest,
+            Busiest {
+                live: 5,
+                rss_kib: 450
+            }
+        );
+    }
+
+    /// Two calls in the run, one live at the busiest moment: memory per active call is the
+    /// growth then over that one call, not the run's peak over both.
+    #[test]
+    fn memory_per_active_call_counts_the_calls_live_then() {
+        let idle = IdleMemory {
+            calls: 2,
+            greeted: 2,
+            rss_before_kib: 10_000,
+            rss_with_kib: 10_064,
+        };
+        let busiest = Busiest {
+            live: 1,
+            rss_kib: 10_100,
+        };
+        let report = report_of(&[100], Some(idle), Some((10_300, busiest)));
+        assert_eq!(report.rss_per_call_kib, Some(100.0));
+        assert_eq!(report.rss_per_idle_call_kib, Some(32.0));
+        let table = report.table();
+        assert!(
+            table.contains("10300 KiB peak; 10100 KiB with the most calls live (1) = 100.000 KiB per active call"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -538,6 +626,7 @@ mod tests {
                     waiting: 0.1,
                 }),
                 rss_peak: None,
+                busiest: None,
                 wall: Duration::from_secs(10),
                 probe_dropped: 0,
                 expected_turns: 2,
