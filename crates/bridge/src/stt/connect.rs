@@ -42,7 +42,7 @@ pub(super) async fn connect(
     key: &Secret,
     service: &'static str,
 ) -> Result<Box<Socket>, SttError> {
-    match timeout(CONNECT_TIMEOUT, open(url, key)).await {
+    match timeout(CONNECT_TIMEOUT, open(url, key, None)).await {
         Err(_) => Err(SttError::Connect {
             service,
             reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
@@ -52,8 +52,13 @@ pub(super) async fn connect(
     }
 }
 
-/// TCP, TLS, handshake; the error says which step failed and why.
-async fn open(url: &Url, key: &Secret) -> Result<Box<Socket>, String> {
+/// TCP, TLS (with `tls`, or the web's roots), handshake; the error says which step failed and
+/// why.
+async fn open(
+    url: &Url,
+    key: &Secret,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<Box<Socket>, String> {
     let secure = match url.scheme() {
         "ws" => false,
         "wss" => true,
@@ -75,7 +80,7 @@ async fn open(url: &Url, key: &Secret) -> Result<Box<Socket>, String> {
     let mut stream = if secure {
         let name = rustls::pki_types::ServerName::try_from(bare_host.to_owned())
             .map_err(|_| format!("{bare_host:?} is not a valid TLS server name"))?;
-        let tls = TlsConnector::from(tls_config())
+        let tls = TlsConnector::from(tls.unwrap_or_else(tls_config))
             .connect(name, tcp)
             .await
             .map_err(|err| format!("TLS: {err}"))?;
@@ -343,6 +348,79 @@ mod tests {
         assert!(
             !err.contains("Evil"),
             "the key must not reach the error: {err}"
+        );
+    }
+
+    /// A TLS server for 127.0.0.1 with the test certificate (`fixtures/tls`), speaking
+    /// WebSocket behind it and echoing the first message; returns its `wss` URL.
+    async fn tls_echo() -> Url {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let cert = CertificateDer::from(TEST_SERVER_CERT.to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(TEST_SERVER_KEY.to_vec()));
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut socket = tokio_tungstenite::accept_async(tls).await.unwrap();
+                if let Some(Ok(message)) = socket.next().await {
+                    socket.send(message).await.unwrap();
+                }
+            }
+        });
+        Url::parse(&format!("wss://{address}/v1/listen")).unwrap()
+    }
+
+    const TEST_CA: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/tls/test_ca.der"
+    ));
+    const TEST_SERVER_CERT: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/tls/test_server.der"
+    ));
+    const TEST_SERVER_KEY: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/tls/test_server_key.der"
+    ));
+
+    #[tokio::test]
+    async fn a_wss_socket_speaks_through_tls() {
+        let url = tls_echo().await;
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(TEST_CA.to_vec()))
+            .unwrap();
+        let trusting = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut socket = open(&url, &Secret::new("k"), Some(Arc::new(trusting)))
+            .await
+            .unwrap();
+        socket.send(Message::text("over TLS")).await.unwrap();
+        let echo = socket.next().await.unwrap().unwrap();
+        assert_eq!(echo, Message::text("over TLS"));
+    }
+
+    /// The web's roots do not include the test CA: the certificate is checked, not just used.
+    #[tokio::test]
+    async fn a_wss_server_with_an_unknown_certificate_is_refused() {
+        let url = tls_echo().await;
+        let err = connect(&url, &Secret::new("k"), SERVICE)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("TLS") && err.contains("UnknownIssuer"),
+            "{err}"
         );
     }
 
