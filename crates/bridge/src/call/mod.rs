@@ -36,7 +36,7 @@ use crate::tools::{Step, Toolbox, Transfer};
 use crate::twilio::media::Start;
 use crate::twilio::stream::{call_span, MediaStream, StreamEvent, START_TIMEOUT};
 use end::EndReason;
-use reply::{CallTools, ReplyError, ReplyEvent, Script, Voice};
+use reply::{CallTools, PhraseProgress, ReplyError, ReplyEvent, Script, Voice};
 use speaker::Speaker;
 pub use turns::STT_APOLOGY;
 use turns::{
@@ -294,15 +294,17 @@ impl Call {
                 };
                 self.publisher.publish(event);
             }
-            ReplyEvent::PhraseAudio {
-                id,
-                index,
-                sent,
-                length,
-            } => match length {
-                None => self.turns.on_phrase_sent(id, index, sent),
-                Some(length) => self.turns.on_phrase_queued(id, index, sent, length),
-            },
+            ReplyEvent::PhraseAudio { id, progress } => {
+                let PhraseProgress {
+                    index,
+                    sent,
+                    length,
+                } = *progress;
+                match length {
+                    None => self.turns.on_phrase_sent(id, index, sent),
+                    Some(length) => self.turns.on_phrase_queued(id, index, sent, length),
+                }
+            }
             ReplyEvent::Queued { id, phrases } => {
                 tracing::debug!(reply = id.0, phrases, "reply fully queued");
                 let actions = self.turns.on_reply_queued(id, Instant::now());
