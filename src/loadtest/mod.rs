@@ -239,7 +239,7 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
         own_sched,
         server_sched,
         rss_peak: peak.sample.rss_kib,
-        busiest: peak.busiest,
+        busiest: pid.map(|_| peak.busiest),
         wall,
         probe_dropped: probe.dropped(),
         expected_turns: (0..total)
@@ -406,7 +406,7 @@ struct PeakSample {
     /// The largest of each.
     sample: soak::Sample,
     /// The moment with the most calls live.
-    busiest: Option<report::Busiest>,
+    busiest: report::Busiest,
 }
 
 impl Peak {
@@ -417,7 +417,7 @@ impl Peak {
         let task = tokio::spawn(async move {
             let mut peak = PeakSample {
                 sample: soak::Sample::of(pid),
-                busiest: None,
+                busiest: report::Busiest::default(),
             };
             if pid.is_none() {
                 return peak;
@@ -430,7 +430,7 @@ impl Peak {
                         let now = soak::Sample::of(pid);
                         if let Some(rss_kib) = now.rss_kib {
                             let live = live.load(Ordering::Relaxed);
-                            peak.busiest = Some(peak.busiest.unwrap_or_default().with(live, rss_kib));
+                            peak.busiest = peak.busiest.with(live, rss_kib);
                         }
                         peak.sample = peak.sample.max(now);
                     }

@@ -147,7 +147,7 @@ pub struct Scenario {
 /// The moment of a run with the most calls live, and the server's RSS then: what an active
 /// call costs is measured there. (The peak RSS over all the calls of the run would count calls
 /// that had not started yet or were already over when a ramp is longer than a call.)
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Busiest {
     /// Calls live.
     pub live: u32,
@@ -159,12 +159,8 @@ impl Busiest {
     /// The busier of this moment and a sample with `live` calls at `rss_kib` (the larger RSS
     /// among moments with as many calls).
     pub fn with(self, live: u32, rss_kib: u64) -> Self {
-        let sample = Self { live, rss_kib };
-        if (live, rss_kib) > (self.live, self.rss_kib) {
-            sample
-        } else {
-            self
-        }
+        // Ordered by calls live, then RSS (the fields' order).
+        self.max(Self { live, rss_kib })
     }
 }
 

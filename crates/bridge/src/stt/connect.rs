@@ -162,7 +162,11 @@ fn opening_request(url: &Url, key: &Secret, nonce: &str) -> Result<String, Strin
         None => url.path().to_owned(),
     };
     let token = key.expose();
-    if token.bytes().any(|b| b.is_ascii_control()) {
+    // What an HTTP header value may hold (visible ASCII, space, tab), as before.
+    if !token
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
         return Err("the API key is not a valid header value".into());
     }
     Ok(format!(

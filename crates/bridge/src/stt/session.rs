@@ -332,9 +332,9 @@ impl<D: Dialect> Session<D> {
     }
 
     /// Moves audio out and events in until the stream is finished, cancelled or broken.
-    async fn pump(&mut self, socket: Box<Socket>) -> Result<(), SttError> {
-        // Not split: this task alone reads and writes it, so the halves' lock would buy nothing.
-        let mut socket = socket;
+    /// Not split: this task alone reads and writes the socket, so the halves' lock would buy
+    /// nothing.
+    async fn pump(&mut self, mut socket: Box<Socket>) -> Result<(), SttError> {
         let lost = |err: tokio_tungstenite::tungstenite::Error| SttError::Lost {
             service: D::SERVICE,
             reason: err.to_string(),
