@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ivr_sim::fixture::Sidecar;
 use ivr_sim::standin::faq::{DIRECTIONS, WEEKEND};
-use support::expect::{call_audio, call_texts, reply_phrases, requested};
+use support::expect::{asked_near_the_ear, call_audio, call_texts, reply_phrases, requested};
 use support::{spoken, transcript, Recording, TestEnv};
 
 /// The server's metrics page.
@@ -111,6 +111,11 @@ async fn an_uh_huh_over_the_answer_clears_it_then_the_answer_resumes() {
         "one question, one model request"
     );
     assert_eq!(requested(&env.tts), call_texts(&[DIRECTIONS]));
+    // Each phrase was made only a little ahead of what the caller had heard, resumed or not.
+    assert_eq!(
+        asked_near_the_ear(&env.tts, &log, 2, DIRECTIONS),
+        phrases.len()
+    );
     for request in env.llm.requests() {
         assert!(
             !request.messages.iter().any(|(_, m)| m.contains("Uh-huh")),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ivr_bridge::call::turns::CUT_OFF;
 use ivr_sim::standin::faq::{DIRECTIONS, WEEKEND};
-use support::expect::{call_audio, reply_phrases, GREETING};
+use support::expect::{asked_near_the_ear, call_audio, reply_phrases, GREETING};
 use support::{spoken, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,6 +72,13 @@ async fn talking_over_the_reply_clears_it_at_once_and_starts_the_next_turn() {
         "at least the first phrase was heard before the interruption"
     );
     assert!(played < reply_phrases(DIRECTIONS).len());
+    // The directions were asked of the voice only a little ahead of what the caller heard: the
+    // phrases after the interruption were never synthesized.
+    let asked = asked_near_the_ear(&env.tts, &log, 2, DIRECTIONS);
+    assert!(
+        asked < reply_phrases(DIRECTIONS).len(),
+        "{asked} phrases asked for"
+    );
     assert!(directions[played..]
         .iter()
         .all(|m| m.discarded && m.echoed_at.is_some_and(|at| at >= clear.at)));

@@ -246,10 +246,12 @@ async fn a_noise_over_the_reply_clears_it_then_it_resumes_with_no_new_turn() {
         "the audio after the clear is not a later phrase's start"
     );
     assert_eq!(env.llm.requests().len(), 1, "no new turn, no new request");
+    // Each phrase was asked of the voice once, in order (the call ends before the last ones
+    // are needed, so they may never be made).
     let texts = support::expect::requested(&env.tts);
-    assert_eq!(
-        texts.len(),
-        1 + phrases.len(),
+    let expected = support::expect::call_texts(&[DIRECTIONS]);
+    assert!(
+        texts.len() > 1 + resumed.unwrap_or_default() && expected.starts_with(&texts),
         "no new voice request: {texts:?}"
     );
 }

@@ -66,3 +66,40 @@ pub fn dialogue(messages: &[(String, String)]) -> Vec<(&str, &str)> {
         .map(|(role, content)| (role.as_str(), content.as_str()))
         .collect()
 }
+
+/// When each phrase of `answer`, spoken as reply `reply`, was asked of the voice (in phrase
+/// order; as many as were asked), checked against what the caller had heard by then: phrase
+/// `k` only once phrase `k - LOOKAHEAD - 1` had played to its end (its mark came back, not
+/// discarded), so a long answer is made a little ahead of the ear, never all at once.
+pub fn asked_near_the_ear(
+    tts: &super::TtsStandIn,
+    log: &super::Recording,
+    reply: u64,
+    answer: &str,
+) -> usize {
+    use ivr_bridge::call::reply::LOOKAHEAD;
+    let requests = tts.requests();
+    let asked: Vec<_> = reply_phrases(answer)
+        .iter()
+        .map_while(|phrase| {
+            let mut asked = requests.iter().filter(|r| r.text.as_ref() == Some(phrase));
+            asked.next().map(|r| r.at)
+        })
+        .collect();
+    let heard_at = |phrase: usize| {
+        let mark = log.marks.iter().find(|m| {
+            !m.discarded
+                && ivr_bridge::call::turns::ReplyId::parse_mark(&m.name)
+                    .is_some_and(|(id, index)| id.0 == reply && index == phrase)
+        });
+        mark.and_then(|m| m.echoed_at)
+    };
+    for (k, at) in asked.iter().enumerate().skip(LOOKAHEAD + 1) {
+        let before = k - LOOKAHEAD - 1;
+        assert!(
+            heard_at(before).is_some_and(|heard| heard <= *at),
+            "phrase {k} of reply {reply} was asked for before phrase {before} was heard"
+        );
+    }
+    asked.len()
+}

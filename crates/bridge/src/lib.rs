@@ -11,9 +11,11 @@
 //! once a stream is over is answered by [`stream_ended`]; [`server`] wires
 //! them to the HTTP surface, and [`config`] gathers every module's settings.
 
-// Shared ground: credentials, setting parsers, socket sizes, counters, log filters, memory.
+// Shared ground: credentials, setting parsers, socket sizes, counters, log filters, memory,
+// the queues between a call's tasks.
 pub mod memory;
 pub mod metrics;
+pub mod queue;
 pub mod secret;
 pub mod settings;
 pub mod socket;

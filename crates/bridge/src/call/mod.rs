@@ -19,13 +19,13 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::SplitSink;
 use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::events::{CallEvent, CallObserver};
 use crate::metrics::{Metrics, Outcome};
+use crate::queue;
 use crate::record::publish::Publisher;
 use crate::record::{Recorder, Tap};
 pub use crate::store::mirror;
@@ -120,7 +120,7 @@ struct Call {
     /// Caller audio to speech recognition.
     stt: SttStream,
     /// Transcripts coming back.
-    stt_events: mpsc::Receiver<SttEvent>,
+    stt_events: queue::Receiver<SttEvent>,
     /// Starts and stops replies, through the socket's writer.
     speaker: Speaker,
     /// When the stream started, for the summary.
@@ -147,7 +147,7 @@ impl Call {
             call_sid: start.call_sid.clone(),
             stream_sid: start.stream_sid.clone(),
         };
-        let (stt_tx, stt_events) = mpsc::channel(64);
+        let (stt_tx, stt_events) = queue::bounded(64);
         // Not tied to the call's end: when the call ends, the recogniser still gets its CloseStream.
         let stt = services.stt.start(stt_tx, CancellationToken::new());
         let mirror = services.mirror.clone().and_then(|store| {

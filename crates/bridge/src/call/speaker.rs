@@ -7,20 +7,17 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::SplitSink;
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::reply::{self, CallTools, Outlets, ReplyCommand, ReplyEvent, Script, Voice};
+use super::reply::{self, CallTools, Heard, Outlets, ReplyCommand, ReplyEvent, Script, Voice};
 use super::turns::ReplyId;
 use super::writer::{self, Writer};
+use crate::queue;
 use crate::record::Tap;
 
 /// Reply events that may wait for the call task.
 const REPLY_EVENTS: usize = 16;
-/// Room left in a reply's commands for the ones that matter (hold, play) when telling it what
-/// was heard, which only saves memory.
-const COMMANDS_KEPT_FREE: usize = 4;
 
 /// The replies of one call and the socket's writer they speak through.
 #[derive(Debug)]
@@ -32,9 +29,9 @@ pub(super) struct Speaker {
     /// The socket's only writer.
     writer: Writer,
     /// Replies report here; the speaker keeps a sender so the channel never closes.
-    events_tx: mpsc::Sender<ReplyEvent>,
+    events_tx: queue::Sender<ReplyEvent>,
     /// What the replies report, read by the call task.
-    pub(super) events: mpsc::Receiver<ReplyEvent>,
+    pub(super) events: queue::Receiver<ReplyEvent>,
     /// The reply in progress.
     current: Option<Current>,
     /// Cancels every reply and the writer when the call ends.
@@ -49,12 +46,12 @@ struct Current {
     /// Cancels it.
     token: CancellationToken,
     /// Where its commands go.
-    commands: mpsc::Sender<ReplyCommand>,
+    commands: queue::Sender<ReplyCommand>,
     /// The take it is sending, as the brain numbers them (0, then one more each resume): a
     /// `clear` drops the queued audio of this take only.
     take: u32,
-    /// Phrases it was told the caller heard, so their audio need not be kept.
-    heard: usize,
+    /// Where it learns what the caller has heard of it.
+    heard: Arc<Heard>,
 }
 
 impl Speaker {
@@ -68,7 +65,7 @@ impl Speaker {
     ) -> Self {
         let cancel = CancellationToken::new();
         let writer = writer::spawn(sink, stream_sid, cancel.child_token(), tap);
-        let (events_tx, events) = mpsc::channel(REPLY_EVENTS);
+        let (events_tx, events) = queue::bounded(REPLY_EVENTS);
         Self {
             voice,
             tools,
@@ -96,7 +93,7 @@ impl Speaker {
             token,
             commands: running.commands,
             take: 0,
-            heard: 0,
+            heard: running.heard,
         };
         if let Some(old) = self.current.replace(current) {
             old.token.cancel();
@@ -138,16 +135,11 @@ impl Speaker {
         }
     }
 
-    /// The caller heard the first `phrases` of reply `id` to the end: the reply may drop their
-    /// audio. Told only with room to spare in its commands, which a play must always find.
-    pub(super) fn heard(&mut self, id: ReplyId, phrases: usize) {
-        if let Some(current) = self.current.as_mut().filter(|c| c.id == id) {
-            if phrases > current.heard && current.commands.capacity() > COMMANDS_KEPT_FREE {
-                current.heard = phrases;
-                let _ = current
-                    .commands
-                    .try_send(ReplyCommand::Forget { before: phrases });
-            }
+    /// The caller heard the first `phrases` of reply `id` to the end: the reply drops their
+    /// audio and makes the phrases after them.
+    pub(super) fn heard(&self, id: ReplyId, phrases: usize) {
+        if let Some(current) = self.current.as_ref().filter(|c| c.id == id) {
+            current.heard.reached(phrases);
         }
     }
 

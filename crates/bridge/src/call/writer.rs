@@ -1,6 +1,6 @@
 //! The one task that writes to Twilio's socket, and where barge-in cuts the audio.
 //!
-//! Replies queue [`Speech`] (frames and marks) on a bounded channel; the call task asks for a
+//! Replies queue [`Speech`] (frames and marks) on a bounded queue; the call task asks for a
 //! clear through [`Clears`], which the writer always checks first. On a clear the writer throws
 //! away every queued frame of the interrupted reply (and older ones) *before* sending Twilio's
 //! `clear`, so the `clear` never waits behind audio that should not play.
@@ -17,18 +17,19 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::stream::SplitSink;
 use futures::SinkExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::turns::ReplyId;
+use crate::queue;
 use crate::record::Tap;
 use crate::twilio::media::Outbound;
 
-/// Frames a reply may queue ahead of the socket (640 ms of audio, far more than a socket write
-/// takes); more waits in the reply task, where cancellation is instant. Kept within one of the
-/// channel's 32-slot blocks: a deeper queue kept up to five blocks alive in every call.
-pub const SPEECH_QUEUE_FRAMES: usize = 32;
+/// Frames a reply may queue ahead of the socket (320 ms of audio, four socket writes' worth);
+/// more waits in the reply task, where cancellation is instant. The queue holds only what is
+/// in it (see [`crate::queue`]), and a reply's audio keeps it full while the reply is sent.
+pub const SPEECH_QUEUE_FRAMES: usize = 16;
 
 /// Most messages written to the socket at once (≈ 1.2 KB of media messages). The socket's
 /// write buffer keeps the largest size it ever held for the rest of the call, so this is also
@@ -121,7 +122,7 @@ impl Clears {
 #[derive(Debug)]
 pub struct Writer {
     /// Where replies queue their audio.
-    pub speech: mpsc::Sender<Speech>,
+    pub speech: queue::Sender<Speech>,
     /// Where barge-in goes.
     pub clears: Arc<Clears>,
     /// The task, awaited when the call ends.
@@ -136,7 +137,7 @@ pub fn spawn(
     cancel: CancellationToken,
     tap: Option<Tap>,
 ) -> Writer {
-    let (speech, speech_rx) = mpsc::channel(SPEECH_QUEUE_FRAMES);
+    let (speech, speech_rx) = queue::bounded(SPEECH_QUEUE_FRAMES);
     let clears = Arc::new(Clears::default());
     let task = tokio::spawn(
         TwilioWriter {
@@ -160,7 +161,7 @@ pub fn spawn(
 struct TwilioWriter {
     sink: SplitSink<WebSocket, Message>,
     stream_sid: String,
-    speech: mpsc::Receiver<Speech>,
+    speech: queue::Receiver<Speech>,
     clears: Arc<Clears>,
     /// Speech of newer replies found while draining for a clear; sent before anything else.
     held: VecDeque<Speech>,
@@ -273,7 +274,7 @@ impl TwilioWriter {
 /// Held speech first, then the channel.
 async fn next_speech(
     held: &mut VecDeque<Speech>,
-    speech: &mut mpsc::Receiver<Speech>,
+    speech: &mut queue::Receiver<Speech>,
 ) -> Option<Speech> {
     match held.pop_front() {
         Some(s) => Some(s),

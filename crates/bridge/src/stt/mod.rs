@@ -15,8 +15,8 @@ pub use session::{SttError, SttStream, AUDIO_QUEUE_FRAMES};
 #[derive(Debug)]
 pub enum SttEvent {
     /// Words heard. Interim results (`is_final == false`) will be revised; finals will not.
-    /// Boxed: it is the largest event by far, and every call's event queue holds room for
-    /// 32 events of the largest kind.
+    /// Boxed: it is the largest event by far, and a call's event queue makes room for events
+    /// of the largest kind.
     Transcript(Box<Transcript>),
     /// Voice activity began.
     SpeechStarted,
@@ -28,12 +28,11 @@ pub enum SttEvent {
     /// The connection dropped mid-call; the stream is reconnecting (audio is kept meanwhile).
     Dropped,
     /// The recogniser cannot be reached, even after reconnecting: the caller can no longer be
-    /// heard. Boxed like the others: with it inline every event took 48 bytes, and every call's
-    /// queue holds room for 32.
+    /// heard. Boxed like the others: with it inline every event took 48 bytes.
     Lost(Box<SttError>),
 }
 
-// Every call's event queue holds room for 32 events of the largest kind: keep them two words.
+// A call's event queue makes room for events of the largest kind: keep them two words.
 const _: () = assert!(std::mem::size_of::<SttEvent>() <= 16);
 
 /// Words heard, and where they sit in the caller's audio.
@@ -75,7 +74,7 @@ impl Recogniser {
     /// Opens one call's stream (see [`deepgram::DeepgramStt::start`], [`flux::FluxStt::start`]).
     pub fn start(
         &self,
-        events: tokio::sync::mpsc::Sender<SttEvent>,
+        events: crate::queue::Sender<SttEvent>,
         cancel: tokio_util::sync::CancellationToken,
     ) -> SttStream {
         match self {

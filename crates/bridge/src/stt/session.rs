@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use reqwest::Url;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
@@ -25,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::connect::{connect, Socket};
 use super::replay::{TurnAudio, TurnEdge};
 use super::SttEvent;
+use crate::queue;
 use crate::secret::Secret;
 
 /// Caller audio that may wait for the socket: 10 s of 20 ms frames.
@@ -133,10 +133,10 @@ pub(super) trait Dialect: Send + 'static {
 pub(super) fn start<D: Dialect>(
     url: Url,
     key: Secret,
-    events: mpsc::Sender<SttEvent>,
+    events: queue::Sender<SttEvent>,
     cancel: CancellationToken,
 ) -> SttStream {
-    let (audio, audio_rx) = mpsc::channel(AUDIO_QUEUE_FRAMES);
+    let (audio, audio_rx) = queue::bounded(AUDIO_QUEUE_FRAMES);
     let session = Session::<D> {
         url,
         key,
@@ -161,7 +161,7 @@ pub(super) fn start<D: Dialect>(
 #[derive(Debug)]
 pub struct SttStream {
     /// Caller audio on its way to the socket.
-    audio: mpsc::Sender<Bytes>,
+    audio: queue::Sender<Bytes>,
     /// The task that owns the socket.
     task: JoinHandle<()>,
     /// Stops the task outright.
@@ -211,8 +211,8 @@ impl SttStream {
 struct Session<D> {
     url: Url,
     key: Secret,
-    audio: mpsc::Receiver<Bytes>,
-    events: mpsc::Sender<SttEvent>,
+    audio: queue::Receiver<Bytes>,
+    events: queue::Sender<SttEvent>,
     cancel: CancellationToken,
     /// Seconds of audio sent on earlier connections: Deepgram's times restart at zero on each
     /// connection, so this maps them back onto the stream's audio.

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
 use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::webhook::{CallDelivery, TranscriptMessage};
 use super::TranscribeServices;
+use crate::queue;
 use crate::stt::deepgram::SttStream;
 use crate::stt::{SttEvent, Transcript};
 use crate::twilio::media::{Start, Track};
@@ -64,7 +64,7 @@ struct TrackStt {
     /// The socket's audio side; taken when the call ends.
     stt: Option<SttStream>,
     /// What the recogniser heard.
-    events: mpsc::Receiver<SttEvent>,
+    events: queue::Receiver<SttEvent>,
     /// Seconds into the stream of this track's first frame: the recogniser counts from there.
     offset_s: f64,
 }
@@ -143,7 +143,7 @@ impl Transcription {
         let services = &self.services;
         let track = slot.get_or_insert_with(|| {
             tracing::info!(track = frame.track.as_str(), "transcribing a new track");
-            let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+            let (events_tx, events) = queue::bounded(EVENT_QUEUE);
             let offset_s = frame
                 .timestamp_ms
                 .map_or_else(|| started.elapsed().as_secs_f64(), |ms| ms as f64 / 1000.0);

@@ -1,17 +1,19 @@
 //! One reply: the model's answer streamed in, cut into phrases (`words.rs`, tool rounds
-//! included), each phrase synthesized as soon as it is complete (the next one while the previous
-//! plays) by the shared voice (`voice.rs`), kept on the reply's tape (`tape.rs`) and sent from
-//! it in 20 ms frames, a mark after each phrase — held, played again from a phrase, or cancelled
-//! as a unit by the call.
+//! included), each phrase synthesized as soon as it is complete (the next ones while the previous
+//! plays, never more than [`LOOKAHEAD`] past the one the caller is hearing) by the shared voice
+//! (`voice.rs`), kept on the reply's tape (`tape.rs`) and sent from it in 20 ms frames, a mark
+//! after each phrase — held, played again from a phrase, or cancelled as a unit by the call.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -29,15 +31,17 @@ use super::writer::Speech;
 use crate::audio::frames::FRAME_BYTES;
 use crate::llm::mistral::LlmError;
 use crate::llm::ChatMessage;
+use crate::queue;
 use crate::tools::Step;
 use crate::tts::deepgram::TtsError;
 use crate::tts::text::{speakable, split_for_tts, TTS_MAX_CHARS};
 
-/// Phrases synthesized ahead of the one being sent: enough to hide the TTS's first-byte delay,
-/// few enough that a barge-in wastes little.
-const LOOKAHEAD: usize = 2;
-/// Audio chunks one synthesis may buffer before the phrase ahead of it is sent.
-const SYNTHESIS_BUFFER_CHUNKS: usize = 256;
+/// Phrases synthesized ahead of the one being sent, and past the one the caller is hearing:
+/// enough to hide the TTS's first-byte delay behind two phrases of speech, few enough that a
+/// barge-in wastes little synthesis and a long answer keeps little audio. (Twilio plays what
+/// it is sent in order and the writer sends as fast as the socket takes it, so without the
+/// second bound a whole answer was synthesized, and kept, while its first phrase played.)
+pub const LOOKAHEAD: usize = 2;
 /// Pause before the one retry of a failed synthesis request.
 const TTS_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 /// The audio in one frame.
@@ -51,9 +55,9 @@ pub struct Outlets {
     /// The call's tools; `None` answers in words only.
     pub tools: Option<Arc<CallTools>>,
     /// The socket writer's speech queue.
-    pub speech: mpsc::Sender<Speech>,
+    pub speech: queue::Sender<Speech>,
     /// Where the reply reports to the call.
-    pub events: mpsc::Sender<ReplyEvent>,
+    pub events: queue::Sender<ReplyEvent>,
 }
 
 /// What to say.
@@ -87,7 +91,7 @@ pub enum ReplyEvent {
         /// Which reply.
         id: ReplyId,
         /// Which phrase, and its timing. Boxed, like [`ReplyEvent::Failed`]'s error: inline they
-        /// made every event 56 bytes, and every call's event queue holds room for 32.
+        /// made every event 56 bytes, and a call's event queue makes room for the largest kind.
         progress: Box<PhraseProgress>,
     },
     /// Every phrase and mark is queued for the writer.
@@ -171,22 +175,44 @@ pub enum ReplyCommand {
         /// The take's number.
         take: u32,
     },
-    /// The caller heard the phrases before `before` to the end: their audio, never sent again,
-    /// need not be kept.
-    Forget {
-        /// The first phrase still needed.
-        before: usize,
-    },
 }
 
 /// Commands a reply may have waiting; the call sends at most a few per reply.
 const COMMANDS: usize = 8;
 
+/// How many phrases of a reply the caller has heard to the end, as the call learns it from
+/// Twilio's marks; the reply lets go of their audio and makes more phrases as it grows. Shared,
+/// not a command: it must always get through (a reply waiting for it makes no more audio), and
+/// only its newest value matters.
+#[derive(Debug, Default)]
+pub struct Heard {
+    /// Phrases heard to the end.
+    phrases: AtomicUsize,
+    /// Wakes the reply when they grow.
+    grew: Notify,
+}
+
+impl Heard {
+    /// The caller has heard the first `phrases` phrases to the end.
+    pub fn reached(&self, phrases: usize) {
+        if self.phrases.fetch_max(phrases, Ordering::Relaxed) < phrases {
+            self.grew.notify_one();
+        }
+    }
+
+    /// Phrases heard to the end so far.
+    fn phrases(&self) -> usize {
+        self.phrases.load(Ordering::Relaxed)
+    }
+}
+
 /// A running reply's handles.
 #[derive(Debug)]
 pub struct Running {
     /// Where its commands go.
-    pub commands: mpsc::Sender<ReplyCommand>,
+    pub commands: queue::Sender<ReplyCommand>,
+    /// Where the call says what the caller has heard of it.
+    pub heard: Arc<Heard>,
 }
 
 /// Starts reply `id` in its own task, sending its audio at once, or holding it until told to
@@ -200,7 +226,9 @@ pub fn spawn(
     outlets: Outlets,
     cancel: CancellationToken,
 ) -> Running {
-    let (commands, commands_rx) = mpsc::channel(COMMANDS);
+    let (commands, commands_rx) = queue::bounded(COMMANDS);
+    let heard = Arc::new(Heard::default());
+    let reply_heard = heard.clone();
     let Outlets {
         voice,
         tools,
@@ -217,6 +245,7 @@ pub fn spawn(
             cancel: cancel.clone(),
             audio_started: AtomicBool::new(false),
             released: watch::Sender::new(!held),
+            heard: reply_heard,
         };
         let mut run = Run::new(held, commands_rx);
         let outcome = tokio::select! {
@@ -234,7 +263,7 @@ pub fn spawn(
             () = reply.serve_replays(&mut run) => {}
         }
     });
-    Running { commands }
+    Running { commands, heard }
 }
 
 /// One reply in progress.
@@ -243,21 +272,23 @@ struct Reply {
     voice: Arc<Voice>,
     /// The call's tools; `None` answers in words only.
     tools: Option<Arc<CallTools>>,
-    speech: mpsc::Sender<Speech>,
-    events: mpsc::Sender<ReplyEvent>,
+    speech: queue::Sender<Speech>,
+    events: queue::Sender<ReplyEvent>,
     cancel: CancellationToken,
     /// Set once the first frame is queued, so [`ReplyEvent::FirstAudio`] is sent once.
     audio_started: AtomicBool,
     /// Whether the reply was ever played: a held one runs no tool before.
     released: watch::Sender<bool>,
+    /// What the caller has heard of it.
+    heard: Arc<Heard>,
 }
 
-/// A phrase whose audio is being fetched by its own task.
+/// A phrase whose audio is being fetched.
 struct Synthesis {
     /// Position in the reply, for its mark.
     index: usize,
     /// Audio chunks as they arrive.
-    audio: mpsc::Receiver<Result<Bytes, TtsError>>,
+    audio: BoxStream<'static, Result<Bytes, TtsError>>,
     /// Fixed text whose audio is kept once complete.
     cache_as: Option<String>,
 }
@@ -304,31 +335,34 @@ impl Reply {
         self.speak(Box::pin(phrases), cache_as, run).await
     }
 
-    /// Speaks phrases as they arrive, keeping up to [`LOOKAHEAD`] phrases made ahead of the one
-    /// being sent, and obeying the call's commands meanwhile. Returns once every phrase is
-    /// made and the current take has sent them all.
+    /// Speaks phrases as they arrive, making up to [`LOOKAHEAD`] phrases ahead of the one being
+    /// sent and past the one being heard, and obeying the call's commands meanwhile. Returns
+    /// once every phrase is made and the current take has sent them all.
     async fn speak(
         &self,
         mut phrases: TextStream,
         cache_as: Option<String>,
         run: &mut Run,
     ) -> Result<usize, ReplyError> {
-        let mut pending: VecDeque<Synthesis> = VecDeque::new();
+        let mut pending: Vec<Synthesis> = Vec::new();
         let mut source_done = false;
         loop {
+            run.hear(self.heard.phrases());
             let next = run.next();
             let made = source_done && pending.is_empty();
             if made && run.playing && run.all_sent() {
                 self.report_queued(run).await;
                 return Ok(run.tape.len());
             }
+            let room = run.ahead() < LOOKAHEAD && run.unheard() <= LOOKAHEAD;
             tokio::select! {
                 command = run.commands.recv() => match command {
                     Some(command) => self.obey(run, command),
                     // The call is gone; the token ends this task.
                     None => std::future::pending::<()>().await,
                 },
-                phrase = phrases.next(), if !source_done && run.ahead() < LOOKAHEAD => {
+                () = self.heard.grew.notified() => {}
+                phrase = phrases.next(), if !source_done && room => {
                     match phrase {
                         Some(Ok(text)) => {
                             let spoken = speakable(&text);
@@ -340,7 +374,7 @@ impl Reply {
                                     run.tape.push(Taped::whole(audio));
                                     continue;
                                 }
-                                pending.push_back(self.synthesize(piece, index, cache_as.clone()));
+                                pending.push(self.synthesize(piece, index, cache_as.clone()));
                                 run.tape.push(Taped::default());
                             }
                         }
@@ -348,19 +382,14 @@ impl Reply {
                         None => source_done = true,
                     }
                 }
-                chunk = next_chunk(&mut pending), if !pending.is_empty() => match chunk {
-                    Some(Ok(audio)) => {
-                        if let Some(front) = pending.front() {
-                            run.tape[front.index].append(&audio);
-                        }
-                    }
+                (at, chunk) = next_chunk(&mut pending), if !pending.is_empty() => match chunk {
+                    Some(Ok(audio)) => run.tape[pending[at].index].append(&audio),
                     Some(Err(err)) => return Err(err.into()),
                     None => {
-                        if let Some(done) = pending.pop_front() {
-                            let whole = run.tape[done.index].finish();
-                            if let Some(text) = done.cache_as {
-                                self.voice.remember(&text, whole);
-                            }
+                        let done = pending.remove(at);
+                        let whole = run.tape[done.index].finish();
+                        if let Some(text) = done.cache_as {
+                            self.voice.remember(&text, whole);
                         }
                     }
                 },
@@ -377,6 +406,7 @@ impl Reply {
     /// cancelled.
     async fn serve_replays(&self, run: &mut Run) {
         loop {
+            run.hear(self.heard.phrases());
             let next = run.next();
             if run.playing && run.all_sent() {
                 self.report_queued(run).await;
@@ -386,6 +416,7 @@ impl Reply {
                     Some(command) => self.obey(run, command),
                     None => return,
                 },
+                () = self.heard.grew.notified() => {}
                 permit = self.speech.reserve(), if next.is_some() => match permit {
                     Ok(permit) => self.send_next(permit, next, run).await,
                     Err(_) => return,
@@ -403,7 +434,12 @@ impl Reply {
     }
 
     /// Sends the next frame or mark of the current take through `permit`.
-    async fn send_next(&self, permit: mpsc::Permit<'_, Speech>, next: Option<Next>, run: &mut Run) {
+    async fn send_next(
+        &self,
+        permit: queue::Permit<'_, Speech>,
+        next: Option<Next>,
+        run: &mut Run,
+    ) {
         let take = (self.id, run.take);
         match next {
             Some(Next::Frame) => {
@@ -462,48 +498,35 @@ impl Reply {
         let _ = self.events.send(event).await;
     }
 
-    /// Starts fetching a phrase's audio in its own task, so it downloads while earlier phrases
-    /// are still being sent.
+    /// Starts fetching a phrase's audio (retried once after a failed request); the reply polls
+    /// it beside the phrases ahead of it, so it downloads while they are still being sent.
     fn synthesize(&self, text: &str, index: usize, cache_as: Option<String>) -> Synthesis {
-        let (tx, audio) = mpsc::channel(SYNTHESIS_BUFFER_CHUNKS);
-        let tts = self.voice.tts.clone();
-        let metrics = self.voice.metrics.clone();
+        let voice = self.voice.clone();
         let text = text.to_owned();
-        let cancel = self.cancel.child_token();
-        tokio::spawn(async move {
-            let fetch = async {
-                let asked = Instant::now();
-                let mut stream = match tts.synthesize(&text).await {
-                    Ok(stream) => stream,
-                    Err(first) => {
-                        tracing::warn!(error = %first, "speech synthesis failed; retrying once");
-                        tokio::time::sleep(TTS_RETRY_PAUSE).await;
-                        match tts.synthesize(&text).await {
-                            Ok(stream) => stream,
-                            Err(err) => {
-                                let _ = tx.send(Err(err)).await;
-                                return;
-                            }
-                        }
-                    }
-                };
-                let mut first = true;
-                while let Some(chunk) = stream.next().await {
-                    if std::mem::take(&mut first) {
-                        metrics
-                            .tts_first_byte
-                            .observe(asked.elapsed().as_secs_f64());
-                    }
-                    if tx.send(chunk).await.is_err() {
-                        return;
-                    }
+        let fetch = async move {
+            let asked = Instant::now();
+            let stream = match voice.tts.synthesize(&text).await {
+                Ok(stream) => stream,
+                Err(first) => {
+                    tracing::warn!(error = %first, "speech synthesis failed; retrying once");
+                    tokio::time::sleep(TTS_RETRY_PAUSE).await;
+                    voice.tts.synthesize(&text).await?
                 }
             };
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = fetch => {}
-            }
-        });
+            let mut first = true;
+            Ok(stream.inspect(move |_| {
+                if std::mem::take(&mut first) {
+                    let waited = asked.elapsed().as_secs_f64();
+                    voice.metrics.tts_first_byte.observe(waited);
+                }
+            }))
+        };
+        let audio = futures::stream::once(fetch)
+            .flat_map(|fetched| match fetched {
+                Ok(stream) => stream.left_stream(),
+                Err(err) => futures::stream::iter([Err(err)]).right_stream(),
+            })
+            .boxed();
         Synthesis {
             index,
             audio,
@@ -517,7 +540,7 @@ impl Reply {
     /// to [`MAX_TOOL_ROUNDS`] rounds (then the fallback phrase). An end or a transfer is
     /// reported to the call, after the model's closing words or a default phrase.
     fn answer_with_tools(&self, messages: Vec<ChatMessage>) -> TextStream {
-        let (tx, rx) = mpsc::channel::<Result<String, ReplyError>>(16);
+        let (tx, rx) = queue::bounded::<Result<String, ReplyError>>(16);
         let (id, voice, events) = (self.id, self.voice.clone(), self.events.clone());
         let Some(tools) = self.tools.clone() else {
             return Box::pin(futures::stream::empty());
@@ -549,10 +572,17 @@ impl Reply {
     }
 }
 
-/// The next audio chunk of the phrase being sent; `None` when its audio is complete.
-async fn next_chunk(pending: &mut VecDeque<Synthesis>) -> Option<Result<Bytes, TtsError>> {
-    match pending.front_mut() {
-        Some(synthesis) => synthesis.audio.recv().await,
-        None => std::future::pending().await,
-    }
+/// The next audio chunk of any phrase being fetched, the earliest phrase's first: where that
+/// phrase is in `pending`, and the chunk (`None` once its audio is complete).
+fn next_chunk(
+    pending: &mut [Synthesis],
+) -> impl Future<Output = (usize, Option<Result<Bytes, TtsError>>)> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (at, synthesis) in pending.iter_mut().enumerate() {
+            if let Poll::Ready(chunk) = synthesis.audio.poll_next_unpin(cx) {
+                return Poll::Ready((at, chunk));
+            }
+        }
+        Poll::Pending
+    })
 }

@@ -2,12 +2,12 @@
 //! resumed backchannel, a released preemptive answer), and where sending has got to.
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::ReplyCommand;
 use crate::audio::frames::FRAME_BYTES;
 use crate::audio::mulaw::SILENCE;
+use crate::queue;
 
 /// One phrase's audio, as far as it has arrived.
 #[derive(Debug, Default)]
@@ -96,7 +96,7 @@ impl Taped {
 /// sending has got to.
 pub(super) struct Run {
     /// Commands from the call.
-    pub(super) commands: mpsc::Receiver<ReplyCommand>,
+    pub(super) commands: queue::Receiver<ReplyCommand>,
     /// Every phrase's audio, in order.
     pub(super) tape: Vec<Taped>,
     /// Whether audio is being sent (false while held).
@@ -111,10 +111,14 @@ pub(super) struct Run {
     pub(super) sent: Option<Instant>,
     /// The take whose [`ReplyEvent::Queued`] was reported.
     pub(super) queued: Option<u32>,
+    /// Phrases the caller has heard to the end.
+    heard: usize,
+    /// Phrases whose audio is gone.
+    forgotten: usize,
 }
 
 impl Run {
-    pub(super) fn new(held: bool, commands: mpsc::Receiver<ReplyCommand>) -> Self {
+    pub(super) fn new(held: bool, commands: queue::Receiver<ReplyCommand>) -> Self {
         Self {
             commands,
             tape: Vec::new(),
@@ -124,6 +128,8 @@ impl Run {
             offset: 0,
             sent: None,
             queued: None,
+            heard: 0,
+            forgotten: 0,
         }
     }
 
@@ -138,14 +144,20 @@ impl Run {
                 self.sent = None;
                 self.queued = None;
             }
-            // Only phrases already sent in full: the one being sent, and any after it, are
-            // still needed whatever the call says.
-            ReplyCommand::Forget { before } => {
-                let sent = before.min(self.phrase).min(self.tape.len());
-                for taped in &mut self.tape[..sent] {
-                    taped.forget();
-                }
+        }
+    }
+
+    /// The caller has heard the first `phrases` phrases to the end: the audio of those, never
+    /// sent again, goes. Only of phrases already sent in full: the one being sent, and any
+    /// after it, are still needed whatever the call says.
+    pub(super) fn hear(&mut self, phrases: usize) {
+        self.heard = self.heard.max(phrases);
+        let sent = self.heard.min(self.phrase).min(self.tape.len());
+        if sent > self.forgotten {
+            for taped in &mut self.tape[self.forgotten..sent] {
+                taped.forget();
             }
+            self.forgotten = sent;
         }
     }
 
@@ -181,6 +193,11 @@ impl Run {
     /// Phrases made but not yet sent (the one being sent included).
     pub(super) fn ahead(&self) -> usize {
         self.tape.len().saturating_sub(self.phrase)
+    }
+
+    /// Phrases made but not yet heard to the end (the one being heard included).
+    pub(super) fn unheard(&self) -> usize {
+        self.tape.len().saturating_sub(self.heard)
     }
 }
 
@@ -226,7 +243,7 @@ mod tests {
     /// its audio whatever the call says.
     #[test]
     fn heard_phrases_are_forgotten_once_sent() {
-        let (_commands, rx) = mpsc::channel(1);
+        let (_commands, rx) = queue::bounded(1);
         let mut run = Run::new(false, rx);
         for _ in 0..3 {
             run.tape
@@ -234,18 +251,25 @@ mod tests {
         }
         run.phrase = 1;
         run.offset = FRAME_BYTES;
-        run.obey(ReplyCommand::Forget { before: 3 });
+        run.hear(3);
         let lengths: Vec<usize> = run.tape.iter().map(Taped::len).collect();
         assert_eq!(lengths, [0, 2 * FRAME_BYTES, 2 * FRAME_BYTES]);
         assert_eq!(run.next(), Some(Next::Frame));
         assert_eq!(run.frame()[..], [1u8; FRAME_BYTES]);
+        assert_eq!(run.unheard(), 0, "all three were heard");
+
+        // Once sent, phrases heard earlier lose their audio too, without being told again.
+        run.phrase = 3;
+        run.hear(2);
+        let lengths: Vec<usize> = run.tape.iter().map(Taped::len).collect();
+        assert_eq!(lengths, [0, 0, 0]);
     }
 
     /// A whole phrase is sent as slices of its audio, not copies; its last frame is padded with
     /// silence, and a phrase still arriving is sent in copied frames.
     #[test]
     fn frames_of_a_whole_phrase_share_its_audio() {
-        let (_commands, rx) = mpsc::channel(1);
+        let (_commands, rx) = queue::bounded(1);
         let mut run = Run::new(false, rx);
         let audio: Vec<u8> = (0..400u32).map(|i| i as u8).collect();
         let whole = Bytes::from(audio.clone());

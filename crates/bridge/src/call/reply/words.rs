@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::{ReplyError, ReplyEvent, Voice};
 use crate::call::turns::ReplyId;
 use crate::llm::mistral::LlmError;
 use crate::llm::ChatMessage;
+use crate::queue;
 pub use crate::tools::stream::CallTools;
 use crate::tools::stream::{rounds, Words};
 use crate::tools::Step;
@@ -68,8 +69,8 @@ pub(super) async fn rounds_of(
     tools: &CallTools,
     conversation: Vec<ChatMessage>,
     (tx, events): (
-        &mpsc::Sender<Result<String, ReplyError>>,
-        &mpsc::Sender<ReplyEvent>,
+        &queue::Sender<Result<String, ReplyError>>,
+        &queue::Sender<ReplyEvent>,
     ),
     released: watch::Receiver<bool>,
 ) -> Result<(), ReplyError> {
@@ -98,9 +99,9 @@ struct Phrases<'a> {
     /// Cuts the model's text into phrases.
     splitter: PhraseSplitter,
     /// Where phrases go, to be spoken.
-    tx: &'a mpsc::Sender<Result<String, ReplyError>>,
+    tx: &'a queue::Sender<Result<String, ReplyError>>,
     /// Where rounds and steps go, to the call.
-    events: &'a mpsc::Sender<ReplyEvent>,
+    events: &'a queue::Sender<ReplyEvent>,
     /// Whether the reply was played: a held one runs no tool before.
     released: watch::Receiver<bool>,
 }
