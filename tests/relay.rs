@@ -416,7 +416,7 @@ async fn first_text_tokens_against_phrases() {
     ] {
         let mut words = Vec::new();
         for chunks in [Chunks::Tokens, Chunks::Phrases] {
-            let (events, mut rx) = tokio::sync::mpsc::channel(64);
+            let (events, mut rx) = ivr_bridge::queue::bounded(64);
             let replier = Replier {
                 llm: mistral.clone(),
                 tools: tools.clone(),

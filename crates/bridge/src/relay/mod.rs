@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -42,6 +41,7 @@ use tracing::Instrument;
 use crate::events::{CallEvent, CallObserver, CallSummary};
 use crate::llm::mistral::{LlmError, Mistral};
 use crate::metrics::{Metrics, Outcome};
+use crate::queue;
 use crate::record::publish::Publisher;
 use crate::record::{Recorder, Tap};
 use crate::store::mirror::Mirror;
@@ -199,7 +199,7 @@ struct Relay {
     /// Starts replies.
     replier: Replier,
     /// What replies report.
-    replies: mpsc::Receiver<ReplyEvent>,
+    replies: queue::Receiver<ReplyEvent>,
     /// The reply running, and how to stop it.
     running: Option<(ReplyId, CancellationToken)>,
     /// Writes the conversation to the store as exchanges become final.
@@ -232,7 +232,7 @@ impl Relay {
                 Vec::new()
             }
         };
-        let (events, replies) = mpsc::channel(REPLY_EVENTS);
+        let (events, replies) = queue::bounded(REPLY_EVENTS);
         let replier = Replier {
             llm: services.llm.clone(),
             tools: Arc::new(CallTools {

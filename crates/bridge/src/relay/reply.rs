@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -12,6 +11,7 @@ use super::session::ReplyId;
 use crate::llm::mistral::{LlmError, Mistral};
 use crate::llm::ChatMessage;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::tools::stream::{rounds, CallTools, Words};
 use crate::tools::Step;
 use crate::tts::text::PhraseSplitter;
@@ -77,7 +77,7 @@ pub struct Replier {
     /// How words are cut.
     pub chunks: Chunks,
     /// Where replies report.
-    pub events: mpsc::Sender<ReplyEvent>,
+    pub events: queue::Sender<ReplyEvent>,
 }
 
 impl Replier {
@@ -123,7 +123,7 @@ struct Sender<'a> {
     /// The reply.
     id: ReplyId,
     /// The session task.
-    events: &'a mpsc::Sender<ReplyEvent>,
+    events: &'a queue::Sender<ReplyEvent>,
     /// How words are cut.
     chunks: Chunks,
     /// Cuts phrases, with [`Chunks::Phrases`].

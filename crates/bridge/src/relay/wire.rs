@@ -11,10 +11,10 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};
 
+use crate::queue;
 use crate::record::Tap;
 use crate::twilio::relay::{Inbound, Outbound, Setup};
 use crate::twilio::stream::Copier;
@@ -33,7 +33,7 @@ pub struct Wire {
     /// Twilio's messages.
     socket: SplitStream<WebSocket>,
     /// To the writer task, the only one that writes.
-    out: mpsc::Sender<Message>,
+    out: queue::Sender<Message>,
     /// The writer task.
     writer: JoinHandle<()>,
     /// Messages that could not be used.
@@ -46,7 +46,7 @@ impl Wire {
     /// Splits `socket` and starts its writer; every message is copied to `tap`, when given.
     pub fn new(socket: WebSocket, tap: Option<Tap>) -> Self {
         let (sink, socket) = socket.split();
-        let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (out, rx) = queue::bounded(OUTBOUND_QUEUE);
         let writer = tokio::spawn(write_all(sink, rx));
         Self {
             socket,
@@ -138,7 +138,7 @@ impl Wire {
 }
 
 /// The writer: sends what comes, then closes the socket once the session lets go of it.
-async fn write_all(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Message>) {
+async fn write_all(mut sink: SplitSink<WebSocket, Message>, mut rx: queue::Receiver<Message>) {
     while let Some(message) = rx.recv().await {
         if sink.send(message).await.is_err() {
             return;

@@ -10,11 +10,11 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::Instrument;
 
+use crate::queue;
 use crate::store::{CallSid, Exchange, Store, StoreError};
 
 /// Exchanges waiting to be written; a call makes one every few seconds at most.
@@ -32,7 +32,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub struct Mirror {
     /// Exchanges to write, in order.
-    tx: mpsc::Sender<Exchange>,
+    tx: queue::Sender<Exchange>,
     /// The task writing them.
     task: JoinHandle<()>,
     /// Exchanges of the call's history already queued (see [`Mirror::copy_new`]).
@@ -42,7 +42,7 @@ pub struct Mirror {
 impl Mirror {
     /// Starts copying the exchanges of `call` into `store`.
     pub fn start(store: Store, call: CallSid) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = queue::bounded(QUEUE);
         let task = tokio::spawn(write_all(store, call, rx).in_current_span());
         Self {
             tx,
@@ -85,7 +85,7 @@ impl Mirror {
 }
 
 /// Writes each exchange as it comes; a failure is logged once per call and the rest go on.
-async fn write_all(store: Store, call: CallSid, mut rx: mpsc::Receiver<Exchange>) {
+async fn write_all(store: Store, call: CallSid, mut rx: queue::Receiver<Exchange>) {
     let mut failures = 0u32;
     while let Some(exchange) = rx.recv().await {
         match append(&store, &call, &exchange).await {
