@@ -5,14 +5,17 @@
 //! carried traffic keeps two such blocks for good: with five queues in every call, that was
 //! the largest fixed part of an active call's memory (≈ 8 KB). Here the items live in a
 //! `VecDeque` that grows with what is queued and gives its room back once it drains after
-//! holding more than a few; waiting is two [`Notify`]s. The contract is the part of `mpsc` the
-//! calls use: bounded, [`Sender::send`] waits for room, [`Sender::reserve`] holds a slot,
+//! holding more than a few; the one receiver waits on an [`AtomicWaker`] (it is polled on every
+//! turn of its task's loop, so registering must cost an atomic, not a lock), senders waiting
+//! for room on a [`Notify`]. The contract is the part of `mpsc` the calls use: bounded, [`Sender::send`] waits for room, [`Sender::reserve`] holds a slot,
 //! [`Receiver::recv`] is cancel-safe, and each side sees the other's end.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
+use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 /// Items a drained queue keeps room for; room beyond it is given back.
@@ -28,7 +31,7 @@ pub fn bounded<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
             senders: 1,
             receiving: true,
         }),
-        readable: Notify::new(),
+        readable: AtomicWaker::new(),
         writable: Notify::new(),
     });
     (
@@ -42,7 +45,7 @@ pub fn bounded<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
 struct Shared<T> {
     state: Mutex<State<T>>,
     /// Wakes the receiver: an item came, or the last sender went.
-    readable: Notify,
+    readable: AtomicWaker,
     /// Wakes senders: room was made, or the receiver went.
     writable: Notify,
 }
@@ -125,7 +128,7 @@ impl<T> Sender<T> {
         }
         state.items.push_back(item);
         drop(state);
-        self.shared.readable.notify_one();
+        self.shared.readable.wake();
         Ok(())
     }
 
@@ -185,7 +188,7 @@ impl<T> Drop for Sender<T> {
         let last = state.senders == 0;
         drop(state);
         if last {
-            self.shared.readable.notify_one();
+            self.shared.readable.wake();
         }
     }
 }
@@ -210,7 +213,7 @@ impl<T> Permit<'_, T> {
             state.items.push_back(item);
         }
         drop(state);
-        self.shared.readable.notify_one();
+        self.shared.readable.wake();
         // The slot is used: nothing for `Drop` to give back.
         std::mem::forget(self);
     }
@@ -232,14 +235,18 @@ impl<T> Receiver<T> {
     /// The next item, waiting for one; `None` once every sender is gone and the queue is
     /// drained. Cancel-safe: an item is taken only when it is returned.
     pub async fn recv(&mut self) -> Option<T> {
-        let shared = &*self.shared;
-        loop {
-            let readable = shared.readable.notified();
-            match shared.pop() {
-                Ok(item) => return Some(item),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => readable.await,
-            }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next item, or `Pending` with the task to be woken when one comes (or the last
+    /// sender goes).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        // Registered before looking, so that an item queued in between wakes the task.
+        self.shared.readable.register(cx.waker());
+        match self.shared.pop() {
+            Ok(item) => Poll::Ready(Some(item)),
+            Err(TryRecvError::Disconnected) => Poll::Ready(None),
+            Err(TryRecvError::Empty) => Poll::Pending,
         }
     }
 

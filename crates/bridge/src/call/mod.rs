@@ -213,13 +213,17 @@ impl Call {
                 voice.prefetch(&text).await;
             }
         });
+        // Made once: a new one each turn of the loop would join and leave the server-wide
+        // token's waiters on every frame of every call.
+        let shutdown = self.services.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         let reason = loop {
             if let Some(goodbye) = self.hung_up {
                 break EndReason::Goodbye(goodbye);
             }
             let deadline = self.turns.next_deadline();
             tokio::select! {
-                () = self.services.shutdown.cancelled() => break EndReason::ServerShutdown,
+                () = &mut shutdown => break EndReason::ServerShutdown,
                 event = stream.next() => match event {
                     StreamEvent::End(end) => break EndReason::Stream(end),
                     event => self.on_twilio(event),

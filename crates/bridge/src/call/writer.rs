@@ -173,10 +173,12 @@ struct TwilioWriter {
 
 impl TwilioWriter {
     async fn run(mut self, cancel: CancellationToken) {
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         loop {
             let sent = tokio::select! {
                 biased;
-                () = cancel.cancelled() => break,
+                () = &mut cancelled => break,
                 take = self.clears.next() => self.clear(take).await,
                 speech = next_speech(&mut self.held, &mut self.speech) => match speech {
                     Some(speech) => self.play_queued(speech).await,

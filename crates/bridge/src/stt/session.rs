@@ -358,9 +358,12 @@ impl<D: Dialect> Session<D> {
                 self.connection_audio_bytes += chunk.len() as u64;
             }
         }
+        // Made once, not on every frame's turn of the loop.
+        let cancelled = self.cancel.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             tokio::select! {
-                () = self.cancel.cancelled() => return Ok(()),
+                () = &mut cancelled => return Ok(()),
                 frame = self.audio.recv(), if closing.is_none() => match frame {
                     Some(frame) => {
                         clock.first_audio.get_or_insert_with(Instant::now);
