@@ -213,9 +213,10 @@ impl Call {
                 voice.prefetch(&text).await;
             }
         });
-        // Made once: a new one each turn of the loop would join and leave the server-wide
-        // token's waiters on every frame of every call.
-        let shutdown = self.services.shutdown.clone().cancelled_owned();
+        // Made once, from the call's own child of the server-wide token: a new future each
+        // turn of the loop joined and left that token's waiters on every frame of every call,
+        // and polling the shared token itself takes its lock, which every call would share.
+        let shutdown = self.services.shutdown.child_token().cancelled_owned();
         tokio::pin!(shutdown);
         let reason = loop {
             if let Some(goodbye) = self.hung_up {

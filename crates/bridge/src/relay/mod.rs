@@ -273,13 +273,17 @@ impl Relay {
 
     /// The session's loop: one `select!` over Twilio, the replies, time and shutdown.
     async fn run(mut self) {
+        // The session's own child of the server-wide token, waited on by one pinned future (see
+        // `call::run`'s loop).
+        let shutdown = self.services.shutdown.child_token().cancelled_owned();
+        tokio::pin!(shutdown);
         let reason = loop {
             if let Some(reason) = self.ended {
                 break reason;
             }
             let deadline = self.session.next_deadline();
             tokio::select! {
-                () = self.services.shutdown.cancelled() => {
+                () = &mut shutdown => {
                     let handoff_data = session::SHUTDOWN_HANDOFF.to_owned();
                     self.wire.send(&Outbound::End { handoff_data }).await;
                     break EndReason::ServerShutdown;

@@ -117,10 +117,13 @@ impl Transcription {
     }
 
     async fn run(mut self) {
-        let shutdown = self.services.shutdown.clone();
+        // The call's own child of the server-wide token, waited on by one pinned future (see
+        // `call::run`'s loop).
+        let shutdown = self.services.shutdown.child_token().cancelled_owned();
+        tokio::pin!(shutdown);
         let reason = loop {
             tokio::select! {
-                () = shutdown.cancelled() => break EndReason::ServerShutdown,
+                () = &mut shutdown => break EndReason::ServerShutdown,
                 event = self.stream.next() => match event {
                     StreamEvent::Media(frame) => self.on_media(frame),
                     StreamEvent::Mark(_) | StreamEvent::Dtmf(_) => {}
