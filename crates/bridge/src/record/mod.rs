@@ -20,11 +20,11 @@ use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::events::CallEvent;
+use crate::queue;
 use crate::twilio::stream::Copier;
 use call::CallRecording;
 use format::{Dir, RecordedSettings, Transport};
@@ -117,7 +117,7 @@ impl Recorder {
     }
 
     fn open_transport(&self, opened: Instant, transport: Transport) -> Tap {
-        let (tx, rx) = mpsc::channel(self.queue);
+        let (tx, rx) = queue::bounded(self.queue);
         let dropped = Arc::new(AtomicBool::new(false));
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let temp = self
@@ -170,7 +170,7 @@ enum Item {
 #[derive(Debug, Clone)]
 pub struct Tap {
     /// The recording task's queue.
-    tx: mpsc::Sender<Entry>,
+    tx: queue::Sender<Entry>,
     /// Set once anything was lost: the recording is then dropped whole.
     dropped: Arc<AtomicBool>,
 }
@@ -207,7 +207,7 @@ impl Tap {
         };
         match self.tx.try_send(entry) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Full(_)) => {
                 if !self.dropped.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "RECORD_DIR is not keeping up: this call's recording is dropped (the \
@@ -215,7 +215,7 @@ impl Tap {
                     );
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(queue::TrySendError::Closed(_)) => {
                 self.dropped.store(true, Ordering::Relaxed);
             }
         }
@@ -247,7 +247,7 @@ struct WriteError {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Entry>) {
+    async fn run(mut self, mut rx: queue::Receiver<Entry>) {
         let result = self.collect(&mut rx).await;
         drop(rx);
         let call_sid = self.recording.started().map_or("", |(c, _)| c).to_owned();
@@ -271,7 +271,7 @@ impl Task {
     }
 
     /// Writes lines until every tap is gone or the recording was dropped.
-    async fn collect(&mut self, rx: &mut mpsc::Receiver<Entry>) -> Result<(), WriteError> {
+    async fn collect(&mut self, rx: &mut queue::Receiver<Entry>) -> Result<(), WriteError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| WriteError { path, source }

@@ -14,13 +14,13 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
+use crate::queue::{self, TrySendError};
 
 /// Messages one call may have waiting for delivery; beyond this they are dropped.
 pub const QUEUE_MESSAGES: usize = 256;
@@ -104,7 +104,7 @@ impl TranscriptWebhook {
     /// Starts one call's delivery task; it logs in the current span (the call's). `cancel`
     /// abandons whatever is still queued (the server is shutting down).
     pub fn open(&self, cancel: CancellationToken) -> CallDelivery {
-        let (queue, messages) = mpsc::channel(QUEUE_MESSAGES);
+        let (queue, messages) = queue::bounded(QUEUE_MESSAGES);
         let task = tokio::spawn(
             self.clone()
                 .deliver_all(messages, cancel)
@@ -118,7 +118,7 @@ impl TranscriptWebhook {
         }
     }
 
-    async fn deliver_all(self, mut messages: mpsc::Receiver<Bytes>, cancel: CancellationToken) {
+    async fn deliver_all(self, mut messages: queue::Receiver<Bytes>, cancel: CancellationToken) {
         loop {
             let body = tokio::select! {
                 () = cancel.cancelled() => return,
@@ -230,7 +230,7 @@ fn transport_error(err: &reqwest::Error) -> String {
 #[derive(Debug)]
 pub struct CallDelivery {
     /// Serialized messages on their way to the task.
-    queue: mpsc::Sender<Bytes>,
+    queue: queue::Sender<Bytes>,
     /// The task; it ends when the queue is closed and empty.
     task: JoinHandle<()>,
     /// Counts dropped messages.
