@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::StreamExt;
-use tokio::sync::{watch, Notify};
+use futures::task::AtomicWaker;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -183,26 +184,40 @@ const COMMANDS: usize = 8;
 /// How many phrases of a reply the caller has heard to the end, as the call learns it from
 /// Twilio's marks; the reply lets go of their audio and makes more phrases as it grows. Shared,
 /// not a command: it must always get through (a reply waiting for it makes no more audio), and
-/// only its newest value matters.
+/// only its newest value matters. The reply waits on an [`AtomicWaker`], as a queue's receiver
+/// does: it looks on every frame it sends, which must not take a lock.
 #[derive(Debug, Default)]
 pub struct Heard {
     /// Phrases heard to the end.
     phrases: AtomicUsize,
     /// Wakes the reply when they grow.
-    grew: Notify,
+    grew: AtomicWaker,
 }
 
 impl Heard {
     /// The caller has heard the first `phrases` phrases to the end.
     pub fn reached(&self, phrases: usize) {
         if self.phrases.fetch_max(phrases, Ordering::Relaxed) < phrases {
-            self.grew.notify_one();
+            self.grew.wake();
         }
     }
 
     /// Phrases heard to the end so far.
     fn phrases(&self) -> usize {
         self.phrases.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once more than `seen` phrases have been heard.
+    fn beyond(&self, seen: usize) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            // Registered before looking, so that growth in between wakes the task.
+            self.grew.register(cx.waker());
+            if self.phrases() > seen {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
 
@@ -347,7 +362,8 @@ impl Reply {
         let mut pending: Vec<Synthesis> = Vec::new();
         let mut source_done = false;
         loop {
-            run.hear(self.heard.phrases());
+            let heard = self.heard.phrases();
+            run.hear(heard);
             let next = run.next();
             let made = source_done && pending.is_empty();
             if made && run.playing && run.all_sent() {
@@ -361,7 +377,7 @@ impl Reply {
                     // The call is gone; the token ends this task.
                     None => std::future::pending::<()>().await,
                 },
-                () = self.heard.grew.notified() => {}
+                () = self.heard.beyond(heard) => {}
                 phrase = phrases.next(), if !source_done && room => {
                     match phrase {
                         Some(Ok(text)) => {
@@ -406,7 +422,8 @@ impl Reply {
     /// cancelled.
     async fn serve_replays(&self, run: &mut Run) {
         loop {
-            run.hear(self.heard.phrases());
+            let heard = self.heard.phrases();
+            run.hear(heard);
             let next = run.next();
             if run.playing && run.all_sent() {
                 self.report_queued(run).await;
@@ -416,7 +433,7 @@ impl Reply {
                     Some(command) => self.obey(run, command),
                     None => return,
                 },
-                () = self.heard.grew.notified() => {}
+                () = self.heard.beyond(heard) => {}
                 permit = self.speech.reserve(), if next.is_some() => match permit {
                     Ok(permit) => self.send_next(permit, next, run).await,
                     Err(_) => return,
@@ -514,19 +531,14 @@ impl Reply {
                 }
             };
             let mut first = true;
-            Ok(stream.inspect(move |_| {
+            Ok::<_, TtsError>(stream.inspect(move |_| {
                 if std::mem::take(&mut first) {
                     let waited = asked.elapsed().as_secs_f64();
                     voice.metrics.tts_first_byte.observe(waited);
                 }
             }))
         };
-        let audio = futures::stream::once(fetch)
-            .flat_map(|fetched| match fetched {
-                Ok(stream) => stream.left_stream(),
-                Err(err) => futures::stream::iter([Err(err)]).right_stream(),
-            })
-            .boxed();
+        let audio = futures::stream::once(fetch).try_flatten().boxed();
         Synthesis {
             index,
             audio,
