@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::turns::Goodbye;
-use super::Call;
+use super::{Call, CallServices};
 use crate::events::{CallEvent, CallSummary};
 use crate::twilio::next_step::NextStep;
 use crate::twilio::stream::StreamEnd;
@@ -57,28 +57,27 @@ impl EndReason {
     }
 }
 
-impl Call {
-    /// Before the stream closes, records what Twilio does next for `/stream_ended` (on any
-    /// instance): the transfer's `<Dial>`, or `<Hangup/>`. A store that cannot take it leaves
-    /// `/stream_ended` answering `<Hangup/>`: the caller is never left on a silent line.
-    async fn record_next_step(&self, why: Goodbye) {
-        let step = match (why, &self.services.transfer) {
-            (Goodbye::Transferred, Some(transfer)) => transfer.next_step(),
-            _ => NextStep::Hangup,
-        };
-        self.services
-            .store
-            .record_next_step(&self.call_sid, &step)
-            .await;
-    }
+/// Before the stream closes, records what Twilio does next for `/stream_ended` (on any
+/// instance): the transfer's `<Dial>`, or `<Hangup/>`. A store that cannot take it leaves
+/// `/stream_ended` answering `<Hangup/>`: the caller is never left on a silent line. (Given the
+/// call's parts, not the call: the call's recogniser is not `Sync`, so no `&Call` may be held
+/// across an await.)
+async fn record_next_step(services: &CallServices, call_sid: &str, why: Goodbye) {
+    let step = match (why, &services.transfer) {
+        (Goodbye::Transferred, Some(transfer)) => transfer.next_step(),
+        _ => NextStep::Hangup,
+    };
+    services.store.record_next_step(call_sid, &step).await;
+}
 
+impl Call {
     /// Stops the replies, the writer, the recogniser and the copy to the store (each for a
     /// bounded time), then logs and publishes the call's summary. `malformed` counts the
     /// stream's unusable messages.
     pub(super) async fn end(mut self, reason: EndReason, malformed: u64) {
         self.mirror_new_exchanges();
         if let EndReason::Goodbye(why) = reason {
-            self.record_next_step(why).await;
+            record_next_step(&self.services, &self.call_sid, why).await;
         }
         let Self {
             services,

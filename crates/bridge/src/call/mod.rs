@@ -25,12 +25,11 @@ use tracing::Instrument;
 
 use crate::events::{CallEvent, CallObserver};
 use crate::metrics::{Metrics, Outcome};
-use crate::queue;
 use crate::record::publish::Publisher;
 use crate::record::{Recorder, Tap};
 pub use crate::store::mirror;
 use crate::store::{CallSid, Store};
-use crate::stt::{Recogniser, SttEvent, SttStream};
+use crate::stt::{Recogniser, SttStream};
 use crate::tools::stream::tool_calls_of;
 use crate::tools::{Step, Toolbox, Transfer};
 use crate::twilio::media::Start;
@@ -117,10 +116,9 @@ struct Call {
     services: Arc<CallServices>,
     /// The brain.
     turns: Turns,
-    /// Caller audio to speech recognition.
+    /// Caller audio to speech recognition, and transcripts back (its socket is written and
+    /// read from this task).
     stt: SttStream,
-    /// Transcripts coming back.
-    stt_events: queue::Receiver<SttEvent>,
     /// Starts and stops replies, through the socket's writer.
     speaker: Speaker,
     /// When the stream started, for the summary.
@@ -147,9 +145,7 @@ impl Call {
             call_sid: start.call_sid.clone(),
             stream_sid: start.stream_sid.clone(),
         };
-        let (stt_tx, stt_events) = queue::bounded(64);
-        // Not tied to the call's end: when the call ends, the recogniser still gets its CloseStream.
-        let stt = services.stt.start(stt_tx, CancellationToken::new());
+        let stt = services.stt.start();
         let mirror = services.mirror.clone().and_then(|store| {
             let call = CallSid::parse(&start.call_sid);
             if call.is_none() {
@@ -186,7 +182,6 @@ impl Call {
             services,
             turns,
             stt,
-            stt_events,
             speaker,
             started: Instant::now(),
             publisher,
@@ -229,7 +224,7 @@ impl Call {
                     StreamEvent::End(end) => break EndReason::Stream(end),
                     event => self.on_twilio(event),
                 },
-                Some(event) = self.stt_events.recv() => self.on_stt(event),
+                Some(event) = self.stt.next() => self.on_stt(event),
                 Some(event) = self.speaker.events.recv() => self.on_reply(event),
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     let actions = self.turns.on_tick(Instant::now());

@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
 use super::session::{self, finite_or_zero, Clock, Dialect, Incoming};
 pub use super::session::{SttError, SttStream, AUDIO_QUEUE_FRAMES};
 use super::{SttEvent, Transcript};
-use crate::queue;
 use crate::secret::Secret;
 use crate::settings::{self, Schemes, MILLIS};
 
@@ -104,11 +102,10 @@ impl DeepgramStt {
         &self.url
     }
 
-    /// Opens a recognition stream for one call. Returns at once; the socket connects in the
-    /// background and `events` receives what it hears until the stream is finished or `cancel`
-    /// fires.
-    pub fn start(&self, events: queue::Sender<SttEvent>, cancel: CancellationToken) -> SttStream {
-        session::start::<V1>(self.url.clone(), self.key.clone(), events, cancel)
+    /// Opens a recognition stream for one call. Returns at once; the socket connects, and is
+    /// fed and read, as the call polls [`SttStream::next`].
+    pub fn start(&self) -> SttStream {
+        session::start::<V1>(self.url.clone(), self.key.clone())
     }
 }
 

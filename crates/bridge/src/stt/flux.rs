@@ -11,12 +11,10 @@
 use reqwest::Url;
 use serde::Deserialize;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::replay::TurnEdge;
 use super::session::{self, finite_or_zero, Clock, Dialect, Incoming};
 use super::{SttEvent, SttStream};
-use crate::queue;
 use crate::secret::Secret;
 use crate::settings::{self, Schemes};
 
@@ -133,10 +131,9 @@ impl FluxStt {
     }
 
     /// Opens a Flux stream for one call: hand it Twilio's μ-law frames as they are. Returns at
-    /// once; `events` receives [`SttEvent::Turn`]s until the stream is finished or `cancel`
-    /// fires.
-    pub fn start(&self, events: queue::Sender<SttEvent>, cancel: CancellationToken) -> SttStream {
-        session::start::<Flux>(self.url.clone(), self.key.clone(), events, cancel)
+    /// once; polling [`SttStream::next`] gives its [`SttEvent::Turn`]s.
+    pub fn start(&self) -> SttStream {
+        session::start::<Flux>(self.url.clone(), self.key.clone())
     }
 }
 
@@ -388,11 +385,10 @@ mod tests {
         let mut settings = settings(None, 0.5);
         settings.deepgram_flux_url = Url::parse(&format!("ws://{address}/v2/listen")).unwrap();
         let flux = FluxStt::new(&settings, Secret::new("k"), false);
-        let (events_tx, mut events) = queue::bounded(64);
-        let _stream = flux.start(events_tx, CancellationToken::new());
+        let mut stream = flux.start();
         let mut dropped = 0;
         let lost = loop {
-            match events.recv().await {
+            match stream.next().await {
                 Some(SttEvent::Dropped) => dropped += 1,
                 Some(SttEvent::Lost(err)) => break err.to_string(),
                 Some(other) => panic!("{other:?}"),

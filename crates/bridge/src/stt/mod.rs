@@ -1,7 +1,8 @@
 //! Speech to text: the caller's audio in, transcript events out. Deepgram live v1
 //! ([`deepgram`], PCM) serves `TURN_DETECTION=timer|deepgram` and transcription; Deepgram Flux
 //! ([`flux`], μ-law, turns detected by the model) serves `TURN_DETECTION=flux`. Both share one
-//! socket handling ([`session`]): reconnects, the audio queue, `CloseStream`.
+//! socket handling ([`session`]): reconnects, the audio queue, `CloseStream`, all driven from
+//! the call's own task.
 
 mod connect;
 pub mod deepgram;
@@ -72,14 +73,10 @@ pub enum Recogniser {
 
 impl Recogniser {
     /// Opens one call's stream (see [`deepgram::DeepgramStt::start`], [`flux::FluxStt::start`]).
-    pub fn start(
-        &self,
-        events: crate::queue::Sender<SttEvent>,
-        cancel: tokio_util::sync::CancellationToken,
-    ) -> SttStream {
+    pub fn start(&self) -> SttStream {
         match self {
-            Self::Live(stt) => stt.start(events, cancel),
-            Self::Flux(stt) => stt.start(events, cancel),
+            Self::Live(stt) => stt.start(),
+            Self::Flux(stt) => stt.start(),
         }
     }
 

@@ -1,34 +1,38 @@
 //! One recogniser socket per call, whatever Deepgram protocol it speaks (live v1 or Flux v2).
 //!
-//! The call hands audio frames to [`SttStream::send_audio`]; a task owns the socket, forwards
-//! the audio as binary messages (batched when the protocol wants bigger chunks; frames that
-//! queued while the socket was busy go out in one write), speaks the
-//! protocol's keep-alive while no audio flows, and turns its JSON into [`SttEvent`]s through a
-//! [`Dialect`]. Audio sent while the socket is still connecting waits in a bounded queue, so the
-//! first words of a call are not lost. If the socket drops mid-call the task reconnects with
+//! The call hands audio frames to [`SttStream::send_audio`] and polls [`SttStream::next`] from
+//! its own task, which writes the audio to the socket as binary messages (batched when the
+//! protocol wants bigger chunks; frames that queued while the socket was busy go out in one
+//! write), speaks the protocol's keep-alive while no audio flows, and turns its JSON into
+//! [`SttEvent`]s through a [`Dialect`]: no task of its own, so a frame costs no hand-over. Audio
+//! sent while the socket is still connecting waits in a bounded queue, so the first words of a
+//! call are not lost. If the socket drops mid-call the stream reconnects with
 //! backoff while the queue keeps the caller's audio (up to 10 s), so the call goes on without
 //! losing speech; only when Deepgram stays unreachable does the call hear [`SttEvent::Lost`].
 //! A protocol that transcribes whole turns (Flux) also has the turn in progress sent again to
 //! the new connection first ([`super::replay`]), so the turn is heard whole.
 
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use reqwest::Url;
-use tokio::task::JoinHandle;
-use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{sleep, sleep_until, timeout, Instant, Sleep};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::connect::{connect, Socket};
 use super::replay::{TurnAudio, TurnEdge};
 use super::SttEvent;
-use crate::queue;
 use crate::secret::Secret;
 
 /// Caller audio that may wait for the socket: 10 s of 20 ms frames.
 pub const AUDIO_QUEUE_FRAMES: usize = 500;
+/// Room the audio queue keeps once drained (it grows while the socket connects or is busy).
+const KEPT_FRAMES: usize = 4;
 /// Most audio messages written to the socket at once, when frames queued up while it was busy.
 /// The socket's write buffer keeps the largest size it ever held for the rest of the call: 16
 /// (≈ 5.4 KB of 20 ms PCM frames) grew every call by kilobytes whenever the server fell behind.
@@ -127,55 +131,60 @@ pub(super) trait Dialect: Send + 'static {
     }
 }
 
-/// Opens a recognition stream for one call on `url`. Returns at once; the socket connects in
-/// the background and `events` receives what it hears until the stream is finished or `cancel`
-/// fires.
-pub(super) fn start<D: Dialect>(
-    url: Url,
-    key: Secret,
-    events: queue::Sender<SttEvent>,
-    cancel: CancellationToken,
-) -> SttStream {
-    let (audio, audio_rx) = queue::bounded(AUDIO_QUEUE_FRAMES);
-    let session = Session::<D> {
+/// Opens a recognition stream for one call on `url`. Returns at once: the socket is opened,
+/// fed and read by whoever polls [`SttStream::next`] (the call's own task), not by a task of
+/// its own.
+pub(super) fn start<D: Dialect>(url: Url, key: Secret) -> SttStream {
+    let mut session = Session::<D> {
         url,
         key,
-        audio: audio_rx,
-        events,
-        cancel: cancel.clone(),
+        audio: VecDeque::new(),
+        closed: false,
+        state: State::Done,
+        ahead: None,
+        failures: 0,
+        connections: 0,
         earlier_audio_s: 0.0,
         connection_audio_bytes: 0,
         batch: BytesMut::new(),
         turn: TurnAudio::new(D::BYTES_PER_SECOND),
         dialect: std::marker::PhantomData,
     };
+    session.state = State::Connecting(session.connect());
     SttStream {
-        audio,
-        task: tokio::spawn(session.run()),
-        cancel,
+        session: Box::new(session),
         dropped_frames: 0,
     }
 }
 
-/// One call's recognition stream, held by the call task.
-#[derive(Debug)]
+/// One call's recognition stream, owned and driven by the call's task: audio goes in with
+/// [`SttStream::send_audio`], and polling [`SttStream::next`] writes it to the socket and
+/// reads what Deepgram says. Writing a frame from the task that received it saves a task
+/// wake-up and a queue hand-over per 20 ms frame of every call.
 pub struct SttStream {
-    /// Caller audio on its way to the socket.
-    audio: queue::Sender<Bytes>,
-    /// The task that owns the socket.
-    task: JoinHandle<()>,
-    /// Stops the task outright.
-    cancel: CancellationToken,
+    /// The socket and its state; boxed, so that a call holds one pointer to it.
+    session: Box<dyn Pump>,
     /// Frames dropped because the queue was full.
     dropped_frames: u64,
 }
 
+impl std::fmt::Debug for SttStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SttStream")
+            .field("dropped_frames", &self.dropped_frames)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SttStream {
-    /// Queues one frame of audio (in the encoding the stream was opened for); never waits.
-    /// Returns false when the frame had to be dropped (the recogniser is more than
-    /// [`AUDIO_QUEUE_FRAMES`] frames behind, or gone).
+    /// How long [`SttStream::finish`] may take: the close's grace and a little.
+    pub const FINISH_WITHIN: Duration = CLOSE_GRACE.saturating_add(Duration::from_millis(100));
+
+    /// Queues one frame of audio (in the encoding the stream was opened for); never waits. It
+    /// is written the next time [`SttStream::next`] is polled. Returns false when the frame had
+    /// to be dropped (the recogniser is more than [`AUDIO_QUEUE_FRAMES`] frames behind, or gone).
     pub fn send_audio(&mut self, audio: Bytes) -> bool {
-        let sent = self.audio.try_send(audio).is_ok();
+        let sent = self.session.queue(audio);
         if !sent {
             self.dropped_frames += 1;
         }
@@ -187,33 +196,89 @@ impl SttStream {
         self.dropped_frames
     }
 
-    /// Ends the stream: sends `CloseStream`, gives Deepgram a moment for the last results, then
-    /// stops the task.
-    pub async fn finish(self) {
-        let Self {
-            audio,
-            mut task,
-            cancel,
-            ..
-        } = self;
-        drop(audio);
-        if timeout(CLOSE_GRACE + Duration::from_millis(100), &mut task)
-            .await
-            .is_err()
-        {
-            cancel.cancel();
-            let _ = task.await;
-        }
+    /// What the recogniser says next; meanwhile writes the queued audio, keeps the socket alive
+    /// and reconnects it. `None` once the stream is over (closed, or lost after
+    /// [`SttEvent::Lost`]). Cancel-safe: nothing is lost when it is dropped unfinished.
+    pub async fn next(&mut self) -> Option<SttEvent> {
+        poll_fn(|cx| self.session.poll_event(cx)).await
+    }
+
+    /// No more audio: what is queued is sent, then `CloseStream`; [`SttStream::next`] then
+    /// gives the last results and ends within [`CLOSE_GRACE`] of the close.
+    pub fn close(&mut self) {
+        self.session.close();
+    }
+
+    /// Ends the stream: sends `CloseStream` and gives Deepgram a moment for the last results
+    /// (which nobody reads any more), at most [`SttStream::FINISH_WITHIN`].
+    pub async fn finish(mut self) {
+        self.close();
+        let _ = timeout(Self::FINISH_WITHIN, async {
+            while self.next().await.is_some() {}
+        })
+        .await;
     }
 }
 
-/// The task that owns one Deepgram socket.
+/// A session, whatever its dialect.
+trait Pump: Send {
+    /// See [`SttStream::send_audio`].
+    fn queue(&mut self, audio: Bytes) -> bool;
+    /// See [`SttStream::close`].
+    fn close(&mut self);
+    /// See [`SttStream::next`].
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<SttEvent>>;
+}
+
+/// Opening a socket (boxed: the handshake's future is over 10 KiB, and inline it would make
+/// every call that big for the whole call, not just while connecting).
+type Connecting = Pin<Box<dyn Future<Output = Result<Box<Socket>, SttError>> + Send>>;
+
+/// Where a session is.
+enum State {
+    /// Opening a socket.
+    Connecting(Connecting),
+    /// Connected.
+    Open(Box<Open>),
+    /// Waiting before the next attempt after a failed one.
+    Backoff(Pin<Box<Sleep>>),
+    /// Over: closed, or given up.
+    Done,
+}
+
+/// An open connection.
+struct Open {
+    socket: Box<Socket>,
+    /// When it opened (a drop soon after counts as a failed attempt).
+    opened: Instant,
+    /// Maps Deepgram's audio times on this connection to ours.
+    clock: Clock,
+    /// The turn in progress, still to be sent again before new audio ([`Dialect::REPLAY_TURN`]).
+    replay: VecDeque<Bytes>,
+    /// Messages handed to the socket since its last flush.
+    unflushed: usize,
+    /// When audio or a keep-alive was last sent, and when the next keep-alive is due
+    /// (reset only when it fires, not on every frame).
+    last_sent: Instant,
+    keepalive: Option<Pin<Box<Sleep>>>,
+    /// `CloseStream` was sent; the last results are taken until this runs out.
+    closing: Option<Pin<Box<Sleep>>>,
+}
+
+/// One Deepgram socket's state, owned by the call.
 struct Session<D> {
     url: Url,
     key: Secret,
-    audio: queue::Receiver<Bytes>,
-    events: queue::Sender<SttEvent>,
-    cancel: CancellationToken,
+    /// Caller audio waiting for the socket (while connecting, or while it is busy).
+    audio: VecDeque<Bytes>,
+    /// No more audio comes: `CloseStream` follows what is queued.
+    closed: bool,
+    state: State,
+    /// An event already decided, returned before anything else.
+    ahead: Option<SttEvent>,
+    /// Failed attempts in a row.
+    failures: usize,
+    connections: u32,
     /// Seconds of audio sent on earlier connections: Deepgram's times restart at zero on each
     /// connection, so this maps them back onto the stream's audio.
     earlier_audio_s: f64,
@@ -227,68 +292,136 @@ struct Session<D> {
     dialect: std::marker::PhantomData<D>,
 }
 
-impl<D: Dialect> Session<D> {
-    /// Connects, pumps, and reconnects after a drop, until the stream is finished, cancelled,
-    /// or Deepgram stays unreachable through every backoff step.
-    async fn run(mut self) {
-        let mut failures = 0;
-        let mut connections = 0u32;
+impl<D: Dialect> Pump for Session<D> {
+    fn queue(&mut self, audio: Bytes) -> bool {
+        if self.closed
+            || matches!(self.state, State::Done)
+            || self.audio.len() >= AUDIO_QUEUE_FRAMES
+        {
+            return false;
+        }
+        self.audio.push_back(audio);
+        true
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<SttEvent>> {
+        if let Some(event) = self.ahead.take() {
+            return Poll::Ready(Some(event));
+        }
         loop {
-            // Boxed: the handshake's future is over 10 KiB, and inline it would make every
-            // call's task that big for the whole call, not just while connecting.
-            let connecting = Box::pin(connect(&self.url, &self.key, D::SERVICE));
-            let connected = tokio::select! {
-                () = self.cancel.cancelled() => return,
-                result = connecting => result,
-            };
-            let err = match connected {
-                Ok(socket) => {
-                    connections += 1;
-                    if connections > 1 {
-                        tracing::info!("speech recognition reconnected; buffered audio follows");
+            match &mut self.state {
+                State::Done => return Poll::Ready(None),
+                State::Connecting(connecting) => match ready!(connecting.as_mut().poll(cx)) {
+                    Ok(socket) => self.opened(socket),
+                    Err(err) => {
+                        if let Some(event) = self.failed(err) {
+                            return Poll::Ready(Some(event));
+                        }
                     }
-                    let opened = Instant::now();
-                    let result = self.pump(socket).await;
-                    self.earlier_audio_s +=
-                        self.connection_audio_bytes as f64 / D::BYTES_PER_SECOND;
-                    self.connection_audio_bytes = 0;
-                    if D::REPLAY_TURN {
-                        // The replayed turn is sent again, not heard twice.
-                        self.earlier_audio_s -= self.turn.len() as f64 / D::BYTES_PER_SECOND;
-                    }
-                    let Err(err) = result else { return };
-                    tracing::warn!(
-                        %err,
-                        "speech recognition dropped mid-call; reconnecting, caller audio is kept meanwhile"
-                    );
-                    let _ = self.events.send(SttEvent::Dropped).await;
-                    if opened.elapsed() >= HEALTHY_AFTER {
-                        failures = 0;
-                        None
-                    } else {
-                        // Dropped as soon as it opened: a failure like a refused handshake, so
-                        // a service that fails every connection is given up, not hammered.
-                        Some(err)
-                    }
+                },
+                State::Backoff(pause) => {
+                    ready!(pause.as_mut().poll(cx));
+                    self.reconnect();
                 }
-                Err(err) => Some(err),
-            };
-            if let Some(err) = err {
-                let Some(&delay) = RECONNECT_BACKOFF.get(failures) else {
-                    let _ = self.events.send(SttEvent::Lost(Box::new(err))).await;
-                    return;
-                };
-                failures += 1;
-                tracing::warn!(%err, attempt = failures, "cannot reach speech recognition; retrying");
-                tokio::select! {
-                    () = self.cancel.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-            if self.audio.is_closed() && self.audio.is_empty() && self.batch.is_empty() {
-                return;
+                State::Open(_) => match self.poll_open(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Some(event))) => return Poll::Ready(Some(event)),
+                    Poll::Ready(Ok(None)) => self.state = State::Done,
+                    Poll::Ready(Err(err)) => return Poll::Ready(Some(self.dropped(err))),
+                },
             }
         }
+    }
+}
+
+impl<D: Dialect> Session<D> {
+    /// Starts opening a socket.
+    fn connect(&self) -> Connecting {
+        let (url, key) = (self.url.clone(), self.key.clone());
+        Box::pin(async move { connect(&url, &key, D::SERVICE).await })
+    }
+
+    /// Connects again, unless the call is over and nothing is left to send.
+    fn reconnect(&mut self) {
+        self.state = if self.closed && self.audio.is_empty() && self.batch.is_empty() {
+            State::Done
+        } else {
+            State::Connecting(self.connect())
+        };
+    }
+
+    /// A socket opened: the turn in progress goes first on it, then the queued audio.
+    fn opened(&mut self, socket: Box<Socket>) {
+        self.connections += 1;
+        if self.connections > 1 {
+            tracing::info!("speech recognition reconnected; buffered audio follows");
+        }
+        let now = Instant::now();
+        let mut clock = Clock {
+            first_audio: None,
+            earlier_audio_s: self.earlier_audio_s,
+        };
+        let mut replay = VecDeque::new();
+        if D::REPLAY_TURN && self.turn.len() > 0 {
+            let replayed = Duration::from_secs_f64(self.turn.len() as f64 / D::BYTES_PER_SECOND);
+            clock.first_audio = now.checked_sub(replayed);
+            replay.extend(self.turn.chunks().cloned());
+        }
+        self.state = State::Open(Box::new(Open {
+            socket,
+            opened: now,
+            clock,
+            replay,
+            unflushed: 0,
+            last_sent: now,
+            keepalive: D::KEEPALIVE.map(|_| Box::pin(sleep_until(now + KEEPALIVE_EVERY))),
+            closing: None,
+        }));
+    }
+
+    /// An attempt failed: the next one after a pause, or, once the pauses are used up, the
+    /// recogniser is given up (the event to tell the call).
+    fn failed(&mut self, err: SttError) -> Option<SttEvent> {
+        let Some(&delay) = RECONNECT_BACKOFF.get(self.failures) else {
+            self.state = State::Done;
+            return Some(SttEvent::Lost(Box::new(err)));
+        };
+        self.failures += 1;
+        tracing::warn!(%err, attempt = self.failures, "cannot reach speech recognition; retrying");
+        self.state = State::Backoff(Box::pin(sleep(delay)));
+        None
+    }
+
+    /// The open socket broke: the call hears [`SttEvent::Dropped`], and the socket is opened
+    /// again while the audio waits (at once after a healthy connection, else after a pause).
+    fn dropped(&mut self, err: SttError) -> SttEvent {
+        let opened = match &self.state {
+            State::Open(open) => open.opened,
+            _ => Instant::now(),
+        };
+        self.earlier_audio_s += self.connection_audio_bytes as f64 / D::BYTES_PER_SECOND;
+        self.connection_audio_bytes = 0;
+        if D::REPLAY_TURN {
+            // The replayed turn is sent again, not heard twice.
+            self.earlier_audio_s -= self.turn.len() as f64 / D::BYTES_PER_SECOND;
+        }
+        tracing::warn!(
+            %err,
+            "speech recognition dropped mid-call; reconnecting, caller audio is kept meanwhile"
+        );
+        if opened.elapsed() >= HEALTHY_AFTER {
+            self.failures = 0;
+            self.reconnect();
+        } else {
+            // Dropped as soon as it opened: a failure like a refused handshake, so a service
+            // that fails every connection is given up, not hammered.
+            self.ahead = self.failed(err);
+        }
+        SttEvent::Dropped
     }
 
     /// The frame's bytes as one binary message, or `None` while a chunk is still filling.
@@ -300,131 +433,156 @@ impl<D: Dialect> Session<D> {
         (self.batch.len() >= D::CHUNK_BYTES).then(|| self.batch.split().freeze())
     }
 
-    /// Writes `first` and the frames that queued up behind it in one flush, each still its own
-    /// message; none is held back to wait for another.
-    async fn write_queued(
-        &mut self,
-        socket: &mut Socket,
-        first: Bytes,
-    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(frame) = next {
+    /// The next message for the socket, if any: the replayed turn, then audio, then (once the
+    /// call is over) the last partial chunk and `CloseStream`.
+    fn next_message(&mut self, open: &mut Open) -> Option<Message> {
+        if let Some(chunk) = open.replay.pop_front() {
+            self.connection_audio_bytes += chunk.len() as u64;
+            return Some(Message::Binary(chunk));
+        }
+        while let Some(frame) = self.audio.pop_front() {
+            if self.audio.is_empty() && self.audio.capacity() > KEPT_FRAMES {
+                self.audio.shrink_to(KEPT_FRAMES);
+            }
+            open.clock.first_audio.get_or_insert_with(Instant::now);
             if let Some(chunk) = self.chunk(frame) {
                 if D::REPLAY_TURN {
                     self.turn.push(&chunk);
                 }
-                let len = chunk.len() as u64;
-                socket.feed(Message::Binary(chunk)).await?;
-                self.connection_audio_bytes += len;
-                written += 1;
+                self.connection_audio_bytes += chunk.len() as u64;
+                return Some(Message::Binary(chunk));
             }
-            next = if written < MESSAGES_PER_WRITE {
-                self.audio.try_recv().ok()
-            } else {
-                None
-            };
         }
-        if written > 0 {
-            socket.flush().await?;
+        if !self.closed || open.closing.is_some() {
+            return None;
+        }
+        if !self.batch.is_empty() {
+            let rest = self.batch.split().freeze();
+            self.connection_audio_bytes += rest.len() as u64;
+            return Some(Message::Binary(rest));
+        }
+        open.closing = Some(Box::pin(sleep(CLOSE_GRACE)));
+        Some(Message::text(CLOSE_STREAM))
+    }
+
+    /// Writes what waits for the socket (a flush after every [`MESSAGES_PER_WRITE`]
+    /// messages); stops where the socket is busy, to go on when it is writable again.
+    fn poll_write(&mut self, open: &mut Open, cx: &mut Context<'_>) -> Result<(), WsError> {
+        let mut wrote = false;
+        loop {
+            if open.unflushed >= MESSAGES_PER_WRITE {
+                match open.socket.poll_flush_unpin(cx)? {
+                    Poll::Ready(()) => open.unflushed = 0,
+                    Poll::Pending => return Ok(()),
+                }
+            }
+            let waiting = !open.replay.is_empty()
+                || !self.audio.is_empty()
+                || (self.closed && open.closing.is_none());
+            if !waiting || open.socket.poll_ready_unpin(cx)?.is_pending() {
+                break;
+            }
+            let Some(message) = self.next_message(open) else {
+                break;
+            };
+            open.socket.start_send_unpin(message)?;
+            open.unflushed += 1;
+            wrote = true;
+        }
+        if let (Some(keepalive), Some(text)) = (open.keepalive.as_mut(), D::KEEPALIVE) {
+            if wrote {
+                open.last_sent = Instant::now();
+            }
+            if open.closing.is_none() && keepalive.as_mut().poll(cx).is_ready() {
+                // Due once nothing was sent for a while; the timer is moved only now, not on
+                // every frame.
+                let now = Instant::now();
+                let due = now >= open.last_sent + KEEPALIVE_EVERY;
+                if due && open.socket.poll_ready_unpin(cx)?.is_ready() {
+                    open.socket.start_send_unpin(Message::text(text))?;
+                    open.unflushed += 1;
+                    open.last_sent = now;
+                }
+                if !due || open.last_sent == now {
+                    keepalive.as_mut().reset(open.last_sent + KEEPALIVE_EVERY);
+                    let _ = keepalive.as_mut().poll(cx);
+                }
+            }
+        }
+        if open.unflushed > 0 && open.socket.poll_flush_unpin(cx)?.is_ready() {
+            open.unflushed = 0;
         }
         Ok(())
     }
 
-    /// Moves audio out and events in until the stream is finished, cancelled or broken.
-    /// Not split: this task alone reads and writes the socket, so the halves' lock would buy
-    /// nothing.
-    async fn pump(&mut self, mut socket: Box<Socket>) -> Result<(), SttError> {
-        let lost = |err: tokio_tungstenite::tungstenite::Error| SttError::Lost {
+    /// Moves audio out and takes the next event in. `Ok(None)`: the stream ended as asked.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<SttEvent>, SttError>> {
+        // Taken out for the while, so that the session's audio and the socket can be used
+        // together.
+        let State::Open(mut open) = std::mem::replace(&mut self.state, State::Done) else {
+            return Poll::Ready(Ok(None));
+        };
+        let result = self.poll_socket(&mut open, cx);
+        self.state = State::Open(open);
+        result
+    }
+
+    fn poll_socket(
+        &mut self,
+        open: &mut Open,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<SttEvent>, SttError>> {
+        let lost = |err: WsError| SttError::Lost {
             service: D::SERVICE,
             reason: err.to_string(),
         };
-        let mut keepalive = interval(KEEPALIVE_EVERY);
-        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        keepalive.reset();
-        let mut closing: Option<Instant> = None;
-        let mut clock = Clock {
-            first_audio: None,
-            earlier_audio_s: self.earlier_audio_s,
-        };
-        if D::REPLAY_TURN && self.turn.len() > 0 {
-            let replayed = Duration::from_secs_f64(self.turn.len() as f64 / D::BYTES_PER_SECOND);
-            clock.first_audio = Instant::now().checked_sub(replayed);
-            for chunk in self.turn.chunks() {
-                socket
-                    .send(Message::Binary(chunk.clone()))
-                    .await
-                    .map_err(lost)?;
-                self.connection_audio_bytes += chunk.len() as u64;
+        self.poll_write(open, cx).map_err(lost)?;
+        if let Some(closing) = open.closing.as_mut() {
+            if closing.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(None));
             }
         }
-        // Made once, not on every frame's turn of the loop.
-        let cancelled = self.cancel.clone().cancelled_owned();
-        tokio::pin!(cancelled);
         loop {
-            tokio::select! {
-                () = &mut cancelled => return Ok(()),
-                frame = self.audio.recv(), if closing.is_none() => match frame {
-                    Some(frame) => {
-                        clock.first_audio.get_or_insert_with(Instant::now);
-                        self.write_queued(&mut socket, frame).await.map_err(lost)?;
-                        keepalive.reset();
-                    }
-                    None => {
-                        if !self.batch.is_empty() {
-                            let rest = self.batch.split().freeze();
-                            self.connection_audio_bytes += rest.len() as u64;
-                            socket.send(Message::Binary(rest)).await.map_err(lost)?;
-                        }
-                        socket.send(Message::text(CLOSE_STREAM)).await.map_err(lost)?;
-                        closing = Some(Instant::now() + CLOSE_GRACE);
-                    }
-                },
-                _ = keepalive.tick(), if closing.is_none() && D::KEEPALIVE.is_some() => {
-                    if let Some(keepalive) = D::KEEPALIVE {
-                        socket.send(Message::text(keepalive)).await.map_err(lost)?;
-                    }
+            let message = match ready!(open.socket.poll_next_unpin(cx)) {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => return Poll::Ready(Err(lost(err))),
+                None if open.closing.is_some() => return Poll::Ready(Ok(None)),
+                None => {
+                    return Poll::Ready(Err(SttError::Lost {
+                        service: D::SERVICE,
+                        reason: "socket ended".into(),
+                    }))
                 }
-                () = sleep_until(closing.unwrap_or_else(Instant::now)), if closing.is_some() => {
-                    return Ok(());
-                }
-                message = socket.next() => match message {
-                    Some(Ok(Message::Text(text))) => match D::parse(&text, &clock) {
-                        Incoming::Event(event) => {
-                            if let Some(edge) = D::turn_edge(&event) {
-                                self.turn.edge(edge);
-                            }
-                            if self.events.send(event).await.is_err() {
-                                return Ok(());
-                            }
+            };
+            match message {
+                Message::Text(text) => match D::parse(&text, &open.clock) {
+                    Incoming::Event(event) => {
+                        if let Some(edge) = D::turn_edge(&event) {
+                            self.turn.edge(edge);
                         }
-                        Incoming::Fatal(reason) => {
-                            return Err(SttError::Lost { service: D::SERVICE, reason });
-                        }
-                        Incoming::Nothing => {}
-                    },
-                    Some(Ok(Message::Close(frame))) => {
-                        return match closing {
-                            Some(_) => Ok(()),
-                            None => Err(SttError::Lost {
-                                service: D::SERVICE,
-                                reason: match frame {
-                                    Some(f) => format!("closed by Deepgram: {} {}", f.code, f.reason),
-                                    None => "closed by Deepgram".into(),
-                                },
-                            }),
-                        };
+                        return Poll::Ready(Ok(Some(event)));
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(err)) => return Err(lost(err)),
-                    None if closing.is_some() => return Ok(()),
-                    None => {
-                        return Err(SttError::Lost {
+                    Incoming::Fatal(reason) => {
+                        return Poll::Ready(Err(SttError::Lost {
                             service: D::SERVICE,
-                            reason: "socket ended".into(),
-                        })
+                            reason,
+                        }))
                     }
+                    Incoming::Nothing => {}
                 },
+                Message::Close(frame) => {
+                    return Poll::Ready(match open.closing {
+                        Some(_) => Ok(None),
+                        None => Err(SttError::Lost {
+                            service: D::SERVICE,
+                            reason: match frame {
+                                Some(f) => format!("closed by Deepgram: {} {}", f.code, f.reason),
+                                None => "closed by Deepgram".into(),
+                            },
+                        }),
+                    });
+                }
+                _ => {}
             }
         }
     }

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
 use futures::StreamExt;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{timeout, Instant};
 use tracing::Instrument;
 
 use super::webhook::{CallDelivery, TranscriptMessage};
 use super::TranscribeServices;
-use crate::queue;
 use crate::stt::deepgram::SttStream;
 use crate::stt::{SttEvent, Transcript};
 use crate::twilio::media::{Start, Track};
@@ -22,8 +20,6 @@ use crate::twilio::stream::{call_span, Frame, MediaStream, StreamEnd, StreamEven
 /// Longest the call's task waits, after the stream ends, for its transcript to be delivered;
 /// delivery then goes on in the background.
 const DELIVERY_WAIT: Duration = Duration::from_secs(10);
-/// Recogniser events that may wait for the call's task, per track.
-const EVENT_QUEUE: usize = 64;
 
 /// Why a transcribed call ended; the labels match the assistant's calls counter.
 #[derive(Debug, Clone, Copy)]
@@ -61,10 +57,8 @@ pub async fn run(socket: WebSocket, services: Arc<TranscribeServices>) {
 
 /// One track's recogniser and where its times start.
 struct TrackStt {
-    /// The socket's audio side; taken when the call ends.
+    /// The recogniser, fed and read from the call's task; `None` once lost.
     stt: Option<SttStream>,
-    /// What the recogniser heard.
-    events: queue::Receiver<SttEvent>,
     /// Seconds into the stream of this track's first frame: the recogniser counts from there.
     offset_s: f64,
 }
@@ -146,14 +140,11 @@ impl Transcription {
         let services = &self.services;
         let track = slot.get_or_insert_with(|| {
             tracing::info!(track = frame.track.as_str(), "transcribing a new track");
-            let (events_tx, events) = queue::bounded(EVENT_QUEUE);
             let offset_s = frame
                 .timestamp_ms
                 .map_or_else(|| started.elapsed().as_secs_f64(), |ms| ms as f64 / 1000.0);
             TrackStt {
-                // Not tied to the call's end: the recogniser still gets its CloseStream.
-                stt: Some(services.stt.start(events_tx, CancellationToken::new())),
-                events,
+                stt: Some(services.stt.start()),
                 offset_s,
             }
         });
@@ -252,13 +243,15 @@ impl Transcription {
     /// words after `CloseStream`), then sends the closing message and waits for delivery.
     async fn end(mut self, reason: EndReason) {
         self.services.metrics.call_ended(reason.label());
-        let streams: Vec<SttStream> = [&mut self.inbound, &mut self.outbound]
+        for track in [&mut self.inbound, &mut self.outbound]
             .into_iter()
             .flatten()
-            .filter_map(|track| track.stt.take())
-            .collect();
-        let closing = futures::future::join_all(streams.into_iter().map(SttStream::finish));
-        tokio::join!(closing, self.last_results());
+        {
+            if let Some(stt) = &mut track.stt {
+                stt.close();
+            }
+        }
+        let _ = timeout(SttStream::FINISH_WITHIN, self.last_results()).await;
         let dropped_messages = self.delivery.as_ref().map_or(0, CallDelivery::dropped);
         let complete = !self.stt_lost && self.dropped_audio == 0 && dropped_messages == 0;
         let duration = millis(self.started.elapsed().as_secs_f64());
@@ -303,8 +296,8 @@ impl Transcription {
 /// The next event of a track's recogniser; `None` at once when the track has none (yet) or its
 /// recogniser has closed, which disables the `select!` branch for that round.
 async fn next_event(track: &mut Option<TrackStt>) -> Option<SttEvent> {
-    match track {
-        Some(track) => track.events.recv().await,
+    match track.as_mut().and_then(|track| track.stt.as_mut()) {
+        Some(stt) => stt.next().await,
         None => None,
     }
 }
