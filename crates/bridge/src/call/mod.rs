@@ -213,11 +213,22 @@ impl Call {
         // and polling the shared token itself takes its lock, which every call would share.
         let shutdown = self.services.shutdown.child_token().cancelled_owned();
         tokio::pin!(shutdown);
+        // One timer for the brain's deadlines, moved only when the deadline moves: a new timer
+        // each turn of the loop entered and left the timer wheel on every frame.
+        let tick = sleep_until(Instant::now());
+        tokio::pin!(tick);
+        let mut armed = None;
         let reason = loop {
             if let Some(goodbye) = self.hung_up {
                 break EndReason::Goodbye(goodbye);
             }
             let deadline = self.turns.next_deadline();
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    tick.as_mut().reset(at);
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 () = &mut shutdown => break EndReason::ServerShutdown,
                 event = stream.next() => match event {
@@ -226,7 +237,7 @@ impl Call {
                 },
                 Some(event) = self.stt.next() => self.on_stt(event),
                 Some(event) = self.speaker.events.recv() => self.on_reply(event),
-                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                () = &mut tick, if armed.is_some() => {
                     let actions = self.turns.on_tick(Instant::now());
                     self.apply(actions);
                 }
