@@ -192,8 +192,20 @@ async fn converse(
             .map_err(|e| format!("cannot send: {e}"))?;
     }
     let mut read_in_a_row = 0usize;
+    // Made once: a new hang-up future and a new timer each turn of the loop joined and left the
+    // token's waiters and the timer wheel for every frame of every caller. The timer is moved
+    // (later, mostly: a cheap move in tokio's wheel) when the next wake-up changes.
+    let hung_up = hang_up.cancelled();
+    tokio::pin!(hung_up);
+    let timer = sleep_until(Instant::now().into());
+    tokio::pin!(timer);
+    let mut armed = None;
     loop {
         let wake = call.next_wake();
+        if armed != Some(wake) {
+            timer.as_mut().reset(wake.into());
+            armed = Some(wake);
+        }
         if read_in_a_row >= READS_BEFORE_YIELD {
             // A reply's audio arrives much faster than it plays: let the other callers send
             // their frames due meanwhile instead of reading all of it in one go (tokio lets a
@@ -214,12 +226,12 @@ async fn converse(
                     Some(Ok(_)) => Vec::new(),
                 }
             }
-            () = hang_up.cancelled(), if call.script.is_none() => {
+            () = &mut hung_up, if call.script.is_none() => {
                 let _ = sink.send(Message::text(call.stop())).await;
                 let _ = sink.close().await;
                 return Ok(());
             }
-            () = sleep_until(wake.into()) => {
+            () = &mut timer => {
                 read_in_a_row = 0;
                 let now = Instant::now();
                 let mut out = call.due_marks(now);
