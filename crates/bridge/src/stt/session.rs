@@ -601,6 +601,106 @@ pub(super) fn finite_or_zero(x: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// A dialect that passes frames as they are and says nothing back.
+    struct Plain;
+
+    impl Dialect for Plain {
+        const SERVICE: &'static str = "test recogniser";
+        const KEEPALIVE: Option<&'static str> = None;
+        const BYTES_PER_SECOND: f64 = 16_000.0;
+        const CHUNK_BYTES: usize = 0;
+
+        fn parse(_text: &str, _clock: &Clock) -> Incoming {
+            Incoming::Nothing
+        }
+    }
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n; 320])
+    }
+
+    /// A recogniser on 127.0.0.1 that keeps every message it is sent, and answers
+    /// `CloseStream` with a close frame; returns its URL and what it got.
+    async fn listener() -> (Url, tokio::sync::oneshot::Receiver<Vec<Message>>) {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = Url::parse(&format!(
+            "ws://{}/v1/listen",
+            server.local_addr().expect("addr")
+        ))
+        .expect("url");
+        let (done, got) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = server.accept().await.expect("accept");
+            let mut socket = tokio_tungstenite::accept_async(tcp).await.expect("upgrade");
+            let mut messages = Vec::new();
+            while let Some(Ok(message)) = socket.next().await {
+                let closing = message.to_text().is_ok_and(|t| t == CLOSE_STREAM);
+                messages.push(message);
+                if closing {
+                    let _ = socket.close(None).await;
+                }
+            }
+            let _ = done.send(messages);
+        });
+        (url, got)
+    }
+
+    #[tokio::test]
+    async fn audio_queued_while_connecting_goes_out_in_order_then_closestream() {
+        let (url, got) = listener().await;
+        let mut stream = start::<Plain>(url, Secret::new("k"));
+        for n in 0..5 {
+            assert!(
+                stream.send_audio(frame(n)),
+                "queued before the socket opened"
+            );
+        }
+        // Nothing is said back, so polling only moves the audio until the stream is closed.
+        let _ = timeout(Duration::from_millis(300), stream.next()).await;
+        for n in 5..8 {
+            assert!(stream.send_audio(frame(n)));
+        }
+        stream.close();
+        assert!(!stream.send_audio(frame(9)), "no audio after the close");
+        let ended = timeout(Duration::from_secs(2), stream.next()).await;
+        assert!(
+            matches!(ended, Ok(None)),
+            "the stream ends once the close is answered"
+        );
+        let messages = got.await.expect("the recogniser's record");
+        let firsts: Vec<u8> = messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Binary(bytes) => bytes.first().copied(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(firsts, (0..8).collect::<Vec<u8>>(), "every frame, in order");
+        let texts: Vec<_> = messages.iter().filter_map(|m| m.to_text().ok()).collect();
+        assert_eq!(texts.last(), Some(&CLOSE_STREAM), "{messages:?}");
+        assert_eq!(stream.dropped_frames(), 1);
+    }
+
+    #[tokio::test]
+    async fn audio_beyond_ten_seconds_of_queue_is_dropped_and_counted() {
+        // Nothing listens: the stream keeps retrying while the audio waits.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url =
+            Url::parse(&format!("ws://{}/", closed.local_addr().expect("addr"))).expect("url");
+        drop(closed);
+        let mut stream = start::<Plain>(url, Secret::new("k"));
+        for n in 0..AUDIO_QUEUE_FRAMES {
+            assert!(stream.send_audio(frame(n as u8)), "frame {n} fits");
+        }
+        assert!(!stream.send_audio(frame(0)));
+        assert!(!stream.send_audio(frame(0)));
+        assert_eq!(stream.dropped_frames(), 2);
+    }
+
     #[test]
     fn the_clock_maps_audio_seconds_and_refuses_absurd_ones() {
         let sent = Instant::now();
