@@ -7,8 +7,9 @@
 //! `VecDeque` that grows with what is queued and gives its room back once it drains after
 //! holding more than a few; the one receiver waits on an [`AtomicWaker`] (it is polled on every
 //! turn of its task's loop, so registering must cost an atomic, not a lock), senders waiting
-//! for room on a [`Notify`]. The contract is the part of `mpsc` the calls use: bounded, [`Sender::send`] waits for room, [`Sender::reserve`] holds a slot,
-//! [`Receiver::recv`] is cancel-safe, and each side sees the other's end.
+//! for room on a [`Notify`]. The contract is the part of `mpsc` the calls use: bounded,
+//! [`Sender::send`] waits for room, [`Sender::reserve`] holds a slot, [`Receiver::recv`] is
+//! cancel-safe, and each side sees the other's end.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -135,12 +135,13 @@ pub(super) trait Dialect: Send + 'static {
 /// fed and read by whoever polls [`SttStream::next`] (the call's own task), not by a task of
 /// its own.
 pub(super) fn start<D: Dialect>(url: Url, key: Secret) -> SttStream {
-    let mut session = Session::<D> {
+    let state = State::Connecting(connecting::<D>(&url, &key));
+    let session = Session::<D> {
         url,
         key,
         audio: VecDeque::new(),
         closed: false,
-        state: State::Done,
+        state,
         ahead: None,
         failures: 0,
         connections: 0,
@@ -150,7 +151,6 @@ pub(super) fn start<D: Dialect>(url: Url, key: Secret) -> SttStream {
         turn: TurnAudio::new(D::BYTES_PER_SECOND),
         dialect: std::marker::PhantomData,
     };
-    session.state = State::Connecting(session.connect());
     SttStream {
         session: Box::new(session),
         dropped_frames: 0,
@@ -233,6 +233,12 @@ trait Pump: Send {
 /// Opening a socket (boxed: the handshake's future is over 10 KiB, and inline it would make
 /// every call that big for the whole call, not just while connecting).
 type Connecting = Pin<Box<dyn Future<Output = Result<Box<Socket>, SttError>> + Send>>;
+
+/// Starts opening a socket to `url`.
+fn connecting<D: Dialect>(url: &Url, key: &Secret) -> Connecting {
+    let (url, key) = (url.clone(), key.clone());
+    Box::pin(async move { connect(&url, &key, D::SERVICE).await })
+}
 
 /// Where a session is.
 enum State {
@@ -339,18 +345,12 @@ impl<D: Dialect> Pump for Session<D> {
 }
 
 impl<D: Dialect> Session<D> {
-    /// Starts opening a socket.
-    fn connect(&self) -> Connecting {
-        let (url, key) = (self.url.clone(), self.key.clone());
-        Box::pin(async move { connect(&url, &key, D::SERVICE).await })
-    }
-
     /// Connects again, unless the call is over and nothing is left to send.
     fn reconnect(&mut self) {
         self.state = if self.closed && self.audio.is_empty() && self.batch.is_empty() {
             State::Done
         } else {
-            State::Connecting(self.connect())
+            State::Connecting(connecting::<D>(&self.url, &self.key))
         };
     }
 
@@ -497,13 +497,16 @@ impl<D: Dialect> Session<D> {
                 // Due once nothing was sent for a while; the timer is moved only now, not on
                 // every frame.
                 let now = Instant::now();
-                let due = now >= open.last_sent + KEEPALIVE_EVERY;
-                if due && open.socket.poll_ready_unpin(cx)?.is_ready() {
+                if now >= open.last_sent + KEEPALIVE_EVERY
+                    && open.socket.poll_ready_unpin(cx)?.is_ready()
+                {
                     open.socket.start_send_unpin(Message::text(text))?;
                     open.unflushed += 1;
                     open.last_sent = now;
                 }
-                if !due || open.last_sent == now {
+                // Still due (the socket was busy): the timer stays fired, and the socket's
+                // wake-up brings the keep-alive back here.
+                if now < open.last_sent + KEEPALIVE_EVERY {
                     keepalive.as_mut().reset(open.last_sent + KEEPALIVE_EVERY);
                     let _ = keepalive.as_mut().poll(cx);
                 }
