@@ -122,6 +122,12 @@ struct LoadtestArgs {
     /// worker thread per core.
     #[arg(long, value_name = "LIST")]
     generator_cpus: Option<crate::loadtest::cpus::CpuList>,
+    /// Keep the load generator's core polling its sockets instead of sleeping between events
+    /// (needs --generator-cpus with one core, which it then keeps fully busy): the generator is
+    /// never late by a wake-up, and the server's sends to the stand-ins stop paying to wake a
+    /// sleeping process on the other core, which a real provider never costs it.
+    #[arg(long)]
+    busy_poll: bool,
     /// Soak: run this many calls in all, --calls at a time, one batch after another, and report
     /// whether the server's memory and open files come back afterwards.
     #[arg(long, value_name = "TOTAL")]
@@ -301,6 +307,7 @@ fn run_loadtest(args: LoadtestArgs) -> ExitCode {
             0 => u64::from(args.calls / 200).max(1),
             n => n,
         },
+        busy_poll: args.busy_poll,
     };
     tracing_subscriber::fmt()
         .with_env_filter(ivr_bridge::telemetry::filter("error"))
@@ -356,6 +363,11 @@ fn check_loadtest_args(args: &LoadtestArgs) -> Result<(), String> {
         .flatten()
     {
         cpus.check_available().map_err(|e| e.to_string())?;
+    }
+    if args.busy_poll && args.generator_cpus.as_ref().is_none_or(|c| c.count() != 1) {
+        return Err(
+            "--busy-poll needs --generator-cpus with one core (the core it keeps busy)".into(),
+        );
     }
     if args.server_cpus.is_some() && args.url.is_some() && args.server_pid.is_none() {
         return Err("--server-cpus with --url needs --server-pid (the process to pin)".into());

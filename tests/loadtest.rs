@@ -141,6 +141,7 @@ fn the_generator_and_the_server_run_on_the_cores_they_were_given() {
         "0",
         "--server-cpus",
         "1",
+        "--busy-poll",
     ]);
     let report = report_of(&loadtest(&args));
     // Read back from /proc/<pid>/status of each process by the generator itself.
@@ -151,6 +152,12 @@ fn the_generator_and_the_server_run_on_the_cores_they_were_given() {
     assert_eq!(report["completed"], 1, "{report:#}");
     assert!(report["generator_late"].is_boolean());
     assert!(report["loadgen_cpu_share"].is_number());
+    assert_eq!(report["generator_busy_poll"], true);
+    // Polling, the generator used its core all the time the calls ran.
+    assert!(
+        report["loadgen_cpu_share"].as_f64().unwrap() > 0.5,
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -160,6 +167,7 @@ fn bad_core_lists_are_one_line_errors() {
         (vec!["--generator-cpus", "x"], "not a CPU number"),
         (vec!["--generator-cpus", ""], "empty CPU list"),
         (vec!["--server-cpus", "1023"], "not available here"),
+        (vec!["--busy-poll"], "--generator-cpus with one core"),
         (
             vec!["--url", "ws://127.0.0.1:9/media", "--server-cpus", "0"],
             "--server-pid",

@@ -10,6 +10,7 @@
 //! its own.
 
 pub mod analysis;
+pub mod busy;
 pub mod caller;
 pub mod collect;
 pub mod cpus;
@@ -92,6 +93,8 @@ pub struct Options {
     pub soak_settle: Duration,
     /// Forwarding is measured on one frame in about this many (1: every frame).
     pub frame_sample: u64,
+    /// Keep the generator's one core polling instead of sleeping (see [`busy`]).
+    pub busy_poll: bool,
 }
 
 impl Options {
@@ -163,6 +166,7 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
     let stop = CancellationToken::new();
     let collector =
         tokio::spawn(Collector::new(options.total_calls()).run(events, seen, stop.clone()));
+    let polling = options.busy_poll.then(|| busy::start(stop.clone()));
     let idle = match options.soak {
         Some(_) => None,
         None => idle::measure(&options, &media_url, pid, &events_tx, note).await,
@@ -223,6 +227,9 @@ pub async fn run(options: Options, note: &mut dyn FnMut(&str)) -> Result<Report,
     let collected = collector
         .await
         .map_err(|e| LoadError::Server(format!("the collector failed: {e}")))?;
+    if let Some(polling) = polling {
+        let _ = polling.await;
+    }
     drop(child);
     stand_ins.shutdown().await;
     let rule = TurnRule {

@@ -96,6 +96,9 @@ pub struct Report {
     pub calls_per_server_core: Option<f64>,
     /// Share of its cores the load generator kept busy (its CPU seconds / wall / cores).
     pub loadgen_cpu_share: Option<f64>,
+    /// Whether the load generator busy-polled its core (`--busy-poll`): its CPU share is then
+    /// all of it, whatever the load; its send lateness still tells whether it kept up.
+    pub generator_busy_poll: bool,
     /// Forwarding was measured on one frame in about this many.
     pub frame_sample: u64,
     /// Seconds the load generator was runnable but waited for its cores during the calls.
@@ -287,6 +290,7 @@ pub fn build(i: Inputs<'_>) -> Report {
             .own_cpu
             .zip(generator_cores)
             .map(|(cpu, n)| cpu / i.wall.as_secs_f64().max(1e-9) / n as f64),
+        generator_busy_poll: o.busy_poll,
         frame_sample: o.frame_sample,
         loadgen_wait_s: i.own_sched.map(|s| s.waiting),
         loadgen_wait_share: i.own_sched.map(SchedTimes::wait_share),
@@ -428,13 +432,18 @@ the latencies below include its own delay and are upper bounds, not the server's
             kib(self.idle_rss_before_kib), kib(self.idle_rss_with_kib), opt(self.rss_per_idle_call_kib)
         ));
         line(format!(
-            "frames lost {}; probe events dropped {}; load generator CPU {} s over {:.1} s ({} of its cores); forwarding measured on 1 frame in {}",
+            "frames lost {}; probe events dropped {}; load generator CPU {} s over {:.1} s ({} of its cores{}); forwarding measured on 1 frame in {}",
             self.frames_lost,
             self.probe_dropped,
             opt(self.loadgen_cpu_s),
             self.wall_s,
             self.loadgen_cpu_share
                 .map_or_else(na, |s| format!("{:.0} %", s * 100.0)),
+            if self.generator_busy_poll {
+                ", busy-polling: all of it whatever the load"
+            } else {
+                ""
+            },
             self.frame_sample
         ));
         if let Some(soak) = &self.soak {
@@ -488,6 +497,7 @@ mod tests {
             soak: None,
             soak_settle: Duration::from_secs(2),
             frame_sample: 1,
+            busy_poll: false,
         }
     }
 
