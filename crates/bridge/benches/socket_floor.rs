@@ -8,6 +8,9 @@
 //! peers' work (writing Twilio's messages, reading Deepgram's) done outside the timed part.
 //! No `epoll_wait`, no WebSocket framing, no JSON, no task: a lower bound, not a model.
 //!
+//! A second group, `quiet_read`, measures the poll of a WebSocket that has nothing to read, which
+//! every frame also pays, with and without [`ivr_bridge::socket::ReadWake`].
+//!
 //! Run with `cargo bench --bench socket_floor`; the result and the machine are in BENCHMARKS.md.
 //! Under `cargo test --benches` criterion runs it once, as a smoke test.
 
@@ -85,5 +88,70 @@ fn frame_floor(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frame_floor);
+/// What polling a WebSocket with nothing to read costs, and what [`ReadWake`] leaves of it. A
+/// call's task polls every source each time it wakes (for a Twilio frame: the recogniser's
+/// socket, which has nothing to say; for a transcript or a reply's event: Twilio's socket), so
+/// every frame pays at least one such poll. `CALLS` client sockets over loopback, each polled
+/// once per iteration, as many as a call's task would with that many calls live (their
+/// buffers out of cache, as they are when a thousand calls take turns).
+fn quiet_read(c: &mut Criterion) {
+    use std::task::{Context, Waker};
+
+    use futures::StreamExt;
+    use ivr_bridge::socket::{ReadWake, SOCKET_READ_BUFFER};
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER);
+    let (mut sockets, _servers) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind on loopback");
+        let url = format!("ws://{}/", listener.local_addr().expect("address"));
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..CALLS {
+            let connect = tokio_tungstenite::connect_async_with_config(&url, Some(config), true);
+            let accept = async {
+                let (stream, _) = listener.accept().await.expect("accept");
+                tokio_tungstenite::accept_async(stream)
+                    .await
+                    .expect("handshake")
+            };
+            let ((client, _), server) =
+                tokio::join!(async { connect.await.expect("connect") }, accept);
+            clients.push(client);
+            servers.push(server);
+        }
+        (clients, servers)
+    });
+    let _entered = runtime.enter();
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let mut gates: Vec<ReadWake> = (0..CALLS).map(|_| ReadWake::default()).collect();
+
+    let mut group = c.benchmark_group("quiet_read");
+    group.throughput(Throughput::Elements(CALLS as u64));
+    group.bench_function("poll the socket", |b| {
+        b.iter(|| {
+            for socket in &mut sockets {
+                assert!(socket.poll_next_unpin(&mut cx).is_pending());
+            }
+        });
+    });
+    group.bench_function("poll through ReadWake", |b| {
+        b.iter(|| {
+            for (socket, gate) in sockets.iter_mut().zip(&mut gates) {
+                let polled = gate.poll(&mut cx, |cx| socket.poll_next_unpin(cx));
+                assert!(polled.is_pending());
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frame_floor, quiet_read);
 criterion_main!(benches);

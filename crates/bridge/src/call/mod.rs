@@ -27,6 +27,7 @@ use crate::events::{CallEvent, CallObserver};
 use crate::metrics::{Metrics, Outcome};
 use crate::record::publish::Publisher;
 use crate::record::{Recorder, Tap};
+use crate::socket::Woken;
 pub use crate::store::mirror;
 use crate::store::{CallSid, Store};
 use crate::stt::{Recogniser, SttStream};
@@ -89,7 +90,7 @@ pub struct CallServices {
 pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     let (sink, socket) = socket.split();
     let tap = services.recorder.as_ref().map(|r| r.open(Instant::now()));
-    let mut stream = MediaStream::new(socket);
+    let mut stream = MediaStream::new(Woken::new(socket));
     if services.stt.takes_mulaw() {
         stream = stream.undecoded();
     }

@@ -28,6 +28,7 @@ use super::connect::{connect, Socket};
 use super::replay::{TurnAudio, TurnEdge};
 use super::SttEvent;
 use crate::secret::Secret;
+use crate::socket::ReadWake;
 
 /// Caller audio that may wait for the socket: 10 s of 20 ms frames.
 pub const AUDIO_QUEUE_FRAMES: usize = 500;
@@ -269,6 +270,8 @@ struct Open {
     keepalive: Option<Pin<Box<Sleep>>>,
     /// `CloseStream` was sent; the last results are taken until this runs out.
     closing: Option<Pin<Box<Sleep>>>,
+    /// Whether the socket's read side woke the call since it last had nothing.
+    read: ReadWake,
 }
 
 /// One Deepgram socket's state, owned by the call.
@@ -380,6 +383,7 @@ impl<D: Dialect> Session<D> {
             last_sent: now,
             keepalive: D::KEEPALIVE.map(|_| Box::pin(sleep_until(now + KEEPALIVE_EVERY))),
             closing: None,
+            read: ReadWake::default(),
         }));
     }
 
@@ -546,7 +550,8 @@ impl<D: Dialect> Session<D> {
             }
         }
         loop {
-            let message = match ready!(open.socket.poll_next_unpin(cx)) {
+            let socket = &mut open.socket;
+            let message = match ready!(open.read.poll(cx, |cx| socket.poll_next_unpin(cx))) {
                 Some(Ok(message)) => message,
                 Some(Err(err)) => return Poll::Ready(Err(lost(err))),
                 None if open.closing.is_some() => return Poll::Ready(Ok(None)),

@@ -16,6 +16,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::media::{Inbound, MediaRef, Start, Track};
 use crate::audio::pcm::PcmFrames;
+use crate::socket::Woken;
 
 /// How long Twilio may take to send `start` after the socket opens.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,8 +93,8 @@ pub trait Copier: std::fmt::Debug + Send + Sync {
 
 /// One Media Stream's read half and what it needs to turn messages into events.
 #[derive(Debug)]
-pub struct MediaStream<S = SplitStream<WebSocket>> {
-    /// Twilio's messages, as the WebSocket delivers them.
+pub struct MediaStream<S = Woken<SplitStream<WebSocket>>> {
+    /// Twilio's messages, as the WebSocket delivers them (polled only when it woke the call).
     socket: S,
     /// The call's recording: every text message from Twilio goes into it as received.
     tap: Option<Box<dyn Copier>>,
