@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::script::{pcm_hash, tag, Script};
 use ivr_bridge::audio::mulaw;
+use ivr_bridge::socket::Woken;
 use ivr_bridge::twilio::playback::Line;
 use ivr_sim::standin::bank::FRAME_SAMPLES;
 use ivr_sim::twilio;
@@ -184,7 +185,10 @@ async fn converse(
         .await
         .map_err(|_| "the server did not accept the socket within 10 s".to_owned())?
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, stream) = ws.split();
+    // Woken by its timer every 20 ms, the caller would otherwise poll a socket with nothing to
+    // read first each time (tungstenite zero-fills the 4 KiB read buffer before asking).
+    let mut stream = Woken::new(stream);
     call.begin(first_send(plan.epoch, plan.call, Instant::now()));
     for opening in call.opening() {
         sink.send(Message::text(opening))
