@@ -84,7 +84,7 @@ impl ReadWake {
 }
 
 /// A stream polled only when it woke the task since it last said `Pending` (see
-/// [`ReadWake`]): the Media Stream's read half.
+/// [`ReadWake`]): the Media Stream's read half, and the load generator's callers'.
 #[derive(Debug)]
 pub struct Woken<S> {
     inner: S,

@@ -27,7 +27,6 @@ use crate::events::{CallEvent, CallObserver};
 use crate::metrics::{Metrics, Outcome};
 use crate::record::publish::Publisher;
 use crate::record::{Recorder, Tap};
-use crate::socket::Woken;
 pub use crate::store::mirror;
 use crate::store::{CallSid, Store};
 use crate::stt::{Recogniser, SttStream};
@@ -90,7 +89,7 @@ pub struct CallServices {
 pub async fn run(socket: WebSocket, services: Arc<CallServices>) {
     let (sink, socket) = socket.split();
     let tap = services.recorder.as_ref().map(|r| r.open(Instant::now()));
-    let mut stream = MediaStream::new(Woken::new(socket));
+    let mut stream = MediaStream::new(socket);
     if services.stt.takes_mulaw() {
         stream = stream.undecoded();
     }

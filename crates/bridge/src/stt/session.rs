@@ -508,8 +508,9 @@ impl<D: Dialect> Session<D> {
                     open.unflushed += 1;
                     open.last_sent = now;
                 }
-                // Still due (the socket was busy): the timer stays fired, and the socket's
-                // wake-up brings the keep-alive back here.
+                // Not due any more (just sent, or audio went out meanwhile): the timer moves to
+                // the next due time. Still due (the socket was busy): it stays fired, and the
+                // socket's wake-up brings the keep-alive back here.
                 if now < open.last_sent + KEEPALIVE_EVERY {
                     keepalive.as_mut().reset(open.last_sent + KEEPALIVE_EVERY);
                     let _ = keepalive.as_mut().poll(cx);
@@ -539,11 +540,12 @@ impl<D: Dialect> Session<D> {
         open: &mut Open,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<SttEvent>, SttError>> {
-        let lost = |err: WsError| SttError::Lost {
+        let lost = |reason: String| SttError::Lost {
             service: D::SERVICE,
-            reason: err.to_string(),
+            reason,
         };
-        self.poll_write(open, cx).map_err(lost)?;
+        self.poll_write(open, cx)
+            .map_err(|err| lost(err.to_string()))?;
         if let Some(closing) = open.closing.as_mut() {
             if closing.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(None));
@@ -553,14 +555,9 @@ impl<D: Dialect> Session<D> {
             let socket = &mut open.socket;
             let message = match ready!(open.read.poll(cx, |cx| socket.poll_next_unpin(cx))) {
                 Some(Ok(message)) => message,
-                Some(Err(err)) => return Poll::Ready(Err(lost(err))),
+                Some(Err(err)) => return Poll::Ready(Err(lost(err.to_string()))),
                 None if open.closing.is_some() => return Poll::Ready(Ok(None)),
-                None => {
-                    return Poll::Ready(Err(SttError::Lost {
-                        service: D::SERVICE,
-                        reason: "socket ended".into(),
-                    }))
-                }
+                None => return Poll::Ready(Err(lost("socket ended".into()))),
             };
             match message {
                 Message::Text(text) => match D::parse(&text, &open.clock) {
@@ -570,24 +567,16 @@ impl<D: Dialect> Session<D> {
                         }
                         return Poll::Ready(Ok(Some(event)));
                     }
-                    Incoming::Fatal(reason) => {
-                        return Poll::Ready(Err(SttError::Lost {
-                            service: D::SERVICE,
-                            reason,
-                        }))
-                    }
+                    Incoming::Fatal(reason) => return Poll::Ready(Err(lost(reason))),
                     Incoming::Nothing => {}
                 },
                 Message::Close(frame) => {
-                    return Poll::Ready(match open.closing {
-                        Some(_) => Ok(None),
-                        None => Err(SttError::Lost {
-                            service: D::SERVICE,
-                            reason: match frame {
-                                Some(f) => format!("closed by Deepgram: {} {}", f.code, f.reason),
-                                None => "closed by Deepgram".into(),
-                            },
-                        }),
+                    return Poll::Ready(match (open.closing.is_some(), frame) {
+                        (true, _) => Ok(None),
+                        (false, Some(f)) => {
+                            Err(lost(format!("closed by Deepgram: {} {}", f.code, f.reason)))
+                        }
+                        (false, None) => Err(lost("closed by Deepgram".into())),
                     });
                 }
                 _ => {}

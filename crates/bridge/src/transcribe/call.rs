@@ -12,7 +12,6 @@ use tracing::Instrument;
 
 use super::webhook::{CallDelivery, TranscriptMessage};
 use super::TranscribeServices;
-use crate::socket::Woken;
 use crate::stt::deepgram::SttStream;
 use crate::stt::{SttEvent, Transcript};
 use crate::twilio::media::{Start, Track};
@@ -43,7 +42,7 @@ impl EndReason {
 /// Transcribes one Media Stream from its `start` to its end.
 pub async fn run(socket: WebSocket, services: Arc<TranscribeServices>) {
     let (_sink, socket) = socket.split();
-    let mut stream = MediaStream::new(Woken::new(socket));
+    let mut stream = MediaStream::new(socket);
     let Some(start) = stream.start(START_TIMEOUT).await else {
         return;
     };

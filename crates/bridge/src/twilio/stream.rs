@@ -93,9 +93,10 @@ pub trait Copier: std::fmt::Debug + Send + Sync {
 
 /// One Media Stream's read half and what it needs to turn messages into events.
 #[derive(Debug)]
-pub struct MediaStream<S = Woken<SplitStream<WebSocket>>> {
-    /// Twilio's messages, as the WebSocket delivers them (polled only when it woke the call).
-    socket: S,
+pub struct MediaStream<S = SplitStream<WebSocket>> {
+    /// Twilio's messages, as the WebSocket delivers them; polled only when it woke the task
+    /// (the call's task wakes for much else, and a poll of a quiet socket is not free).
+    socket: Woken<S>,
     /// The call's recording: every text message from Twilio goes into it as received.
     tap: Option<Box<dyn Copier>>,
     /// Scratch buffer for one frame's μ-law bytes, reused frame after frame.
@@ -115,7 +116,7 @@ where
     /// Reads `socket`.
     pub fn new(socket: S) -> Self {
         Self {
-            socket,
+            socket: Woken::new(socket),
             tap: None,
             mulaw: Vec::with_capacity(MULAW_SCRATCH_BYTES),
             pcm: PcmFrames::new(),
