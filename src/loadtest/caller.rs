@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::script::{pcm_hash, tag, Script};
 use ivr_bridge::audio::mulaw;
-use ivr_bridge::socket::Woken;
 use ivr_bridge::twilio::playback::Line;
+use ivr_bridge::woken::Woken;
 use ivr_sim::standin::bank::FRAME_SAMPLES;
 use ivr_sim::twilio;
 

@@ -9,7 +9,7 @@
 //! No `epoll_wait`, no WebSocket framing, no JSON, no task: a lower bound, not a model.
 //!
 //! A second group, `quiet_read`, measures the poll of a WebSocket that has nothing to read, which
-//! every frame also pays, with and without [`ivr_bridge::socket::ReadWake`].
+//! every frame also pays, with and without [`ivr_bridge::woken::ReadWake`].
 //!
 //! Run with `cargo bench --bench socket_floor`; the result and the machine are in BENCHMARKS.md.
 //! Under `cargo test --benches` criterion runs it once, as a smoke test.
@@ -98,7 +98,8 @@ fn quiet_read(c: &mut Criterion) {
     use std::task::{Context, Waker};
 
     use futures::StreamExt;
-    use ivr_bridge::socket::{ReadWake, SOCKET_READ_BUFFER};
+    use ivr_bridge::socket::SOCKET_READ_BUFFER;
+    use ivr_bridge::woken::ReadWake;
     use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
     let runtime = tokio::runtime::Builder::new_current_thread()

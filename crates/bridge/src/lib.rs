@@ -12,7 +12,7 @@
 //! them to the HTTP surface, and [`config`] gathers every module's settings.
 
 // Shared ground: credentials, setting parsers, socket sizes, counters, log filters, memory,
-// the queues between a call's tasks.
+// the queues between a call's tasks, polling only what woke a task.
 pub mod memory;
 pub mod metrics;
 pub mod queue;
@@ -20,6 +20,7 @@ pub mod secret;
 pub mod settings;
 pub mod socket;
 pub mod telemetry;
+pub mod woken;
 
 // Wire formats and audio.
 pub mod audio;

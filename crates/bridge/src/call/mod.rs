@@ -34,6 +34,7 @@ use crate::tools::stream::tool_calls_of;
 use crate::tools::{Step, Toolbox, Transfer};
 use crate::twilio::media::Start;
 use crate::twilio::stream::{call_span, MediaStream, StreamEvent, START_TIMEOUT};
+use crate::woken::Woken;
 use end::EndReason;
 use reply::{CallTools, PhraseProgress, ReplyError, ReplyEvent, Script, Voice};
 use speaker::Speaker;
@@ -211,12 +212,16 @@ impl Call {
         // Made once, from the call's own child of the server-wide token: a new future each
         // turn of the loop joined and left that token's waiters on every frame of every call,
         // and polling the shared token itself takes its lock, which every call would share.
+        // Polled only once it woke the task: each poll of a token locks it twice.
         let shutdown = self.services.shutdown.child_token().cancelled_owned();
         tokio::pin!(shutdown);
+        let mut shutdown = Woken::new(shutdown);
         // One timer for the brain's deadlines, moved only when the deadline moves: a new timer
-        // each turn of the loop entered and left the timer wheel on every frame.
+        // each turn of the loop entered and left the timer wheel on every frame. Polled only
+        // when it fired or moved.
         let tick = sleep_until(Instant::now());
         tokio::pin!(tick);
+        let mut tick = Woken::new(tick);
         let mut armed = None;
         let reason = loop {
             if let Some(goodbye) = self.hung_up {
@@ -225,7 +230,7 @@ impl Call {
             let deadline = self.turns.next_deadline();
             if deadline != armed {
                 if let Some(at) = deadline {
-                    tick.as_mut().reset(at);
+                    tick.inner_mut().as_mut().reset(at);
                 }
                 armed = deadline;
             }

@@ -25,6 +25,7 @@ use super::turns::ReplyId;
 use crate::queue;
 use crate::record::Tap;
 use crate::twilio::media::Outbound;
+use crate::woken::Woken;
 
 /// Frames a reply may queue ahead of the socket (320 ms of audio, four socket writes' worth);
 /// more waits in the reply task, where cancellation is instant. The queue holds only what is
@@ -175,6 +176,8 @@ impl TwilioWriter {
     async fn run(mut self, cancel: CancellationToken) {
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
+        // Polled only once it woke the task: each poll of a token locks it twice.
+        let mut cancelled = Woken::new(cancelled);
         loop {
             let sent = tokio::select! {
                 biased;

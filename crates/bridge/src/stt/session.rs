@@ -28,7 +28,7 @@ use super::connect::{connect, Socket};
 use super::replay::{TurnAudio, TurnEdge};
 use super::SttEvent;
 use crate::secret::Secret;
-use crate::socket::ReadWake;
+use crate::woken::ReadWake;
 
 /// Caller audio that may wait for the socket: 10 s of 20 ms frames.
 pub const AUDIO_QUEUE_FRAMES: usize = 500;

@@ -16,7 +16,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::media::{Inbound, MediaRef, Start, Track};
 use crate::audio::pcm::PcmFrames;
-use crate::socket::Woken;
+use crate::woken::Woken;
 
 /// How long Twilio may take to send `start` after the socket opens.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
