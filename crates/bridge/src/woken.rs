@@ -17,11 +17,12 @@ use futures::{FutureExt, Stream, StreamExt};
 /// Remembers whether a source (a socket's read side, a token, a timer) woke the task since it
 /// last said `Pending`, so the task polls it only then.
 ///
-/// Polling a WebSocket that has nothing to read is not free: tungstenite zero-fills its read buffer's free room before it asks the
-/// socket (a kilobyte, mostly out of cache with a thousand calls), registers its wakers and
-/// asks tokio for readiness, and a split socket also takes its lock. The read is polled with a
-/// waker that sets this flag and wakes the task; while the flag is down, nothing the socket
-/// could say has arrived and the poll is skipped.
+/// Polling a source with nothing to say is not free. A WebSocket's read: tungstenite zero-fills
+/// its read buffer's free room before it asks the socket (a kilobyte, mostly out of cache with a
+/// thousand calls), registers its wakers and asks tokio for readiness, and a split socket also
+/// takes its lock. A cancellation token's future locks the token and its waiter list. The source
+/// is polled with a waker that sets this flag and wakes the task; while the flag is down,
+/// nothing the source could say has arrived and the poll is skipped.
 #[derive(Debug)]
 pub struct ReadWake {
     flag: Arc<Flag>,
@@ -58,8 +59,8 @@ impl Default for ReadWake {
 }
 
 impl ReadWake {
-    /// Runs `poll_read` (a poll of the read side) with this flag's waker, unless the read side
-    /// said `Pending` last time and has not woken the task since.
+    /// Runs `poll_read` (a poll of the source) with this flag's waker, unless the source said
+    /// `Pending` last time and has not woken the task since.
     pub fn poll<T>(
         &self,
         cx: &mut Context<'_>,
@@ -96,9 +97,7 @@ impl<S> Woken<S> {
             wake: ReadWake::default(),
         }
     }
-}
 
-impl<S> Woken<S> {
     /// The source itself, to change it (a timer's deadline): its next poll goes through, since
     /// what it would say may have changed.
     pub fn inner_mut(&mut self) -> &mut S {
