@@ -132,7 +132,7 @@ mod tests {
     use futures::channel::mpsc;
     use std::sync::atomic::AtomicUsize;
 
-    /// A stream that counts its polls.
+    /// A stream or a future that counts its polls.
     struct Counting<S>(S, Arc<AtomicUsize>);
 
     impl<S: Stream + Unpin> Stream for Counting<S> {
@@ -144,9 +144,27 @@ mod tests {
         }
     }
 
+    impl<F: Future + Unpin> Future for Counting<F> {
+        type Output = F::Output;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.poll_unpin(cx)
+        }
+    }
+
     /// A task's waker that counts its wake-ups.
     #[derive(Default)]
     struct Task(AtomicUsize);
+
+    impl Task {
+        /// A new task and the waker that counts into it.
+        fn new() -> (Arc<Self>, Waker) {
+            let task = Arc::new(Task::default());
+            let waker = Waker::from(task.clone());
+            (task, waker)
+        }
+    }
 
     impl Wake for Task {
         fn wake(self: Arc<Self>) {
@@ -159,8 +177,7 @@ mod tests {
         let polls = Arc::new(AtomicUsize::new(0));
         let (mut tx, rx) = mpsc::channel::<u32>(4);
         let mut woken = Woken::new(Counting(rx, polls.clone()));
-        let task = Arc::new(Task::default());
-        let waker = Waker::from(task.clone());
+        let (task, waker) = Task::new();
         let mut cx = Context::from_waker(&waker);
         // Nothing yet: polled once, then not again while nothing arrives.
         for _ in 0..3 {
@@ -182,21 +199,13 @@ mod tests {
         assert_eq!(woken.poll_next_unpin(&mut cx), Poll::Ready(None));
         assert_eq!(task.0.load(Ordering::SeqCst), 2);
     }
+
     #[test]
     fn a_future_is_polled_again_only_after_it_woke_the_task_or_was_changed() {
         let polls = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = futures::channel::oneshot::channel::<u32>();
-        let counted = {
-            let polls = polls.clone();
-            let mut rx = rx;
-            futures::future::poll_fn(move |cx| {
-                polls.fetch_add(1, Ordering::SeqCst);
-                rx.poll_unpin(cx)
-            })
-        };
-        let mut woken = Woken::new(counted);
-        let task = Arc::new(Task::default());
-        let waker = Waker::from(task.clone());
+        let mut woken = Woken::new(Counting(rx, polls.clone()));
+        let (task, waker) = Task::new();
         let mut cx = Context::from_waker(&waker);
         for _ in 0..3 {
             assert!(woken.poll_unpin(&mut cx).is_pending());
